@@ -1,0 +1,866 @@
+//! Configuration in two stages: [`RawConfig`] mirrors `monitor.toml` (unknown keys refused), then
+//! [`Config::from_toml`] validates everything — schedule, URLs, addresses, ids, durations, secret
+//! sources — before anything starts. Every problem names the file, the line, the key and a fix,
+//! and all validation problems are reported at once, not one per run.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+use crate::secrets::SecretSource;
+use crate::timefmt::{format_duration, parse_duration};
+
+/// Where `--config` points when not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/waba-monitor/monitor.toml";
+pub const DEFAULT_DATABASE: &str = "/var/lib/waba-monitor/monitor.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9717";
+pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com";
+pub const DEFAULT_API_VERSION: &str = "v23.0";
+/// Meta's Business Management API quota: calls per hour per app per WABA.
+pub const META_QUOTA_PER_WABA_HOUR: u64 = 200;
+
+// ---------------------------------------------------------------------------------------------
+// Stage 1: the file as written.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    daemon: Option<RawDaemon>,
+    #[serde(default)]
+    meta: Vec<Spanned<RawMeta>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    database: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+    poll_schedule: Option<Spanned<String>>,
+    cycle_timeout: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
+    log_format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeta {
+    name: Spanned<String>,
+    graph_url: Option<Spanned<String>>,
+    api_version: Option<Spanned<String>>,
+    access_token_env: Option<Spanned<String>>,
+    access_token_file: Option<Spanned<String>>,
+    #[serde(default)]
+    businesses: Vec<Spanned<String>>,
+    #[serde(default)]
+    wabas: Vec<Spanned<String>>,
+    #[serde(default)]
+    phone_numbers: Vec<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+    max_response_bytes: Option<Spanned<i64>>,
+    concurrency: Option<Spanned<i64>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 2: validated.
+
+/// The validated configuration the daemon runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub daemon: DaemonConfig,
+    pub meta: Vec<MetaSourceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub database: PathBuf,
+    pub listen: SocketAddr,
+    pub poll_schedule: Schedule,
+    /// A cycle still running after this long is abandoned (its sources count as failed).
+    pub cycle_timeout: Duration,
+    /// On SIGTERM, how long an in-flight cycle may go on before it is abandoned.
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetaSourceConfig {
+    pub name: String,
+    pub graph_url: Url,
+    pub api_version: ApiVersion,
+    pub token: SecretSource,
+    pub businesses: Vec<String>,
+    pub wabas: Vec<String>,
+    pub phone_numbers: Vec<String>,
+    pub request_timeout: Duration,
+    pub max_response_bytes: u64,
+    /// Graph requests in flight at once for this source.
+    pub concurrency: usize,
+}
+
+/// A Graph API version such as `v23.0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ApiVersion {
+    pub fn parse(s: &str) -> Option<ApiVersion> {
+        let rest = s.strip_prefix('v')?;
+        let (major, minor) = rest.split_once('.')?;
+        Some(ApiVersion {
+            major: major.parse().ok()?,
+            minor: minor.parse().ok()?,
+        })
+    }
+
+    /// `whatsapp_business_manager_messaging_limit` exists from v24.0 on; asking an older
+    /// version for it fails the whole request with error #100.
+    pub fn has_business_messaging_limit(self) -> bool {
+        self.major >= 24
+    }
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}", self.major, self.minor)
+    }
+}
+
+/// A validated cron schedule (six fields, seconds first, UTC) as tokio-cron-scheduler reads it.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub expr: String,
+    cron: croner::Cron,
+}
+
+impl Schedule {
+    pub fn parse(expr: &str) -> Result<Schedule, String> {
+        let fields = expr.split_whitespace().count();
+        if fields != 6 {
+            return Err(format!(
+                "\"{expr}\" has {fields} fields; the schedule needs 6, seconds first (e.g. \"0 */5 * * * *\" = every 5 minutes)"
+            ));
+        }
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(expr)
+            .map_err(|e| format!("\"{expr}\" is not a valid cron expression: {e}"))?;
+        Ok(Schedule {
+            expr: expr.to_owned(),
+            cron,
+        })
+    }
+
+    /// The next firing strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.iter_after(t).next()
+    }
+
+    /// The most cycles the schedule fires in any one clock hour over the next two days (a
+    /// schedule can be dense in some hours only). Capped so a silly schedule cannot hang.
+    pub fn max_cycles_per_hour(&self, from: DateTime<Utc>) -> u64 {
+        let start = from
+            .with_minute(0)
+            .and_then(|t| t.with_second(0))
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or(from);
+        let end = start + chrono::Duration::hours(48);
+        let mut per_hour = std::collections::HashMap::<i64, u64>::new();
+        for t in self.cron.iter_after(start).take(200_000) {
+            if t >= end {
+                break;
+            }
+            *per_hour.entry(t.timestamp() / 3600).or_default() += 1;
+        }
+        per_hour.values().copied().max().unwrap_or(0)
+    }
+
+    /// The shortest gap between two firings over the next two days.
+    pub fn min_interval(&self, from: DateTime<Utc>) -> Duration {
+        let mut prev: Option<DateTime<Utc>> = None;
+        let mut min = Duration::from_secs(48 * 3600);
+        for t in self.cron.iter_after(from).take(10_000) {
+            if let Some(p) = prev {
+                let gap = (t - p).to_std().unwrap_or_default();
+                min = min.min(gap);
+            }
+            prev = Some(t);
+        }
+        min
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Problems.
+
+/// One thing wrong with the config file, located and with a fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+    pub fix: Option<String>,
+}
+
+/// Everything wrong with a config file.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{} has {n} problem{}:",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            let loc = match p.line {
+                Some(l) => format!("{}:{l}", self.path.display()),
+                None => self.path.display().to_string(),
+            };
+            write!(f, "  {loc}: `{}`: {}", p.key, p.message)?;
+            if let Some(fix) = &p.fix {
+                write!(f, "\n      fix: {fix}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+struct Problems<'a> {
+    src: &'a str,
+    list: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, span: Option<std::ops::Range<usize>>, key: &str, message: String, fix: &str) {
+        self.list.push(Problem {
+            line: span.map(|s| line_of(self.src, s.start)),
+            key: key.to_owned(),
+            message,
+            fix: (!fix.is_empty()).then(|| fix.to_owned()),
+        });
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(src: &str, offset: usize) -> usize {
+    src.as_bytes()[..offset.min(src.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// For a TOML syntax or type error, names the key from the text around the error: the nearest
+/// `key =` on the error's line and the table header above it.
+fn key_at(src: &str, offset: usize) -> String {
+    let line_no = line_of(src, offset);
+    let lines: Vec<&str> = src.lines().collect();
+    let line = lines.get(line_no - 1).copied().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.starts_with('['));
+    let table = lines[..line_no.saturating_sub(1).min(lines.len())]
+        .iter()
+        .rev()
+        .chain(std::iter::once(&line))
+        .find_map(|l| {
+            let t = l.trim();
+            t.starts_with('[')
+                .then(|| t.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+        });
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k,
+        (Some(t), None) => t,
+        (None, None) => "(top level)".to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+impl Config {
+    /// Reads and validates a config file. Never writes anything.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            problems: vec![Problem {
+                line: None,
+                key: "(file)".into(),
+                message: format!("cannot read the config file: {e}"),
+                fix: Some(format!(
+                    "create it (the commented reference is monitor.toml in the source tree) or pass --config PATH; default {DEFAULT_CONFIG_PATH}"
+                )),
+            }],
+        })?;
+        Config::from_toml(path, &src)
+    }
+
+    /// Validates config text; `path` is only used to name the file and resolve relative paths.
+    pub fn from_toml(path: &Path, src: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(src).map_err(|e| {
+            let span = e.span();
+            let key = span
+                .clone()
+                .map(|s| key_at(src, s.start))
+                .unwrap_or_else(|| "(file)".into());
+            ConfigError {
+                path: path.to_owned(),
+                problems: vec![Problem {
+                    line: span.map(|s| line_of(src, s.start)),
+                    key,
+                    message: e.message().trim().to_owned(),
+                    fix: Some(
+                        "see the commented reference monitor.toml for every key and its type"
+                            .into(),
+                    ),
+                }],
+            }
+        })?;
+        let mut p = Problems {
+            src,
+            list: Vec::new(),
+        };
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let daemon = validate_daemon(raw.daemon, base_dir, &mut p);
+        let mut meta = Vec::new();
+        let mut names = BTreeSet::new();
+        if raw.meta.is_empty() {
+            p.add(
+                None,
+                "meta",
+                "no [[meta]] source is configured, so there is nothing to monitor".into(),
+                "add a [[meta]] block with a name, a token and at least one of businesses, wabas or phone_numbers",
+            );
+        }
+        for (i, m) in raw.meta.into_iter().enumerate() {
+            let span = m.span();
+            if let Some(cfg) = validate_meta(i, span, m.into_inner(), base_dir, &mut p) {
+                if !names.insert(cfg.name.clone()) {
+                    p.add(
+                        None,
+                        &format!("meta[{i}].name"),
+                        format!("the source name \"{}\" is used twice", cfg.name),
+                        "give every [[meta]] block its own name; it labels metrics and history",
+                    );
+                }
+                meta.push(cfg);
+            }
+        }
+        match (daemon, p.list.is_empty()) {
+            (Some(daemon), true) => Ok(Config {
+                path: path.to_owned(),
+                daemon,
+                meta,
+            }),
+            _ => Err(ConfigError {
+                path: path.to_owned(),
+                problems: p.list,
+            }),
+        }
+    }
+}
+
+fn duration_key(
+    v: Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+    min: Duration,
+    p: &mut Problems<'_>,
+) -> Duration {
+    let Some(v) = v else { return default };
+    match parse_duration(v.get_ref()) {
+        Ok(d) if d >= min => d,
+        Ok(d) => {
+            p.add(
+                Some(v.span()),
+                key,
+                format!("{} is too short", format_duration(d)),
+                &format!("use at least {}", format_duration(min)),
+            );
+            default
+        }
+        Err(e) => {
+            p.add(Some(v.span()), key, e, "");
+            default
+        }
+    }
+}
+
+fn validate_daemon(
+    raw: Option<RawDaemon>,
+    base_dir: &Path,
+    p: &mut Problems<'_>,
+) -> Option<DaemonConfig> {
+    let raw = raw.unwrap_or(RawDaemon {
+        database: None,
+        listen: None,
+        poll_schedule: None,
+        cycle_timeout: None,
+        shutdown_grace: None,
+        log_format: None,
+    });
+    let database = match raw.database {
+        Some(d) if d.get_ref().trim().is_empty() => {
+            p.add(
+                Some(d.span()),
+                "daemon.database",
+                "empty path".into(),
+                &format!("write a file path such as \"{DEFAULT_DATABASE}\""),
+            );
+            PathBuf::new()
+        }
+        Some(d) => base_dir.join(d.get_ref()),
+        None => PathBuf::from(DEFAULT_DATABASE),
+    };
+    let listen = match raw.listen {
+        Some(l) => match l.get_ref().parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                p.add(
+                    Some(l.span()),
+                    "daemon.listen",
+                    format!("\"{}\" is not an IP address with a port", l.get_ref()),
+                    &format!("write \"{DEFAULT_LISTEN}\" (host names are not resolved here)"),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 9717))
+            }
+        },
+        None => SocketAddr::from(([127, 0, 0, 1], 9717)),
+    };
+    let schedule_raw = raw.poll_schedule;
+    let schedule = match &schedule_raw {
+        Some(s) => match Schedule::parse(s.get_ref()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                p.add(
+                    Some(s.span()),
+                    "daemon.poll_schedule",
+                    e,
+                    "six fields: sec min hour day-of-month month day-of-week, in UTC; \"0 */5 * * * *\" polls every 5 minutes",
+                );
+                None
+            }
+        },
+        None => Schedule::parse(DEFAULT_SCHEDULE).ok(),
+    };
+    let interval = schedule
+        .as_ref()
+        .map(|s| s.min_interval(Utc::now()))
+        .unwrap_or(Duration::from_secs(300));
+    let timeout_span = raw.cycle_timeout.as_ref().map(|v| v.span());
+    let cycle_timeout = duration_key(
+        raw.cycle_timeout,
+        "daemon.cycle_timeout",
+        interval.clamp(Duration::from_secs(1), Duration::from_secs(600)),
+        Duration::from_secs(1),
+        p,
+    );
+    if cycle_timeout > interval && timeout_span.is_some() {
+        p.add(
+            timeout_span,
+            "daemon.cycle_timeout",
+            format!(
+                "{} is longer than the {} between two scheduled cycles",
+                format_duration(cycle_timeout),
+                format_duration(interval)
+            ),
+            "make it at most the schedule's interval (cycles never overlap; a late one is skipped)",
+        );
+    }
+    let shutdown_grace = duration_key(
+        raw.shutdown_grace,
+        "daemon.shutdown_grace",
+        Duration::from_secs(20),
+        Duration::ZERO,
+        p,
+    );
+    let log_format = match raw.log_format {
+        None => LogFormat::Text,
+        Some(f) => match f.get_ref().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                p.add(
+                    Some(f.span()),
+                    "daemon.log_format",
+                    format!("\"{other}\" is not a log format"),
+                    "use \"text\" or \"json\"",
+                );
+                LogFormat::Text
+            }
+        },
+    };
+    Some(DaemonConfig {
+        database,
+        listen,
+        poll_schedule: schedule?,
+        cycle_timeout,
+        shutdown_grace,
+        log_format,
+    })
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+fn validate_ids(
+    list: Vec<Spanned<String>>,
+    key: &str,
+    seen: &mut BTreeSet<String>,
+    p: &mut Problems<'_>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in list {
+        let v = id.get_ref().trim();
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_digit()) {
+            p.add(
+                Some(id.span()),
+                key,
+                format!("\"{}\" is not a Meta object id", id.get_ref()),
+                "ids are the numeric ids from WhatsApp Manager or the API (e.g. \"106540352242922\"), not phone numbers with + or spaces",
+            );
+        } else if !seen.insert(v.to_owned()) {
+            p.add(
+                Some(id.span()),
+                key,
+                format!("id {v} is listed twice"),
+                "list each id once",
+            );
+        } else {
+            out.push(v.to_owned());
+        }
+    }
+    out
+}
+
+fn validate_meta(
+    i: usize,
+    span: std::ops::Range<usize>,
+    raw: RawMeta,
+    base_dir: &Path,
+    p: &mut Problems<'_>,
+) -> Option<MetaSourceConfig> {
+    let k = |name: &str| format!("meta[{i}].{name}");
+    let before = p.list.len();
+    let name = raw.name.get_ref().trim().to_owned();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        p.add(
+            Some(raw.name.span()),
+            &k("name"),
+            format!("\"{}\" is not a usable source name", raw.name.get_ref()),
+            "use letters, digits, '-' and '_' only (it becomes the `source` label), e.g. \"main\"",
+        );
+    }
+    let graph_url = match &raw.graph_url {
+        None => Url::parse(DEFAULT_GRAPH_URL).ok(),
+        Some(u) => match Url::parse(u.get_ref()) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") || url.host().is_none() => {
+                p.add(
+                    Some(u.span()),
+                    &k("graph_url"),
+                    format!("\"{}\" is not an http(s) URL", u.get_ref()),
+                    &format!("write \"{DEFAULT_GRAPH_URL}\" or leave the key out"),
+                );
+                None
+            }
+            Ok(url) if url.scheme() == "http" && !is_loopback_host(&url) => {
+                p.add(
+                    Some(u.span()),
+                    &k("graph_url"),
+                    "plain http would send the access token in clear over the network".into(),
+                    "use https (plain http is accepted for loopback simulators only)",
+                );
+                None
+            }
+            Ok(url) if url.query().is_some() || url.path() != "/" => {
+                p.add(
+                    Some(u.span()),
+                    &k("graph_url"),
+                    format!(
+                        "\"{}\" has a path or query; it must be the API's base URL",
+                        u.get_ref()
+                    ),
+                    &format!(
+                        "write only scheme and host, e.g. \"{DEFAULT_GRAPH_URL}\"; the version goes in api_version"
+                    ),
+                );
+                None
+            }
+            Ok(url) => Some(url),
+            Err(e) => {
+                p.add(
+                    Some(u.span()),
+                    &k("graph_url"),
+                    format!("\"{}\" is not a URL: {e}", u.get_ref()),
+                    &format!("write \"{DEFAULT_GRAPH_URL}\" or leave the key out"),
+                );
+                None
+            }
+        },
+    };
+    let api_version = match &raw.api_version {
+        None => ApiVersion::parse(DEFAULT_API_VERSION),
+        Some(v) => {
+            let parsed = ApiVersion::parse(v.get_ref()).filter(|v| v.major >= 17);
+            if parsed.is_none() {
+                p.add(
+                    Some(v.span()),
+                    &k("api_version"),
+                    format!("\"{}\" is not a Graph API version", v.get_ref()),
+                    "write it as Meta does, e.g. \"v23.0\" or \"v24.0\"",
+                );
+            }
+            parsed
+        }
+    };
+    let token = match (&raw.access_token_env, &raw.access_token_file) {
+        (Some(_), Some(f)) => {
+            p.add(
+                Some(f.span()),
+                &k("access_token_file"),
+                "both access_token_env and access_token_file are set".into(),
+                "keep one of them",
+            );
+            None
+        }
+        (None, None) => {
+            p.add(
+                Some(span.clone()),
+                &k("access_token_env"),
+                "no access token source".into(),
+                "add access_token_env = \"WABA_MONITOR_META_TOKEN\" (an environment variable holding a system-user token) or access_token_file = \"/run/credentials/waba-monitor.service/meta-token\"",
+            );
+            None
+        }
+        (Some(e), None) => {
+            let v = e.get_ref().trim();
+            if v.is_empty() || v.starts_with("EAA") || v.contains(char::is_whitespace) {
+                p.add(
+                    Some(e.span()),
+                    &k("access_token_env"),
+                    "this must be the NAME of an environment variable, not the token itself"
+                        .into(),
+                    "write access_token_env = \"WABA_MONITOR_META_TOKEN\" and export the token in that variable",
+                );
+                None
+            } else {
+                Some(SecretSource::Env(v.to_owned()))
+            }
+        }
+        (None, Some(f)) => {
+            if f.get_ref().trim().is_empty() {
+                p.add(
+                    Some(f.span()),
+                    &k("access_token_file"),
+                    "empty path".into(),
+                    "point it at a file readable only by the daemon",
+                );
+                None
+            } else {
+                Some(SecretSource::File(base_dir.join(f.get_ref())))
+            }
+        }
+    };
+    let mut seen = BTreeSet::new();
+    let targets_span = span.clone();
+    let businesses = validate_ids(raw.businesses, &k("businesses"), &mut seen, p);
+    let wabas = validate_ids(raw.wabas, &k("wabas"), &mut seen, p);
+    let phone_numbers = validate_ids(raw.phone_numbers, &k("phone_numbers"), &mut seen, p);
+    if businesses.is_empty() && wabas.is_empty() && phone_numbers.is_empty() && p.list.len() == before
+    {
+        p.add(
+            Some(targets_span),
+            &k("wabas"),
+            "this source watches nothing".into(),
+            "list at least one id in businesses, wabas or phone_numbers",
+        );
+    }
+    let request_timeout = duration_key(
+        raw.request_timeout,
+        &k("request_timeout"),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        p,
+    );
+    let max_response_bytes = match raw.max_response_bytes {
+        None => 16 * 1024 * 1024,
+        Some(v) if *v.get_ref() >= 64 * 1024 => *v.get_ref() as u64,
+        Some(v) => {
+            p.add(
+                Some(v.span()),
+                &k("max_response_bytes"),
+                format!("{} bytes is too small for a page of 100 numbers", v.get_ref()),
+                "leave it out (16 MiB) or use at least 65536",
+            );
+            16 * 1024 * 1024
+        }
+    };
+    let concurrency = match raw.concurrency {
+        None => 4,
+        Some(v) if (1..=32).contains(v.get_ref()) => *v.get_ref() as usize,
+        Some(v) => {
+            p.add(
+                Some(v.span()),
+                &k("concurrency"),
+                format!("{} is out of range", v.get_ref()),
+                "use 1 to 32 (default 4)",
+            );
+            4
+        }
+    };
+    if p.list.len() != before {
+        return None;
+    }
+    Some(MetaSourceConfig {
+        name,
+        graph_url: graph_url?,
+        api_version: api_version?,
+        token: token?,
+        businesses,
+        wabas,
+        phone_numbers,
+        request_timeout,
+        max_response_bytes,
+        concurrency,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cost projection for `check-config`.
+
+/// What one source will cost per cycle and per hour, as far as can be known before polling.
+#[derive(Debug, Clone)]
+pub struct CostEstimate {
+    pub source: String,
+    /// Graph calls per cycle, counting batch items one each (Meta counts them so).
+    pub calls_per_cycle: u64,
+    /// HTTP requests per cycle (batches of up to 50 items are one request).
+    pub requests_per_cycle: u64,
+    pub cycles_per_hour: u64,
+    /// Calls per hour against one WABA, for a WABA with up to 100 numbers.
+    pub calls_per_waba_hour: u64,
+    /// Worst case for single phone_numbers that might all sit on one WABA.
+    pub worst_calls_per_waba_hour: u64,
+}
+
+impl MetaSourceConfig {
+    /// Estimates calls for a cycle: one per business (WABAs beyond 100 or numbers beyond 100 per
+    /// WABA add paging calls, unknown before the first poll), one per configured WABA, one per
+    /// configured phone number.
+    pub fn estimate(&self, schedule: &Schedule, now: DateTime<Utc>) -> CostEstimate {
+        let b = self.businesses.len() as u64;
+        let batchable = (self.wabas.len() + self.phone_numbers.len()) as u64;
+        let cycles_per_hour = schedule.max_cycles_per_hour(now);
+        CostEstimate {
+            source: self.name.clone(),
+            calls_per_cycle: b + batchable,
+            requests_per_cycle: b + batchable.div_ceil(50),
+            cycles_per_hour,
+            calls_per_waba_hour: cycles_per_hour,
+            worst_calls_per_waba_hour: cycles_per_hour * (self.phone_numbers.len() as u64).max(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[daemon]
+database = "monitor.db"
+poll_schedule = "0 */5 * * * *"
+
+[[meta]]
+name = "main"
+access_token_env = "WABA_MONITOR_META_TOKEN"
+wabas = ["987654321"]
+"#;
+
+    #[test]
+    fn a_minimal_config_validates_with_defaults() {
+        let c = Config::from_toml(Path::new("/etc/x/monitor.toml"), GOOD).expect("valid");
+        assert_eq!(c.daemon.database, PathBuf::from("/etc/x/monitor.db"));
+        assert_eq!(c.meta[0].graph_url.as_str(), "https://graph.facebook.com/");
+        assert_eq!(c.meta[0].api_version.to_string(), "v23.0");
+        assert_eq!(c.daemon.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn every_five_minutes_is_twelve_cycles_an_hour() {
+        let s = Schedule::parse("0 */5 * * * *").expect("valid");
+        assert_eq!(s.max_cycles_per_hour(Utc::now()), 12);
+        assert_eq!(s.min_interval(Utc::now()), Duration::from_secs(300));
+        // Dense only from 09:00 to 09:59: the peak hour counts, not the daily average.
+        let s = Schedule::parse("0 * 9 * * *").expect("valid");
+        assert_eq!(s.max_cycles_per_hour(Utc::now()), 60);
+    }
+
+    #[test]
+    fn several_validation_problems_are_reported_together_with_lines() {
+        let src = r#"[daemon]
+listen = "localhost"
+poll_schedule = "*/5 * * * *"
+
+[[meta]]
+name = "main"
+access_token_env = "WABA_MONITOR_META_TOKEN"
+graph_url = "http://graph.example.com"
+wabas = ["+1 555 0100"]
+"#;
+        let e = Config::from_toml(Path::new("m.toml"), src).unwrap_err();
+        let keys: Vec<_> = e.problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert!(keys.contains(&("daemon.listen", Some(2))), "{keys:?}");
+        assert!(keys.contains(&("daemon.poll_schedule", Some(3))), "{keys:?}");
+        assert!(keys.contains(&("meta[0].graph_url", Some(8))), "{keys:?}");
+        assert!(keys.contains(&("meta[0].wabas", Some(9))), "{keys:?}");
+    }
+
+    #[test]
+    fn syntax_and_type_errors_name_the_key_and_line() {
+        let src = "[daemon]\ndatabase = \"x.db\"\n\n[[meta]]\nname = \"m\"\nwabas = \"123\"\n";
+        let e = Config::from_toml(Path::new("m.toml"), src).unwrap_err();
+        assert_eq!(e.problems[0].line, Some(6));
+        assert_eq!(e.problems[0].key, "meta.wabas");
+    }
+}

@@ -1,0 +1,22 @@
+//! waba-monitor: watches WhatsApp Business phone numbers and accounts through Meta's Graph API,
+//! keeps the history of every change in SQLite.
+//!
+//! The modules follow the data flow: `sources` talk to remote APIs and produce `model`
+//! observations, `store` diffs them against the last known state and records the changes,
+//! `poller` runs one cycle over every source and `scheduler` runs cycles on the cron schedule.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod model;
+pub mod poller;
+pub mod retry;
+pub mod scheduler;
+pub mod secrets;
+pub mod sim;
+pub mod sources;
+pub mod store;
+pub mod telemetry;
+pub mod timefmt;

@@ -1,0 +1,1 @@
+//! Simulated Meta Graph API (being written).

@@ -1,0 +1,341 @@
+//! Reading Graph JSON into observations, leniently: a field of the wrong type or an unknown enum
+//! value is recorded as an anomaly and treated as "not reported", so a bad answer can never
+//! look like a change of state, and nothing here panics on what Meta sends.
+
+use serde_json::Value;
+
+use crate::model::{
+    CanSendMessage, CodeVerificationStatus, Health, HealthEntity, HealthError, MessagingLimit,
+    NameStatus, PhoneObservation, PhoneStatus, QualityRating, ReviewStatus, ThroughputLevel,
+    VerificationStatus, WabaObservation,
+};
+
+/// Something odd in an answer, counted and logged by the poller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anomaly {
+    /// Bounded: `wrong_type`, `unknown_value`, `missing_id`.
+    pub reason: &'static str,
+    pub field: &'static str,
+    /// The object it concerns and the value seen (never a token: answers carry none).
+    pub detail: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Anomalies(pub Vec<Anomaly>);
+
+impl Anomalies {
+    fn push(&mut self, reason: &'static str, field: &'static str, detail: String) {
+        self.0.push(Anomaly {
+            reason,
+            field,
+            detail,
+        });
+    }
+}
+
+/// A string field: `Some` for a string, `None` for absent or null, an anomaly for anything else.
+fn string(obj: &Value, field: &'static str, an: &mut Anomalies) -> Option<String> {
+    match obj.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            an.push(
+                "wrong_type",
+                field,
+                format!(
+                    "{} = {}",
+                    id_of(obj),
+                    truncate_json(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// An enum field, parsed into its open enum; unknown values are kept and noted.
+fn enumerated<T>(
+    obj: &Value,
+    field: &'static str,
+    parse: fn(&str) -> T,
+    is_known: fn(&T) -> bool,
+    an: &mut Anomalies,
+) -> Option<T> {
+    let raw = string(obj, field, an)?;
+    let v = parse(&raw);
+    if !is_known(&v) {
+        an.push("unknown_value", field, format!("{} = {raw}", id_of(obj)));
+    }
+    Some(v)
+}
+
+fn id_of(obj: &Value) -> String {
+    obj.get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_owned()
+}
+
+fn truncate_json(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 80 {
+        let mut end = 80;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    } else {
+        s
+    }
+}
+
+/// An object id: Graph sends ids as strings; a number is accepted, anything else is not an id.
+fn object_id(obj: &Value, an: &mut Anomalies) -> Option<String> {
+    match obj.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => {
+            an.push("missing_id", "id", truncate_json(obj));
+            None
+        }
+    }
+}
+
+/// Reads a `health_status` object. The overall value is Meta's `can_send_message`; if that is
+/// missing, the worst entity stands in for it.
+pub fn health(obj: &Value, an: &mut Anomalies) -> Option<Health> {
+    let hs = match obj.get("health_status") {
+        None | Some(Value::Null) => return None,
+        Some(v @ Value::Object(_)) => v,
+        Some(other) => {
+            an.push(
+                "wrong_type",
+                "health_status",
+                format!("{} = {}", id_of(obj), truncate_json(other)),
+            );
+            return None;
+        }
+    };
+    let mut entities = Vec::new();
+    if let Some(list) = hs.get("entities").and_then(Value::as_array) {
+        for e in list {
+            let errors = e
+                .get("errors")
+                .and_then(Value::as_array)
+                .map(|errs| {
+                    errs.iter()
+                        .map(|x| HealthError {
+                            error_code: x.get("error_code").and_then(Value::as_i64),
+                            error_description: x
+                                .get("error_description")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                            possible_solution: x
+                                .get("possible_solution")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            entities.push(HealthEntity {
+                entity_type: e
+                    .get("entity_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("UNKNOWN")
+                    .to_owned(),
+                id: e.get("id").and_then(Value::as_str).map(str::to_owned),
+                can_send_message: e
+                    .get("can_send_message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("UNKNOWN")
+                    .to_owned(),
+                errors,
+                additional_info: e
+                    .get("additional_info")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    let overall = match hs.get("can_send_message").and_then(Value::as_str) {
+        Some(raw) => {
+            let v = CanSendMessage::parse(raw);
+            if !v.is_known() {
+                an.push(
+                    "unknown_value",
+                    "health_status",
+                    format!("{} = {raw}", id_of(obj)),
+                );
+            }
+            v
+        }
+        None => entities
+            .iter()
+            .map(|e| CanSendMessage::parse(&e.can_send_message))
+            .max_by_key(CanSendMessage::rank)?,
+    };
+    Some(Health {
+        can_send_message: overall,
+        entities,
+    })
+}
+
+/// Reads a phone-number node. `waba_id` is the WABA it was listed under, if any.
+pub fn phone(obj: &Value, waba_id: Option<&str>, an: &mut Anomalies) -> Option<PhoneObservation> {
+    let id = object_id(obj, an)?;
+    let throughput = match obj.get("throughput") {
+        Some(t @ Value::Object(_)) => enumerated(
+            t,
+            "level",
+            ThroughputLevel::parse,
+            ThroughputLevel::is_known,
+            an,
+        ),
+        None | Some(Value::Null) => None,
+        Some(other) => {
+            an.push("wrong_type", "throughput", format!("{id} = {}", truncate_json(other)));
+            None
+        }
+    };
+    Some(PhoneObservation {
+        waba_id: waba_id.map(str::to_owned),
+        display_phone_number: string(obj, "display_phone_number", an),
+        verified_name: string(obj, "verified_name", an),
+        quality_rating: enumerated(
+            obj,
+            "quality_rating",
+            QualityRating::parse,
+            QualityRating::is_known,
+            an,
+        ),
+        status: enumerated(obj, "status", PhoneStatus::parse, PhoneStatus::is_known, an),
+        messaging_limit_tier: enumerated(
+            obj,
+            "messaging_limit_tier",
+            MessagingLimit::parse,
+            MessagingLimit::is_known,
+            an,
+        ),
+        business_messaging_limit: enumerated(
+            obj,
+            "whatsapp_business_manager_messaging_limit",
+            MessagingLimit::parse,
+            MessagingLimit::is_known,
+            an,
+        ),
+        name_status: enumerated(obj, "name_status", NameStatus::parse, NameStatus::is_known, an),
+        code_verification_status: enumerated(
+            obj,
+            "code_verification_status",
+            CodeVerificationStatus::parse,
+            CodeVerificationStatus::is_known,
+            an,
+        ),
+        throughput,
+        account_mode: string(obj, "account_mode", an),
+        health: health(obj, an),
+        id,
+    })
+}
+
+/// Reads a WABA node (its `phone_numbers` edge is read separately).
+pub fn waba(obj: &Value, business_id: Option<&str>, an: &mut Anomalies) -> Option<WabaObservation> {
+    let id = object_id(obj, an)?;
+    Some(WabaObservation {
+        name: string(obj, "name", an),
+        business_id: business_id.map(str::to_owned),
+        account_review_status: enumerated(
+            obj,
+            "account_review_status",
+            ReviewStatus::parse,
+            ReviewStatus::is_known,
+            an,
+        ),
+        business_verification_status: enumerated(
+            obj,
+            "business_verification_status",
+            VerificationStatus::parse_any_case,
+            VerificationStatus::is_known,
+            an,
+        ),
+        business_messaging_limit: enumerated(
+            obj,
+            "whatsapp_business_manager_messaging_limit",
+            MessagingLimit::parse,
+            MessagingLimit::is_known,
+            an,
+        ),
+        health: health(obj, an),
+        ownership_type: string(obj, "ownership_type", an),
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_full_phone_node_is_read() {
+        let v = json!({
+            "id": "106540352242922", "display_phone_number": "+1 631-555-5555",
+            "verified_name": "Jasper's Market", "status": "CONNECTED", "quality_rating": "GREEN",
+            "messaging_limit_tier": "TIER_1K", "whatsapp_business_manager_messaging_limit": "TIER_2K",
+            "name_status": "APPROVED", "code_verification_status": "VERIFIED",
+            "throughput": {"level": "STANDARD"}, "account_mode": "LIVE",
+            "health_status": {"can_send_message": "LIMITED", "entities": [
+                {"entity_type": "PHONE_NUMBER", "id": "106540352242922", "can_send_message": "AVAILABLE"},
+                {"entity_type": "BUSINESS", "id": "5", "can_send_message": "LIMITED",
+                 "errors": [{"error_code": 141010, "error_description": "not verified", "possible_solution": "verify"}]}]}
+        });
+        let mut an = Anomalies::default();
+        let p = phone(&v, Some("9"), &mut an).expect("phone");
+        assert!(an.0.is_empty(), "{:?}", an.0);
+        assert_eq!(p.quality_rating, Some(QualityRating::Green));
+        assert_eq!(p.business_messaging_limit, Some(MessagingLimit::Tier2K));
+        assert_eq!(p.throughput, Some(ThroughputLevel::Standard));
+        let h = p.health.expect("health");
+        assert_eq!(h.can_send_message, CanSendMessage::Limited);
+        assert_eq!(h.entities[1].errors[0].error_code, Some(141010));
+        assert_eq!(p.waba_id.as_deref(), Some("9"));
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_values_are_anomalies_not_values() {
+        let v = json!({"id": "1", "quality_rating": 5, "status": "SHADOWBANNED", "messaging_limit_tier": null});
+        let mut an = Anomalies::default();
+        let p = phone(&v, None, &mut an).expect("phone");
+        assert_eq!(p.quality_rating, None);
+        assert_eq!(p.status, Some(PhoneStatus::Other("SHADOWBANNED".into())));
+        assert_eq!(p.messaging_limit_tier, None);
+        let reasons: Vec<_> = an.0.iter().map(|a| (a.reason, a.field)).collect();
+        assert_eq!(
+            reasons,
+            vec![("wrong_type", "quality_rating"), ("unknown_value", "status")]
+        );
+    }
+
+    #[test]
+    fn an_object_without_id_is_skipped() {
+        let mut an = Anomalies::default();
+        assert!(phone(&json!({"status": "CONNECTED"}), None, &mut an).is_none());
+        assert_eq!(an.0[0].reason, "missing_id");
+    }
+
+    #[test]
+    fn overall_health_falls_back_to_the_worst_entity() {
+        let v = json!({"id": "1", "health_status": {"entities": [
+            {"entity_type": "WABA", "can_send_message": "AVAILABLE"},
+            {"entity_type": "BUSINESS", "can_send_message": "BLOCKED"}]}});
+        let h = health(&v, &mut Anomalies::default()).expect("health");
+        assert_eq!(h.can_send_message, CanSendMessage::Blocked);
+    }
+}

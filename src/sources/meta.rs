@@ -1,0 +1,304 @@
+//! Polling Meta's Graph API for one `[[meta]]` source, in as few calls as Meta allows:
+//!
+//! 1. each business: one request expanding `owned_` and `client_whatsapp_business_accounts`
+//!    with every WABA's `phone_numbers` nested inside, then the paging links of both levels;
+//! 2. configured WABAs not already seen: batched (≤ 50 a request), each with its numbers
+//!    expanded;
+//! 3. configured phone numbers not already seen: batched.
+//!
+//! A listing counts as complete only when every page of it was read; the store may record a
+//! number as gone only from a complete listing.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use super::graph::parse::{self, Anomalies};
+use super::graph::{GraphClient, GraphError, NodeRequest};
+use super::{ObjectKind, SourcePoll, TargetFailure};
+use crate::config::{ApiVersion, MetaSourceConfig};
+use crate::model::{PhoneObservation, WabaObservation};
+
+/// Items per page asked of every edge; Graph's maximum.
+pub const PAGE_LIMIT: u32 = 100;
+
+/// The `fields=` lists. Built once per source: `whatsapp_business_manager_messaging_limit`
+/// is only asked of v24+ (older versions reject the whole request for it).
+#[derive(Debug, Clone)]
+pub struct FieldSets {
+    pub phone: String,
+    pub waba: String,
+    pub waba_with_numbers: String,
+    pub business: String,
+}
+
+impl FieldSets {
+    pub fn for_version(v: ApiVersion) -> FieldSets {
+        let limit = if v.has_business_messaging_limit() {
+            ",whatsapp_business_manager_messaging_limit"
+        } else {
+            ""
+        };
+        let phone = format!(
+            "id,display_phone_number,verified_name,status,quality_rating,messaging_limit_tier,\
+name_status,code_verification_status,throughput,account_mode,health_status{limit}"
+        );
+        let waba = format!(
+            "id,name,account_review_status,business_verification_status,ownership_type,health_status{limit}"
+        );
+        let waba_with_numbers = format!("{waba},phone_numbers.limit({PAGE_LIMIT}){{{phone}}}");
+        let business = format!(
+            "id,owned_whatsapp_business_accounts.limit({PAGE_LIMIT}){{{waba_with_numbers}}},\
+client_whatsapp_business_accounts.limit({PAGE_LIMIT}){{{waba_with_numbers}}}"
+        );
+        FieldSets {
+            phone,
+            waba,
+            waba_with_numbers,
+            business,
+        }
+    }
+}
+
+pub struct MetaSource {
+    pub cfg: MetaSourceConfig,
+    client: GraphClient,
+    fields: FieldSets,
+}
+
+impl MetaSource {
+    pub fn new(cfg: MetaSourceConfig, client: GraphClient) -> MetaSource {
+        let fields = FieldSets::for_version(cfg.api_version);
+        MetaSource {
+            cfg,
+            client,
+            fields,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// One poll of every target of this source. Never fails as a whole: what could not be read
+    /// is listed in `failures`.
+    pub async fn poll(&self) -> SourcePoll {
+        let calls_before = self.client.counters().calls.load(Ordering::Relaxed);
+        let requests_before = self.client.counters().requests.load(Ordering::Relaxed);
+        let mut out = SourcePoll {
+            source: self.cfg.name.clone(),
+            ..SourcePoll::default()
+        };
+        let mut an = Anomalies::default();
+
+        // 1. Businesses, concurrently.
+        let businesses: Vec<(String, Result<Value, GraphError>)> =
+            futures_util::stream::iter(self.cfg.businesses.iter())
+                .map(|b| async move {
+                    let req = NodeRequest {
+                        id: b.clone(),
+                        fields: self.fields.business.clone(),
+                    };
+                    (b.clone(), self.client.get_node(&req).await)
+                })
+                .buffer_unordered(self.client.concurrency())
+                .collect()
+                .await;
+        for (business, res) in businesses {
+            match res {
+                Ok(node) => self.read_business(&business, &node, &mut out, &mut an).await,
+                Err(error) => out.failures.push(TargetFailure {
+                    kind: ObjectKind::Business,
+                    id: business,
+                    error,
+                }),
+            }
+        }
+
+        // 2. Configured WABAs that discovery did not already return.
+        let seen: BTreeSet<String> = out.wabas.iter().map(|w| w.id.clone()).collect();
+        let wabas: Vec<NodeRequest> = self
+            .cfg
+            .wabas
+            .iter()
+            .filter(|w| !seen.contains(*w))
+            .map(|w| NodeRequest {
+                id: w.clone(),
+                fields: self.fields.waba_with_numbers.clone(),
+            })
+            .collect();
+        let answers = self.client.batch(&wabas).await;
+        for (req, res) in wabas.iter().zip(answers) {
+            match res {
+                Ok(node) => self.read_waba(&node, None, &mut out, &mut an).await,
+                Err(error) => out.failures.push(TargetFailure {
+                    kind: ObjectKind::Waba,
+                    id: req.id.clone(),
+                    error,
+                }),
+            }
+        }
+
+        // 3. Configured single numbers not already seen under a WABA.
+        let seen: BTreeSet<String> = out.phones.iter().map(|p| p.id.clone()).collect();
+        let phones: Vec<NodeRequest> = self
+            .cfg
+            .phone_numbers
+            .iter()
+            .filter(|p| !seen.contains(*p))
+            .map(|p| NodeRequest {
+                id: p.clone(),
+                fields: self.fields.phone.clone(),
+            })
+            .collect();
+        let answers = self.client.batch(&phones).await;
+        for (req, res) in phones.iter().zip(answers) {
+            match res {
+                Ok(node) => {
+                    if let Some(p) = parse::phone(&node, None, &mut an) {
+                        out.phones.push(p);
+                    }
+                }
+                Err(error) => out.failures.push(TargetFailure {
+                    kind: ObjectKind::PhoneNumber,
+                    id: req.id.clone(),
+                    error,
+                }),
+            }
+        }
+
+        out.anomalies = an.0;
+        out.calls = self.client.counters().calls.load(Ordering::Relaxed) - calls_before;
+        out.requests = self.client.counters().requests.load(Ordering::Relaxed) - requests_before;
+        out
+    }
+
+    async fn read_business(
+        &self,
+        business: &str,
+        node: &Value,
+        out: &mut SourcePoll,
+        an: &mut Anomalies,
+    ) {
+        let mut complete = true;
+        for edge in [
+            "owned_whatsapp_business_accounts",
+            "client_whatsapp_business_accounts",
+        ] {
+            let (items, res) = self.collect_edge(node.get(edge)).await;
+            for w in &items {
+                self.read_waba(w, Some(business), out, an).await;
+            }
+            if let Err(error) = res {
+                complete = false;
+                out.failures.push(TargetFailure {
+                    kind: ObjectKind::Business,
+                    id: business.to_owned(),
+                    error,
+                });
+            }
+        }
+        if complete {
+            out.complete_businesses.insert(business.to_owned());
+        }
+    }
+
+    async fn read_waba(
+        &self,
+        node: &Value,
+        business: Option<&str>,
+        out: &mut SourcePoll,
+        an: &mut Anomalies,
+    ) {
+        let Some(w): Option<WabaObservation> = parse::waba(node, business, an) else {
+            return;
+        };
+        // The same WABA can come through two edges (owned and client) or a business and the
+        // config; read it once.
+        if out.wabas.iter().any(|x| x.id == w.id) {
+            return;
+        }
+        let (items, res) = self.collect_edge(node.get("phone_numbers")).await;
+        let phones: Vec<PhoneObservation> = items
+            .iter()
+            .filter_map(|p| parse::phone(p, Some(&w.id), an))
+            .collect();
+        match res {
+            Ok(()) => {
+                out.complete_wabas.insert(w.id.clone());
+            }
+            Err(error) => out.failures.push(TargetFailure {
+                kind: ObjectKind::Waba,
+                id: w.id.clone(),
+                error,
+            }),
+        }
+        for p in phones {
+            if !out.phones.iter().any(|x| x.id == p.id) {
+                out.phones.push(p);
+            }
+        }
+        out.wabas.push(w);
+    }
+
+    /// Reads an edge to its end: the first page (as embedded in the parent, or absent when
+    /// Meta has nothing to list) and every `paging.next` after it. Returns what was read and
+    /// whether the listing is complete.
+    async fn collect_edge(&self, first: Option<&Value>) -> (Vec<Value>, Result<(), GraphError>) {
+        let mut items = Vec::new();
+        let Some(first) = first else {
+            return (items, Ok(()));
+        };
+        let mut page = first.clone();
+        let mut seen_links = BTreeSet::new();
+        for _ in 0..super::graph::client::MAX_PAGES {
+            match page.get("data") {
+                Some(Value::Array(data)) => items.extend(data.iter().cloned()),
+                _ => {
+                    return (
+                        items,
+                        Err(GraphError::Malformed("edge page without a data array".into())),
+                    );
+                }
+            }
+            let next = page
+                .get("paging")
+                .and_then(|p| p.get("next"))
+                .and_then(Value::as_str);
+            let Some(next) = next else {
+                return (items, Ok(()));
+            };
+            if !seen_links.insert(next.to_owned()) {
+                return (
+                    items,
+                    Err(GraphError::Malformed("paging link repeats itself".into())),
+                );
+            }
+            match self.client.get_next(next).await {
+                Ok(v) => page = v,
+                Err(e) => return (items, Err(e)),
+            }
+        }
+        (
+            items,
+            Err(GraphError::Malformed("more pages than the paging guard allows".into())),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_new_limit_field_is_asked_only_of_v24_and_later() {
+        let v23 = FieldSets::for_version(ApiVersion { major: 23, minor: 0 });
+        let v24 = FieldSets::for_version(ApiVersion { major: 24, minor: 0 });
+        assert!(!v23.business.contains("whatsapp_business_manager_messaging_limit"));
+        assert!(v24.phone.contains("whatsapp_business_manager_messaging_limit"));
+        assert!(v23.waba_with_numbers.contains("phone_numbers.limit(100){id,"));
+        assert!(v23.business.contains("client_whatsapp_business_accounts.limit(100){"));
+    }
+}

@@ -1,0 +1,101 @@
+//! Sources: the remote APIs that report numbers and WABAs. Each turns one poll into a
+//! [`SourcePoll`] of normalised observations; nothing here writes to the database.
+
+pub mod graph;
+pub mod meta;
+
+use std::collections::BTreeSet;
+
+use crate::model::{PhoneObservation, WabaObservation};
+use graph::GraphError;
+use graph::parse::Anomaly;
+
+/// Which object a failure concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Business,
+    Waba,
+    PhoneNumber,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Business => "business",
+            ObjectKind::Waba => "waba",
+            ObjectKind::PhoneNumber => "phone_number",
+        }
+    }
+}
+
+/// A target that could not be read (or read completely) this cycle.
+#[derive(Debug, Clone)]
+pub struct TargetFailure {
+    pub kind: ObjectKind,
+    pub id: String,
+    pub error: GraphError,
+}
+
+/// Everything one source saw in one poll.
+#[derive(Debug, Default)]
+pub struct SourcePoll {
+    pub source: String,
+    pub wabas: Vec<WabaObservation>,
+    pub phones: Vec<PhoneObservation>,
+    /// WABAs whose phone-number listing was read to the end without error: only for these may
+    /// a number missing from the listing be recorded as gone.
+    pub complete_wabas: BTreeSet<String>,
+    /// Businesses whose WABA listings were read to the end without error.
+    pub complete_businesses: BTreeSet<String>,
+    pub failures: Vec<TargetFailure>,
+    pub anomalies: Vec<Anomaly>,
+    /// Graph calls as Meta counts them (batch items one each).
+    pub calls: u64,
+    pub requests: u64,
+}
+
+/// How a source's poll ended, as recorded in `poll_runs.outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// Every target read.
+    Ok,
+    /// Some targets read, some failed.
+    Partial,
+    /// Nothing read.
+    Failed,
+}
+
+impl PollOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollOutcome::Ok => "ok",
+            PollOutcome::Partial => "partial",
+            PollOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl SourcePoll {
+    pub fn outcome(&self) -> PollOutcome {
+        if self.failures.is_empty() {
+            PollOutcome::Ok
+        } else if self.wabas.is_empty() && self.phones.is_empty() {
+            PollOutcome::Failed
+        } else {
+            PollOutcome::Partial
+        }
+    }
+
+    /// A short, bounded description of the first failure, for the poll record.
+    pub fn failure_summary(&self) -> Option<String> {
+        let first = self.failures.first()?;
+        Some(format!(
+            "{} of {} target(s) failed; first: {} {}: {}",
+            self.failures.len(),
+            self.failures.len() + self.wabas.len() + self.phones.len(),
+            first.kind.as_str(),
+            first.id,
+            first.error
+        ))
+    }
+}

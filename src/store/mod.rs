@@ -1,0 +1,384 @@
+//! The SQLite store: current state of every target, the history of every change, and a record
+//! of every poll.
+//!
+//! Invariants kept here:
+//! - one history row per real change: a field that did not change, or that the source did not
+//!   report (`None`), writes nothing;
+//! - a number is recorded as gone only when its WABA's listing was complete in this poll;
+//! - everything one poll changes is written in one `BEGIN IMMEDIATE` transaction, so a crash
+//!   leaves either all of it or none of it, and a restart diffs against what was committed.
+
+mod merge;
+mod queries;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use merge::{Change, PhoneRow, WabaRow};
+pub use queries::{HistoryEntry, HistoryFilter, PollRun, StatusEntry};
+
+use crate::sources::SourcePoll;
+use crate::timefmt::rfc3339;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not open the database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("could not apply the database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// What applying one poll did.
+#[derive(Debug, Default, Clone)]
+pub struct ApplyReport {
+    pub changes: Vec<Change>,
+    /// Targets seen for the first time.
+    pub new_targets: usize,
+    /// Targets recorded as gone.
+    pub gone: usize,
+    /// Targets whose state was read and found unchanged.
+    pub unchanged: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database, in WAL mode, and applies the migrations.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Creating the folder is what a first start needs; systemd's StateDirectory= does it
+            // in production, this covers `demo` and hand-made configs.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let opts = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Marks poll runs left `running` by a previous process (killed mid-cycle) as abandoned.
+    pub async fn abandon_unfinished_runs(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE poll_runs SET outcome = 'abandoned', finished_at = ?1 WHERE outcome = 'running'",
+        )
+        .bind(rfc3339(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Records the start of a source's poll; returns the run id.
+    pub async fn begin_run(&self, source: &str, started: DateTime<Utc>) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO poll_runs (source, started_at, outcome) VALUES (?1, ?2, 'running') RETURNING id",
+        )
+        .bind(source)
+        .bind(rfc3339(started))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Records how a source's poll ended.
+    pub async fn finish_run(
+        &self,
+        run_id: i64,
+        outcome: &str,
+        poll: Option<&SourcePoll>,
+        changes: usize,
+        error: Option<&str>,
+        finished: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (calls, requests, wabas, numbers, failures) = poll.map_or((0, 0, 0, 0, 0), |p| {
+            (
+                p.calls as i64,
+                p.requests as i64,
+                p.wabas.len() as i64,
+                p.phones.len() as i64,
+                p.failures.len() as i64,
+            )
+        });
+        sqlx::query(
+            "UPDATE poll_runs SET finished_at = ?2, outcome = ?3, calls = ?4, requests = ?5, \
+             wabas = ?6, numbers = ?7, failures = ?8, changes = ?9, error = ?10 WHERE id = ?1",
+        )
+        .bind(run_id)
+        .bind(rfc3339(finished))
+        .bind(outcome)
+        .bind(calls)
+        .bind(requests)
+        .bind(wabas)
+        .bind(numbers)
+        .bind(failures)
+        .bind(changes as i64)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Diffs one poll against the stored state and writes the new state and every change, in
+    /// one transaction.
+    pub async fn apply(
+        &self,
+        run_id: i64,
+        poll: &SourcePoll,
+        observed_at: DateTime<Utc>,
+    ) -> Result<ApplyReport, StoreError> {
+        let now = rfc3339(observed_at);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut report = ApplyReport::default();
+
+        // --- WABAs ---
+        let observed_wabas: Vec<&str> = poll.wabas.iter().map(|w| w.id.as_str()).collect();
+        let complete_businesses: Vec<&str> =
+            poll.complete_businesses.iter().map(String::as_str).collect();
+        let mut waba_rows: std::collections::HashMap<String, WabaRow> = sqlx::query_as::<_, WabaRow>(
+            "SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each(?1)) \
+             OR (business_id IN (SELECT value FROM json_each(?2)) AND present = 1)",
+        )
+        .bind(json_list(&observed_wabas))
+        .bind(json_list(&complete_businesses))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+
+        let mut touched_wabas = Vec::new();
+        for obs in &poll.wabas {
+            let existing = waba_rows.remove(&obs.id);
+            let is_new = existing.is_none();
+            let mut row = existing.unwrap_or_else(|| WabaRow::new(&obs.id, &poll.source, &now));
+            let before = row.clone();
+            let changes = row.merge(obs, is_new, &now);
+            row.source = poll.source.clone();
+            if is_new {
+                report.new_targets += 1;
+            }
+            if row != before || is_new {
+                row.last_polled_at = now.clone();
+                upsert_waba(&mut tx, &row).await?;
+            } else {
+                touched_wabas.push(obs.id.as_str());
+                report.unchanged += 1;
+            }
+            report.changes.extend(changes);
+        }
+        // WABAs no longer listed by a business whose listing was complete.
+        let mut gone_wabas = Vec::new();
+        for (_, mut row) in waba_rows {
+            let listed_by_complete = row
+                .business_id
+                .as_deref()
+                .is_some_and(|b| poll.complete_businesses.contains(b));
+            if row.present && listed_by_complete && row.source == poll.source {
+                report
+                    .changes
+                    .push(row.mark_gone(&now));
+                report.gone += 1;
+                upsert_waba(&mut tx, &row).await?;
+                gone_wabas.push(row.id.clone());
+            }
+        }
+
+        // --- phone numbers ---
+        let observed_phones: Vec<&str> = poll.phones.iter().map(|p| p.id.as_str()).collect();
+        let mut listing_complete: Vec<&str> =
+            poll.complete_wabas.iter().map(String::as_str).collect();
+        listing_complete.extend(gone_wabas.iter().map(String::as_str));
+        let mut phone_rows: std::collections::HashMap<String, PhoneRow> =
+            sqlx::query_as::<_, PhoneRow>(
+                "SELECT * FROM phone_numbers WHERE id IN (SELECT value FROM json_each(?1)) \
+                 OR (waba_id IN (SELECT value FROM json_each(?2)) AND present = 1)",
+            )
+            .bind(json_list(&observed_phones))
+            .bind(json_list(&listing_complete))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+
+        let mut touched_phones = Vec::new();
+        for obs in &poll.phones {
+            let existing = phone_rows.remove(&obs.id);
+            let is_new = existing.is_none();
+            let mut row =
+                existing.unwrap_or_else(|| PhoneRow::new(&obs.id, &poll.source, &now));
+            let before = row.clone();
+            let changes = row.merge(obs, is_new, &now);
+            row.source = poll.source.clone();
+            if is_new {
+                report.new_targets += 1;
+            }
+            if row != before || is_new {
+                row.last_polled_at = now.clone();
+                upsert_phone(&mut tx, &row).await?;
+            } else {
+                touched_phones.push(obs.id.as_str());
+                report.unchanged += 1;
+            }
+            report.changes.extend(changes);
+        }
+        // Numbers missing from a complete listing of their WABA.
+        for (_, mut row) in phone_rows {
+            let listed_complete = row
+                .waba_id
+                .as_deref()
+                .is_some_and(|w| listing_complete.contains(&w));
+            if row.present && listed_complete {
+                report.changes.push(row.mark_gone(&now));
+                report.gone += 1;
+                upsert_phone(&mut tx, &row).await?;
+            }
+        }
+
+        // Targets read but unchanged: one statement per table, not one per row.
+        if !touched_wabas.is_empty() {
+            sqlx::query(
+                "UPDATE wabas SET last_polled_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(&now)
+            .bind(json_list(&touched_wabas))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !touched_phones.is_empty() {
+            sqlx::query(
+                "UPDATE phone_numbers SET last_polled_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(&now)
+            .bind(json_list(&touched_phones))
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        for c in &report.changes {
+            sqlx::query(
+                "INSERT INTO history (kind, target_id, field, old, new, observed_at, poll_run_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(c.kind.as_str())
+            .bind(&c.target_id)
+            .bind(&c.field)
+            .bind(&c.old)
+            .bind(&c.new)
+            .bind(&now)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+}
+
+fn json_list(items: &[&str]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+async fn upsert_waba(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    r: &WabaRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO wabas (id, source, business_id, name, account_review_status, \
+         business_verification_status, business_messaging_limit, health, health_entities, \
+         ownership_type, present, first_seen_at, last_polled_at, last_changed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )
+    .bind(&r.id)
+    .bind(&r.source)
+    .bind(&r.business_id)
+    .bind(&r.name)
+    .bind(&r.account_review_status)
+    .bind(&r.business_verification_status)
+    .bind(&r.business_messaging_limit)
+    .bind(&r.health)
+    .bind(&r.health_entities)
+    .bind(&r.ownership_type)
+    .bind(r.present)
+    .bind(&r.first_seen_at)
+    .bind(&r.last_polled_at)
+    .bind(&r.last_changed_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_phone(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    r: &PhoneRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO phone_numbers (id, source, waba_id, display_phone_number, \
+         verified_name, quality_rating, status, messaging_limit_tier, business_messaging_limit, \
+         health, health_entities, name_status, code_verification_status, throughput, \
+         account_mode, present, first_seen_at, last_polled_at, last_changed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+    )
+    .bind(&r.id)
+    .bind(&r.source)
+    .bind(&r.waba_id)
+    .bind(&r.display_phone_number)
+    .bind(&r.verified_name)
+    .bind(&r.quality_rating)
+    .bind(&r.status)
+    .bind(&r.messaging_limit_tier)
+    .bind(&r.business_messaging_limit)
+    .bind(&r.health)
+    .bind(&r.health_entities)
+    .bind(&r.name_status)
+    .bind(&r.code_verification_status)
+    .bind(&r.throughput)
+    .bind(&r.account_mode)
+    .bind(r.present)
+    .bind(&r.first_seen_at)
+    .bind(&r.last_polled_at)
+    .bind(&r.last_changed_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+

@@ -1,0 +1,211 @@
+//! Read side of the store: current status and history, for the CLI (and later the HTTP API).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{PhoneRow, Store, StoreError, WabaRow};
+use crate::timefmt::rfc3339;
+
+/// One target's current state, as `status --json` prints it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusEntry {
+    /// `phone_number` or `waba`.
+    pub kind: &'static str,
+    pub id: String,
+    pub source: String,
+    pub waba_id: Option<String>,
+    pub business_id: Option<String>,
+    pub display_phone_number: Option<String>,
+    pub verified_name: Option<String>,
+    /// The WABA's name (for a WABA entry) or its WABA's name (for a number).
+    pub name: Option<String>,
+    pub quality_rating: Option<String>,
+    pub status: Option<String>,
+    /// The effective limit: the portfolio-wide `whatsapp_business_manager_messaging_limit` when
+    /// Meta reports it, else the deprecated per-number `messaging_limit_tier`.
+    pub messaging_limit: Option<String>,
+    pub messaging_limit_tier: Option<String>,
+    pub whatsapp_business_manager_messaging_limit: Option<String>,
+    /// Overall `health_status.can_send_message`.
+    pub health: Option<String>,
+    pub health_entities: Option<serde_json::Value>,
+    pub name_status: Option<String>,
+    pub account_review_status: Option<String>,
+    pub business_verification_status: Option<String>,
+    pub throughput: Option<String>,
+    pub present: bool,
+    pub first_seen_at: String,
+    pub last_polled_at: String,
+    pub last_changed_at: String,
+}
+
+/// One history row, as `history --json` prints it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct HistoryEntry {
+    pub seq: i64,
+    pub id: String,
+    pub kind: String,
+    pub field: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub observed_at: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    pub id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: Option<u32>,
+}
+
+fn effective_limit(business: &Option<String>, tier: &Option<String>) -> Option<String> {
+    business.clone().or_else(|| tier.clone())
+}
+
+impl Store {
+    /// Every WABA, then every number (grouped by WABA), present ones first.
+    pub async fn status(&self) -> Result<Vec<StatusEntry>, StoreError> {
+        let wabas: Vec<WabaRow> =
+            sqlx::query_as("SELECT * FROM wabas ORDER BY present DESC, id")
+                .fetch_all(self.pool())
+                .await?;
+        let phones: Vec<PhoneRow> = sqlx::query_as(
+            "SELECT * FROM phone_numbers ORDER BY present DESC, waba_id, display_phone_number, id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let waba_name = |id: &Option<String>| {
+            id.as_ref().and_then(|id| {
+                wabas
+                    .iter()
+                    .find(|w| &w.id == id)
+                    .and_then(|w| w.name.clone())
+            })
+        };
+        let waba_limit = |id: &Option<String>| {
+            id.as_ref().and_then(|id| {
+                wabas
+                    .iter()
+                    .find(|w| &w.id == id)
+                    .and_then(|w| w.business_messaging_limit.clone())
+            })
+        };
+        let mut out = Vec::with_capacity(wabas.len() + phones.len());
+        for w in &wabas {
+            out.push(StatusEntry {
+                kind: "waba",
+                id: w.id.clone(),
+                source: w.source.clone(),
+                waba_id: Some(w.id.clone()),
+                business_id: w.business_id.clone(),
+                display_phone_number: None,
+                verified_name: None,
+                name: w.name.clone(),
+                quality_rating: None,
+                status: None,
+                messaging_limit: w.business_messaging_limit.clone(),
+                messaging_limit_tier: None,
+                whatsapp_business_manager_messaging_limit: w.business_messaging_limit.clone(),
+                health: w.health.clone(),
+                health_entities: w
+                    .health_entities
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok()),
+                name_status: None,
+                account_review_status: w.account_review_status.clone(),
+                business_verification_status: w.business_verification_status.clone(),
+                throughput: None,
+                present: w.present,
+                first_seen_at: w.first_seen_at.clone(),
+                last_polled_at: w.last_polled_at.clone(),
+                last_changed_at: w.last_changed_at.clone(),
+            });
+        }
+        for p in &phones {
+            // A number's own portfolio limit wins; on API versions before v24 only the WABA
+            // may carry it, so fall back to the WABA's, then to the deprecated tier.
+            let business_limit = p
+                .business_messaging_limit
+                .clone()
+                .or_else(|| waba_limit(&p.waba_id));
+            out.push(StatusEntry {
+                kind: "phone_number",
+                id: p.id.clone(),
+                source: p.source.clone(),
+                waba_id: p.waba_id.clone(),
+                business_id: None,
+                display_phone_number: p.display_phone_number.clone(),
+                verified_name: p.verified_name.clone(),
+                name: waba_name(&p.waba_id),
+                quality_rating: p.quality_rating.clone(),
+                status: p.status.clone(),
+                messaging_limit: effective_limit(&business_limit, &p.messaging_limit_tier),
+                messaging_limit_tier: p.messaging_limit_tier.clone(),
+                whatsapp_business_manager_messaging_limit: p.business_messaging_limit.clone(),
+                health: p.health.clone(),
+                health_entities: p
+                    .health_entities
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok()),
+                name_status: p.name_status.clone(),
+                account_review_status: None,
+                business_verification_status: None,
+                throughput: p.throughput.clone(),
+                present: p.present,
+                first_seen_at: p.first_seen_at.clone(),
+                last_polled_at: p.last_polled_at.clone(),
+                last_changed_at: p.last_changed_at.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Changes, newest first.
+    pub async fn history(&self, f: &HistoryFilter) -> Result<Vec<HistoryEntry>, StoreError> {
+        let rows = sqlx::query_as::<_, HistoryEntry>(
+            "SELECT seq, target_id AS id, kind, field, old, new, observed_at FROM history \
+             WHERE (?1 IS NULL OR target_id = ?1) AND (?2 IS NULL OR observed_at >= ?2) \
+             ORDER BY seq DESC LIMIT ?3",
+        )
+        .bind(&f.id)
+        .bind(f.since.map(rfc3339))
+        .bind(f.limit.map_or(-1, i64::from))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    /// How many history rows exist (for tests and the benchmark).
+    pub async fn history_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM history")
+            .fetch_one(self.pool())
+            .await?)
+    }
+
+    /// The latest poll runs, newest first.
+    pub async fn recent_runs(&self, limit: u32) -> Result<Vec<PollRun>, StoreError> {
+        Ok(sqlx::query_as::<_, PollRun>(
+            "SELECT * FROM poll_runs ORDER BY id DESC LIMIT ?1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?)
+    }
+}
+
+/// One row of `poll_runs`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct PollRun {
+    pub id: i64,
+    pub source: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: String,
+    pub calls: i64,
+    pub requests: i64,
+    pub wabas: i64,
+    pub numbers: i64,
+    pub failures: i64,
+    pub changes: i64,
+    pub error: Option<String>,
+}

@@ -1,1 +1,422 @@
-//! (being written)
+//! The command line: argument definitions and one function per command. `main.rs` only parses
+//! and dispatches here, so tests drive the same code the binary runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH, LogFormat, META_QUOTA_PER_WABA_HOUR};
+use crate::daemon::{self, RunOptions};
+use crate::poller::{CycleReport, Poller};
+use crate::retry::RetryPolicy;
+use crate::store::{HistoryFilter, Store};
+use crate::telemetry;
+use crate::timefmt::{format_duration, parse_duration};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "waba-monitor",
+    version,
+    about = "Watches WhatsApp Business phone numbers and accounts (quality, status, limits, health) through Meta's Graph API and keeps the history of every change",
+    long_about = None
+)]
+pub struct Cli {
+    /// Config file (TOML). See monitor.toml in the source tree for every key.
+    #[arg(long, global = true, env = "WABA_MONITOR_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: poll on the schedule until SIGTERM or SIGINT, then stop cleanly.
+    Run,
+    /// Validate the config and print what it will do and what it will cost in Graph calls.
+    /// Exits non-zero, listing every problem with its line and a fix, if the config is invalid.
+    CheckConfig,
+    /// Poll every source once now, record what changed, and print it. Exits non-zero if any
+    /// source (or any target of one) could not be read.
+    PollOnce {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the current state of every number and WABA from the database.
+    Status {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show recorded changes, newest first.
+    History {
+        /// Only changes of this phone number or WABA id.
+        #[arg(long)]
+        id: Option<String>,
+        /// Only changes observed within this long ago: 30m, 24h, 7d...
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// See it work with no Meta account: the whole daemon against a built-in simulated Graph
+    /// API on loopback, with a small fleet whose ratings and statuses change every few seconds.
+    Demo {
+        /// Folder for the demo's database, config and token file.
+        #[arg(long, default_value = "waba-monitor-demo")]
+        dir: PathBuf,
+        /// Stop by itself after this long (e.g. 30s); default: run until Ctrl-C.
+        #[arg(long = "for")]
+        run_for: Option<String>,
+    },
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run => cmd_run(&cli.config).await,
+        Command::CheckConfig => cmd_check_config(&cli.config),
+        Command::PollOnce { json } => cmd_poll_once(&cli.config, json).await,
+        Command::Status { json } => cmd_status(&cli.config, json).await,
+        Command::History {
+            id,
+            since,
+            limit,
+            json,
+        } => cmd_history(&cli.config, id, since, limit, json).await,
+        Command::Demo { dir, run_for } => crate::demo::run(&dir, run_for.as_deref()).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Loads the config or prints every problem; exit code 2 marks a config error.
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+async fn cmd_run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    telemetry::init(cfg.daemon.log_format);
+    daemon::run(
+        cfg,
+        RunOptions::default(),
+        daemon::termination_signal(),
+        |_| {},
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let now = Utc::now();
+    let sched = &cfg.daemon.poll_schedule;
+    let interval = sched.min_interval(now);
+    println!("{} is valid.", cfg.path.display());
+    println!("  database:  {}", cfg.daemon.database.display());
+    println!("  listen:    {}", cfg.daemon.listen);
+    println!(
+        "  schedule:  \"{}\" (UTC): every {} at the shortest, at most {} cycles in an hour; next at {}",
+        sched.expr,
+        format_duration(interval),
+        sched.max_cycles_per_hour(now),
+        sched
+            .next_after(now)
+            .map(crate::timefmt::rfc3339)
+            .unwrap_or_else(|| "never".into())
+    );
+    let mut warnings = Vec::new();
+    for m in &cfg.meta {
+        let est = m.estimate(sched, now);
+        let token_state = match m.token.load() {
+            Ok(_) => "readable".to_owned(),
+            Err(e) => {
+                warnings.push(format!(
+                    "source \"{}\": {e} (the daemon will refuse to start without it)",
+                    m.name
+                ));
+                "NOT readable here".to_owned()
+            }
+        };
+        println!(
+            "  source \"{}\": Meta Graph API {} at {}; token from {} ({token_state})",
+            m.name,
+            m.api_version,
+            m.graph_url,
+            m.token.describe()
+        );
+        println!(
+            "    targets: {} business(es) (all their WABAs and numbers), {} WABA(s), {} single number(s)",
+            m.businesses.len(),
+            m.wabas.len(),
+            m.phone_numbers.len()
+        );
+        println!(
+            "    cost: about {} Graph call(s) in {} request(s) per cycle (plus one per extra page of 100), {} calls/hour",
+            est.calls_per_cycle,
+            est.requests_per_cycle,
+            est.calls_per_cycle * est.cycles_per_hour
+        );
+        println!(
+            "    quota: {} calls/hour per WABA against Meta's {}/h per app per WABA ({}%)",
+            est.calls_per_waba_hour,
+            META_QUOTA_PER_WABA_HOUR,
+            est.calls_per_waba_hour * 100 / META_QUOTA_PER_WABA_HOUR
+        );
+        if est.worst_calls_per_waba_hour > META_QUOTA_PER_WABA_HOUR {
+            warnings.push(format!(
+                "source \"{}\": if the {} single phone_numbers share one WABA they cost {} calls/hour against it, over Meta's {}/h: list their WABA under `wabas` instead (one call per cycle for all its numbers)",
+                m.name,
+                m.phone_numbers.len(),
+                est.worst_calls_per_waba_hour,
+                META_QUOTA_PER_WABA_HOUR
+            ));
+        }
+        if est.calls_per_waba_hour > META_QUOTA_PER_WABA_HOUR {
+            warnings.push(format!(
+                "source \"{}\": {} cycles/hour exceed Meta's {}/h per WABA: poll less often (\"0 */5 * * * *\" = 12/h)",
+                m.name, est.calls_per_waba_hour, META_QUOTA_PER_WABA_HOUR
+            ));
+        }
+    }
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd_poll_once(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    telemetry::init(cfg.daemon.log_format);
+    let store = Store::open(&cfg.daemon.database)
+        .await
+        .context("could not open the database")?;
+    let poller = Poller::from_config(&cfg, store.clone(), RetryPolicy::default())?;
+    let report = poller.poll_once().await;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report_json(&report))?);
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The poll report as JSON (also used by the demo's final summary).
+pub fn report_json(r: &CycleReport) -> serde_json::Value {
+    serde_json::json!({
+        "started_at": crate::timefmt::rfc3339(r.started_at),
+        "finished_at": crate::timefmt::rfc3339(r.finished_at),
+        "sources": r.sources.iter().map(|s| serde_json::json!({
+            "source": s.source,
+            "outcome": if s.store_error.is_some() { "failed" } else { s.outcome.as_str() },
+            "wabas": s.wabas,
+            "phone_numbers": s.phones,
+            "calls": s.calls,
+            "requests": s.requests,
+            "anomalies": s.anomalies,
+            "changes": s.changes.iter().map(|c| serde_json::json!({
+                "kind": c.kind.as_str(), "id": c.target_id, "field": c.field,
+                "old": c.old, "new": c.new,
+            })).collect::<Vec<_>>(),
+            "failures": s.failures.iter().map(|f| serde_json::json!({
+                "kind": f.kind.as_str(), "id": f.id, "class": f.error.class().as_str(),
+                "reason": f.error.reason(), "code": f.error.code(), "error": f.error.to_string(),
+            })).collect::<Vec<_>>(),
+            "store_error": s.store_error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_report(r: &CycleReport) {
+    for s in &r.sources {
+        let outcome = if s.store_error.is_some() {
+            "failed"
+        } else {
+            s.outcome.as_str()
+        };
+        println!(
+            "source {}: {outcome}: {} WABA(s), {} number(s) read with {} Graph call(s) in {} request(s); {} change(s)",
+            s.source,
+            s.wabas,
+            s.phones,
+            s.calls,
+            s.requests,
+            s.changes.len()
+        );
+        for c in &s.changes {
+            println!(
+                "  {} {} {}: {} -> {}",
+                c.kind.as_str(),
+                c.target_id,
+                c.field,
+                c.old.as_deref().unwrap_or("(new)"),
+                c.new.as_deref().unwrap_or("-")
+            );
+        }
+        for f in &s.failures {
+            println!(
+                "  FAILED {} {}: {} [{}]",
+                f.kind.as_str(),
+                f.id,
+                f.error,
+                f.error.class().as_str()
+            );
+        }
+        if let Some(e) = &s.store_error {
+            println!("  FAILED to record: {e}");
+        }
+    }
+}
+
+async fn open_store_readonly_use(path: &std::path::Path) -> Result<Store, ExitCode> {
+    let cfg = load_config(path)?;
+    if !cfg.daemon.database.exists() {
+        eprintln!(
+            "no database at {} yet: run `waba-monitor poll-once` or start the daemon first",
+            cfg.daemon.database.display()
+        );
+        return Err(ExitCode::from(1));
+    }
+    Store::open(&cfg.daemon.database).await.map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })
+}
+
+async fn cmd_status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let store = match open_store_readonly_use(path).await {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let entries = store.status().await?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<13} {:<17} {:<18} {:<24} {:<8} {:<13} {:<15} {:<10} LAST CHANGE",
+        "KIND", "ID", "NUMBER", "NAME", "QUALITY", "STATUS", "LIMIT", "HEALTH"
+    );
+    for e in &entries {
+        let name = match e.kind {
+            "waba" => e.name.clone(),
+            _ => e.verified_name.clone(),
+        };
+        let status = match e.kind {
+            "waba" => e.account_review_status.clone(),
+            _ => e.status.clone(),
+        };
+        let gone = if e.present { "" } else { " (gone)" };
+        println!(
+            "{:<13} {:<17} {:<18} {:<24} {:<8} {:<13} {:<15} {:<10} {}{gone}",
+            e.kind,
+            e.id,
+            e.display_phone_number.as_deref().unwrap_or("-"),
+            truncate(name.as_deref().unwrap_or("-"), 24),
+            e.quality_rating.as_deref().unwrap_or("-"),
+            status.as_deref().unwrap_or("-"),
+            e.messaging_limit.as_deref().unwrap_or("-"),
+            e.health.as_deref().unwrap_or("-"),
+            e.last_changed_at
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+async fn cmd_history(
+    path: &std::path::Path,
+    id: Option<String>,
+    since: Option<String>,
+    limit: u32,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let since = match since.as_deref().map(parse_duration) {
+        None => None,
+        Some(Ok(d)) => {
+            Some(Utc::now() - chrono::Duration::from_std(d).context("--since is too long")?)
+        }
+        Some(Err(e)) => {
+            eprintln!("error: --since: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let store = match open_store_readonly_use(path).await {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let rows = store
+        .history(&HistoryFilter {
+            id,
+            since,
+            limit: Some(limit),
+        })
+        .await?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<25} {:<13} {:<17} {:<42} {:<16} NEW",
+        "OBSERVED AT", "KIND", "ID", "FIELD", "OLD"
+    );
+    for r in &rows {
+        println!(
+            "{:<25} {:<13} {:<17} {:<42} {:<16} {}",
+            r.observed_at,
+            r.kind,
+            r.id,
+            r.field,
+            r.old.as_deref().unwrap_or("-"),
+            r.new.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// For commands that log before a config exists (demo).
+pub fn init_text_logging() {
+    telemetry::init(LogFormat::Text);
+}

@@ -706,7 +706,10 @@ fn validate_meta(
     let businesses = validate_ids(raw.businesses, &k("businesses"), &mut seen, p);
     let wabas = validate_ids(raw.wabas, &k("wabas"), &mut seen, p);
     let phone_numbers = validate_ids(raw.phone_numbers, &k("phone_numbers"), &mut seen, p);
-    if businesses.is_empty() && wabas.is_empty() && phone_numbers.is_empty() && p.list.len() == before
+    if businesses.is_empty()
+        && wabas.is_empty()
+        && phone_numbers.is_empty()
+        && p.list.len() == before
     {
         p.add(
             Some(targets_span),
@@ -729,7 +732,10 @@ fn validate_meta(
             p.add(
                 Some(v.span()),
                 &k("max_response_bytes"),
-                format!("{} bytes is too small for a page of 100 numbers", v.get_ref()),
+                format!(
+                    "{} bytes is too small for a page of 100 numbers",
+                    v.get_ref()
+                ),
                 "leave it out (16 MiB) or use at least 65536",
             );
             16 * 1024 * 1024
@@ -849,9 +855,16 @@ graph_url = "http://graph.example.com"
 wabas = ["+1 555 0100"]
 "#;
         let e = Config::from_toml(Path::new("m.toml"), src).unwrap_err();
-        let keys: Vec<_> = e.problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        let keys: Vec<_> = e
+            .problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.line))
+            .collect();
         assert!(keys.contains(&("daemon.listen", Some(2))), "{keys:?}");
-        assert!(keys.contains(&("daemon.poll_schedule", Some(3))), "{keys:?}");
+        assert!(
+            keys.contains(&("daemon.poll_schedule", Some(3))),
+            "{keys:?}"
+        );
         assert!(keys.contains(&("meta[0].graph_url", Some(8))), "{keys:?}");
         assert!(keys.contains(&("meta[0].wabas", Some(9))), "{keys:?}");
     }

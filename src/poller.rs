@@ -3,6 +3,8 @@
 //! poll changes nothing it did not read completely.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -71,8 +73,9 @@ impl Poller {
             let token = m.token.load().with_context(|| {
                 format!("source \"{}\": could not read its access token", m.name)
             })?;
-            let client = GraphClient::new(m, token, retry)
-                .with_context(|| format!("source \"{}\": could not build the HTTP client", m.name))?;
+            let client = GraphClient::new(m, token, retry).with_context(|| {
+                format!("source \"{}\": could not build the HTTP client", m.name)
+            })?;
             sources.push(MetaSource::new(m.clone(), client));
         }
         Ok(Poller { store, sources })
@@ -94,11 +97,15 @@ impl Poller {
         if let Err(e) = self.store.abandon_unfinished_runs(started_at).await {
             tracing::warn!(error = %e, "could not close unfinished poll runs");
         }
-        let sources = join_all(self.sources.iter().map(|s| {
+        // Boxed futures built in a loop rather than an iterator closure: rustc cannot yet prove
+        // a closure-returned future Send for every lifetime (rust-lang/rust#102211).
+        let mut polls: Vec<Pin<Box<dyn Future<Output = SourceReport> + Send + '_>>> =
+            Vec::with_capacity(self.sources.len());
+        for s in &self.sources {
             let span = tracing::info_span!("poll", source = %s.name());
-            self.poll_source(s).instrument(span)
-        }))
-        .await;
+            polls.push(Box::pin(self.poll_source(s).instrument(span)));
+        }
+        let sources = join_all(polls).await;
         CycleReport {
             started_at,
             finished_at: Utc::now(),

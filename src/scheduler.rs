@@ -1,1 +1,146 @@
-//! (being written)
+//! Runs poll cycles on the cron schedule until shutdown.
+//!
+//! tokio-cron-scheduler fires a cron job (never a repeated job: those can stop firing for good
+//! under load, upstream issue #113). The job only *offers* a tick on a channel of capacity one;
+//! a single worker takes ticks and runs cycles, so a cycle can never overlap the previous one,
+//! and a tick that arrives while one is running and one is already queued is skipped and
+//! counted. Every cycle is bounded by `cycle_timeout`; at shutdown the in-flight cycle gets
+//! `shutdown_grace` to finish and is then abandoned (its transactions roll back).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::config::DaemonConfig;
+use crate::poller::{CycleReport, Poller};
+
+/// Progress counters, read by the daemon's status line (and later metrics and the watchdog).
+#[derive(Debug, Default)]
+pub struct CycleStats {
+    pub ticks: AtomicU64,
+    pub skipped_ticks: AtomicU64,
+    pub cycles_started: AtomicU64,
+    pub cycles_finished: AtomicU64,
+    pub cycles_timed_out: AtomicU64,
+    /// Unix seconds of the last finished cycle (0 = none yet).
+    pub last_finished_unix: AtomicU64,
+}
+
+/// A shutdown signal that can be awaited from several places.
+#[derive(Clone)]
+pub struct ShutdownSignal(watch::Receiver<bool>);
+
+impl ShutdownSignal {
+    /// Turns a one-shot future (SIGTERM, a test's oneshot) into a signal many can wait on.
+    pub fn from_future(f: impl Future<Output = ()> + Send + 'static) -> ShutdownSignal {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            f.await;
+            let _ = tx.send(true);
+        });
+        ShutdownSignal(rx)
+    }
+
+    pub async fn wait(&mut self) {
+        // An error means the sender is gone, which only happens after it sent `true`.
+        let _ = self.0.wait_for(|v| *v).await;
+    }
+}
+
+/// Runs the schedule until `shutdown`; calls `on_cycle` after every cycle.
+pub async fn run(
+    poller: Arc<Poller>,
+    cfg: DaemonConfig,
+    stats: Arc<CycleStats>,
+    mut shutdown: ShutdownSignal,
+    mut on_cycle: impl FnMut(&CycleReport) + Send,
+) -> anyhow::Result<()> {
+    let (tick_tx, mut tick_rx) = mpsc::channel::<()>(1);
+    let mut sched = JobScheduler::new()
+        .await
+        .context("could not start the scheduler")?;
+    let job_tx = tick_tx.clone();
+    let job_stats = stats.clone();
+    let job = Job::new_async(cfg.poll_schedule.expr.as_str(), move |_id, _lock| {
+        let tx = job_tx.clone();
+        let stats = job_stats.clone();
+        Box::pin(async move {
+            stats.ticks.fetch_add(1, Ordering::Relaxed);
+            offer_tick(&tx, &stats);
+        })
+    })
+    .context("could not create the poll job")?;
+    sched.add(job).await.context("could not add the poll job")?;
+    sched
+        .start()
+        .await
+        .context("could not start the scheduler")?;
+    // Poll once at start: nobody wants to wait up to a whole interval for the first reading.
+    offer_tick(&tick_tx, &stats);
+
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            tick = tick_rx.recv() => {
+                if tick.is_none() { break; }
+                stats.cycles_started.fetch_add(1, Ordering::Relaxed);
+                let cycle = tokio::time::timeout(cfg.cycle_timeout, poller.poll_once());
+                tokio::pin!(cycle);
+                let finished = tokio::select! {
+                    r = &mut cycle => Some(r),
+                    _ = shutdown.wait() => {
+                        tracing::info!(grace = ?cfg.shutdown_grace, "shutdown requested: letting the running cycle finish");
+                        match tokio::time::timeout(cfg.shutdown_grace, &mut cycle).await {
+                            Ok(r) => Some(r),
+                            Err(_) => {
+                                tracing::warn!("running cycle abandoned at shutdown; nothing partial was recorded");
+                                None
+                            }
+                        }
+                    }
+                };
+                match finished {
+                    Some(Ok(report)) => {
+                        record_finished(&stats);
+                        on_cycle(&report);
+                    }
+                    Some(Err(_)) => {
+                        stats.cycles_timed_out.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(timeout = ?cfg.cycle_timeout, "poll cycle timed out and was abandoned; targets keep their last known state");
+                    }
+                    None => {}
+                }
+                if *shutdown.0.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    if let Err(e) = sched.shutdown().await {
+        tracing::warn!(error = %e, "scheduler did not shut down cleanly");
+    }
+    Ok(())
+}
+
+fn offer_tick(tx: &mpsc::Sender<()>, stats: &CycleStats) {
+    if tx.try_send(()).is_err() {
+        stats.skipped_ticks.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "schedule fired while a cycle is still running and another is queued: tick skipped (cycles never overlap)"
+        );
+    }
+}
+
+fn record_finished(stats: &CycleStats) {
+    stats.cycles_finished.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    stats.last_finished_unix.store(now, Ordering::Relaxed);
+}

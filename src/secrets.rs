@@ -88,7 +88,7 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let secret = SecretSource::File(path).load().expect("readable");
         assert_eq!(secret.expose_secret(), "s3cret-value");
-        assert_eq!(format!("{secret:?}").contains("s3cret"), false);
+        assert!(!format!("{secret:?}").contains("s3cret"));
     }
 
     #[test]

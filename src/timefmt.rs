@@ -40,10 +40,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("\"{input}\": number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphabetic())
-            .count();
+        let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {

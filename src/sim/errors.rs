@@ -69,7 +69,9 @@ impl GraphFailure {
             100,
             None,
             "OAuthException",
-            format!("(#100) Tried accessing nonexisting field ({field}) on node type ({node_type})"),
+            format!(
+                "(#100) Tried accessing nonexisting field ({field}) on node type ({node_type})"
+            ),
         )
     }
 

@@ -265,6 +265,8 @@ pub(crate) fn take(faults: &mut Vec<Fault>, scope: &Scope<'_>) -> Option<FaultKi
 }
 
 #[cfg(test)]
+// A failed unwrap is a failed test, which is what a test wants.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -275,10 +277,7 @@ mod tests {
             FaultTarget::object("1"),
             FaultKind::Truncated,
         )];
-        let scope = Scope::Node {
-            id: "1",
-            any: true,
-        };
+        let scope = Scope::Node { id: "1", any: true };
         assert_eq!(take(&mut faults, &scope), Some(FaultKind::Truncated));
         assert_eq!(take(&mut faults, &scope), Some(FaultKind::Truncated));
         assert_eq!(take(&mut faults, &scope), None);

@@ -88,7 +88,9 @@ impl Parser<'_> {
 
     /// The next full character, for error messages (the input may hold non-ASCII text).
     fn peek_char(&self) -> Option<char> {
-        self.src.get(self.pos..).and_then(|rest| rest.chars().next())
+        self.src
+            .get(self.pos..)
+            .and_then(|rest| rest.chars().next())
     }
 
     fn skip_ws(&mut self) {
@@ -171,7 +173,9 @@ impl Parser<'_> {
                             Ok(n) => spec.limit = Some(n),
                             Err(_) => {
                                 return Err(FieldsError {
-                                    message: format!("Expected a number in limit() instead of \"{arg}\"."),
+                                    message: format!(
+                                        "Expected a number in limit() instead of \"{arg}\"."
+                                    ),
                                     position: arg_start,
                                     input: self.src.to_owned(),
                                 });
@@ -200,6 +204,8 @@ impl Parser<'_> {
 }
 
 #[cfg(test)]
+// A failed unwrap is a failed test, which is what a test wants.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -4,13 +4,11 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::errors::splitmix64;
 use super::faults::Fault;
-
-/// The app id shown in the `APP` entity of every `health_status`.
-pub const SIM_APP_ID: &str = "334536146421587";
+use super::health::{HealthError, SIM_APP_ID, phone_health, set_entity, waba_health};
 
 /// Meta's default per-WABA budget of the WhatsApp Business Management API, in calls per hour.
 pub const DEFAULT_WABA_CALL_BUDGET: u64 = 200;
@@ -107,164 +105,12 @@ pub struct SimPhone {
     pub overrides: Map<String, Value>,
 }
 
-/// One error inside a `health_status` entity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthError {
-    pub error_code: i64,
-    pub error_description: String,
-    pub possible_solution: String,
-}
-
-impl HealthError {
-    pub fn new(error_code: i64, error_description: &str, possible_solution: &str) -> Self {
-        HealthError {
-            error_code,
-            error_description: error_description.to_owned(),
-            possible_solution: possible_solution.to_owned(),
-        }
-    }
-
-    /// 141010: the business has not passed verification.
-    pub fn business_not_verified() -> Self {
-        HealthError::new(
-            141_010,
-            "The Business has not passed business verification.",
-            "Visit business settings and start or resolve the business verification request.",
-        )
-    }
-
-    /// 141006: a problem with the payment method.
-    pub fn payment_method() -> Self {
-        HealthError::new(
-            141_006,
-            "There is an error with the payment method.",
-            "Add a valid payment method in WhatsApp Manager.",
-        )
-    }
-
-    /// 141014: the WABA is banned.
-    pub fn waba_banned() -> Self {
-        HealthError::new(
-            141_014,
-            "The WhatsApp Business Account has been banned.",
-            "Review the policy violation in WhatsApp Manager and request a review.",
-        )
-    }
-
-    fn to_json(&self) -> Value {
-        json!({
-            "error_code": self.error_code,
-            "error_description": self.error_description,
-            "possible_solution": self.possible_solution,
-        })
-    }
-}
-
-/// Builds one entity of a `health_status` object.
-pub fn health_entity(
-    entity_type: &str,
-    id: &str,
-    can_send_message: &str,
-    error: Option<&HealthError>,
-) -> Value {
-    let mut entity = json!({
-        "entity_type": entity_type,
-        "id": id,
-        "can_send_message": can_send_message,
-    });
-    if let Some(error) = error {
-        entity["errors"] = json!([error.to_json()]);
-    }
-    entity
-}
-
-/// Builds a `health_status` object whose overall `can_send_message` is the worst of its
-/// entities, as Meta computes it.
-pub fn health_status(entities: Vec<Value>) -> Value {
-    let mut health = json!({ "can_send_message": "AVAILABLE", "entities": entities });
-    recompute_overall(&mut health);
-    health
-}
-
-/// How bad a `can_send_message` value is; an unknown value counts as LIMITED so that it is
-/// never silently treated as healthy.
-fn severity(value: &str) -> u8 {
-    match value {
-        "AVAILABLE" => 0,
-        "BLOCKED" => 2,
-        _ => 1,
-    }
-}
-
-fn recompute_overall(health: &mut Value) {
-    let worst = health
-        .get("entities")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.get("can_send_message").and_then(Value::as_str))
-        .max_by_key(|v| severity(v))
-        .unwrap_or("AVAILABLE")
-        .to_owned();
-    health["can_send_message"] = Value::String(worst);
-}
-
-/// Sets (or adds) the entity of `entity_type` inside a `health_status` object.
-fn set_entity(
-    health: &mut Value,
-    entity_type: &str,
-    entity_id: &str,
-    can_send_message: &str,
-    error: Option<&HealthError>,
-) {
-    if !health.get("entities").is_some_and(Value::is_array) {
-        *health = health_status(Vec::new());
-    }
-    let fresh = health_entity(entity_type, entity_id, can_send_message, error);
-    if let Some(entities) = health.get_mut("entities").and_then(Value::as_array_mut) {
-        match entities
-            .iter_mut()
-            .find(|e| e.get("entity_type").and_then(Value::as_str) == Some(entity_type))
-        {
-            Some(existing) => {
-                // Keep the id the entity already had: it names the real owner.
-                let id = existing.get("id").cloned();
-                *existing = fresh;
-                if let Some(id) = id {
-                    existing["id"] = id;
-                }
-            }
-            None => entities.push(fresh),
-        }
-    }
-    recompute_overall(health);
-}
-
 impl SimWaba {
     fn business_entity_id(&self) -> String {
         self.owner_business_id
             .clone()
             .unwrap_or_else(|| format!("9{}", self.id))
     }
-}
-
-/// The healthy `health_status` of a WABA.
-fn waba_health(waba_id: &str, business_id: &str) -> Value {
-    health_status(vec![
-        health_entity("WABA", waba_id, "AVAILABLE", None),
-        health_entity("BUSINESS", business_id, "AVAILABLE", None),
-        health_entity("APP", SIM_APP_ID, "AVAILABLE", None),
-    ])
-}
-
-/// The healthy `health_status` of a phone number.
-fn phone_health(phone_id: &str, waba_id: &str, business_id: &str) -> Value {
-    health_status(vec![
-        health_entity("PHONE_NUMBER", phone_id, "AVAILABLE", None),
-        health_entity("WABA", waba_id, "AVAILABLE", None),
-        health_entity("BUSINESS", business_id, "AVAILABLE", None),
-        health_entity("APP", SIM_APP_ID, "AVAILABLE", None),
-    ])
 }
 
 /// Country and dial code from a display number such as `+44 20 7946 0123`.
@@ -436,7 +282,10 @@ impl SimState {
             country_code,
             country_dial_code,
             is_official_business_account: false,
-            certificate: Some("CmQKIAjXxZyL9ZCFAhIGZW50OndhIgdBY21lIENvUNqGyb4GGkCIm3UG2Jv5sMl1CDcbyjeS".to_owned()),
+            certificate: Some(
+                "CmQKIAjXxZyL9ZCFAhIGZW50OndhIgdBY21lIENvUNqGyb4GGkCIm3UG2Jv5sMl1CDcbyjeS"
+                    .to_owned(),
+            ),
             health: phone_health(id, waba_id, &business_id),
             overrides: Map::new(),
         };
@@ -577,7 +426,7 @@ impl SimState {
     }
 
     /// The WABA a call about `id` is counted against: the WABA itself, or a number's WABA.
-    pub fn waba_of(&self, id: &str) -> Option<&str> {
+    pub fn waba_of<'a>(&'a self, id: &'a str) -> Option<&'a str> {
         if self.wabas.contains_key(id) {
             Some(id)
         } else {
@@ -617,117 +466,6 @@ impl SimState {
         }
         state
     }
-
-    /// A small fleet for the `demo` command: the "Acme Corp" portfolio owning two WABAs, plus
-    /// one WABA a client shared with it, eight numbers in all. It is `demo_step(0)`: healthy.
-    pub fn demo() -> SimState {
-        let mut s = SimState::default();
-        s.add_business(demo::BUSINESS, "Acme Corp");
-        s.add_waba(
-            Some((demo::BUSINESS, Relation::Owned)),
-            demo::SUPPORT,
-            "Acme Support",
-        );
-        s.add_waba(
-            Some((demo::BUSINESS, Relation::Owned)),
-            demo::MARKETING,
-            "Acme Marketing",
-        );
-        s.add_waba(
-            Some((demo::BUSINESS, Relation::Client)),
-            demo::GLOBEX,
-            "Globex Retail",
-        );
-        {
-            let globex = s.waba_mut(demo::GLOBEX);
-            globex.owner_business_id = Some(demo::GLOBEX_OWNER.to_owned());
-            globex.currency = "EUR".to_owned();
-            globex.country = "DE".to_owned();
-            globex.timezone_id = "123".to_owned();
-            globex.health = waba_health(demo::GLOBEX, demo::GLOBEX_OWNER);
-        }
-        for (waba, id, display, name) in demo::PHONES {
-            s.add_phone(waba, id, display, name);
-        }
-        // A little variety a real fleet has: a number still waiting for its display name, and
-        // one whose token no longer receives the deprecated tier.
-        s.phone_mut(demo::PHONES[7].1).name_status = Some("PENDING_REVIEW".to_owned());
-        s.phone_mut(demo::PHONES[6].1).messaging_limit_tier = None;
-        s.demo_step(0);
-        s
-    }
-
-    /// Deterministic "life" for the demo fleet. The state after `demo_step(k)` depends only on
-    /// `k`, so calling it with each tick's number shows a change at every step:
-    /// - every step, one of three numbers moves one notch along GREEN → YELLOW → RED → GREEN;
-    /// - `+1 555-0110` is FLAGGED during steps 4–7 of every 12;
-    /// - `+44 20 7946 0123` is RESTRICTED (health BLOCKED) during steps 6–11 of every 12;
-    /// - the Globex WABA is LIMITED by a payment-method error during steps 5–9 of every 10;
-    /// - the Acme portfolio's messaging limit drops from TIER_10K to TIER_2K during steps 7–13
-    ///   of every 14, and one number's legacy tier from TIER_10K to TIER_1K with it.
-    ///
-    /// Numbers or WABAs a caller removed are skipped.
-    pub fn demo_step(&mut self, step: u64) {
-        const QUALITY: [&str; 3] = ["GREEN", "YELLOW", "RED"];
-        for (k, (_, id, _, _)) in demo::PHONES.iter().take(3).enumerate() {
-            // Actor k advances at the steps s ≡ k (mod 3), s ≥ 1, so exactly one moves per step.
-            let k = k as u64;
-            let residue = if k == 0 { 3 } else { k };
-            let advances = (step + 3 - residue) / 3;
-            if let Some(phone) = self.phones.get_mut(*id) {
-                phone.quality_rating = Some(QUALITY[(advances % 3) as usize].to_owned());
-            }
-        }
-
-        let flagged = (4..8).contains(&(step % 12));
-        if let Some(phone) = self.phones.get_mut(demo::PHONES[3].1) {
-            phone.status = Some(if flagged { "FLAGGED" } else { "CONNECTED" }.to_owned());
-        }
-
-        let restricted = (6..12).contains(&(step % 12));
-        let uk = demo::PHONES[5].1;
-        if let Some(phone) = self.phones.get_mut(uk) {
-            phone.status = Some(if restricted { "RESTRICTED" } else { "CONNECTED" }.to_owned());
-        }
-        if restricted {
-            self.set_health(uk, "PHONE_NUMBER", "BLOCKED", None);
-        } else {
-            self.set_health(uk, "PHONE_NUMBER", "AVAILABLE", None);
-        }
-
-        if (5..10).contains(&(step % 10)) {
-            self.set_health(
-                demo::GLOBEX,
-                "WABA",
-                "LIMITED",
-                Some(HealthError::payment_method()),
-            );
-        } else {
-            self.set_health(demo::GLOBEX, "WABA", "AVAILABLE", None);
-        }
-
-        let lowered = (7..14).contains(&(step % 14));
-        let limit = if lowered { "TIER_2K" } else { "TIER_10K" };
-        if let Some(business) = self.businesses.get_mut(demo::BUSINESS) {
-            business.business_messaging_limit = Some(limit.to_owned());
-            let owned = business.owned.clone();
-            for waba_id in owned {
-                let Some(waba) = self.wabas.get_mut(&waba_id) else {
-                    continue;
-                };
-                waba.business_messaging_limit = Some(limit.to_owned());
-                for phone_id in waba.phones.clone() {
-                    if let Some(phone) = self.phones.get_mut(&phone_id) {
-                        phone.business_messaging_limit = Some(limit.to_owned());
-                    }
-                }
-            }
-        }
-        if let Some(phone) = self.phones.get_mut(demo::PHONES[1].1) {
-            phone.messaging_limit_tier =
-                Some(if lowered { "TIER_1K" } else { "TIER_10K" }.to_owned());
-        }
-    }
 }
 
 /// The id shown for an entity in a WABA's health: the WABA, its owner, or the app.
@@ -746,25 +484,4 @@ fn entity_id_for_phone(entity_type: &str, phone_id: &str, waba_entity_id: &str) 
         "PHONE_NUMBER" => phone_id.to_owned(),
         _ => waba_entity_id.to_owned(),
     }
-}
-
-/// Ids of the demo fleet, public so the demo command and its tests can name them.
-pub mod demo {
-    pub const BUSINESS: &str = "104372961027384";
-    pub const SUPPORT: &str = "113456789012301";
-    pub const MARKETING: &str = "113456789012302";
-    pub const GLOBEX: &str = "113456789012303";
-    /// The client's own portfolio, not visible to the demo token.
-    pub const GLOBEX_OWNER: &str = "102938475610293";
-    /// (WABA id, phone number id, display number, verified name).
-    pub const PHONES: [(&str, &str, &str, &str); 8] = [
-        (SUPPORT, "106540352242901", "+1 555-0100", "Acme Support"),
-        (SUPPORT, "106540352242902", "+1 555-0101", "Acme Billing"),
-        (SUPPORT, "106540352242903", "+1 555-0102", "Acme Returns"),
-        (MARKETING, "106540352242904", "+1 555-0110", "Acme Deals"),
-        (MARKETING, "106540352242905", "+1 555-0111", "Acme News"),
-        (MARKETING, "106540352242906", "+44 20 7946 0123", "Acme UK"),
-        (GLOBEX, "106540352242907", "+49 30 901820", "Globex Kundenservice"),
-        (GLOBEX, "106540352242908", "+1 555-0142", "Globex Orders"),
-    ];
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::graph::parse::{self, Anomalies};
@@ -94,21 +95,28 @@ impl MetaSource {
         let mut an = Anomalies::default();
 
         // 1. Businesses, concurrently.
+        let mut fetches: Vec<BoxFuture<'_, (String, Result<Value, GraphError>)>> = Vec::new();
+        for b in &self.cfg.businesses {
+            let req = NodeRequest {
+                id: b.clone(),
+                fields: self.fields.business.clone(),
+            };
+            fetches.push(Box::pin(async move {
+                let res = self.client.get_node(&req).await;
+                (req.id, res)
+            }));
+        }
         let businesses: Vec<(String, Result<Value, GraphError>)> =
-            futures_util::stream::iter(self.cfg.businesses.iter())
-                .map(|b| async move {
-                    let req = NodeRequest {
-                        id: b.clone(),
-                        fields: self.fields.business.clone(),
-                    };
-                    (b.clone(), self.client.get_node(&req).await)
-                })
+            futures_util::stream::iter(fetches)
                 .buffer_unordered(self.client.concurrency())
                 .collect()
                 .await;
         for (business, res) in businesses {
             match res {
-                Ok(node) => self.read_business(&business, &node, &mut out, &mut an).await,
+                Ok(node) => {
+                    self.read_business(&business, &node, &mut out, &mut an)
+                        .await
+                }
                 Err(error) => out.failures.push(TargetFailure {
                     kind: ObjectKind::Business,
                     id: business,
@@ -259,7 +267,9 @@ impl MetaSource {
                 _ => {
                     return (
                         items,
-                        Err(GraphError::Malformed("edge page without a data array".into())),
+                        Err(GraphError::Malformed(
+                            "edge page without a data array".into(),
+                        )),
                     );
                 }
             }
@@ -283,7 +293,9 @@ impl MetaSource {
         }
         (
             items,
-            Err(GraphError::Malformed("more pages than the paging guard allows".into())),
+            Err(GraphError::Malformed(
+                "more pages than the paging guard allows".into(),
+            )),
         )
     }
 }
@@ -294,11 +306,29 @@ mod tests {
 
     #[test]
     fn the_new_limit_field_is_asked_only_of_v24_and_later() {
-        let v23 = FieldSets::for_version(ApiVersion { major: 23, minor: 0 });
-        let v24 = FieldSets::for_version(ApiVersion { major: 24, minor: 0 });
-        assert!(!v23.business.contains("whatsapp_business_manager_messaging_limit"));
-        assert!(v24.phone.contains("whatsapp_business_manager_messaging_limit"));
-        assert!(v23.waba_with_numbers.contains("phone_numbers.limit(100){id,"));
-        assert!(v23.business.contains("client_whatsapp_business_accounts.limit(100){"));
+        let v23 = FieldSets::for_version(ApiVersion {
+            major: 23,
+            minor: 0,
+        });
+        let v24 = FieldSets::for_version(ApiVersion {
+            major: 24,
+            minor: 0,
+        });
+        assert!(
+            !v23.business
+                .contains("whatsapp_business_manager_messaging_limit")
+        );
+        assert!(
+            v24.phone
+                .contains("whatsapp_business_manager_messaging_limit")
+        );
+        assert!(
+            v23.waba_with_numbers
+                .contains("phone_numbers.limit(100){id,")
+        );
+        assert!(
+            v23.business
+                .contains("client_whatsapp_business_accounts.limit(100){")
+        );
     }
 }

@@ -133,7 +133,11 @@ impl PhoneRow {
             t.track(field::PRESENCE, &mut slot, Some(field::PRESENT.to_owned()));
             self.present = true;
         }
-        t.track(field::QUALITY_RATING, &mut self.quality_rating, s(&o.quality_rating));
+        t.track(
+            field::QUALITY_RATING,
+            &mut self.quality_rating,
+            s(&o.quality_rating),
+        );
         t.track(field::STATUS, &mut self.status, s(&o.status));
         t.track(
             field::MESSAGING_LIMIT_TIER,
@@ -152,7 +156,10 @@ impl PhoneRow {
         );
         t.track(field::NAME_STATUS, &mut self.name_status, s(&o.name_status));
         describe(&mut self.waba_id, o.waba_id.clone());
-        describe(&mut self.display_phone_number, o.display_phone_number.clone());
+        describe(
+            &mut self.display_phone_number,
+            o.display_phone_number.clone(),
+        );
         describe(&mut self.verified_name, o.verified_name.clone());
         describe(
             &mut self.health_entities,
@@ -288,7 +295,10 @@ mod tests {
     fn unchanged_and_unreported_fields_write_nothing() {
         let mut row = PhoneRow::new("1", "m", "t0");
         row.merge(&obs(Some(QualityRating::Green)), true, "t0");
-        assert!(row.merge(&obs(Some(QualityRating::Green)), false, "t1").is_empty());
+        assert!(
+            row.merge(&obs(Some(QualityRating::Green)), false, "t1")
+                .is_empty()
+        );
         // Meta stopped sending the rating: not a change, the last value stays.
         assert!(row.merge(&obs(None), false, "t2").is_empty());
         assert_eq!(row.quality_rating.as_deref(), Some("GREEN"));

@@ -171,19 +171,23 @@ impl Store {
 
         // --- WABAs ---
         let observed_wabas: Vec<&str> = poll.wabas.iter().map(|w| w.id.as_str()).collect();
-        let complete_businesses: Vec<&str> =
-            poll.complete_businesses.iter().map(String::as_str).collect();
-        let mut waba_rows: std::collections::HashMap<String, WabaRow> = sqlx::query_as::<_, WabaRow>(
-            "SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each(?1)) \
+        let complete_businesses: Vec<&str> = poll
+            .complete_businesses
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let mut waba_rows: std::collections::HashMap<String, WabaRow> =
+            sqlx::query_as::<_, WabaRow>(
+                "SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each(?1)) \
              OR (business_id IN (SELECT value FROM json_each(?2)) AND present = 1)",
-        )
-        .bind(json_list(&observed_wabas))
-        .bind(json_list(&complete_businesses))
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
+            )
+            .bind(json_list(&observed_wabas))
+            .bind(json_list(&complete_businesses))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
 
         let mut touched_wabas = Vec::new();
         for obs in &poll.wabas {
@@ -213,9 +217,7 @@ impl Store {
                 .as_deref()
                 .is_some_and(|b| poll.complete_businesses.contains(b));
             if row.present && listed_by_complete && row.source == poll.source {
-                report
-                    .changes
-                    .push(row.mark_gone(&now));
+                report.changes.push(row.mark_gone(&now));
                 report.gone += 1;
                 upsert_waba(&mut tx, &row).await?;
                 gone_wabas.push(row.id.clone());
@@ -244,8 +246,7 @@ impl Store {
         for obs in &poll.phones {
             let existing = phone_rows.remove(&obs.id);
             let is_new = existing.is_none();
-            let mut row =
-                existing.unwrap_or_else(|| PhoneRow::new(&obs.id, &poll.source, &now));
+            let mut row = existing.unwrap_or_else(|| PhoneRow::new(&obs.id, &poll.source, &now));
             let before = row.clone();
             let changes = row.merge(obs, is_new, &now);
             row.source = poll.source.clone();
@@ -381,4 +382,3 @@ async fn upsert_phone(
     .await?;
     Ok(())
 }
-

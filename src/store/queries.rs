@@ -65,10 +65,9 @@ fn effective_limit(business: &Option<String>, tier: &Option<String>) -> Option<S
 impl Store {
     /// Every WABA, then every number (grouped by WABA), present ones first.
     pub async fn status(&self) -> Result<Vec<StatusEntry>, StoreError> {
-        let wabas: Vec<WabaRow> =
-            sqlx::query_as("SELECT * FROM wabas ORDER BY present DESC, id")
-                .fetch_all(self.pool())
-                .await?;
+        let wabas: Vec<WabaRow> = sqlx::query_as("SELECT * FROM wabas ORDER BY present DESC, id")
+            .fetch_all(self.pool())
+            .await?;
         let phones: Vec<PhoneRow> = sqlx::query_as(
             "SELECT * FROM phone_numbers ORDER BY present DESC, waba_id, display_phone_number, id",
         )
@@ -184,12 +183,12 @@ impl Store {
 
     /// The latest poll runs, newest first.
     pub async fn recent_runs(&self, limit: u32) -> Result<Vec<PollRun>, StoreError> {
-        Ok(sqlx::query_as::<_, PollRun>(
-            "SELECT * FROM poll_runs ORDER BY id DESC LIMIT ?1",
+        Ok(
+            sqlx::query_as::<_, PollRun>("SELECT * FROM poll_runs ORDER BY id DESC LIMIT ?1")
+                .bind(i64::from(limit))
+                .fetch_all(self.pool())
+                .await?,
         )
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
-        .await?)
     }
 }
 

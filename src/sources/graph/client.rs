@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use backon::Retryable;
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -25,6 +26,9 @@ use crate::retry::RetryPolicy;
 pub const MAX_BATCH: usize = 50;
 /// A guard against a paging loop that never ends (a server repeating its cursor).
 pub const MAX_PAGES: usize = 1_000;
+
+/// The answers to a batch's items, in request order.
+type ItemResults = Vec<Result<Value, GraphError>>;
 
 /// Counters of what a client sent, read by the poller for its records.
 #[derive(Debug, Default)]
@@ -149,10 +153,7 @@ impl GraphClient {
             let url = url.clone();
             async move {
                 self.counters.calls.fetch_add(1, Ordering::Relaxed);
-                let req = self
-                    .http
-                    .get(url)
-                    .bearer_auth(self.token.expose_secret());
+                let req = self.http.get(url).bearer_auth(self.token.expose_secret());
                 self.send(req).await
             }
         };
@@ -251,15 +252,15 @@ impl GraphClient {
         pending: &[usize],
     ) -> Vec<Result<Value, GraphError>> {
         let chunks: Vec<Vec<usize>> = pending.chunks(MAX_BATCH).map(<[usize]>::to_vec).collect();
-        let answers: Vec<(usize, Vec<Result<Value, GraphError>>)> =
-            futures_util::stream::iter(chunks.into_iter().enumerate())
-                .map(|(n, chunk)| async move {
-                    let items: Vec<&NodeRequest> = chunk.iter().map(|i| &reqs[*i]).collect();
-                    (n, self.batch_once(&items).await)
-                })
-                .buffer_unordered(self.concurrency.max(1))
-                .collect()
-                .await;
+        let mut sends: Vec<BoxFuture<'_, (usize, ItemResults)>> = Vec::new();
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            let items: Vec<&NodeRequest> = chunk.iter().map(|i| &reqs[*i]).collect();
+            sends.push(Box::pin(async move { (n, self.batch_once(&items).await) }));
+        }
+        let answers: Vec<(usize, ItemResults)> = futures_util::stream::iter(sends)
+            .buffer_unordered(self.concurrency.max(1))
+            .collect()
+            .await;
         let mut ordered = answers;
         ordered.sort_by_key(|(n, _)| *n);
         ordered.into_iter().flat_map(|(_, v)| v).collect()
@@ -300,10 +301,7 @@ impl GraphClient {
                     .http
                     .post(url)
                     .bearer_auth(self.token.expose_secret())
-                    .form(&[
-                        ("batch", batch_json.as_str()),
-                        ("include_headers", "false"),
-                    ]);
+                    .form(&[("batch", batch_json.as_str()), ("include_headers", "false")]);
                 self.send(req).await
             }
         };
@@ -397,7 +395,10 @@ mod tests {
             "not a url",
         ] {
             assert!(
-                matches!(c.check_paging_link(foreign), Err(GraphError::ForeignPagingLink)),
+                matches!(
+                    c.check_paging_link(foreign),
+                    Err(GraphError::ForeignPagingLink)
+                ),
                 "{foreign}"
             );
         }

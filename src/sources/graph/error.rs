@@ -63,7 +63,9 @@ struct Envelope {
 
 /// Parses an error envelope from a response body, if it is one.
 pub fn parse_error_body(body: &[u8]) -> Option<GraphErrorBody> {
-    serde_json::from_slice::<Envelope>(body).ok().map(|e| e.error)
+    serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .map(|e| e.error)
 }
 
 /// Classifies a Graph API error code. The single source of truth for the table in DOMAIN.md.
@@ -236,7 +238,10 @@ mod tests {
 
     #[test]
     fn code_100_is_not_found_only_with_subcode_33() {
-        assert_eq!(classify(Some(100), Some(33), None, 400), ErrorClass::NotFound);
+        assert_eq!(
+            classify(Some(100), Some(33), None, 400),
+            ErrorClass::NotFound
+        );
         assert_eq!(classify(Some(100), None, None, 400), ErrorClass::Permanent);
     }
 

@@ -42,11 +42,7 @@ fn string(obj: &Value, field: &'static str, an: &mut Anomalies) -> Option<String
             an.push(
                 "wrong_type",
                 field,
-                format!(
-                    "{} = {}",
-                    id_of(obj),
-                    truncate_json(other)
-                ),
+                format!("{} = {}", id_of(obj), truncate_json(other)),
             );
             None
         }
@@ -200,7 +196,11 @@ pub fn phone(obj: &Value, waba_id: Option<&str>, an: &mut Anomalies) -> Option<P
         ),
         None | Some(Value::Null) => None,
         Some(other) => {
-            an.push("wrong_type", "throughput", format!("{id} = {}", truncate_json(other)));
+            an.push(
+                "wrong_type",
+                "throughput",
+                format!("{id} = {}", truncate_json(other)),
+            );
             None
         }
     };
@@ -230,7 +230,13 @@ pub fn phone(obj: &Value, waba_id: Option<&str>, an: &mut Anomalies) -> Option<P
             MessagingLimit::is_known,
             an,
         ),
-        name_status: enumerated(obj, "name_status", NameStatus::parse, NameStatus::is_known, an),
+        name_status: enumerated(
+            obj,
+            "name_status",
+            NameStatus::parse,
+            NameStatus::is_known,
+            an,
+        ),
         code_verification_status: enumerated(
             obj,
             "code_verification_status",
@@ -319,7 +325,10 @@ mod tests {
         let reasons: Vec<_> = an.0.iter().map(|a| (a.reason, a.field)).collect();
         assert_eq!(
             reasons,
-            vec![("wrong_type", "quality_rating"), ("unknown_value", "status")]
+            vec![
+                ("wrong_type", "quality_rating"),
+                ("unknown_value", "status")
+            ]
         );
     }
 

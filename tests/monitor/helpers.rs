@@ -1,0 +1,110 @@
+//! Test harness: a simulated Graph API on loopback, a temp folder with a real config file, a
+//! private token file and a real SQLite database, and the library's own poller and daemon.
+
+use std::path::PathBuf;
+
+use tempfile::TempDir;
+use waba_monitor::config::Config;
+use waba_monitor::poller::{CycleReport, Poller};
+use waba_monitor::retry::RetryPolicy;
+use waba_monitor::sim::{GraphSim, SimOptions, SimState};
+use waba_monitor::store::Store;
+
+pub const TOKEN: &str = "test-token-abcdefghijklmnop-0123456789";
+
+pub struct TestApp {
+    pub sim: GraphSim,
+    pub _dir: TempDir,
+    pub config_path: PathBuf,
+}
+
+impl TestApp {
+    /// Starts a simulator with `state` and writes a config whose `[[meta]]` block gets
+    /// `targets` (e.g. `wabas = ["1"]`) and any extra keys.
+    pub async fn spawn(state: SimState, targets: &str) -> TestApp {
+        Self::spawn_with(state, targets, "v24.0", "0 */5 * * * *").await
+    }
+
+    pub async fn spawn_with(
+        state: SimState,
+        targets: &str,
+        api_version: &str,
+        schedule: &str,
+    ) -> TestApp {
+        let sim = GraphSim::start(
+            state,
+            SimOptions {
+                token: TOKEN.to_owned(),
+                ..SimOptions::default()
+            },
+        )
+        .await
+        .expect("simulator starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token_path = dir.path().join("meta-token");
+        std::fs::write(&token_path, TOKEN).expect("token file");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&token_path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+        }
+        let config_path = dir.path().join("monitor.toml");
+        let text = format!(
+            "[daemon]\ndatabase = \"monitor.db\"\npoll_schedule = \"{schedule}\"\n\n[[meta]]\nname = \"main\"\ngraph_url = \"{}\"\napi_version = \"{api_version}\"\naccess_token_file = \"meta-token\"\nrequest_timeout = \"2s\"\n{targets}\n",
+            sim.url()
+        );
+        std::fs::write(&config_path, text).expect("config");
+        TestApp {
+            sim,
+            _dir: dir,
+            config_path,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path).expect("test config is valid")
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::open(&self.config().daemon.database)
+            .await
+            .expect("store opens")
+    }
+
+    /// A fresh poller over a freshly opened store, as a restarted daemon would build it.
+    pub async fn poller(&self) -> Poller {
+        Poller::from_config(&self.config(), self.store().await, RetryPolicy::fast())
+            .expect("poller builds")
+    }
+
+    /// One cycle with a fresh poller; the store is closed afterwards, like `poll-once`.
+    pub async fn poll(&self) -> CycleReport {
+        let poller = self.poller().await;
+        let report = poller.poll_once().await;
+        poller.store().close().await;
+        report
+    }
+
+    pub async fn history_count(&self) -> i64 {
+        let s = self.store().await;
+        let n = s.history_count().await.expect("count");
+        s.close().await;
+        n
+    }
+
+    /// Runs the real binary with this app's config.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_waba-monitor"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("binary runs")
+    }
+}
+
+/// A fleet with one business owning one WABA of `n` numbers, plus nothing else.
+pub fn one_waba(n: usize) -> SimState {
+    SimState::fleet(1, n)
+}

@@ -144,7 +144,15 @@ impl Poller {
         };
         match self.store.apply(run_id, &poll, observed_at).await {
             Ok(applied) => {
-                for c in &applied.changes {
+                if applied.new_targets > 0 {
+                    tracing::info!(
+                        new_targets = applied.new_targets,
+                        "first sighting of targets recorded (their initial state is in history)"
+                    );
+                }
+                // First sightings (no old value) are summarised above; real changes get a line
+                // each.
+                for c in applied.changes.iter().filter(|c| c.old.is_some()) {
                     tracing::info!(
                         kind = c.kind.as_str(),
                         id = %c.target_id,

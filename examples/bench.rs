@@ -1,0 +1,152 @@
+//! Poll-cycle benchmark: the real poller against the Graph simulator with 1,000 WABAs × 10
+//! numbers and 50 ms added latency per request.
+//!
+//!     cargo run --release --example bench                 # WABAs listed in the config
+//!     cargo run --release --example bench -- business     # discovered from one portfolio
+//!
+//! The simulator runs in a child process (this same binary with `--serve`), so the CPU time
+//! and peak RSS printed are the monitor's own. Prints Graph calls per cycle, wall time and CPU
+//! time per cycle (first cycle, which records 11,000 targets, and unchanged cycles), peak RSS,
+//! and history rows written by an unchanged cycle.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use waba_monitor::config::Config;
+use waba_monitor::poller::Poller;
+use waba_monitor::retry::RetryPolicy;
+use waba_monitor::sim::{GraphSim, SimOptions, SimState};
+use waba_monitor::store::Store;
+
+const WABAS: usize = 1_000;
+const PER_WABA: usize = 10;
+const LATENCY: Duration = Duration::from_millis(50);
+const TOKEN: &str = "bench-token-not-a-secret";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if args.iter().any(|a| a == "--serve") {
+        return rt.block_on(serve());
+    }
+    let mode = if args.iter().any(|a| a == "business") {
+        "business"
+    } else {
+        "wabas"
+    };
+    rt.block_on(bench(mode))
+}
+
+/// Child process: serve the fleet, print the URL, run until stdin closes.
+async fn serve() -> anyhow::Result<()> {
+    let sim = GraphSim::start(
+        SimState::fleet(WABAS, PER_WABA),
+        SimOptions {
+            token: TOKEN.to_owned(),
+            latency: LATENCY,
+            ..SimOptions::default()
+        },
+    )
+    .await?;
+    println!("{}", sim.url());
+    std::io::stdout().flush()?;
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    })
+    .await?;
+    sim.shutdown().await;
+    Ok(())
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (100 per second on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn bench(mode: &str) -> anyhow::Result<()> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut url)?;
+    let url = url.trim().to_owned();
+
+    let dir = tempfile::tempdir()?;
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let targets = match mode {
+        "business" => "businesses = [\"100000000000001\"]".to_owned(),
+        _ => {
+            let ids: Vec<String> = (0..WABAS)
+                .map(|w| (200_000_000_000_001u64 + w as u64).to_string())
+                .collect();
+            format!("wabas = {ids:?}")
+        }
+    };
+    let cfg_path = dir.path().join("monitor.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[daemon]\ndatabase = \"monitor.db\"\n\n[[meta]]\nname = \"bench\"\ngraph_url = \"{url}\"\napi_version = \"v24.0\"\naccess_token_file = \"token\"\n{targets}\n"
+        ),
+    )?;
+    let cfg = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = Store::open(&cfg.daemon.database).await?;
+    let poller = Poller::from_config(&cfg, store.clone(), RetryPolicy::default())?;
+
+    println!(
+        "fleet: {WABAS} WABAs x {PER_WABA} numbers, {} ms latency per request, targets from {mode}",
+        LATENCY.as_millis()
+    );
+    for (label, n) in [("first (records 11,000 targets)", 1), ("unchanged", 3)] {
+        for _ in 0..n {
+            let rows_before = store.history_count().await?;
+            let cpu0 = cpu_seconds();
+            let t0 = Instant::now();
+            let report = poller.poll_once().await;
+            let wall = t0.elapsed();
+            let cpu = cpu_seconds() - cpu0;
+            let rows = store.history_count().await? - rows_before;
+            let s = &report.sources[0];
+            println!(
+                "cycle {label:<31} calls {:>4}  requests {:>3}  wall {:>7.3} s  cpu {:>6.2} s  history rows {:>6}  outcome {}  targets {}",
+                s.calls,
+                s.requests,
+                wall.as_secs_f64(),
+                cpu,
+                rows,
+                s.outcome.as_str(),
+                s.wabas + s.phones
+            );
+        }
+    }
+    println!("peak RSS of the monitor: {:.1} MB", peak_rss_mb());
+    store.close().await;
+    drop(child.stdin.take());
+    let _ = child.wait();
+    Ok(())
+}

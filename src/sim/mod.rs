@@ -5,21 +5,26 @@
 //! `fields` syntax with nested cursor paging, batch requests, Graph error envelopes and the
 //! usage headers, and it can inject the failures a real deployment meets ([`Fault`]).
 //!
-//! Files: `fields.rs` parses `fields=`, `state.rs` holds the fleet and its builders, `health.rs`
-//! builds `health_status` objects, `demo.rs` the demo fleet, `render.rs` turns the fleet into node JSON, `faults.rs` decides which call
-//! fails how, `errors.rs` builds Graph error envelopes; this file is the HTTP server.
+//! Files, in the order a request meets them: this file is the public API and the HTTP server;
+//! `batch.rs` unpacks batch requests; `render.rs` answers one GET, using `fields.rs` (the
+//! `fields=` parser), `schema.rs` (each node type's fields and edges) and `faults.rs` (which
+//! call fails how); `errors.rs` builds Graph error envelopes; `usage.rs` counts calls for the
+//! usage headers. The fleet lives in `state.rs`, with `health.rs` for `health_status` objects
+//! and `demo.rs` for the demo fleet.
 
+mod batch;
 mod demo;
 mod errors;
 mod faults;
 mod fields;
 mod health;
 mod render;
+mod schema;
 mod state;
 #[cfg(test)]
 mod tests;
+mod usage;
 
-use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -30,7 +35,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -47,6 +52,7 @@ pub use state::{
 
 use errors::GraphFailure;
 use render::{CallOutput, Effects, LinkCtx, Wire};
+use usage::{Counters, percent};
 
 /// Meta's largest batch.
 pub const MAX_BATCH_ITEMS: usize = 50;
@@ -107,13 +113,6 @@ pub struct RecordedRequest {
     /// The `relative_url` of each batch item, in order.
     pub batch_relative_urls: Vec<String>,
     pub body: String,
-}
-
-#[derive(Default)]
-struct Counters {
-    http_requests: u64,
-    graph_calls: u64,
-    per_waba: HashMap<String, u64>,
 }
 
 struct Shared {
@@ -391,7 +390,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         form,
         authorization: authorization.clone(),
     };
-    let batch = is_batch(&incoming).then(|| parse_batch(&incoming));
+    let batch = batch::is_batch(&incoming).then(|| batch::parse_batch(&incoming));
     let batch_relative_urls = match &batch {
         Some(Ok(items)) => items
             .iter()
@@ -428,23 +427,6 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         other => Reply::failure(GraphFailure::bad_token(other.is_some()), 1),
     };
     shared.respond(reply, incoming.version.as_deref()).await
-}
-
-fn is_batch(incoming: &Incoming) -> bool {
-    incoming.method == Method::POST && incoming.segments.is_empty()
-}
-
-/// Reads the `batch` parameter of a batch POST.
-fn parse_batch(incoming: &Incoming) -> Result<Vec<Value>, GraphFailure> {
-    let raw = incoming
-        .param("batch")
-        .ok_or_else(|| GraphFailure::invalid_parameter("The parameter batch is required"))?;
-    match serde_json::from_str::<Value>(raw) {
-        Ok(Value::Array(items)) => Ok(items),
-        _ => Err(GraphFailure::invalid_parameter(
-            "The parameter batch must be a JSON-encoded array",
-        )),
-    }
 }
 
 impl Shared {
@@ -503,171 +485,6 @@ impl Shared {
         }
     }
 
-    /// A batch POST: each item is answered like a GET and wrapped as Meta does.
-    fn batch(&self, incoming: &Incoming, items: &[Value]) -> Reply {
-        if items.len() > MAX_BATCH_ITEMS {
-            return Reply::failure(GraphFailure::batch_too_large(), 1);
-        }
-        let include_headers = incoming.param("include_headers") != Some("false");
-        let (request_effects, outputs) = {
-            let mut state = lock(&self.state);
-            let mut faults = std::mem::take(&mut state.faults);
-            // An `Any` fault hits the batch as a whole, before any item runs.
-            let mut request_effects = Effects::default();
-            let verdict = match faults::take(&mut faults, &faults::Scope::Request) {
-                Some(kind) => request_effects.absorb(kind),
-                None => Ok(()),
-            };
-            let outputs = verdict.map(|()| {
-                let links = self.links(request_effects.foreign_base.clone());
-                items
-                    .iter()
-                    .map(|item| self.batch_item(&state, &mut faults, &links, incoming, item))
-                    .collect::<Vec<_>>()
-            });
-            state.faults = faults;
-            (request_effects, outputs)
-        };
-        let outputs = match outputs {
-            Ok(outputs) => outputs,
-            Err(failure) => return Reply::failure(failure, 1),
-        };
-        let wabas: Vec<String> = outputs.iter().filter_map(|o| o.waba.clone()).collect();
-        let usage = self.count(items.len() as u64, &wabas);
-        let buc_for = |waba: &Option<String>| {
-            waba.as_ref()
-                .map(|w| self.buc_header(&usage, std::slice::from_ref(w)))
-        };
-        let mut answers = Vec::with_capacity(outputs.len());
-        let mut hang = Duration::ZERO;
-        for output in outputs {
-            let buc = buc_for(&output.waba);
-            let wire = output.into_wire();
-            if !wire.hang.is_zero() {
-                // An item that did not finish comes back as null, after the wait.
-                hang = hang.max(wire.hang);
-                answers.push(Value::Null);
-                continue;
-            }
-            answers.push(batch_answer(wire, buc, include_headers));
-        }
-        let wire = render::shape(
-            Wire {
-                status: 200,
-                html: false,
-                body: Value::Array(answers).to_string(),
-                headers: Vec::new(),
-                hang,
-            },
-            &request_effects,
-        );
-        Reply {
-            wire,
-            // Already counted above, so the item headers could show the new totals.
-            graph_calls: 0,
-            wabas: Vec::new(),
-            usage_wabas: wabas,
-        }
-    }
-
-    fn batch_item(
-        &self,
-        state: &SimState,
-        faults: &mut Vec<faults::Fault>,
-        links: &LinkCtx<'_>,
-        incoming: &Incoming,
-        item: &Value,
-    ) -> CallOutput {
-        let fail = |failure| CallOutput {
-            result: Err(failure),
-            effects: Effects::default(),
-            waba: None,
-        };
-        let method = item.get("method").and_then(Value::as_str).unwrap_or("GET");
-        let Some(relative_url) = item.get("relative_url").and_then(Value::as_str) else {
-            return fail(GraphFailure::invalid_parameter(
-                "Missing relative_url in a batch request",
-            ));
-        };
-        let (path, query) = relative_url
-            .trim_start_matches('/')
-            .split_once('?')
-            .unwrap_or((relative_url.trim_start_matches('/'), ""));
-        let (version, segments) = split_path(path);
-        if !method.eq_ignore_ascii_case("GET") {
-            let id = segments.first().map_or("", String::as_str);
-            return fail(GraphFailure::unknown_object(
-                id,
-                &method.to_ascii_lowercase(),
-            ));
-        }
-        let query = parse_pairs(query);
-        // An item may carry its own token; a wrong one fails that item only.
-        if let Some((_, token)) = query.iter().find(|(key, _)| key == "access_token")
-            && *token != self.opts.token
-        {
-            return fail(GraphFailure::bad_token(true));
-        }
-        let version = version.or_else(|| incoming.version.clone());
-        render::execute_get(
-            state,
-            faults,
-            links,
-            version.as_deref(),
-            &segments,
-            &query,
-            false,
-        )
-    }
-
-    /// Counts calls and returns the usage snapshot the headers report.
-    fn count(&self, graph_calls: u64, wabas: &[String]) -> Usage {
-        let (waba_budget, app_budget) = {
-            let state = lock(&self.state);
-            (
-                state.waba_call_budget.unwrap_or(DEFAULT_WABA_CALL_BUDGET),
-                state.app_call_budget.unwrap_or(DEFAULT_APP_CALL_BUDGET),
-            )
-        };
-        let mut counters = lock(&self.counters);
-        counters.graph_calls += graph_calls;
-        for waba in wabas {
-            *counters.per_waba.entry(waba.clone()).or_default() += 1;
-        }
-        let per_waba = wabas
-            .iter()
-            .map(|w| (w.clone(), counters.per_waba.get(w).copied().unwrap_or(0)))
-            .collect();
-        Usage {
-            app_calls: counters.graph_calls,
-            app_budget,
-            waba_budget,
-            per_waba,
-        }
-    }
-
-    /// `X-Business-Use-Case-Usage` for these WABAs, in Meta's format (percentages).
-    fn buc_header(&self, usage: &Usage, wabas: &[String]) -> String {
-        let mut object = Map::new();
-        for waba in wabas.iter().collect::<BTreeSet<_>>() {
-            let calls = usage.per_waba.get(waba).copied().unwrap_or(0);
-            let percent = percent(calls, usage.waba_budget);
-            object.insert(
-                waba.clone(),
-                json!([{
-                    "type": "whatsapp_business_management",
-                    "call_count": percent,
-                    "total_cputime": percent / 2,
-                    "total_time": percent / 2,
-                    // Minutes; the sim never throttles on its own, but a spent budget says how
-                    // long a real one would wait.
-                    "estimated_time_to_regain_access": if percent >= 100 { 60 } else { 0 },
-                }]),
-            );
-        }
-        Value::Object(object).to_string()
-    }
-
     /// Counts the reply, adds the usage headers, waits out any hang and sends it.
     async fn respond(&self, reply: Reply, version: Option<&str>) -> Response {
         let usage = self.count(reply.graph_calls, &reply.wabas);
@@ -700,51 +517,6 @@ impl Shared {
         let content_type = if wire.html { HTML_TYPE } else { JSON_TYPE };
         build_response(wire.status, content_type, wire.body, &wire.headers)
     }
-}
-
-/// What the usage headers report after a reply was counted.
-struct Usage {
-    app_calls: u64,
-    app_budget: u64,
-    waba_budget: u64,
-    per_waba: HashMap<String, u64>,
-}
-
-/// Usage as Meta reports it: a whole percentage of the budget, capped at 100.
-fn percent(calls: u64, budget: u64) -> u64 {
-    (calls.saturating_mul(100) / budget.max(1)).min(100)
-}
-
-/// One item of a batch answer: `{"code":..,"headers":[..],"body":"<JSON as a string>"}`.
-fn batch_answer(wire: Wire, buc: Option<String>, include_headers: bool) -> Value {
-    let mut item = Map::new();
-    item.insert("code".to_owned(), json!(wire.status));
-    if include_headers {
-        let content_type = if wire.html {
-            HTML_TYPE
-        } else {
-            BATCH_ITEM_JSON_TYPE
-        };
-        let mut headers = vec![json!({ "name": "Content-Type", "value": content_type })];
-        let forced = wire
-            .headers
-            .iter()
-            .any(|(name, _)| name.eq_ignore_ascii_case(BUC_HEADER));
-        if !wire.html
-            && !forced
-            && let Some(buc) = buc
-        {
-            headers.push(json!({ "name": BUC_HEADER, "value": buc }));
-        }
-        headers.extend(
-            wire.headers
-                .iter()
-                .map(|(name, value)| json!({ "name": name, "value": value })),
-        );
-        item.insert("headers".to_owned(), Value::Array(headers));
-    }
-    item.insert("body".to_owned(), Value::String(wire.body));
-    Value::Object(item)
 }
 
 fn build_response(

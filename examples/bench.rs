@@ -72,10 +72,18 @@ fn cpu_seconds() -> f64 {
 }
 
 fn peak_rss_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+fn rss_mb() -> f64 {
+    proc_status_mb("VmRSS:")
+}
+
+fn proc_status_mb(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
@@ -107,17 +115,19 @@ async fn bench(mode: &str) -> anyhow::Result<()> {
             format!("wabas = {ids:?}")
         }
     };
+    let conc = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "4".into());
     let cfg_path = dir.path().join("monitor.toml");
     std::fs::write(
         &cfg_path,
         format!(
-            "[daemon]\ndatabase = \"monitor.db\"\n\n[[meta]]\nname = \"bench\"\ngraph_url = \"{url}\"\napi_version = \"v24.0\"\naccess_token_file = \"token\"\n{targets}\n"
+            "[daemon]\ndatabase = \"monitor.db\"\n\n[[meta]]\nname = \"bench\"\ngraph_url = \"{url}\"\napi_version = \"v24.0\"\naccess_token_file = \"token\"\nconcurrency = {conc}\n{targets}\n"
         ),
     )?;
     let cfg = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = Store::open(&cfg.daemon.database).await?;
     let poller = Poller::from_config(&cfg, store.clone(), RetryPolicy::default())?;
 
+    println!("rss before polling: {:.1} MB", rss_mb());
     println!(
         "fleet: {WABAS} WABAs x {PER_WABA} numbers, {} ms latency per request, targets from {mode}",
         LATENCY.as_millis()
@@ -133,14 +143,16 @@ async fn bench(mode: &str) -> anyhow::Result<()> {
             let rows = store.history_count().await? - rows_before;
             let s = &report.sources[0];
             println!(
-                "cycle {label:<31} calls {:>4}  requests {:>3}  wall {:>7.3} s  cpu {:>6.2} s  history rows {:>6}  outcome {}  targets {}",
+                "cycle {label:<31} calls {:>4}  requests {:>3}  wall {:>7.3} s  cpu {:>6.2} s  history rows {:>6}  outcome {}  targets {}  rss {:.1} MB (peak {:.1})",
                 s.calls,
                 s.requests,
                 wall.as_secs_f64(),
                 cpu,
                 rows,
                 s.outcome.as_str(),
-                s.wabas + s.phones
+                s.wabas + s.phones,
+                rss_mb(),
+                peak_rss_mb()
             );
         }
     }

@@ -102,7 +102,15 @@ impl Poller {
         let mut polls: Vec<Pin<Box<dyn Future<Output = SourceReport> + Send + '_>>> =
             Vec::with_capacity(self.sources.len());
         for s in &self.sources {
-            let span = tracing::info_span!("poll", source = %s.name());
+            let span = tracing::info_span!(
+                "poll",
+                source = %s.name(),
+                wabas = tracing::field::Empty,
+                numbers = tracing::field::Empty,
+                calls = tracing::field::Empty,
+                failures = tracing::field::Empty,
+                changes = tracing::field::Empty,
+            );
             polls.push(Box::pin(self.poll_source(s).instrument(span)));
         }
         let sources = join_all(polls).await;
@@ -169,6 +177,13 @@ impl Poller {
                 report.store_error = Some(e.to_string());
             }
         }
+        let span = tracing::Span::current();
+        span.record("wabas", report.wabas);
+        span.record("numbers", report.phones);
+        span.record("calls", report.calls);
+        span.record("failures", report.failures.len());
+        span.record("changes", report.changes.len());
+        tracing::debug!(outcome = outcome.as_str(), "poll recorded");
         let error = report
             .store_error
             .clone()

@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+use super::graph::client::{MAX_BATCH, MAX_PAGES};
 use super::graph::parse::{self, Anomalies};
 use super::graph::{GraphClient, GraphError, NodeRequest};
 use super::{ObjectKind, SourcePoll, TargetFailure};
@@ -113,10 +114,7 @@ impl MetaSource {
                 .await;
         for (business, res) in businesses {
             match res {
-                Ok(node) => {
-                    self.read_business(&business, &node, &mut out, &mut an)
-                        .await
-                }
+                Ok(node) => self.read_business(&business, node, &mut out, &mut an).await,
                 Err(error) => out.failures.push(TargetFailure {
                     kind: ObjectKind::Business,
                     id: business,
@@ -125,7 +123,9 @@ impl MetaSource {
             }
         }
 
-        // 2. Configured WABAs that discovery did not already return.
+        // 2. Configured WABAs that discovery did not already return. Fetched in waves of
+        // `concurrency` batches so that only one wave of answers is held in memory at a time:
+        // each answer is turned into observations and dropped before the next wave.
         let seen: BTreeSet<String> = out.wabas.iter().map(|w| w.id.clone()).collect();
         let wabas: Vec<NodeRequest> = self
             .cfg
@@ -137,15 +137,17 @@ impl MetaSource {
                 fields: self.fields.waba_with_numbers.clone(),
             })
             .collect();
-        let answers = self.client.batch(&wabas).await;
-        for (req, res) in wabas.iter().zip(answers) {
-            match res {
-                Ok(node) => self.read_waba(&node, None, &mut out, &mut an).await,
-                Err(error) => out.failures.push(TargetFailure {
-                    kind: ObjectKind::Waba,
-                    id: req.id.clone(),
-                    error,
-                }),
+        for wave in wabas.chunks(self.wave_size()) {
+            let answers = self.client.batch(wave).await;
+            for (req, res) in wave.iter().zip(answers) {
+                match res {
+                    Ok(node) => self.read_waba(node, None, &mut out, &mut an).await,
+                    Err(error) => out.failures.push(TargetFailure {
+                        kind: ObjectKind::Waba,
+                        id: req.id.clone(),
+                        error,
+                    }),
+                }
             }
         }
 
@@ -161,19 +163,21 @@ impl MetaSource {
                 fields: self.fields.phone.clone(),
             })
             .collect();
-        let answers = self.client.batch(&phones).await;
-        for (req, res) in phones.iter().zip(answers) {
-            match res {
-                Ok(node) => {
-                    if let Some(p) = parse::phone(&node, None, &mut an) {
-                        out.phones.push(p);
+        for wave in phones.chunks(self.wave_size()) {
+            let answers = self.client.batch(wave).await;
+            for (req, res) in wave.iter().zip(answers) {
+                match res {
+                    Ok(node) => {
+                        if let Some(p) = parse::phone(&node, None, &mut an) {
+                            out.phones.push(p);
+                        }
                     }
+                    Err(error) => out.failures.push(TargetFailure {
+                        kind: ObjectKind::PhoneNumber,
+                        id: req.id.clone(),
+                        error,
+                    }),
                 }
-                Err(error) => out.failures.push(TargetFailure {
-                    kind: ObjectKind::PhoneNumber,
-                    id: req.id.clone(),
-                    error,
-                }),
             }
         }
 
@@ -183,10 +187,17 @@ impl MetaSource {
         out
     }
 
+    /// Items fetched per wave: as many full batches as may be in flight at once.
+    fn wave_size(&self) -> usize {
+        MAX_BATCH * self.client.concurrency().max(1)
+    }
+
+    /// Reads a business's WABA edges page by page: each page's WABAs are read (with their
+    /// numbers) before the next page is fetched, so memory holds one page at a time.
     async fn read_business(
         &self,
         business: &str,
-        node: &Value,
+        mut node: Value,
         out: &mut SourcePoll,
         an: &mut Anomalies,
     ) {
@@ -195,17 +206,35 @@ impl MetaSource {
             "owned_whatsapp_business_accounts",
             "client_whatsapp_business_accounts",
         ] {
-            let (items, res) = self.collect_edge(node.get(edge)).await;
-            for w in &items {
-                self.read_waba(w, Some(business), out, an).await;
-            }
-            if let Err(error) = res {
-                complete = false;
-                out.failures.push(TargetFailure {
-                    kind: ObjectKind::Business,
-                    id: business.to_owned(),
-                    error,
-                });
+            // Meta leaves an edge with nothing to list out of the expansion altogether.
+            let mut page = node.get_mut(edge).map(Value::take);
+            let mut seen_links = BTreeSet::new();
+            let mut pages = 0;
+            while let Some(mut current) = page.take() {
+                pages += 1;
+                let Some(Value::Array(data)) = current.get_mut("data").map(Value::take) else {
+                    complete = false;
+                    out.failures.push(TargetFailure {
+                        kind: ObjectKind::Business,
+                        id: business.to_owned(),
+                        error: GraphError::Malformed("edge page without a data array".into()),
+                    });
+                    break;
+                };
+                for w in data {
+                    self.read_waba(w, Some(business), out, an).await;
+                }
+                match self.next_page(&current, &mut seen_links, pages).await {
+                    Ok(next) => page = next,
+                    Err(error) => {
+                        complete = false;
+                        out.failures.push(TargetFailure {
+                            kind: ObjectKind::Business,
+                            id: business.to_owned(),
+                            error,
+                        });
+                    }
+                }
             }
         }
         if complete {
@@ -215,12 +244,12 @@ impl MetaSource {
 
     async fn read_waba(
         &self,
-        node: &Value,
+        mut node: Value,
         business: Option<&str>,
         out: &mut SourcePoll,
         an: &mut Anomalies,
     ) {
-        let Some(w): Option<WabaObservation> = parse::waba(node, business, an) else {
+        let Some(w): Option<WabaObservation> = parse::waba(&node, business, an) else {
             return;
         };
         // The same WABA can come through two edges (owned and client) or a business and the
@@ -228,7 +257,9 @@ impl MetaSource {
         if out.wabas.iter().any(|x| x.id == w.id) {
             return;
         }
-        let (items, res) = self.collect_edge(node.get("phone_numbers")).await;
+        let (items, res) = self
+            .collect_edge(node.get_mut("phone_numbers").map(Value::take))
+            .await;
         let phones: Vec<PhoneObservation> = items
             .iter()
             .filter_map(|p| parse::phone(p, Some(&w.id), an))
@@ -251,19 +282,44 @@ impl MetaSource {
         out.wabas.push(w);
     }
 
+    /// Fetches the page after `page`, if its `paging.next` says there is one. Refuses a link
+    /// seen before (a server repeating its cursor) and more pages than the guard allows.
+    async fn next_page(
+        &self,
+        page: &Value,
+        seen_links: &mut BTreeSet<String>,
+        pages_read: usize,
+    ) -> Result<Option<Value>, GraphError> {
+        let next = page
+            .get("paging")
+            .and_then(|p| p.get("next"))
+            .and_then(Value::as_str);
+        let Some(next) = next else {
+            return Ok(None);
+        };
+        if pages_read >= MAX_PAGES {
+            return Err(GraphError::Malformed(
+                "more pages than the paging guard allows".into(),
+            ));
+        }
+        if !seen_links.insert(next.to_owned()) {
+            return Err(GraphError::Malformed("paging link repeats itself".into()));
+        }
+        self.client.get_next(next).await.map(Some)
+    }
+
     /// Reads an edge to its end: the first page (as embedded in the parent, or absent when
     /// Meta has nothing to list) and every `paging.next` after it. Returns what was read and
     /// whether the listing is complete.
-    async fn collect_edge(&self, first: Option<&Value>) -> (Vec<Value>, Result<(), GraphError>) {
+    async fn collect_edge(&self, first: Option<Value>) -> (Vec<Value>, Result<(), GraphError>) {
         let mut items = Vec::new();
-        let Some(first) = first else {
-            return (items, Ok(()));
-        };
-        let mut page = first.clone();
+        let mut page = first;
         let mut seen_links = BTreeSet::new();
-        for _ in 0..super::graph::client::MAX_PAGES {
-            match page.get("data") {
-                Some(Value::Array(data)) => items.extend(data.iter().cloned()),
+        let mut pages = 0;
+        while let Some(mut current) = page.take() {
+            pages += 1;
+            match current.get_mut("data").map(Value::take) {
+                Some(Value::Array(data)) => items.extend(data),
                 _ => {
                     return (
                         items,
@@ -273,30 +329,12 @@ impl MetaSource {
                     );
                 }
             }
-            let next = page
-                .get("paging")
-                .and_then(|p| p.get("next"))
-                .and_then(Value::as_str);
-            let Some(next) = next else {
-                return (items, Ok(()));
-            };
-            if !seen_links.insert(next.to_owned()) {
-                return (
-                    items,
-                    Err(GraphError::Malformed("paging link repeats itself".into())),
-                );
-            }
-            match self.client.get_next(next).await {
-                Ok(v) => page = v,
+            match self.next_page(&current, &mut seen_links, pages).await {
+                Ok(next) => page = next,
                 Err(e) => return (items, Err(e)),
             }
         }
-        (
-            items,
-            Err(GraphError::Malformed(
-                "more pages than the paging guard allows".into(),
-            )),
-        )
+        (items, Ok(()))
     }
 }
 

@@ -11,6 +11,7 @@
 mod merge;
 mod queries;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,6 +26,9 @@ pub use queries::{HistoryEntry, HistoryFilter, PollRun, StatusEntry};
 
 use crate::sources::SourcePoll;
 use crate::timefmt::rfc3339;
+
+/// Observations merged per database round trip in `apply`.
+const APPLY_CHUNK: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -176,18 +180,17 @@ impl Store {
             .iter()
             .map(String::as_str)
             .collect();
-        let mut waba_rows: std::collections::HashMap<String, WabaRow> =
-            sqlx::query_as::<_, WabaRow>(
-                "SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each(?1)) \
+        let mut waba_rows: HashMap<String, WabaRow> = sqlx::query_as::<_, WabaRow>(
+            "SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each(?1)) \
              OR (business_id IN (SELECT value FROM json_each(?2)) AND present = 1)",
-            )
-            .bind(json_list(&observed_wabas))
-            .bind(json_list(&complete_businesses))
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
+        )
+        .bind(json_list(&observed_wabas))
+        .bind(json_list(&complete_businesses))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
 
         let mut touched_wabas = Vec::new();
         for obs in &poll.wabas {
@@ -225,50 +228,58 @@ impl Store {
         }
 
         // --- phone numbers ---
-        let observed_phones: Vec<&str> = poll.phones.iter().map(|p| p.id.as_str()).collect();
-        let mut listing_complete: Vec<&str> =
-            poll.complete_wabas.iter().map(String::as_str).collect();
-        listing_complete.extend(gone_wabas.iter().map(String::as_str));
-        let mut phone_rows: std::collections::HashMap<String, PhoneRow> =
-            sqlx::query_as::<_, PhoneRow>(
-                "SELECT * FROM phone_numbers WHERE id IN (SELECT value FROM json_each(?1)) \
-                 OR (waba_id IN (SELECT value FROM json_each(?2)) AND present = 1)",
+        // Read and merged in chunks, so a fleet of ten thousand numbers never has all its rows
+        // in memory at once.
+        let mut touched_phones = Vec::new();
+        for chunk in poll.phones.chunks(APPLY_CHUNK) {
+            let ids: Vec<&str> = chunk.iter().map(|p| p.id.as_str()).collect();
+            let mut rows: HashMap<String, PhoneRow> = sqlx::query_as::<_, PhoneRow>(
+                "SELECT * FROM phone_numbers WHERE id IN (SELECT value FROM json_each(?1))",
             )
-            .bind(json_list(&observed_phones))
-            .bind(json_list(&listing_complete))
+            .bind(json_list(&ids))
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
             .map(|r| (r.id.clone(), r))
             .collect();
-
-        let mut touched_phones = Vec::new();
-        for obs in &poll.phones {
-            let existing = phone_rows.remove(&obs.id);
-            let is_new = existing.is_none();
-            let mut row = existing.unwrap_or_else(|| PhoneRow::new(&obs.id, &poll.source, &now));
-            let before = row.clone();
-            let changes = row.merge(obs, is_new, &now);
-            row.source = poll.source.clone();
-            if is_new {
-                report.new_targets += 1;
+            for obs in chunk {
+                let existing = rows.remove(&obs.id);
+                let is_new = existing.is_none();
+                let mut row =
+                    existing.unwrap_or_else(|| PhoneRow::new(&obs.id, &poll.source, &now));
+                let before = row.clone();
+                let changes = row.merge(obs, is_new, &now);
+                row.source.clone_from(&poll.source);
+                if is_new {
+                    report.new_targets += 1;
+                }
+                if row != before || is_new {
+                    row.last_polled_at.clone_from(&now);
+                    upsert_phone(&mut tx, &row).await?;
+                } else {
+                    touched_phones.push(obs.id.as_str());
+                    report.unchanged += 1;
+                }
+                report.changes.extend(changes);
             }
-            if row != before || is_new {
-                row.last_polled_at = now.clone();
-                upsert_phone(&mut tx, &row).await?;
-            } else {
-                touched_phones.push(obs.id.as_str());
-                report.unchanged += 1;
-            }
-            report.changes.extend(changes);
         }
-        // Numbers missing from a complete listing of their WABA.
-        for (_, mut row) in phone_rows {
-            let listed_complete = row
-                .waba_id
-                .as_deref()
-                .is_some_and(|w| listing_complete.contains(&w));
-            if row.present && listed_complete {
+        // Numbers missing from a complete listing of their WABA (or on a WABA gone from its
+        // portfolio).
+        let mut listing_complete: Vec<&str> =
+            poll.complete_wabas.iter().map(String::as_str).collect();
+        listing_complete.extend(gone_wabas.iter().map(String::as_str));
+        if !listing_complete.is_empty() {
+            let observed: Vec<&str> = poll.phones.iter().map(|p| p.id.as_str()).collect();
+            let missing: Vec<PhoneRow> = sqlx::query_as::<_, PhoneRow>(
+                "SELECT * FROM phone_numbers WHERE present = 1 \
+                 AND waba_id IN (SELECT value FROM json_each(?1)) \
+                 AND id NOT IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(json_list(&listing_complete))
+            .bind(json_list(&observed))
+            .fetch_all(&mut *tx)
+            .await?;
+            for mut row in missing {
                 report.changes.push(row.mark_gone(&now));
                 report.gone += 1;
                 upsert_phone(&mut tx, &row).await?;

@@ -67,6 +67,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send a realistic sample alert through the configured SMTP server now, and print whether
+    /// the server accepted it or, in plain words, why not.
+    TestEmail,
     /// See it work with no Meta account: the whole daemon against a built-in simulated Graph
     /// API on loopback, with a small fleet whose ratings and statuses change every few seconds.
     Demo {
@@ -92,6 +95,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             limit,
             json,
         } => cmd_history(&cli.config, id, since, limit, json).await,
+        Command::TestEmail => cmd_test_email(&cli.config).await,
         Command::Demo { dir, run_for } => crate::demo::run(&dir, run_for.as_deref()).await,
     };
     match result {
@@ -202,10 +206,128 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             ));
         }
     }
+    match &cfg.email {
+        Some(e) => {
+            let pw = match &e.password {
+                None => "no password".to_owned(),
+                Some(src) => match src.load() {
+                    Ok(_) => format!("password from {} (readable)", src.describe()),
+                    Err(err) => {
+                        warnings.push(format!("email: {err}"));
+                        format!("password from {} (NOT readable here)", src.describe())
+                    }
+                },
+            };
+            println!(
+                "  email: {}:{} ({:?}), {}; from {} to {}; test it with `waba-monitor test-email`",
+                e.smtp_host,
+                e.smtp_port,
+                e.tls,
+                pw,
+                e.from,
+                e.to.join(", ")
+            );
+        }
+        None => println!("  email: none ([email] not configured): alerts are only logged"),
+    }
+    println!(
+        "  alerts: reminders every {}, resolved notices {}, monitoring blind after {} failed cycle(s)",
+        if cfg.alerts.repeat_interval.is_zero() {
+            "never".to_owned()
+        } else {
+            format_duration(cfg.alerts.repeat_interval)
+        },
+        if cfg.alerts.resolved { "on" } else { "off" },
+        cfg.alerts.blind_after
+    );
     for w in &warnings {
         println!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd_test_email(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let Some(email) = &cfg.email else {
+        eprintln!("error: {} has no [email] section", cfg.path.display());
+        return Ok(ExitCode::from(2));
+    };
+    let mailer = match crate::notify::mailer::Mailer::new(email) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let now = Utc::now();
+    let sample = crate::notify::render::AlertItem {
+        id: 0,
+        created_at: crate::timefmt::rfc3339(now),
+        kind: "phone_number".into(),
+        target_id: "106540352242922".into(),
+        topic: "quality".into(),
+        severity: "critical".into(),
+        field: "quality_rating".into(),
+        old: Some("GREEN".into()),
+        new: Some("RED".into()),
+        previous_since: Some(crate::timefmt::rfc3339(now - chrono::Duration::days(12))),
+        detail: None,
+        display_phone_number: Some("+1 555-0100".into()),
+        verified_name: Some("Support (TEST)".into()),
+        waba_id: Some("102290129340398".into()),
+        waba_name: Some("Example WABA".into()),
+        health_entities: None,
+    };
+    let items = [sample];
+    let subject = format!("{} [test]", crate::notify::render::subject(&items));
+    let body = format!(
+        "This is a test from `waba-monitor test-email`: nothing happened to any number.\n\n{}",
+        crate::notify::render::body(&items)
+    );
+    let domain = crate::notify::id_domain(email);
+    let mut failed = false;
+    for rcpt in &email.to {
+        let message_id = format!("<test-{}@{domain}>", now.timestamp_millis());
+        let out = crate::notify::mailer::Outgoing {
+            recipient: rcpt,
+            subject: &subject,
+            body: &body,
+            message_id: &message_id,
+            references: None,
+            date: now.into(),
+        };
+        match mailer.send(&out).await {
+            Ok(reply) => println!(
+                "sent to {rcpt} through {}:{}: the server accepted it ({reply})",
+                email.smtp_host, email.smtp_port
+            ),
+            Err(e) => {
+                failed = true;
+                let kind = match e {
+                    crate::notify::mailer::SendFailure::Permanent(_) => {
+                        "refused it for good (a 5xx reply: check the addresses, the sender and the server's relay rules)"
+                    }
+                    crate::notify::mailer::SendFailure::Transient(_) => {
+                        "could not take it now (a 4xx reply, a timeout, a refused connection or a TLS problem: check smtp_host, smtp_port and tls)"
+                    }
+                };
+                println!(
+                    "NOT sent to {rcpt}: {}:{} {kind}. SMTP said: {}",
+                    email.smtp_host,
+                    email.smtp_port,
+                    e.text()
+                );
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn cmd_poll_once(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {

@@ -36,6 +36,31 @@ struct RawConfig {
     daemon: Option<RawDaemon>,
     #[serde(default)]
     meta: Vec<Spanned<RawMeta>>,
+    email: Option<Spanned<RawEmail>>,
+    alerts: Option<RawAlerts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    smtp_host: Spanned<String>,
+    smtp_port: Option<Spanned<i64>>,
+    tls: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    from: Spanned<String>,
+    to: Spanned<Vec<Spanned<String>>>,
+    timeout: Option<Spanned<String>>,
+    max_age: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    repeat_interval: Option<Spanned<String>>,
+    resolved: Option<bool>,
+    blind_after: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +102,55 @@ pub struct Config {
     pub path: PathBuf,
     pub daemon: DaemonConfig,
     pub meta: Vec<MetaSourceConfig>,
+    /// `None`: alerts are recorded and logged but not emailed.
+    pub email: Option<EmailConfig>,
+    pub alerts: AlertsConfig,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// STARTTLS required (port 587).
+    StartTls,
+    /// Implicit TLS (port 465).
+    Tls,
+    /// Plain text: accepted for loopback servers only.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+    pub from: String,
+    pub to: Vec<String>,
+    /// One SMTP conversation.
+    pub timeout: Duration,
+    /// A message not accepted by then is abandoned (logged, counted).
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    /// Reminder while still bad; zero disables reminders.
+    pub repeat_interval: Duration,
+    /// Send a notice when something recovers.
+    pub resolved: bool,
+    /// Failed cycles of a source before a "monitoring blind" alert.
+    pub blind_after: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            repeat_interval: Duration::from_secs(24 * 3600),
+            resolved: true,
+            blind_after: 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -376,11 +450,17 @@ impl Config {
                 meta.push(cfg);
             }
         }
+        let email = raw
+            .email
+            .and_then(|e| validate_email(e.into_inner(), base_dir, &mut p));
+        let alerts = validate_alerts(raw.alerts, &mut p);
         match (daemon, p.list.is_empty()) {
             (Some(daemon), true) => Ok(Config {
                 path: path.to_owned(),
                 daemon,
                 meta,
+                email,
+                alerts,
             }),
             _ => Err(ConfigError {
                 path: path.to_owned(),
@@ -769,6 +849,182 @@ fn validate_meta(
         max_response_bytes,
         concurrency,
     })
+}
+
+fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Option<EmailConfig> {
+    let before = p.list.len();
+    let host = raw.smtp_host.get_ref().trim().to_owned();
+    if host.is_empty() || host.contains(char::is_whitespace) || host.contains("://") {
+        p.add(
+            Some(raw.smtp_host.span()),
+            "email.smtp_host",
+            format!("\"{}\" is not a host name", raw.smtp_host.get_ref()),
+            "write the server's name only, e.g. \"smtp.example.com\" (no scheme, no port)",
+        );
+    }
+    let tls = match &raw.tls {
+        None => SmtpTls::StartTls,
+        Some(t) => match t.get_ref().as_str() {
+            "starttls" => SmtpTls::StartTls,
+            "tls" => SmtpTls::Tls,
+            "none" => SmtpTls::None,
+            other => {
+                p.add(
+                    Some(t.span()),
+                    "email.tls",
+                    format!("\"{other}\" is not a TLS mode"),
+                    "use \"starttls\" (port 587), \"tls\" (implicit, port 465) or \"none\" (loopback only)",
+                );
+                SmtpTls::StartTls
+            }
+        },
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if tls == SmtpTls::None && !loopback {
+        p.add(
+            raw.tls.as_ref().map(|t| t.span()),
+            "email.tls",
+            "\"none\" would send mail (and the password) in clear over the network".into(),
+            "use \"starttls\" or \"tls\"; \"none\" is for a relay on this machine (127.0.0.1 / localhost)",
+        );
+    }
+    let smtp_port = match &raw.smtp_port {
+        None => match tls {
+            SmtpTls::StartTls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        },
+        Some(v) => match u16::try_from(*v.get_ref()) {
+            Ok(port) if port > 0 => port,
+            _ => {
+                p.add(
+                    Some(v.span()),
+                    "email.smtp_port",
+                    format!("{} is not a port", v.get_ref()),
+                    "use 587 (starttls), 465 (tls) or 25",
+                );
+                0
+            }
+        },
+    };
+    let password = match (&raw.password_env, &raw.password_file) {
+        (Some(_), Some(f)) => {
+            p.add(
+                Some(f.span()),
+                "email.password_file",
+                "both password_env and password_file are set".into(),
+                "keep one of them",
+            );
+            None
+        }
+        (Some(e), None) => Some(SecretSource::Env(e.get_ref().trim().to_owned())),
+        (None, Some(f)) => Some(SecretSource::File(base_dir.join(f.get_ref()))),
+        (None, None) => None,
+    };
+    if password.is_some() && raw.username.is_none() {
+        p.add(
+            raw.password_env
+                .as_ref()
+                .or(raw.password_file.as_ref())
+                .map(|v| v.span()),
+            "email.username",
+            "a password is configured but no username".into(),
+            "add username = \"monitor@example.com\" (or remove the password key)",
+        );
+    }
+    let mailbox_ok = |s: &str| s.parse::<lettre::message::Mailbox>().is_ok();
+    if !mailbox_ok(raw.from.get_ref()) {
+        p.add(
+            Some(raw.from.span()),
+            "email.from",
+            format!("\"{}\" is not an email address", raw.from.get_ref()),
+            "write \"monitor@example.com\" or \"waba-monitor <monitor@example.com>\"",
+        );
+    }
+    let mut to = Vec::new();
+    if raw.to.get_ref().is_empty() {
+        p.add(
+            Some(raw.to.span()),
+            "email.to",
+            "no recipient".into(),
+            "list at least one address, e.g. to = [\"ops@example.com\"]",
+        );
+    }
+    for addr in raw.to.get_ref() {
+        if mailbox_ok(addr.get_ref()) {
+            to.push(addr.get_ref().trim().to_owned());
+        } else {
+            p.add(
+                Some(addr.span()),
+                "email.to",
+                format!("\"{}\" is not an email address", addr.get_ref()),
+                "write plain addresses such as \"ops@example.com\"",
+            );
+        }
+    }
+    let timeout = duration_key(
+        raw.timeout,
+        "email.timeout",
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+        p,
+    );
+    let max_age = duration_key(
+        raw.max_age,
+        "email.max_age",
+        Duration::from_secs(24 * 3600),
+        Duration::from_secs(60),
+        p,
+    );
+    if p.list.len() != before {
+        return None;
+    }
+    Some(EmailConfig {
+        smtp_host: host,
+        smtp_port,
+        tls,
+        username: raw.username.map(|u| u.into_inner()),
+        password,
+        from: raw.from.into_inner(),
+        to,
+        timeout,
+        max_age,
+    })
+}
+
+fn validate_alerts(raw: Option<RawAlerts>, p: &mut Problems<'_>) -> AlertsConfig {
+    let d = AlertsConfig::default();
+    let Some(raw) = raw else { return d };
+    let repeat_interval = duration_key(
+        raw.repeat_interval,
+        "alerts.repeat_interval",
+        d.repeat_interval,
+        Duration::ZERO,
+        p,
+    );
+    let blind_after = match raw.blind_after {
+        None => d.blind_after,
+        Some(v) => match u32::try_from(*v.get_ref()) {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                p.add(
+                    Some(v.span()),
+                    "alerts.blind_after",
+                    format!("{} is out of range", v.get_ref()),
+                    "use a number of failed cycles from 1 to 1000 (default 3)",
+                );
+                d.blind_after
+            }
+        },
+    };
+    AlertsConfig {
+        repeat_interval,
+        resolved: raw.resolved.unwrap_or(d.resolved),
+        blind_after,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

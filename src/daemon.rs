@@ -3,18 +3,37 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::notify::delivery::Deliverer;
+use crate::notify::mailer::Mailer;
 use crate::poller::{CycleReport, Poller};
 use crate::retry::RetryPolicy;
 use crate::scheduler::{self, CycleStats, ShutdownSignal};
 use crate::store::Store;
 
 /// Knobs the CLI and tests set; production uses the defaults.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// Graph request retries.
     pub retry: RetryPolicy,
+    /// Waits between attempts to deliver one email.
+    pub email_backoff: RetryPolicy,
+    /// How often the delivery worker looks for due email besides being woken by a cycle.
+    pub delivery_tick: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            retry: RetryPolicy::default(),
+            email_backoff: Deliverer::default_backoff(),
+            delivery_tick: Duration::from_secs(15),
+        }
+    }
 }
 
 /// Runs until `shutdown` resolves, then stops cleanly: the in-flight cycle finishes (or is
@@ -37,7 +56,31 @@ pub async fn run(
         sources = ?poller.source_names(),
         "waba-monitor started"
     );
+    let delivery = match &cfg.email {
+        Some(email) => {
+            let mailer = Mailer::new(email).context("could not set up email delivery")?;
+            let deliverer = Deliverer::new(store.clone(), mailer, email, opts.email_backoff);
+            Some(tokio::spawn(deliverer.run(
+                poller.mail_wake(),
+                shutdown.clone(),
+                opts.delivery_tick,
+            )))
+        }
+        None => {
+            tracing::warn!("no [email] section: alerts are logged and recorded, not emailed");
+            None
+        }
+    };
+    let grace = cfg.daemon.shutdown_grace;
     let result = scheduler::run(poller, cfg.daemon.clone(), stats, shutdown, on_cycle).await;
+    if let Some(handle) = delivery {
+        // The send in progress finishes; unsent rows stay queued for the next start.
+        if tokio::time::timeout(grace, handle).await.is_err() {
+            tracing::warn!(
+                "email delivery did not stop within the shutdown grace; queued mail stays in the outbox"
+            );
+        }
+    }
     store.close().await;
     tracing::info!("waba-monitor stopped");
     result

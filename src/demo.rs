@@ -126,6 +126,7 @@ businesses = {businesses:?}
         cfg,
         RunOptions {
             retry: RetryPolicy::fast(),
+            ..RunOptions::default()
         },
         shutdown,
         |report: &CycleReport| {

@@ -6,11 +6,13 @@
 //! `poller` runs one cycle over every source and `scheduler` runs cycles on the cron schedule.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod model;
+pub mod notify;
 pub mod poller;
 pub mod retry;
 pub mod scheduler;

@@ -11,8 +11,14 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use tracing::Instrument;
 
-use crate::config::Config;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::alerts::{AlertPolicy, SourceHealth};
+use crate::config::{AlertsConfig, Config, EmailConfig};
 use crate::retry::RetryPolicy;
+use crate::sources::graph::ErrorClass;
 use crate::sources::graph::GraphClient;
 use crate::sources::meta::MetaSource;
 use crate::sources::{PollOutcome, SourcePoll, TargetFailure};
@@ -40,6 +46,8 @@ pub struct CycleReport {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub sources: Vec<SourceReport>,
+    /// Alerts put into the outbox (or logged, without `[email]`) by this cycle.
+    pub alerts: usize,
 }
 
 impl CycleReport {
@@ -62,6 +70,10 @@ impl CycleReport {
 pub struct Poller {
     store: Store,
     sources: Vec<MetaSource>,
+    alerts: AlertsConfig,
+    email: Option<EmailConfig>,
+    /// Woken after a cycle queued email, so delivery does not wait for its next tick.
+    mail_wake: Arc<Notify>,
 }
 
 impl Poller {
@@ -78,7 +90,24 @@ impl Poller {
             })?;
             sources.push(MetaSource::new(m.clone(), client));
         }
-        Ok(Poller { store, sources })
+        Ok(Poller {
+            store,
+            sources,
+            alerts: cfg.alerts.clone(),
+            email: cfg.email.clone(),
+            mail_wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The notifier the delivery worker waits on.
+    pub fn mail_wake(&self) -> Arc<Notify> {
+        self.mail_wake.clone()
+    }
+
+    fn policy(&self) -> AlertPolicy {
+        AlertPolicy {
+            resolved: self.alerts.resolved,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -114,10 +143,29 @@ impl Poller {
             polls.push(Box::pin(self.poll_source(s).instrument(span)));
         }
         let sources = join_all(polls).await;
+        let now = Utc::now();
+        if let Err(e) =
+            crate::alerts::queue_reminders(self.store.pool(), self.alerts.repeat_interval, now)
+                .await
+        {
+            tracing::error!(error = %e, "could not queue reminders");
+        }
+        let alerts = match crate::notify::digest(&self.store, self.email.as_ref(), now).await {
+            Ok(n) => n,
+            Err(e) => {
+                // The alerts stay undigested and are picked up by the next cycle.
+                tracing::error!(error = %e, "could not queue alert emails; will retry next cycle");
+                0
+            }
+        };
+        if alerts > 0 {
+            self.mail_wake.notify_one();
+        }
         CycleReport {
             started_at,
             finished_at: Utc::now(),
             sources,
+            alerts,
         }
     }
 
@@ -150,7 +198,11 @@ impl Poller {
             report.store_error = Some("could not record the poll run".into());
             return report;
         };
-        match self.store.apply(run_id, &poll, observed_at).await {
+        match self
+            .store
+            .apply(run_id, &poll, observed_at, self.policy())
+            .await
+        {
             Ok(applied) => {
                 if applied.new_targets > 0 {
                     tracing::info!(
@@ -176,6 +228,19 @@ impl Poller {
                 tracing::error!(error = %e, "could not record the poll's observations");
                 report.store_error = Some(e.to_string());
             }
+        }
+        let health = source_health(&poll, report.store_error.is_some());
+        if let Err(e) = crate::alerts::record_source_health(
+            self.store.pool(),
+            &report.source,
+            &health,
+            self.alerts.blind_after,
+            self.policy(),
+            Utc::now(),
+        )
+        .await
+        {
+            tracing::error!(error = %e, "could not record the source's health");
         }
         let span = tracing::Span::current();
         span.record("wabas", report.wabas);
@@ -209,6 +274,40 @@ impl Poller {
         }
         report
     }
+}
+
+/// Whether the source could see: a token or permission problem blinds it at once, a poll
+/// that read nothing counts towards `blind_after`.
+fn source_health(poll: &SourcePoll, store_failed: bool) -> SourceHealth {
+    let auth: Vec<&TargetFailure> = poll
+        .failures
+        .iter()
+        .filter(|f| matches!(f.error.class(), ErrorClass::Auth | ErrorClass::Permission))
+        .collect();
+    if let Some(first) = auth.first() {
+        let what = match first.error.class() {
+            ErrorClass::Auth => "the access token was rejected",
+            _ => "the token lacks a permission",
+        };
+        return SourceHealth::Unauthorized {
+            reason: format!(
+                "{what} (Graph error {}) for {} target(s), first {} {}",
+                first.error.code().map_or("?".into(), |c| c.to_string()),
+                auth.len(),
+                first.kind.as_str(),
+                first.id
+            ),
+        };
+    }
+    if poll.outcome() == PollOutcome::Failed || store_failed {
+        let reason = poll
+            .failures
+            .first()
+            .map(|f| format!("{}: {}", f.error.reason(), f.error))
+            .unwrap_or_else(|| "the database could not record the poll".into());
+        return SourceHealth::Failed { reason };
+    }
+    SourceHealth::Seeing
 }
 
 /// Routine polls log at DEBUG; failures and anomalies at WARN, summarised so a thousand failing

@@ -24,6 +24,7 @@ use sqlx::sqlite::{
 pub use merge::{Change, PhoneRow, WabaRow};
 pub use queries::{HistoryEntry, HistoryFilter, PollRun, StatusEntry};
 
+use crate::alerts::AlertPolicy;
 use crate::sources::SourcePoll;
 use crate::timefmt::rfc3339;
 
@@ -54,6 +55,8 @@ pub struct ApplyReport {
     pub gone: usize,
     /// Targets whose state was read and found unchanged.
     pub unchanged: usize,
+    /// Alerts queued by these changes (see `alerts::plan`).
+    pub alerts: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +171,7 @@ impl Store {
         run_id: i64,
         poll: &SourcePoll,
         observed_at: DateTime<Utc>,
+        policy: AlertPolicy,
     ) -> Result<ApplyReport, StoreError> {
         let now = rfc3339(observed_at);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -305,6 +309,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+
+        // The alerts these changes cause, in the same transaction (before the history rows:
+        // it reads when each previous value began).
+        report.alerts = crate::alerts::plan(&mut tx, &report.changes, &now, policy).await?;
 
         for c in &report.changes {
             sqlx::query(

@@ -22,6 +22,7 @@ async fn the_daemon_polls_on_its_schedule_and_stops_cleanly_on_shutdown() {
         cfg,
         RunOptions {
             retry: RetryPolicy::fast(),
+            ..RunOptions::default()
         },
         async move {
             let _ = stop_rx.await;

@@ -31,6 +31,21 @@ impl TestApp {
         api_version: &str,
         schedule: &str,
     ) -> TestApp {
+        Self::spawn_full(state, targets, api_version, schedule, "").await
+    }
+
+    /// Like `spawn`, with more TOML appended after the `[[meta]]` block (e.g. `[email]`).
+    pub async fn spawn_with_extra(state: SimState, targets: &str, extra: &str) -> TestApp {
+        Self::spawn_full(state, targets, "v24.0", "0 */5 * * * *", extra).await
+    }
+
+    pub async fn spawn_full(
+        state: SimState,
+        targets: &str,
+        api_version: &str,
+        schedule: &str,
+        extra: &str,
+    ) -> TestApp {
         let sim = GraphSim::start(
             state,
             SimOptions {
@@ -50,7 +65,7 @@ impl TestApp {
         }
         let config_path = dir.path().join("monitor.toml");
         let text = format!(
-            "[daemon]\ndatabase = \"monitor.db\"\npoll_schedule = \"{schedule}\"\n\n[[meta]]\nname = \"main\"\ngraph_url = \"{}\"\napi_version = \"{api_version}\"\naccess_token_file = \"meta-token\"\nrequest_timeout = \"2s\"\n{targets}\n",
+            "[daemon]\ndatabase = \"monitor.db\"\npoll_schedule = \"{schedule}\"\n\n[[meta]]\nname = \"main\"\ngraph_url = \"{}\"\napi_version = \"{api_version}\"\naccess_token_file = \"meta-token\"\nrequest_timeout = \"2s\"\n{targets}\n\n{extra}\n",
             sim.url()
         );
         std::fs::write(&config_path, text).expect("config");

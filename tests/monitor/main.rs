@@ -1,10 +1,12 @@
 //! End-to-end tests of polling and history: the real poller, a real SQLite file in a temp dir,
 //! and the Graph API simulated over loopback HTTP in Meta's shapes.
 
+mod alerts;
 mod cli;
 mod daemon;
 mod faults;
 mod helpers;
+mod smtp;
 
 use helpers::{TOKEN, TestApp, one_waba};
 use waba_monitor::sim::{Fault, FaultKind, FaultTarget, SimState};

@@ -1,0 +1,280 @@
+//! The alert rule table: which change of which field is worth an email, and how urgent.
+//!
+//! This is the heart of the product and the only place these decisions are made. A verdict is
+//! computed from the field, the old and the new value alone; whether a "resolved" notice is
+//! actually sent depends on an alert having been open (see `alerts::plan`).
+
+use crate::model::{CanSendMessage, MessagingLimit, PhoneStatus, QualityRating, field};
+
+/// How urgent a notification is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Resolved,
+    Improving,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Improving => "improving",
+            Severity::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "critical" => Some(Severity::Critical),
+            "warning" => Some(Severity::Warning),
+            "improving" => Some(Severity::Improving),
+            "resolved" => Some(Severity::Resolved),
+            _ => None,
+        }
+    }
+
+    /// Whether this opens (or keeps open) an alert.
+    pub fn is_bad(self) -> bool {
+        matches!(self, Severity::Warning | Severity::Critical)
+    }
+}
+
+/// What a verdict is about: one open alert at most per target and topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Quality,
+    Status,
+    Health,
+    Limit,
+    Review,
+    Verification,
+    Presence,
+    Blind,
+}
+
+impl Topic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::Quality => "quality",
+            Topic::Status => "status",
+            Topic::Health => "health",
+            Topic::Limit => "limit",
+            Topic::Review => "review",
+            Topic::Verification => "verification",
+            Topic::Presence => "presence",
+            Topic::Blind => "blind",
+        }
+    }
+}
+
+/// The rule table's answer for one change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub topic: Topic,
+    pub severity: Severity,
+}
+
+fn v(topic: Topic, severity: Severity) -> Option<Verdict> {
+    Some(Verdict { topic, severity })
+}
+
+/// Phone-number status classes.
+pub fn status_severity(s: &PhoneStatus) -> Option<Severity> {
+    use PhoneStatus::*;
+    match s {
+        Flagged | Banned | Blocked | Deleted => Some(Severity::Critical),
+        Restricted | RateLimited | Warned | Disconnected | Unverified | Migrated => {
+            Some(Severity::Warning)
+        }
+        Connected => Some(Severity::Resolved),
+        // Onboarding states and values we cannot classify alert on nothing.
+        Pending | ManualReview | Unknown | Other(_) => None,
+    }
+}
+
+/// The verdict for a change of `field` from `old` to `new` (raw stored strings; `old` is
+/// `None` on the first sighting). `None`: nothing to say.
+pub fn verdict(field_name: &str, old: Option<&str>, new: &str) -> Option<Verdict> {
+    match field_name {
+        field::QUALITY_RATING => {
+            let new = QualityRating::parse(new);
+            let old = old.map(QualityRating::parse);
+            match new {
+                QualityRating::Red => v(Topic::Quality, Severity::Critical),
+                QualityRating::Yellow if old == Some(QualityRating::Red) => {
+                    v(Topic::Quality, Severity::Improving)
+                }
+                QualityRating::Yellow => v(Topic::Quality, Severity::Warning),
+                QualityRating::Green => v(Topic::Quality, Severity::Resolved),
+                // NA / UNKNOWN / unknown values: not a verdict either way.
+                _ => None,
+            }
+        }
+        field::STATUS => status_severity(&PhoneStatus::parse(new)).map(|s| Verdict {
+            topic: Topic::Status,
+            severity: s,
+        }),
+        field::HEALTH => match CanSendMessage::parse(new) {
+            CanSendMessage::Blocked => v(Topic::Health, Severity::Critical),
+            CanSendMessage::Limited => v(Topic::Health, Severity::Warning),
+            CanSendMessage::Available => v(Topic::Health, Severity::Resolved),
+            CanSendMessage::Other(_) => None,
+        },
+        field::MESSAGING_LIMIT_TIER | field::BUSINESS_MESSAGING_LIMIT => {
+            // Only a comparison of two ordered tiers says anything: a first sighting, or a
+            // change to or from an unordered value (UNTIERED, TIER_NOT_SET, unknown), does not.
+            let old = MessagingLimit::parse(old?).daily_limit()?;
+            let new = MessagingLimit::parse(new).daily_limit()?;
+            if new < old {
+                v(Topic::Limit, Severity::Warning)
+            } else if new > old {
+                v(Topic::Limit, Severity::Resolved)
+            } else {
+                None
+            }
+        }
+        field::ACCOUNT_REVIEW_STATUS => match new {
+            "REJECTED" => v(Topic::Review, Severity::Critical),
+            "APPROVED" => v(Topic::Review, Severity::Resolved),
+            _ => None,
+        },
+        field::BUSINESS_VERIFICATION_STATUS => match new.to_ascii_lowercase().as_str() {
+            "revoked" | "rejected" | "expired" => v(Topic::Verification, Severity::Warning),
+            "verified" => v(Topic::Verification, Severity::Resolved),
+            _ => None,
+        },
+        field::PRESENCE => match new {
+            field::GONE => v(Topic::Presence, Severity::Warning),
+            field::PRESENT => v(Topic::Presence, Severity::Resolved),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Severity::*;
+
+    /// Every (old, new) pair of quality ratings, including the first sighting (`None`), and
+    /// what the rule table says. Resolved is only *sent* if an alert was open (tested in plan).
+    #[test]
+    fn every_quality_transition_has_the_documented_verdict() {
+        let values = ["GREEN", "YELLOW", "RED", "NA", "UNKNOWN", "PURPLE"];
+        for old in std::iter::once(None).chain(values.iter().map(|v| Some(*v))) {
+            for new in values {
+                if old == Some(new) {
+                    continue;
+                }
+                let got = verdict(field::QUALITY_RATING, old, new).map(|v| v.severity);
+                let want = match (old, new) {
+                    (_, "RED") => Some(Critical),
+                    (Some("RED"), "YELLOW") => Some(Improving),
+                    (_, "YELLOW") => Some(Warning),
+                    (_, "GREEN") => Some(Resolved),
+                    _ => None,
+                };
+                assert_eq!(got, want, "quality {old:?} -> {new}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_status_transition_has_the_documented_verdict() {
+        let critical = ["FLAGGED", "BANNED", "BLOCKED", "DELETED"];
+        let warning = [
+            "RESTRICTED",
+            "RATE_LIMITED",
+            "WARNED",
+            "DISCONNECTED",
+            "UNVERIFIED",
+            "MIGRATED",
+        ];
+        let quiet = ["PENDING", "MANUAL_REVIEW", "UNKNOWN", "SOMETHING_NEW"];
+        let all: Vec<&str> = critical
+            .iter()
+            .chain(&warning)
+            .chain(&quiet)
+            .chain(&["CONNECTED"])
+            .copied()
+            .collect();
+        for old in std::iter::once(None).chain(all.iter().map(|v| Some(*v))) {
+            for new in &all {
+                if old == Some(*new) {
+                    continue;
+                }
+                let got = verdict(field::STATUS, old, new).map(|v| v.severity);
+                let want = if critical.contains(new) {
+                    Some(Critical)
+                } else if warning.contains(new) {
+                    Some(Warning)
+                } else if *new == "CONNECTED" {
+                    Some(Resolved)
+                } else {
+                    None
+                };
+                assert_eq!(got, want, "status {old:?} -> {new}");
+            }
+        }
+    }
+
+    #[test]
+    fn health_limits_review_verification_and_presence_follow_the_table() {
+        let sev = |f, o, n| verdict(f, o, n).map(|v| v.severity);
+        assert_eq!(
+            sev(field::HEALTH, Some("AVAILABLE"), "LIMITED"),
+            Some(Warning)
+        );
+        assert_eq!(sev(field::HEALTH, None, "BLOCKED"), Some(Critical));
+        assert_eq!(
+            sev(field::HEALTH, Some("BLOCKED"), "AVAILABLE"),
+            Some(Resolved)
+        );
+        assert_eq!(sev(field::HEALTH, Some("AVAILABLE"), "MAYBE"), None);
+        for f in [field::MESSAGING_LIMIT_TIER, field::BUSINESS_MESSAGING_LIMIT] {
+            assert_eq!(sev(f, Some("TIER_10K"), "TIER_2K"), Some(Warning));
+            assert_eq!(sev(f, Some("TIER_UNLIMITED"), "TIER_100K"), Some(Warning));
+            assert_eq!(sev(f, Some("TIER_2K"), "TIER_10K"), Some(Resolved));
+            assert_eq!(sev(f, None, "TIER_250"), None, "first sighting is no drop");
+            assert_eq!(sev(f, Some("TIER_1K"), "UNTIERED"), None);
+        }
+        assert_eq!(
+            sev(field::ACCOUNT_REVIEW_STATUS, Some("APPROVED"), "REJECTED"),
+            Some(Critical)
+        );
+        assert_eq!(
+            sev(field::ACCOUNT_REVIEW_STATUS, Some("APPROVED"), "PENDING"),
+            None
+        );
+        assert_eq!(
+            sev(
+                field::BUSINESS_VERIFICATION_STATUS,
+                Some("verified"),
+                "revoked"
+            ),
+            Some(Warning)
+        );
+        assert_eq!(
+            sev(
+                field::BUSINESS_VERIFICATION_STATUS,
+                Some("verified"),
+                "EXPIRED"
+            ),
+            Some(Warning)
+        );
+        assert_eq!(
+            sev(
+                field::BUSINESS_VERIFICATION_STATUS,
+                Some("pending"),
+                "verified"
+            ),
+            Some(Resolved)
+        );
+        assert_eq!(sev(field::PRESENCE, Some("present"), "gone"), Some(Warning));
+        assert_eq!(sev(field::PRESENCE, None, "present"), Some(Resolved));
+        assert_eq!(sev("verified_name", Some("a"), "b"), None);
+    }
+}

@@ -1,0 +1,130 @@
+//! The SMTP transport (lettre) and the one function that decides whether a failed send is worth
+//! retrying.
+
+use std::time::SystemTime;
+
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, Message};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use secrecy::ExposeSecret;
+
+use crate::config::{EmailConfig, SmtpTls};
+
+/// Why a message was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendFailure {
+    /// 4xx, timeout, connection refused, TLS: try again later.
+    Transient(String),
+    /// 5xx: the server refused it for good.
+    Permanent(String),
+}
+
+impl SendFailure {
+    pub fn text(&self) -> &str {
+        match self {
+            SendFailure::Transient(t) | SendFailure::Permanent(t) => t,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailerError {
+    #[error("SMTP password: {0}")]
+    Password(#[from] crate::secrets::SecretError),
+    #[error("SMTP server {0}: {1}")]
+    Server(String, String),
+    #[error("address: {0}")]
+    Address(String),
+}
+
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Classifies a lettre error. lettre's messages carry the server's reply, never credentials.
+pub fn classify(e: &lettre::transport::smtp::Error) -> SendFailure {
+    let text = e.to_string();
+    if e.is_permanent() {
+        SendFailure::Permanent(text)
+    } else {
+        SendFailure::Transient(text)
+    }
+}
+
+impl Mailer {
+    pub fn new(cfg: &EmailConfig) -> Result<Mailer, MailerError> {
+        let builder = match cfg.tls {
+            SmtpTls::StartTls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&cfg.smtp_host)
+                    .map_err(|e| MailerError::Server(cfg.smtp_host.clone(), e.to_string()))?
+            }
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&cfg.smtp_host)
+                .map_err(|e| MailerError::Server(cfg.smtp_host.clone(), e.to_string()))?,
+            SmtpTls::None => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.smtp_host)
+            }
+        };
+        let mut builder = builder.port(cfg.smtp_port).timeout(Some(cfg.timeout));
+        if let (Some(user), Some(pw)) = (&cfg.username, &cfg.password) {
+            let secret = pw.load()?;
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                secret.expose_secret().to_owned(),
+            ));
+        }
+        let from = cfg
+            .from
+            .parse::<Mailbox>()
+            .map_err(|e| MailerError::Address(format!("from: {e}")))?;
+        Ok(Mailer {
+            transport: builder.build(),
+            from,
+        })
+    }
+
+    /// Sends one message; `Ok` carries the server's acceptance text.
+    pub async fn send(&self, out: &Outgoing<'_>) -> Result<String, SendFailure> {
+        let to: Mailbox = out
+            .recipient
+            .parse()
+            .map_err(|e| SendFailure::Permanent(format!("recipient address: {e}")))?;
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(out.subject)
+            .message_id(Some(out.message_id.to_owned()))
+            .date(out.date);
+        if let Some(r) = out.references {
+            builder = builder.references(r.to_owned());
+        }
+        let msg = builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(out.body.to_owned())
+            .map_err(|e| SendFailure::Permanent(format!("could not build the message: {e}")))?;
+        match self.transport.send(msg).await {
+            Ok(resp) => Ok(resp.message().collect::<Vec<_>>().join(" ")),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+}
+
+/// One message to send.
+pub struct Outgoing<'a> {
+    pub recipient: &'a str,
+    pub subject: &'a str,
+    pub body: &'a str,
+    pub message_id: &'a str,
+    pub references: Option<&'a str>,
+    pub date: SystemTime,
+}

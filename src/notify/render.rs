@@ -1,0 +1,427 @@
+//! Turning queued alerts into email text: subjects, the plain-text body, Message-ID and
+//! References. Pure functions over rows, so every wording is testable without SMTP.
+
+use std::collections::BTreeMap;
+
+use crate::alerts::rules::Severity;
+use crate::timefmt::{format_duration, parse_rfc3339};
+
+/// One queued alert with what is known about its target.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AlertItem {
+    pub id: i64,
+    pub created_at: String,
+    pub kind: String,
+    pub target_id: String,
+    pub topic: String,
+    pub severity: String,
+    pub field: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub previous_since: Option<String>,
+    pub detail: Option<String>,
+    pub display_phone_number: Option<String>,
+    pub verified_name: Option<String>,
+    pub waba_id: Option<String>,
+    pub waba_name: Option<String>,
+    pub health_entities: Option<String>,
+}
+
+impl AlertItem {
+    /// The severity that ranks this item: a reminder ranks as what it reminds of.
+    pub fn rank(&self) -> Severity {
+        match self.severity.as_str() {
+            "reminder" => self
+                .detail
+                .as_deref()
+                .and_then(Severity::parse)
+                .unwrap_or(Severity::Warning),
+            s => Severity::parse(s).unwrap_or(Severity::Warning),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self.severity.as_str() {
+            "critical" => "CRITICAL",
+            "warning" => "WARNING",
+            "improving" => "IMPROVING",
+            "resolved" => "RESOLVED",
+            _ => "REMINDER",
+        }
+    }
+
+    /// "+1 555-0100 (Support)", "WABA Acme Support (1134…)", "source main".
+    pub fn target(&self) -> String {
+        match self.kind.as_str() {
+            "phone_number" => {
+                let number = self
+                    .display_phone_number
+                    .clone()
+                    .unwrap_or_else(|| format!("number {}", self.target_id));
+                match &self.verified_name {
+                    Some(n) => format!("{number} ({n})"),
+                    None => number,
+                }
+            }
+            "waba" => match &self.waba_name {
+                Some(n) => format!("WABA {n} ({})", self.target_id),
+                None => format!("WABA {}", self.target_id),
+            },
+            _ => format!("source {}", self.target_id),
+        }
+    }
+
+    fn field_label(&self) -> &str {
+        match self.field.as_str() {
+            "quality_rating" => "quality",
+            "status" => "status",
+            "health" => "health",
+            "messaging_limit_tier" => "messaging limit tier",
+            "whatsapp_business_manager_messaging_limit" => "portfolio messaging limit",
+            "name_status" => "display name",
+            "account_review_status" => "account review",
+            "business_verification_status" => "business verification",
+            "presence" => "presence",
+            "monitoring" => "monitoring",
+            other => other,
+        }
+    }
+
+    /// "quality GREEN → RED", "gone from its WABA", "monitoring blind".
+    pub fn what(&self) -> String {
+        let new = self.new.as_deref().unwrap_or("?");
+        if self.severity == "reminder" {
+            return format!("{} still {new}", self.field_label());
+        }
+        match (self.field.as_str(), new) {
+            ("presence", "gone") => "gone from its WABA".to_owned(),
+            ("presence", _) => "listed on its WABA again".to_owned(),
+            ("monitoring", "blind") => "monitoring blind".to_owned(),
+            ("monitoring", _) => "monitoring restored".to_owned(),
+            _ => match &self.old {
+                Some(old) => format!("{} {old} → {new}", self.field_label()),
+                None => format!("{} {new} (first seen)", self.field_label()),
+            },
+        }
+    }
+
+    /// A short phrase for digest subjects, counted across items: "numbers RED", "BANNED".
+    fn category(&self) -> String {
+        let new = self.new.as_deref().unwrap_or("?");
+        match (self.severity.as_str(), self.field.as_str()) {
+            ("resolved", _) => "resolved".into(),
+            ("improving", _) => "improving".into(),
+            ("reminder", _) => "still open".into(),
+            (_, "quality_rating") => format!("numbers {new}"),
+            (_, "status") => new.to_owned(),
+            (_, "health") => format!("health {new}"),
+            (_, "messaging_limit_tier" | "whatsapp_business_manager_messaging_limit") => {
+                "limits lowered".into()
+            }
+            (_, "presence") => "numbers gone".into(),
+            (_, "monitoring") => "sources blind".into(),
+            (_, "account_review_status") => format!("reviews {new}"),
+            (_, "business_verification_status") => format!("verification {new}"),
+            (_, f) => f.to_owned(),
+        }
+    }
+
+    fn advice(&self) -> &'static str {
+        if self.severity == "resolved" {
+            return "Nothing to do.";
+        }
+        match self.field.as_str() {
+            "quality_rating" => {
+                "Review recent templates and opt-in practices (WhatsApp Manager > Insights) and slow campaigns from this number until quality recovers."
+            }
+            "status" => {
+                "Open WhatsApp Manager > Phone numbers for Meta's notice and reason; appeal in Business Support Home if it is a mistake."
+            }
+            "health" => {
+                "Apply Meta's possible solution above; sending is at risk until can_send_message is AVAILABLE again."
+            }
+            "messaging_limit_tier" | "whatsapp_business_manager_messaging_limit" => {
+                "Fewer business-initiated conversations are allowed per 24 h: slow campaigns down to stay within the new limit."
+            }
+            "account_review_status" => {
+                "See Business Support Home for why the account review was rejected and request a new review."
+            }
+            "business_verification_status" => {
+                "Start or renew business verification in Meta Business Settings > Security Center."
+            }
+            "presence" => {
+                "The number is no longer listed on its WABA: check in WhatsApp Manager whether it was deleted or moved."
+            }
+            "monitoring" => {
+                "waba-monitor cannot see this source's numbers: renew the token or restore its whatsapp_business_management permission, then run `waba-monitor poll-once`."
+            }
+            _ => "Check the number in WhatsApp Manager.",
+        }
+    }
+}
+
+/// The subject of one email about `items` (never empty).
+pub fn subject(items: &[AlertItem]) -> String {
+    let top = items
+        .iter()
+        .map(AlertItem::rank)
+        .max()
+        .unwrap_or(Severity::Warning);
+    let top_label = match top {
+        Severity::Critical => "CRITICAL",
+        Severity::Warning => "WARNING",
+        Severity::Improving => "IMPROVING",
+        Severity::Resolved => "RESOLVED",
+    };
+    if let [one] = items {
+        let label = if one.severity == "reminder" {
+            format!("REMINDER {top_label}")
+        } else {
+            one.label().to_owned()
+        };
+        return format!("[waba-monitor] {label} {} {}", one.target(), one.what());
+    }
+    let mut counts: BTreeMap<(Severity, String), usize> = BTreeMap::new();
+    for i in items {
+        *counts.entry((i.rank(), i.category())).or_default() += 1;
+    }
+    let mut parts: Vec<((Severity, String), usize)> = counts.into_iter().collect();
+    parts.sort_by(|a, b| b.0.0.cmp(&a.0.0).then(b.1.cmp(&a.1)));
+    let summary: Vec<String> = parts
+        .into_iter()
+        .map(|((_, cat), n)| format!("{n} {cat}"))
+        .collect();
+    format!("[waba-monitor] {top_label}: {}", summary.join(", "))
+}
+
+fn since_line(item: &AlertItem) -> Option<String> {
+    let since = item.previous_since.as_deref()?;
+    let (Some(from), Some(to)) = (parse_rfc3339(since), parse_rfc3339(&item.created_at)) else {
+        return None;
+    };
+    let lasted = (to - from).to_std().unwrap_or_default();
+    let what = if item.severity == "reminder" {
+        "open since"
+    } else {
+        "previous state since"
+    };
+    Some(format!("{what}: {since} ({})", format_duration(lasted)))
+}
+
+fn health_lines(item: &AlertItem) -> Vec<String> {
+    let Some(json) = item.health_entities.as_deref() else {
+        return Vec::new();
+    };
+    let Ok(entities) = serde_json::from_str::<Vec<crate::model::HealthEntity>>(json) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entities
+        .iter()
+        .filter(|e| e.can_send_message != "AVAILABLE")
+    {
+        let id = e.id.as_deref().unwrap_or("-");
+        out.push(format!(
+            "  health: {} {id} can_send_message {}",
+            e.entity_type, e.can_send_message
+        ));
+        for err in &e.errors {
+            out.push(format!(
+                "    error {}: {}",
+                err.error_code.map_or("-".into(), |c| c.to_string()),
+                err.error_description.as_deref().unwrap_or("")
+            ));
+            if let Some(sol) = &err.possible_solution {
+                out.push(format!("    possible solution: {sol}"));
+            }
+        }
+        for info in &e.additional_info {
+            out.push(format!("    note: {info}"));
+        }
+    }
+    out
+}
+
+/// The plain-text body.
+pub fn body(items: &[AlertItem]) -> String {
+    let mut out = String::new();
+    let n = items.len();
+    out.push_str(&format!(
+        "waba-monitor found {n} change{} that matter{}:\n\n",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "s" } else { "" }
+    ));
+    let mut sorted: Vec<&AlertItem> = items.iter().collect();
+    sorted.sort_by(|a, b| b.rank().cmp(&a.rank()).then(a.id.cmp(&b.id)));
+    for i in sorted {
+        out.push_str(&format!("{}  {}: {}\n", i.label(), i.target(), i.what()));
+        match i.kind.as_str() {
+            "phone_number" => {
+                out.push_str(&format!("  phone number id: {}\n", i.target_id));
+                let waba = match (&i.waba_name, &i.waba_id) {
+                    (Some(n), Some(id)) => format!("{n} ({id})"),
+                    (None, Some(id)) => id.clone(),
+                    _ => "unknown".into(),
+                };
+                out.push_str(&format!("  WABA: {waba}\n"));
+            }
+            "waba" => out.push_str(&format!("  WABA id: {}\n", i.target_id)),
+            _ => {
+                if let Some(reason) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
+                    out.push_str(&format!("  reason: {reason}\n"));
+                }
+            }
+        }
+        out.push_str(&format!("  detected at: {} (UTC)\n", i.created_at));
+        if let Some(line) = since_line(i) {
+            out.push_str(&format!("  {line}\n"));
+        }
+        if i.field == "health" || i.rank() >= Severity::Warning {
+            for line in health_lines(i) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        out.push_str(&format!("  what to do: {}\n\n", i.advice()));
+    }
+    out.push_str("-- \nwaba-monitor. `waba-monitor status` and `waba-monitor history --id ID` show the full picture.\n");
+    out
+}
+
+/// FNV-1a: a stable hash for Message-IDs (not for security).
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The Message-ID of the email about `items` to `recipient`: derived from the alert ids and
+/// the recipient only, so the same email always carries the same id.
+pub fn message_id(items: &[AlertItem], recipient: &str, domain: &str) -> String {
+    let first = items.iter().map(|i| i.id).min().unwrap_or(0);
+    let last = items.iter().map(|i| i.id).max().unwrap_or(0);
+    format!(
+        "<alerts-{first}-{last}.{:016x}@{domain}>",
+        fnv1a(&recipient.to_ascii_lowercase())
+    )
+}
+
+/// References: one per target, so mail clients thread each number's story.
+pub fn references(items: &[AlertItem], domain: &str) -> String {
+    let mut targets: Vec<&str> = items.iter().map(|i| i.target_id.as_str()).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    targets
+        .iter()
+        .map(|t| format!("<target-{t}@{domain}>"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn item(
+        id: i64,
+        severity: &str,
+        field: &str,
+        old: Option<&str>,
+        new: &str,
+    ) -> AlertItem {
+        AlertItem {
+            id,
+            created_at: "2026-11-23T12:00:00.000Z".into(),
+            kind: "phone_number".into(),
+            target_id: format!("10654035224290{id}"),
+            topic: "quality".into(),
+            severity: severity.into(),
+            field: field.into(),
+            old: old.map(str::to_owned),
+            new: Some(new.to_owned()),
+            previous_since: Some("2026-11-20T12:00:00.000Z".into()),
+            detail: None,
+            display_phone_number: Some("+1 555-0100".into()),
+            verified_name: Some("Support".into()),
+            waba_id: Some("113".into()),
+            waba_name: Some("Acme".into()),
+            health_entities: None,
+        }
+    }
+
+    #[test]
+    fn a_single_transition_gets_a_specific_subject() {
+        let s = subject(&[item(1, "critical", "quality_rating", Some("GREEN"), "RED")]);
+        assert_eq!(
+            s,
+            "[waba-monitor] CRITICAL +1 555-0100 (Support) quality GREEN → RED"
+        );
+    }
+
+    #[test]
+    fn a_digest_subject_summarises_by_severity() {
+        let items = vec![
+            item(1, "critical", "quality_rating", Some("GREEN"), "RED"),
+            item(2, "critical", "quality_rating", Some("YELLOW"), "RED"),
+            item(3, "critical", "status", Some("CONNECTED"), "BANNED"),
+            item(4, "resolved", "quality_rating", Some("RED"), "GREEN"),
+        ];
+        assert_eq!(
+            subject(&items),
+            "[waba-monitor] CRITICAL: 2 numbers RED, 1 BANNED, 1 resolved"
+        );
+    }
+
+    #[test]
+    fn the_body_says_how_long_the_previous_state_lasted_and_what_to_do() {
+        let b = body(&[item(1, "critical", "quality_rating", Some("GREEN"), "RED")]);
+        assert!(b.contains("phone number id: 106540352242901"), "{b}");
+        assert!(b.contains("WABA: Acme (113)"), "{b}");
+        assert!(
+            b.contains("detected at: 2026-11-23T12:00:00.000Z (UTC)"),
+            "{b}"
+        );
+        assert!(
+            b.contains("previous state since: 2026-11-20T12:00:00.000Z (3d)"),
+            "{b}"
+        );
+        assert!(b.contains("what to do:"), "{b}");
+    }
+
+    #[test]
+    fn health_errors_and_meta_solutions_are_in_the_body() {
+        let mut i = item(1, "warning", "health", Some("AVAILABLE"), "LIMITED");
+        i.health_entities = Some(r#"[{"entity_type":"BUSINESS","id":"5","can_send_message":"LIMITED","errors":[{"error_code":141010,"error_description":"The Business has not passed business verification.","possible_solution":"Visit business settings."}]}]"#.into());
+        let b = body(&[i]);
+        assert!(
+            b.contains("error 141010: The Business has not passed"),
+            "{b}"
+        );
+        assert!(
+            b.contains("possible solution: Visit business settings."),
+            "{b}"
+        );
+    }
+
+    #[test]
+    fn message_ids_are_deterministic_per_alert_set_and_recipient() {
+        let items = vec![
+            item(3, "critical", "status", None, "BANNED"),
+            item(7, "warning", "status", None, "WARNED"),
+        ];
+        let a = message_id(&items, "ops@example.com", "example.com");
+        assert_eq!(a, message_id(&items, "OPS@example.com", "example.com"));
+        assert_ne!(a, message_id(&items, "other@example.com", "example.com"));
+        assert!(
+            a.starts_with("<alerts-3-7.") && a.ends_with("@example.com>"),
+            "{a}"
+        );
+        assert_eq!(
+            references(&items, "example.com"),
+            "<target-106540352242903@example.com> <target-106540352242907@example.com>"
+        );
+    }
+}

@@ -30,6 +30,8 @@ pub struct SourceReport {
     pub source: String,
     pub outcome: PollOutcome,
     pub changes: Vec<Change>,
+    /// Targets seen for the first time.
+    pub new_targets: usize,
     pub failures: Vec<TargetFailure>,
     pub wabas: usize,
     pub phones: usize,
@@ -119,6 +121,11 @@ impl Poller {
     }
 
     /// Runs one cycle now. Never fails as a whole; each source's outcome is in the report.
+    ///
+    /// Sources are polled concurrently (network only); then everything the cycle learnt — every
+    /// source's new state and history, the alerts they cause, "monitoring blind" changes,
+    /// reminders and the digest emails in the outbox — is written in ONE transaction, so a
+    /// transition and its email are committed together or not at all.
     pub async fn poll_once(&self) -> CycleReport {
         let started_at = Utc::now();
         // A cycle that was cut short (timeout, crash) left its runs `running`; cycles never
@@ -128,7 +135,7 @@ impl Poller {
         }
         // Boxed futures built in a loop rather than an iterator closure: rustc cannot yet prove
         // a closure-returned future Send for every lifetime (rust-lang/rust#102211).
-        let mut polls: Vec<Pin<Box<dyn Future<Output = SourceReport> + Send + '_>>> =
+        let mut polls: Vec<Pin<Box<dyn Future<Output = Polled> + Send + '_>>> =
             Vec::with_capacity(self.sources.len());
         for s in &self.sources {
             let span = tracing::info_span!(
@@ -140,24 +147,30 @@ impl Poller {
                 failures = tracing::field::Empty,
                 changes = tracing::field::Empty,
             );
-            polls.push(Box::pin(self.poll_source(s).instrument(span)));
+            polls.push(Box::pin(self.poll_source(s, span.clone()).instrument(span)));
         }
-        let sources = join_all(polls).await;
+        let polled = join_all(polls).await;
+
         let now = Utc::now();
-        if let Err(e) =
-            crate::alerts::queue_reminders(self.store.pool(), self.alerts.repeat_interval, now)
-                .await
-        {
-            tracing::error!(error = %e, "could not queue reminders");
-        }
-        let alerts = match crate::notify::digest(&self.store, self.email.as_ref(), now).await {
-            Ok(n) => n,
+        let (mut sources, alerts) = match self.record(&polled, now).await {
+            Ok(done) => done,
             Err(e) => {
-                // The alerts stay undigested and are picked up by the next cycle.
-                tracing::error!(error = %e, "could not queue alert emails; will retry next cycle");
-                0
+                tracing::error!(error = %e, "could not record the cycle; nothing of it was written, the next cycle will see the same changes");
+                let msg = e.to_string();
+                let reports = polled
+                    .iter()
+                    .map(|p| {
+                        let mut r = SourceReport::from_poll(&p.poll);
+                        r.store_error = Some(msg.clone());
+                        r
+                    })
+                    .collect();
+                (reports, 0)
             }
         };
+        for (p, report) in polled.iter().zip(sources.iter_mut()) {
+            self.finish(p, report).await;
+        }
         if alerts > 0 {
             self.mail_wake.notify_one();
         }
@@ -169,9 +182,9 @@ impl Poller {
         }
     }
 
-    async fn poll_source(&self, source: &MetaSource) -> SourceReport {
-        let started = Utc::now();
-        let run_id = match self.store.begin_run(source.name(), started).await {
+    /// The network half of a source's poll: record its start, read it.
+    async fn poll_source(&self, source: &MetaSource, span: tracing::Span) -> Polled {
+        let run_id = match self.store.begin_run(source.name(), Utc::now()).await {
             Ok(id) => Some(id),
             Err(e) => {
                 tracing::error!(error = %e, "could not record the start of a poll");
@@ -179,91 +192,93 @@ impl Poller {
             }
         };
         let poll = source.poll().await;
-        let outcome = poll.outcome();
         log_poll(&poll);
-        let observed_at = Utc::now();
-        let mut report = SourceReport {
-            source: poll.source.clone(),
-            outcome,
-            changes: Vec::new(),
-            failures: poll.failures.clone(),
-            wabas: poll.wabas.len(),
-            phones: poll.phones.len(),
-            anomalies: poll.anomalies.len(),
-            calls: poll.calls,
-            requests: poll.requests,
-            store_error: None,
-        };
-        let Some(run_id) = run_id else {
-            report.store_error = Some("could not record the poll run".into());
-            return report;
-        };
-        match self
-            .store
-            .apply(run_id, &poll, observed_at, self.policy())
-            .await
-        {
-            Ok(applied) => {
-                if applied.new_targets > 0 {
-                    tracing::info!(
-                        new_targets = applied.new_targets,
-                        "first sighting of targets recorded (their initial state is in history)"
-                    );
-                }
-                // First sightings (no old value) are summarised above; real changes get a line
-                // each.
-                for c in applied.changes.iter().filter(|c| c.old.is_some()) {
-                    tracing::info!(
-                        kind = c.kind.as_str(),
-                        id = %c.target_id,
-                        field = %c.field,
-                        old = c.old.as_deref().unwrap_or("-"),
-                        new = c.new.as_deref().unwrap_or("-"),
-                        "change"
-                    );
-                }
-                report.changes = applied.changes;
+        Polled {
+            run_id,
+            poll,
+            observed_at: Utc::now(),
+            span,
+        }
+    }
+
+    /// The database half of a cycle, in one transaction.
+    async fn record(
+        &self,
+        polled: &[Polled],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<SourceReport>, usize), crate::store::StoreError> {
+        let mut tx = self.store.begin_write().await?;
+        let mut reports = Vec::with_capacity(polled.len());
+        for p in polled {
+            let mut report = SourceReport::from_poll(&p.poll);
+            let applied =
+                crate::store::apply_in(&mut tx, p.run_id, &p.poll, p.observed_at, self.policy())
+                    .await?;
+            let health = source_health(&p.poll);
+            crate::alerts::record_source_health_in(
+                &mut tx,
+                &report.source,
+                &health,
+                self.alerts.blind_after,
+                self.policy(),
+                now,
+            )
+            .await?;
+            report.new_targets = applied.new_targets;
+            report.changes = applied.changes;
+            reports.push(report);
+        }
+        crate::alerts::queue_reminders_in(&mut tx, self.alerts.repeat_interval, now).await?;
+        let alerts = crate::notify::digest_in(&mut tx, self.email.as_ref(), now).await?;
+        tx.commit().await?;
+        Ok((reports, alerts))
+    }
+
+    /// Logs a source's result and closes its poll record.
+    async fn finish(&self, p: &Polled, report: &SourceReport) {
+        let _guard = p.span.enter();
+        if report.store_error.is_none() {
+            if report.new_targets > 0 {
+                tracing::info!(
+                    new_targets = report.new_targets,
+                    "first sighting of targets recorded (their initial state is in history)"
+                );
             }
-            Err(e) => {
-                tracing::error!(error = %e, "could not record the poll's observations");
-                report.store_error = Some(e.to_string());
+            // First sightings (no old value) are summarised above; real changes get a line
+            // each.
+            for c in report.changes.iter().filter(|c| c.old.is_some()) {
+                tracing::info!(
+                    kind = c.kind.as_str(),
+                    id = %c.target_id,
+                    field = %c.field,
+                    old = c.old.as_deref().unwrap_or("-"),
+                    new = c.new.as_deref().unwrap_or("-"),
+                    "change"
+                );
             }
         }
-        let health = source_health(&poll, report.store_error.is_some());
-        if let Err(e) = crate::alerts::record_source_health(
-            self.store.pool(),
-            &report.source,
-            &health,
-            self.alerts.blind_after,
-            self.policy(),
-            Utc::now(),
-        )
-        .await
-        {
-            tracing::error!(error = %e, "could not record the source's health");
-        }
-        let span = tracing::Span::current();
-        span.record("wabas", report.wabas);
-        span.record("numbers", report.phones);
-        span.record("calls", report.calls);
-        span.record("failures", report.failures.len());
-        span.record("changes", report.changes.len());
+        p.span.record("wabas", report.wabas);
+        p.span.record("numbers", report.phones);
+        p.span.record("calls", report.calls);
+        p.span.record("failures", report.failures.len());
+        p.span.record("changes", report.changes.len());
+        let outcome = if report.store_error.is_some() {
+            PollOutcome::Failed
+        } else {
+            report.outcome
+        };
         tracing::debug!(outcome = outcome.as_str(), "poll recorded");
+        let Some(run_id) = p.run_id else { return };
         let error = report
             .store_error
             .clone()
-            .or_else(|| poll.failure_summary());
-        let outcome_str = if report.store_error.is_some() {
-            PollOutcome::Failed.as_str()
-        } else {
-            outcome.as_str()
-        };
+            .or_else(|| p.poll.failure_summary());
         if let Err(e) = self
             .store
             .finish_run(
                 run_id,
-                outcome_str,
-                Some(&poll),
+                outcome.as_str(),
+                Some(&p.poll),
                 report.changes.len(),
                 error.as_deref(),
                 Utc::now(),
@@ -272,13 +287,38 @@ impl Poller {
         {
             tracing::error!(error = %e, "could not record the end of a poll");
         }
-        report
+    }
+}
+
+/// A source's poll, read but not yet recorded.
+struct Polled {
+    run_id: Option<i64>,
+    poll: SourcePoll,
+    observed_at: DateTime<Utc>,
+    span: tracing::Span,
+}
+
+impl SourceReport {
+    fn from_poll(poll: &SourcePoll) -> SourceReport {
+        SourceReport {
+            source: poll.source.clone(),
+            outcome: poll.outcome(),
+            changes: Vec::new(),
+            new_targets: 0,
+            failures: poll.failures.clone(),
+            wabas: poll.wabas.len(),
+            phones: poll.phones.len(),
+            anomalies: poll.anomalies.len(),
+            calls: poll.calls,
+            requests: poll.requests,
+            store_error: None,
+        }
     }
 }
 
 /// Whether the source could see: a token or permission problem blinds it at once, a poll
 /// that read nothing counts towards `blind_after`.
-fn source_health(poll: &SourcePoll, store_failed: bool) -> SourceHealth {
+fn source_health(poll: &SourcePoll) -> SourceHealth {
     let auth: Vec<&TargetFailure> = poll
         .failures
         .iter()
@@ -299,12 +339,12 @@ fn source_health(poll: &SourcePoll, store_failed: bool) -> SourceHealth {
             ),
         };
     }
-    if poll.outcome() == PollOutcome::Failed || store_failed {
+    if poll.outcome() == PollOutcome::Failed {
         let reason = poll
             .failures
             .first()
             .map(|f| format!("{}: {}", f.error.reason(), f.error))
-            .unwrap_or_else(|| "the database could not record the poll".into());
+            .unwrap_or_else(|| "nothing could be read".into());
         return SourceHealth::Failed { reason };
     }
     SourceHealth::Seeing

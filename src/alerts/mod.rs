@@ -181,10 +181,10 @@ pub enum SourceHealth {
     Unauthorized { reason: String },
 }
 
-/// Updates a source's failure count and raises or resolves "monitoring blind" — in one
+/// Updates a source's failure count and raises or resolves "monitoring blind", in the caller's
 /// transaction. Returns the alert severity queued, if any.
-pub async fn record_source_health(
-    pool: &sqlx::SqlitePool,
+pub async fn record_source_health_in(
+    tx: &mut Transaction<'_, Sqlite>,
     source: &str,
     health: &SourceHealth,
     blind_after: u32,
@@ -192,11 +192,10 @@ pub async fn record_source_health(
     now: DateTime<Utc>,
 ) -> Result<Option<Severity>, sqlx::Error> {
     let now = rfc3339(now);
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let (failures, blind): (i64, bool) =
         sqlx::query_as("SELECT consecutive_failures, blind FROM source_state WHERE source = ?1")
             .bind(source)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
             .unwrap_or((0, false));
     let (failures, reason, now_blind) = match health {
@@ -217,7 +216,7 @@ pub async fn record_source_health(
     .bind(now_blind)
     .bind(&reason)
     .bind(&now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let severity = match (blind, now_blind) {
         (false, true) => Some(Severity::Critical),
@@ -232,16 +231,16 @@ pub async fn record_source_health(
             )
             .bind(source)
             .bind(&now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         } else {
             sqlx::query("DELETE FROM alert_state WHERE target_id = ?1 AND topic = 'blind'")
                 .bind(source)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
         insert_alert(
-            &mut tx,
+            tx,
             NewAlert {
                 created_at: &now,
                 kind: "source",
@@ -260,10 +259,9 @@ pub async fn record_source_health(
         // Recovered with resolved notices off: close the state silently.
         sqlx::query("DELETE FROM alert_state WHERE target_id = ?1 AND topic = 'blind'")
             .bind(source)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(severity)
 }
 
@@ -274,12 +272,23 @@ pub async fn queue_reminders(
     repeat: std::time::Duration,
     now: DateTime<Utc>,
 ) -> Result<usize, sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let n = queue_reminders_in(&mut tx, repeat, now).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// [`queue_reminders`] inside the caller's transaction.
+pub async fn queue_reminders_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    repeat: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
     if repeat.is_zero() {
         return Ok(0);
     }
     let cutoff = now - chrono::Duration::from_std(repeat).unwrap_or(chrono::Duration::days(3650));
     let now_s = rfc3339(now);
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     #[derive(sqlx::FromRow)]
     struct Due {
         target_id: String,
@@ -293,7 +302,7 @@ pub async fn queue_reminders(
         "SELECT target_id, topic, kind, severity, value, opened_at FROM alert_state WHERE last_sent_at <= ?1",
     )
     .bind(rfc3339(cutoff))
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     for d in &due {
         let field = if d.topic == Topic::Blind.as_str() {
@@ -312,7 +321,7 @@ pub async fn queue_reminders(
             .to_owned()
         };
         insert_alert(
-            &mut tx,
+            tx,
             NewAlert {
                 created_at: &now_s,
                 kind: &d.kind,
@@ -331,9 +340,8 @@ pub async fn queue_reminders(
             .bind(&now_s)
             .bind(&d.target_id)
             .bind(&d.topic)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(due.len())
 }

@@ -9,6 +9,7 @@ pub mod mailer;
 pub mod render;
 
 use chrono::{DateTime, Utc};
+use sqlx::{Sqlite, Transaction};
 
 use crate::config::EmailConfig;
 use crate::store::{Store, StoreError};
@@ -32,7 +33,19 @@ pub async fn digest(
     email: Option<&EmailConfig>,
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
-    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = store.begin_write().await?;
+    let n = digest_in(&mut tx, email, now).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// [`digest`] inside the caller's transaction (the poller's cycle transaction, so the
+/// transitions and their emails are committed together).
+pub async fn digest_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    email: Option<&EmailConfig>,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
     let items: Vec<AlertItem> = sqlx::query_as(
         "SELECT a.id, a.created_at, a.kind, a.target_id, a.topic, a.severity, a.field, a.old, a.new, \
                 a.previous_since, a.detail, \
@@ -46,7 +59,7 @@ pub async fn digest(
          LEFT JOIN wabas w ON a.kind = 'waba' AND w.id = a.target_id \
          WHERE a.digested = 0 ORDER BY a.id",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     if items.is_empty() {
         return Ok(0);
@@ -78,15 +91,14 @@ pub async fn digest(
             .bind(&body)
             .bind(&references)
             .bind(&now_s)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
     }
     let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
     sqlx::query("UPDATE alerts SET digested = 1 WHERE id IN (SELECT value FROM json_each(?1))")
         .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(items.len())
 }

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Sqlite, Transaction};
 
 pub use merge::{Change, PhoneRow, WabaRow};
 pub use queries::{HistoryEntry, HistoryFilter, PollRun, StatusEntry};
@@ -164,17 +165,24 @@ impl Store {
         Ok(())
     }
 
-    /// Diffs one poll against the stored state and writes the new state and every change, in
-    /// one transaction.
-    pub async fn apply(
-        &self,
-        run_id: i64,
-        poll: &SourcePoll,
-        observed_at: DateTime<Utc>,
-        policy: AlertPolicy,
-    ) -> Result<ApplyReport, StoreError> {
+    /// Starts a write transaction (`BEGIN IMMEDIATE`: it takes the write lock at once, so it
+    /// never fails half-way with SQLITE_BUSY when it upgrades from reading to writing).
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Diffs one poll against the stored state, writes the new state, one history row per change
+/// and the alerts they cause, inside the caller's transaction.
+pub async fn apply_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    run_id: Option<i64>,
+    poll: &SourcePoll,
+    observed_at: DateTime<Utc>,
+    policy: AlertPolicy,
+) -> Result<ApplyReport, StoreError> {
+    {
         let now = rfc3339(observed_at);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut report = ApplyReport::default();
 
         // --- WABAs ---
@@ -190,7 +198,7 @@ impl Store {
         )
         .bind(json_list(&observed_wabas))
         .bind(json_list(&complete_businesses))
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?
         .into_iter()
         .map(|r| (r.id.clone(), r))
@@ -209,7 +217,7 @@ impl Store {
             }
             if row != before || is_new {
                 row.last_polled_at = now.clone();
-                upsert_waba(&mut tx, &row).await?;
+                upsert_waba(tx, &row).await?;
             } else {
                 touched_wabas.push(obs.id.as_str());
                 report.unchanged += 1;
@@ -226,7 +234,7 @@ impl Store {
             if row.present && listed_by_complete && row.source == poll.source {
                 report.changes.push(row.mark_gone(&now));
                 report.gone += 1;
-                upsert_waba(&mut tx, &row).await?;
+                upsert_waba(tx, &row).await?;
                 gone_wabas.push(row.id.clone());
             }
         }
@@ -241,7 +249,7 @@ impl Store {
                 "SELECT * FROM phone_numbers WHERE id IN (SELECT value FROM json_each(?1))",
             )
             .bind(json_list(&ids))
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?
             .into_iter()
             .map(|r| (r.id.clone(), r))
@@ -259,7 +267,7 @@ impl Store {
                 }
                 if row != before || is_new {
                     row.last_polled_at.clone_from(&now);
-                    upsert_phone(&mut tx, &row).await?;
+                    upsert_phone(tx, &row).await?;
                 } else {
                     touched_phones.push(obs.id.as_str());
                     report.unchanged += 1;
@@ -281,12 +289,12 @@ impl Store {
             )
             .bind(json_list(&listing_complete))
             .bind(json_list(&observed))
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
             for mut row in missing {
                 report.changes.push(row.mark_gone(&now));
                 report.gone += 1;
-                upsert_phone(&mut tx, &row).await?;
+                upsert_phone(tx, &row).await?;
             }
         }
 
@@ -297,7 +305,7 @@ impl Store {
             )
             .bind(&now)
             .bind(json_list(&touched_wabas))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         if !touched_phones.is_empty() {
@@ -306,13 +314,13 @@ impl Store {
             )
             .bind(&now)
             .bind(json_list(&touched_phones))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
 
         // The alerts these changes cause, in the same transaction (before the history rows:
         // it reads when each previous value began).
-        report.alerts = crate::alerts::plan(&mut tx, &report.changes, &now, policy).await?;
+        report.alerts = crate::alerts::plan(tx, &report.changes, &now, policy).await?;
 
         for c in &report.changes {
             sqlx::query(
@@ -326,10 +334,9 @@ impl Store {
             .bind(&c.new)
             .bind(&now)
             .bind(run_id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
         Ok(report)
     }
 }

@@ -72,6 +72,8 @@ struct RawDaemon {
     cycle_timeout: Option<Spanned<String>>,
     shutdown_grace: Option<Spanned<String>>,
     log_format: Option<Spanned<String>>,
+    api_token_env: Option<Spanned<String>>,
+    api_token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +165,8 @@ pub struct DaemonConfig {
     /// On SIGTERM, how long an in-flight cycle may go on before it is abandoned.
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// Bearer token required on `/api/*` (mandatory when `listen` is not loopback).
+    pub api_token: Option<SecretSource>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -508,6 +512,8 @@ fn validate_daemon(
         cycle_timeout: None,
         shutdown_grace: None,
         log_format: None,
+        api_token_env: None,
+        api_token_file: None,
     });
     let database = match raw.database {
         Some(d) if d.get_ref().trim().is_empty() => {
@@ -522,6 +528,7 @@ fn validate_daemon(
         Some(d) => base_dir.join(d.get_ref()),
         None => PathBuf::from(DEFAULT_DATABASE),
     };
+    let listen_span = raw.listen.as_ref().map(|l| l.span());
     let listen = match raw.listen {
         Some(l) => match l.get_ref().parse::<SocketAddr>() {
             Ok(a) => a,
@@ -600,6 +607,30 @@ fn validate_daemon(
             }
         },
     };
+    let api_token = match (&raw.api_token_env, &raw.api_token_file) {
+        (Some(_), Some(f)) => {
+            p.add(
+                Some(f.span()),
+                "daemon.api_token_file",
+                "both api_token_env and api_token_file are set".into(),
+                "keep one of them",
+            );
+            None
+        }
+        (Some(e), None) => Some(SecretSource::Env(e.get_ref().trim().to_owned())),
+        (None, Some(f)) => Some(SecretSource::File(base_dir.join(f.get_ref()))),
+        (None, None) => None,
+    };
+    if !listen.ip().is_loopback() && api_token.is_none() {
+        p.add(
+            listen_span,
+            "daemon.listen",
+            format!(
+                "{listen} is reachable from other machines, and the status API would answer anyone"
+            ),
+            "set api_token_env (or api_token_file) in [daemon] so /api/* requires `Authorization: Bearer <token>`, or listen on 127.0.0.1",
+        );
+    }
     Some(DaemonConfig {
         database,
         listen,
@@ -607,6 +638,7 @@ fn validate_daemon(
         cycle_timeout,
         shutdown_grace,
         log_format,
+        api_token,
     })
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::http;
 use crate::notify::delivery::Deliverer;
 use crate::notify::mailer::Mailer;
 use crate::poller::{CycleReport, Poller};
@@ -37,29 +38,67 @@ impl Default for RunOptions {
 }
 
 /// Runs until `shutdown` resolves, then stops cleanly: the in-flight cycle finishes (or is
-/// abandoned after `shutdown_grace`) and the database is closed.
+/// abandoned after `shutdown_grace`), the HTTP server and the delivery worker stop, and the
+/// database is closed. Binds `[daemon] listen`.
 pub async fn run(
     cfg: Config,
     opts: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_cycle: impl FnMut(&CycleReport) + Send,
 ) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(cfg.daemon.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", cfg.daemon.listen))?;
+    run_with_listener(cfg, opts, listener, shutdown, on_cycle).await
+}
+
+/// [`run`] on a listener the caller bound (tests bind port 0 and read `local_addr`).
+pub async fn run_with_listener(
+    cfg: Config,
+    opts: RunOptions,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_cycle: impl FnMut(&CycleReport) + Send,
+) -> anyhow::Result<()> {
     let shutdown = ShutdownSignal::from_future(shutdown);
+    let api_token = match &cfg.daemon.api_token {
+        Some(src) => Some(Arc::new(
+            src.load().context("could not read the status API token")?,
+        )),
+        None => None,
+    };
     let store = Store::open(&cfg.daemon.database)
         .await
         .context("could not open the database")?;
     let poller = Arc::new(Poller::from_config(&cfg, store.clone(), opts.retry)?);
+    poller.sync_metrics().await;
     let stats = Arc::new(CycleStats::default());
+    let addr = listener.local_addr().ok();
     tracing::info!(
         database = %cfg.daemon.database.display(),
         schedule = %cfg.daemon.poll_schedule.expr,
+        listen = ?addr,
         sources = ?poller.source_names(),
         "waba-monitor started"
     );
+    let interval = cfg.daemon.poll_schedule.min_interval(chrono::Utc::now());
+    let http = tokio::spawn(http::serve(
+        listener,
+        http::AppState {
+            store: store.clone(),
+            metrics: poller.metrics(),
+            stats: stats.clone(),
+            poller: poller.clone(),
+            api_token,
+            ready_within: interval * 2 + cfg.daemon.cycle_timeout,
+        },
+        shutdown.clone(),
+    ));
     let delivery = match &cfg.email {
         Some(email) => {
             let mailer = Mailer::new(email).context("could not set up email delivery")?;
-            let deliverer = Deliverer::new(store.clone(), mailer, email, opts.email_backoff);
+            let deliverer = Deliverer::new(store.clone(), mailer, email, opts.email_backoff)
+                .with_metrics(poller.metrics());
             Some(tokio::spawn(deliverer.run(
                 poller.mail_wake(),
                 shutdown.clone(),
@@ -80,6 +119,11 @@ pub async fn run(
                 "email delivery did not stop within the shutdown grace; queued mail stays in the outbox"
             );
         }
+    }
+    match tokio::time::timeout(grace, http).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+        Err(_) => tracing::warn!("HTTP server did not stop within the shutdown grace"),
+        _ => {}
     }
     store.close().await;
     tracing::info!("waba-monitor stopped");

@@ -11,6 +11,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod poller;

@@ -16,7 +16,13 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::alerts::{AlertPolicy, SourceHealth};
+use std::time::Duration;
+
 use crate::config::{AlertsConfig, Config, EmailConfig};
+use crate::metrics::{
+    AppUsageLabels, BusinessUsageLabels, Metrics, OutcomeLabels, ReasonLabels, SeverityLabels,
+    SourceLabels,
+};
 use crate::retry::RetryPolicy;
 use crate::sources::graph::ErrorClass;
 use crate::sources::graph::GraphClient;
@@ -76,6 +82,7 @@ pub struct Poller {
     email: Option<EmailConfig>,
     /// Woken after a cycle queued email, so delivery does not wait for its next tick.
     mail_wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 impl Poller {
@@ -98,7 +105,32 @@ impl Poller {
             alerts: cfg.alerts.clone(),
             email: cfg.email.clone(),
             mail_wake: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// The metrics this poller updates (shared with the HTTP surface and the delivery worker).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Loads the per-target series from the database (at start, before the first cycle).
+    pub async fn sync_metrics(&self) {
+        match self.store.status().await {
+            Ok(entries) => self.metrics.sync_targets(&entries),
+            Err(e) => tracing::warn!(error = %e, "could not read the state for metrics"),
+        }
+    }
+
+    /// Reads one number now through the source that watches it (the status API's connection
+    /// test). `None` if no source knows the number.
+    pub async fn read_number(
+        &self,
+        id: &str,
+        source: &str,
+    ) -> Option<Result<crate::model::PhoneObservation, crate::sources::graph::GraphError>> {
+        let s = self.sources.iter().find(|s| s.name() == source)?;
+        Some(s.read_number(id).await)
     }
 
     /// The notifier the delivery worker waits on.
@@ -153,7 +185,18 @@ impl Poller {
 
         let now = Utc::now();
         let (mut sources, alerts) = match self.record(&polled, now).await {
-            Ok(done) => done,
+            Ok((reports, severities)) => {
+                for sev in &severities {
+                    self.metrics
+                        .alerts
+                        .get_or_create(&SeverityLabels {
+                            severity: sev.clone(),
+                        })
+                        .inc();
+                }
+                self.sync_metrics().await;
+                (reports, severities.len())
+            }
             Err(e) => {
                 tracing::error!(error = %e, "could not record the cycle; nothing of it was written, the next cycle will see the same changes");
                 let msg = e.to_string();
@@ -191,8 +234,11 @@ impl Poller {
                 None
             }
         };
+        let t0 = std::time::Instant::now();
         let poll = source.poll().await;
+        let elapsed = t0.elapsed();
         log_poll(&poll);
+        self.record_poll_metrics(source, &poll, elapsed);
         Polled {
             run_id,
             poll,
@@ -201,12 +247,67 @@ impl Poller {
         }
     }
 
+    fn record_poll_metrics(&self, source: &MetaSource, poll: &SourcePoll, took: Duration) {
+        let m = &self.metrics;
+        let name = source.name().to_owned();
+        let sl = SourceLabels {
+            source: name.clone(),
+        };
+        m.poll_runs
+            .get_or_create(&OutcomeLabels {
+                source: name.clone(),
+                outcome: poll.outcome().as_str().to_owned(),
+            })
+            .inc();
+        for f in &poll.failures {
+            m.poll_failures
+                .get_or_create(&ReasonLabels {
+                    source: name.clone(),
+                    reason: f.error.reason().to_owned(),
+                })
+                .inc();
+        }
+        m.poll_duration
+            .get_or_create(&sl)
+            .observe(took.as_secs_f64());
+        m.graph_calls.get_or_create(&sl).inc_by(poll.calls);
+        if poll.outcome() != PollOutcome::Failed {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            m.last_success.get_or_create(&sl).set(now.as_secs_f64());
+        }
+        let usage = source.usage();
+        for (metric, v) in &usage.app {
+            m.app_usage
+                .get_or_create(&AppUsageLabels {
+                    source: name.clone(),
+                    metric: metric.clone(),
+                })
+                .set(*v);
+        }
+        for (waba, per) in &usage.business {
+            for (metric, v) in per {
+                if metric == "estimated_time_to_regain_access" {
+                    continue;
+                }
+                m.business_usage
+                    .get_or_create(&BusinessUsageLabels {
+                        source: name.clone(),
+                        waba_id: waba.clone(),
+                        metric: metric.clone(),
+                    })
+                    .set(*v);
+            }
+        }
+    }
+
     /// The database half of a cycle, in one transaction.
     async fn record(
         &self,
         polled: &[Polled],
         now: DateTime<Utc>,
-    ) -> Result<(Vec<SourceReport>, usize), crate::store::StoreError> {
+    ) -> Result<(Vec<SourceReport>, Vec<String>), crate::store::StoreError> {
         let mut tx = self.store.begin_write().await?;
         let mut reports = Vec::with_capacity(polled.len());
         for p in polled {
@@ -215,7 +316,7 @@ impl Poller {
                 crate::store::apply_in(&mut tx, p.run_id, &p.poll, p.observed_at, self.policy())
                     .await?;
             let health = source_health(&p.poll);
-            crate::alerts::record_source_health_in(
+            let blind_now = crate::alerts::record_source_health_in(
                 &mut tx,
                 &report.source,
                 &health,
@@ -224,14 +325,20 @@ impl Poller {
                 now,
             )
             .await?;
+            self.metrics
+                .source_blind
+                .get_or_create(&SourceLabels {
+                    source: report.source.clone(),
+                })
+                .set(i64::from(blind_now));
             report.new_targets = applied.new_targets;
             report.changes = applied.changes;
             reports.push(report);
         }
         crate::alerts::queue_reminders_in(&mut tx, self.alerts.repeat_interval, now).await?;
-        let alerts = crate::notify::digest_in(&mut tx, self.email.as_ref(), now).await?;
+        let severities = crate::notify::digest_in(&mut tx, self.email.as_ref(), now).await?;
         tx.commit().await?;
-        Ok((reports, alerts))
+        Ok((reports, severities))
     }
 
     /// Logs a source's result and closes its poll record.

@@ -182,7 +182,7 @@ pub enum SourceHealth {
 }
 
 /// Updates a source's failure count and raises or resolves "monitoring blind", in the caller's
-/// transaction. Returns the alert severity queued, if any.
+/// transaction. Returns whether the source is blind now.
 pub async fn record_source_health_in(
     tx: &mut Transaction<'_, Sqlite>,
     source: &str,
@@ -190,7 +190,7 @@ pub async fn record_source_health_in(
     blind_after: u32,
     policy: AlertPolicy,
     now: DateTime<Utc>,
-) -> Result<Option<Severity>, sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let now = rfc3339(now);
     let (failures, blind): (i64, bool) =
         sqlx::query_as("SELECT consecutive_failures, blind FROM source_state WHERE source = ?1")
@@ -262,7 +262,7 @@ pub async fn record_source_health_in(
             .execute(&mut **tx)
             .await?;
     }
-    Ok(severity)
+    Ok(now_blind)
 }
 
 /// Queues a reminder for every alert still open and not mentioned for `repeat`. Returns how

@@ -3,7 +3,6 @@
 //! `max_age`, and marks permanent refusals failed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::mailer::{Mailer, Outgoing, SendFailure};
 use crate::config::EmailConfig;
+use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
 use crate::scheduler::ShutdownSignal;
 use crate::store::{Store, StoreError};
@@ -23,14 +23,6 @@ pub struct DeliveryReport {
     pub retrying: usize,
     pub failed: usize,
     pub abandoned: usize,
-}
-
-/// Running totals, for logs now and metrics later.
-#[derive(Debug, Default)]
-pub struct DeliveryStats {
-    pub sent: AtomicU64,
-    pub failed: AtomicU64,
-    pub abandoned: AtomicU64,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -51,7 +43,7 @@ pub struct Deliverer {
     max_age: Duration,
     /// Waits between attempts: `min_delay` doubling up to `max_delay`, with jitter.
     backoff: RetryPolicy,
-    pub stats: Arc<DeliveryStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl Deliverer {
@@ -61,8 +53,14 @@ impl Deliverer {
             mailer,
             max_age: cfg.max_age,
             backoff,
-            stats: Arc::new(DeliveryStats::default()),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Counts deliveries in these metrics (the daemon's shared ones).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Deliverer {
+        self.metrics = metrics;
+        self
     }
 
     /// The production backoff: 30 s doubling to 30 min.
@@ -117,7 +115,7 @@ impl Deliverer {
                     .bind(&done_at)
                     .execute(self.store.pool())
                     .await?;
-                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.emails_sent.inc();
                     report.sent += 1;
                     tracing::info!(to = %row.recipient, message_id = %row.message_id, reply = %reply, "alert email delivered");
                 }
@@ -130,7 +128,7 @@ impl Deliverer {
                     .bind(&text)
                     .execute(self.store.pool())
                     .await?;
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.emails_failed.inc();
                     report.failed += 1;
                     tracing::error!(to = %row.recipient, message_id = %row.message_id, error = %text, "alert email refused for good by the SMTP server; not retried");
                 }
@@ -145,7 +143,7 @@ impl Deliverer {
                         .bind(&text)
                         .execute(self.store.pool())
                         .await?;
-                        self.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.emails_abandoned.inc();
                         report.abandoned += 1;
                         tracing::error!(to = %row.recipient, message_id = %row.message_id, error = %text, attempts, "alert email abandoned after max_age");
                     } else {

@@ -34,18 +34,19 @@ pub async fn digest(
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let mut tx = store.begin_write().await?;
-    let n = digest_in(&mut tx, email, now).await?;
+    let severities = digest_in(&mut tx, email, now).await?;
     tx.commit().await?;
-    Ok(n)
+    Ok(severities.len())
 }
 
 /// [`digest`] inside the caller's transaction (the poller's cycle transaction, so the
-/// transitions and their emails are committed together).
+/// transitions and their emails are committed together). Returns the severity of each alert
+/// it took.
 pub async fn digest_in(
     tx: &mut Transaction<'_, Sqlite>,
     email: Option<&EmailConfig>,
     now: DateTime<Utc>,
-) -> Result<usize, StoreError> {
+) -> Result<Vec<String>, StoreError> {
     let items: Vec<AlertItem> = sqlx::query_as(
         "SELECT a.id, a.created_at, a.kind, a.target_id, a.topic, a.severity, a.field, a.old, a.new, \
                 a.previous_since, a.detail, \
@@ -62,7 +63,7 @@ pub async fn digest_in(
     .fetch_all(&mut **tx)
     .await?;
     if items.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     for i in &items {
         tracing::warn!(
@@ -100,5 +101,5 @@ pub async fn digest_in(
         .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
         .execute(&mut **tx)
         .await?;
-    Ok(items.len())
+    Ok(items.into_iter().map(|i| i.severity).collect())
 }

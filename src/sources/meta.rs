@@ -84,6 +84,24 @@ impl MetaSource {
         &self.cfg.name
     }
 
+    /// The latest usage percentages Meta reported to this source's client.
+    pub fn usage(&self) -> super::graph::usage::UsageSnapshot {
+        self.client.usage()
+    }
+
+    /// Reads one phone number now (for the status API's connection test); records nothing.
+    pub async fn read_number(&self, id: &str) -> Result<PhoneObservation, GraphError> {
+        let node = self
+            .client
+            .get_node(&NodeRequest {
+                id: id.to_owned(),
+                fields: self.fields.phone.clone(),
+            })
+            .await?;
+        parse::phone(&node, None, &mut Anomalies::default())
+            .ok_or_else(|| GraphError::Malformed("answer without an id".into()))
+    }
+
     /// One poll of every target of this source. Never fails as a whole: what could not be read
     /// is listed in `failures`.
     pub async fn poll(&self) -> SourcePoll {

@@ -34,6 +34,8 @@ pub struct StatusEntry {
     pub business_verification_status: Option<String>,
     pub throughput: Option<String>,
     pub present: bool,
+    /// Not read by its source's latest poll: the state shown is the last known one.
+    pub stale: bool,
     pub first_seen_at: String,
     pub last_polled_at: String,
     pub last_changed_at: String,
@@ -73,6 +75,19 @@ impl Store {
         )
         .fetch_all(self.pool())
         .await?;
+        // A target not read by its source's latest finished poll is stale.
+        let latest: std::collections::HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
+            "SELECT source, MAX(started_at) FROM poll_runs WHERE outcome != 'running' GROUP BY source",
+        )
+        .fetch_all(self.pool())
+        .await?
+        .into_iter()
+        .collect();
+        let stale = |source: &str, polled: &str| {
+            latest
+                .get(source)
+                .is_some_and(|started| polled < started.as_str())
+        };
         let waba_name = |id: &Option<String>| {
             id.as_ref().and_then(|id| {
                 wabas
@@ -115,6 +130,7 @@ impl Store {
                 business_verification_status: w.business_verification_status.clone(),
                 throughput: None,
                 present: w.present,
+                stale: w.present && stale(&w.source, &w.last_polled_at),
                 first_seen_at: w.first_seen_at.clone(),
                 last_polled_at: w.last_polled_at.clone(),
                 last_changed_at: w.last_changed_at.clone(),
@@ -151,6 +167,7 @@ impl Store {
                 business_verification_status: None,
                 throughput: p.throughput.clone(),
                 present: p.present,
+                stale: p.present && stale(&p.source, &p.last_polled_at),
                 first_seen_at: p.first_seen_at.clone(),
                 last_polled_at: p.last_polled_at.clone(),
                 last_changed_at: p.last_changed_at.clone(),
@@ -179,6 +196,30 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM history")
             .fetch_one(self.pool())
             .await?)
+    }
+
+    /// Emails waiting for the SMTP server: how many, and when the oldest was queued.
+    pub async fn outbox_pending(&self) -> Result<(i64, Option<String>), StoreError> {
+        Ok(
+            sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
+    /// Whether the database answers (for readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// One number's state, if known.
+    pub async fn phone(&self, id: &str) -> Result<Option<StatusEntry>, StoreError> {
+        Ok(self
+            .status()
+            .await?
+            .into_iter()
+            .find(|e| e.kind == "phone_number" && e.id == id))
     }
 
     /// The latest poll runs, newest first.

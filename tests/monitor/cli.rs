@@ -193,4 +193,7 @@ fn the_reference_monitor_toml_loads_through_the_real_loader() {
     let cfg = waba_monitor::config::Config::load(&path).expect("monitor.toml is valid");
     assert_eq!(cfg.meta[0].name, "main");
     assert_eq!(cfg.daemon.poll_schedule.expr, "0 */5 * * * *");
+    let email = cfg.email.expect("the reference documents [email]");
+    assert_eq!(email.smtp_port, 587);
+    assert_eq!(cfg.alerts.blind_after, 3);
 }

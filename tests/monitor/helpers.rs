@@ -65,7 +65,7 @@ impl TestApp {
         }
         let config_path = dir.path().join("monitor.toml");
         let text = format!(
-            "[daemon]\ndatabase = \"monitor.db\"\npoll_schedule = \"{schedule}\"\n\n[[meta]]\nname = \"main\"\ngraph_url = \"{}\"\napi_version = \"{api_version}\"\naccess_token_file = \"meta-token\"\nrequest_timeout = \"2s\"\n{targets}\n\n{extra}\n",
+            "[daemon]\ndatabase = \"monitor.db\"\nlisten = \"127.0.0.1:0\"\npoll_schedule = \"{schedule}\"\n\n[[meta]]\nname = \"main\"\ngraph_url = \"{}\"\napi_version = \"{api_version}\"\naccess_token_file = \"meta-token\"\nrequest_timeout = \"2s\"\n{targets}\n\n{extra}\n",
             sim.url()
         );
         std::fs::write(&config_path, text).expect("config");
@@ -74,6 +74,21 @@ impl TestApp {
             _dir: dir,
             config_path,
         }
+    }
+
+    /// Adds a line to the `[daemon]` table of the config file.
+    pub fn add_daemon_key(&self, line: &str) {
+        let text = std::fs::read_to_string(&self.config_path).expect("config");
+        let text = text.replacen("[daemon]\n", &format!("[daemon]\n{line}\n"), 1);
+        std::fs::write(&self.config_path, text).expect("config");
+    }
+
+    /// Writes a private file next to the config.
+    pub fn write_secret(&self, name: &str, content: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.config_path.with_file_name(name);
+        std::fs::write(&path, content).expect("secret");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
 
     pub fn config(&self) -> Config {

@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod faults;
 mod helpers;
+mod http;
 mod smtp;
 
 use helpers::{TOKEN, TestApp, one_waba};

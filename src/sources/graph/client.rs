@@ -19,6 +19,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::error::GraphError;
+use super::usage::{self, UsageSnapshot};
 use crate::config::{ApiVersion, MetaSourceConfig};
 use crate::retry::RetryPolicy;
 
@@ -50,6 +51,7 @@ pub struct GraphClient {
     retry: RetryPolicy,
     concurrency: usize,
     counters: Arc<CallCounters>,
+    usage: Arc<std::sync::Mutex<UsageSnapshot>>,
 }
 
 impl std::fmt::Debug for GraphClient {
@@ -91,6 +93,7 @@ impl GraphClient {
             retry,
             concurrency: cfg.concurrency,
             counters: Arc::new(CallCounters::default()),
+            usage: Arc::default(),
         })
     }
 
@@ -104,6 +107,29 @@ impl GraphClient {
 
     pub fn concurrency(&self) -> usize {
         self.concurrency
+    }
+
+    /// The latest usage percentages Meta reported.
+    pub fn usage(&self) -> UsageSnapshot {
+        self.usage.lock().map(|u| u.clone()).unwrap_or_default()
+    }
+
+    fn record_usage(&self, headers: &HeaderMap) {
+        let app = headers.get("x-app-usage").and_then(|v| v.to_str().ok());
+        let business = headers
+            .get("x-business-use-case-usage")
+            .and_then(|v| v.to_str().ok());
+        if app.is_none() && business.is_none() {
+            return;
+        }
+        if let Ok(mut snap) = self.usage.lock() {
+            if let Some(a) = app {
+                usage::read_app_usage(a, &mut snap);
+            }
+            if let Some(b) = business {
+                usage::read_business_usage(b, &mut snap);
+            }
+        }
     }
 
     fn node_url(&self, id: &str) -> Result<Url, GraphError> {
@@ -173,6 +199,7 @@ impl GraphClient {
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
+        self.record_usage(&headers);
         let body = self.read_capped(resp).await?;
         if !(200..300).contains(&status) {
             let ctype = content_type(&headers);

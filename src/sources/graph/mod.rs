@@ -3,6 +3,7 @@
 pub mod client;
 pub mod error;
 pub mod parse;
+pub mod usage;
 
 pub use client::{GraphClient, NodeRequest};
 pub use error::{ErrorClass, GraphError};

@@ -1,0 +1,121 @@
+//! The HTTP surface: `/metrics`, `/healthz`, `/readyz` and the status API under `/api/`.
+//!
+//! The status API has the shape of Whatomate's Accounts API (an account = a monitored phone
+//! number): responses wrapped as `{"status":"success","data":...}`, errors as
+//! `{"status":"error","message":...}`. It never returns a token.
+
+mod api;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use secrecy::SecretString;
+
+use crate::metrics::{CONTENT_TYPE, Metrics};
+use crate::poller::Poller;
+use crate::scheduler::{CycleStats, ShutdownSignal};
+use crate::store::Store;
+use crate::timefmt::parse_rfc3339;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub stats: Arc<CycleStats>,
+    pub poller: Arc<Poller>,
+    /// Required as `Authorization: Bearer` on `/api/*` when set.
+    pub api_token: Option<Arc<SecretString>>,
+    /// Ready while the last cycle finished within this long.
+    pub ready_within: Duration,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/api", api::router(state.clone()))
+        .with_state(state)
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    mut shutdown: ShutdownSignal,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    // Values that live elsewhere are copied in at scrape time: cheap, and always current.
+    s.metrics
+        .cycles_skipped
+        .set(s.stats.skipped_ticks.load(Ordering::Relaxed) as i64);
+    let last = s.stats.last_finished_unix.load(Ordering::Relaxed);
+    if last > 0 {
+        s.metrics.last_cycle_finished.set(last as f64);
+    }
+    match s.store.outbox_pending().await {
+        Ok((n, oldest)) => {
+            s.metrics.outbox_pending.set(n);
+            let age = oldest.as_deref().and_then(parse_rfc3339).map_or(0.0, |t| {
+                (unix_now() - t.timestamp_millis() as f64 / 1000.0).max(0.0)
+            });
+            s.metrics.outbox_oldest_age.set(age);
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the outbox for metrics"),
+    }
+    let body = s.metrics.encode();
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if let Err(e) = s.store.ping().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: database unreachable: {e}\n"),
+        )
+            .into_response();
+    }
+    let last = s.stats.last_finished_unix.load(Ordering::Relaxed);
+    if last == 0 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no poll cycle has finished yet\n",
+        )
+            .into_response();
+    }
+    let ago = (unix_now() - last as f64).max(0.0);
+    if ago > s.ready_within.as_secs_f64() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: the last poll cycle finished {ago:.0}s ago, more than two intervals ({}s)\n",
+                s.ready_within.as_secs()
+            ),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}

@@ -1,0 +1,247 @@
+//! Prometheus metrics (OpenMetrics text).
+//!
+//! Daemon metrics (polls, Graph calls and usage, emails, outbox, scheduler) live in a
+//! `prometheus-client` registry. Per-number and per-WABA state series are many (about 30 per
+//! number: one 0/1 series per state), so they are rendered when a target *changes* and kept as
+//! text, kube-state-metrics style; a scrape only concatenates them. A target that is gone (or no
+//! longer in the database) loses its series at the next sync.
+
+mod targets;
+
+use std::sync::RwLock;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::store::StatusEntry;
+pub use targets::TargetSeries;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub source: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub source: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BusinessUsageLabels {
+    pub source: String,
+    pub waba_id: String,
+    pub metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppUsageLabels {
+    pub source: String,
+    pub metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeverityLabels {
+    pub severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub poll_runs: Family<OutcomeLabels, Counter>,
+    pub poll_failures: Family<ReasonLabels, Counter>,
+    pub poll_duration: Family<SourceLabels, Histogram>,
+    pub last_success: Family<SourceLabels, FloatGauge>,
+    pub last_cycle_finished: FloatGauge,
+    pub cycles_skipped: Gauge,
+    pub graph_calls: Family<SourceLabels, Counter>,
+    pub business_usage: Family<BusinessUsageLabels, FloatGauge>,
+    pub app_usage: Family<AppUsageLabels, FloatGauge>,
+    pub source_blind: Family<SourceLabels, Gauge>,
+    pub alerts: Family<SeverityLabels, Counter>,
+    pub emails_sent: Counter,
+    pub emails_failed: Counter,
+    pub emails_abandoned: Counter,
+    pub outbox_pending: Gauge,
+    pub outbox_oldest_age: FloatGauge,
+    pub config_reload_ok: Gauge,
+    targets: RwLock<TargetSeries>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("waba_monitor");
+        let m = Metrics {
+            poll_runs: Family::default(),
+            poll_failures: Family::default(),
+            poll_duration: Family::new_with_constructor(|| {
+                Histogram::new([0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0])
+            }),
+            last_success: Family::default(),
+            last_cycle_finished: FloatGauge::default(),
+            cycles_skipped: Gauge::default(),
+            graph_calls: Family::default(),
+            business_usage: Family::default(),
+            app_usage: Family::default(),
+            source_blind: Family::default(),
+            alerts: Family::default(),
+            emails_sent: Counter::default(),
+            emails_failed: Counter::default(),
+            emails_abandoned: Counter::default(),
+            outbox_pending: Gauge::default(),
+            outbox_oldest_age: FloatGauge::default(),
+            config_reload_ok: Gauge::default(),
+            targets: RwLock::new(TargetSeries::default()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(VersionLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            }),
+        );
+        registry.register(
+            "poll_runs",
+            "Poll runs by source and outcome (ok, partial, failed)",
+            m.poll_runs.clone(),
+        );
+        registry.register(
+            "poll_failures",
+            "Targets that could not be read, by source and bounded reason",
+            m.poll_failures.clone(),
+        );
+        registry.register(
+            "poll_duration_seconds",
+            "Duration of a source's poll (network part)",
+            m.poll_duration.clone(),
+        );
+        registry.register(
+            "last_successful_poll_timestamp_seconds",
+            "When a source's poll last read everything or part of it",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "last_cycle_finished_timestamp_seconds",
+            "When the scheduler last finished a cycle (a stalled scheduler stops moving it)",
+            m.last_cycle_finished.clone(),
+        );
+        registry.register(
+            "cycles_skipped",
+            "Scheduled ticks skipped because a cycle was still running",
+            m.cycles_skipped.clone(),
+        );
+        registry.register(
+            "graph_calls",
+            "Graph API calls made, as Meta counts them (batch items one each)",
+            m.graph_calls.clone(),
+        );
+        registry.register(
+            "graph_business_usage_percent",
+            "Latest X-Business-Use-Case-Usage percentages per WABA",
+            m.business_usage.clone(),
+        );
+        registry.register(
+            "graph_app_usage_percent",
+            "Latest X-App-Usage percentages",
+            m.app_usage.clone(),
+        );
+        registry.register(
+            "source_blind",
+            "1 while a source cannot see its targets (token, permission, failing cycles)",
+            m.source_blind.clone(),
+        );
+        registry.register("alerts", "Alerts queued, by severity", m.alerts.clone());
+        registry.register(
+            "emails_sent",
+            "Alert emails accepted by the SMTP server",
+            m.emails_sent.clone(),
+        );
+        registry.register(
+            "emails_failed",
+            "Alert emails refused for good (5xx)",
+            m.emails_failed.clone(),
+        );
+        registry.register(
+            "emails_abandoned",
+            "Alert emails given up after max_age",
+            m.emails_abandoned.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Emails waiting to be accepted by the SMTP server",
+            m.outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest email still waiting",
+            m.outbox_oldest_age.clone(),
+        );
+        registry.register(
+            "config_last_reload_successful",
+            "1 if the last configuration (re)load succeeded",
+            m.config_reload_ok.clone(),
+        );
+        m.config_reload_ok.set(1);
+        Metrics { registry, ..m }
+    }
+
+    /// Replaces the per-target series with the current state: re-renders the targets that
+    /// changed, drops the ones that are gone.
+    pub fn sync_targets(&self, entries: &[StatusEntry]) {
+        if let Ok(mut t) = self.targets.write() {
+            t.sync(entries);
+        }
+    }
+
+    /// How many targets have series (for tests and the benchmark).
+    pub fn target_count(&self) -> usize {
+        self.targets.read().map(|t| t.len()).unwrap_or(0)
+    }
+
+    /// The whole exposition, OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let targets = self.targets.read();
+        let mut out = String::with_capacity(targets.as_ref().map_or(4096, |t| t.bytes() + 8192));
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        if let Ok(t) = targets {
+            t.write(&mut out);
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+}

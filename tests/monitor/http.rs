@@ -1,0 +1,289 @@
+//! The HTTP surface of a running daemon: metrics (checked by a strict OpenMetrics parser),
+//! health endpoints and the status API.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::helpers::{TOKEN, TestApp, one_waba};
+use waba_monitor::daemon::{self, RunOptions};
+use waba_monitor::retry::RetryPolicy;
+
+const WABA1: &str = "200000000000001";
+const P0: &str = "300000000000001";
+const P1: &str = "300000000000002";
+const API_TOKEN: &str = "api-token-for-tests-0123456789";
+
+struct Running {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    cycles: mpsc::UnboundedReceiver<usize>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    http: reqwest::Client,
+}
+
+impl Running {
+    async fn start(app: &TestApp) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (tx, cycles) = mpsc::unbounded_channel();
+        let handle = tokio::spawn(daemon::run_with_listener(
+            app.config(),
+            RunOptions {
+                retry: RetryPolicy::fast(),
+                ..RunOptions::default()
+            },
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |r| {
+                let _ = tx.send(r.changes());
+            },
+        ));
+        let mut r = Running {
+            base,
+            stop: Some(stop_tx),
+            cycles,
+            handle,
+            http: reqwest::Client::new(),
+        };
+        r.next_cycle().await;
+        r
+    }
+
+    async fn next_cycle(&mut self) -> usize {
+        tokio::time::timeout(Duration::from_secs(15), self.cycles.recv())
+            .await
+            .expect("a cycle in time")
+            .expect("daemon running")
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.expect("body"))
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = self.http.post(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.expect("body"))
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), self.handle)
+            .await
+            .expect("stops in time")
+            .expect("task")
+            .expect("clean exit");
+    }
+}
+
+/// Runs the exposition through Prometheus's strict OpenMetrics parser (Python).
+fn assert_valid_openmetrics(text: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/check_openmetrics.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (install prometheus-client: see README)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("parser");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        text.lines().take(40).collect::<Vec<_>>().join("\n")
+    );
+}
+
+fn sample<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_valid_openmetrics_follow_changes_and_drop_a_removed_number() {
+    let app = TestApp::spawn_with(
+        one_waba(3),
+        &format!("wabas = [\"{WABA1}\"]"),
+        "v24.0",
+        "* * * * * *",
+    )
+    .await;
+    let mut d = Running::start(&app).await;
+    let (code, text) = d.get("/metrics", None).await;
+    assert_eq!(code, 200);
+    assert_valid_openmetrics(&text);
+    let red = format!(
+        "waba_monitor_phone_quality{{phone_number_id=\"{P1}\",waba_id=\"{WABA1}\",state=\"RED\"}}"
+    );
+    let green = format!(
+        "waba_monitor_phone_quality{{phone_number_id=\"{P1}\",waba_id=\"{WABA1}\",state=\"GREEN\"}}"
+    );
+    assert_eq!(sample(&text, &red), Some("0"));
+    assert_eq!(sample(&text, &green), Some("1"));
+    // Every state is always present.
+    for state in ["GREEN", "YELLOW", "RED", "NA", "UNKNOWN"] {
+        assert!(text.contains(&format!(
+            "phone_number_id=\"{P0}\",waba_id=\"{WABA1}\",state=\"{state}\"}}"
+        )));
+    }
+    assert!(text.contains("waba_monitor_build_info{version=\""));
+    assert!(text.contains("waba_monitor_phone_info{phone_number_id="));
+    assert!(!text.contains(TOKEN), "token in metrics");
+
+    app.sim.with_state(|s| {
+        s.phone_mut(P1).quality_rating = Some("RED".into());
+        s.remove_phone(P0);
+    });
+    // The cycle that sees the change, then one more so the scrape follows a finished sync.
+    while d.next_cycle().await == 0 {}
+    let (_, text) = d.get("/metrics", None).await;
+    assert_valid_openmetrics(&text);
+    assert_eq!(sample(&text, &red), Some("1"));
+    assert_eq!(sample(&text, &green), Some("0"));
+    assert!(
+        !text.contains(&format!("phone_number_id=\"{P0}\"")),
+        "gone number still exported"
+    );
+    assert!(text.contains("waba_monitor_poll_runs_total{source=\"main\",outcome=\"ok\"}"));
+    let calls = sample(&text, "waba_monitor_graph_calls_total{source=\"main\"}")
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("calls counted");
+    assert!(calls >= 2.0);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoints_report_alive_and_ready() {
+    let app = TestApp::spawn(one_waba(1), &format!("wabas = [\"{WABA1}\"]")).await;
+    let d = Running::start(&app).await;
+    assert_eq!(d.get("/healthz", None).await, (200, "ok\n".to_owned()));
+    let (code, body) = d.get("/readyz", None).await;
+    assert_eq!((code, body.as_str()), (200, "ready\n"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_api_speaks_the_accounts_shape_and_its_codes() {
+    let app = TestApp::spawn(one_waba(2), &format!("wabas = [\"{WABA1}\"]")).await;
+    app.sim
+        .with_state(|s| s.phone_mut(P1).status = Some("BANNED".into()));
+    let d = Running::start(&app).await;
+
+    let (code, body) = d.get("/api/accounts", None).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["status"], "success");
+    let items = v["data"]["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+
+    let (code, body) = d.get(&format!("/api/accounts/{P1}"), None).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let a = &v["data"];
+    assert_eq!(a["phone_number_id"], P1);
+    assert_eq!(a["business_account_id"], WABA1);
+    assert_eq!(a["status"], "suspended");
+    assert_eq!(a["meta_status"], "BANNED");
+    assert_eq!(a["quality_rating"], "GREEN");
+    assert!(a["messaging_limit"].is_string());
+
+    let (code, body) = d.get(&format!("/api/accounts/{P1}/history"), None).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert!(!v["data"]["items"].as_array().expect("items").is_empty());
+
+    let (code, body) = d.post(&format!("/api/accounts/{P0}/test"), None).await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["data"]["connected"], true);
+    assert_eq!(v["data"]["quality_rating"], "GREEN");
+    assert!(v["data"]["display_phone_number"].is_string());
+
+    let (code, body) = d.get("/api/accounts/999", None).await;
+    assert_eq!(code, 404);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["status"], "error");
+    assert!(v["message"].as_str().expect("message").contains("999"));
+
+    let (code, _) = d.get("/api/nothing-here", None).await;
+    assert_eq!(code, 404);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_api_token_the_api_answers_401_without_it_and_never_returns_a_token() {
+    let app = TestApp::spawn(one_waba(1), &format!("wabas = [\"{WABA1}\"]")).await;
+    app.write_secret("api-token", API_TOKEN);
+    app.add_daemon_key("api_token_file = \"api-token\"");
+    let d = Running::start(&app).await;
+    let (code, body) = d.get("/api/accounts", None).await;
+    assert_eq!(code, 401);
+    assert!(body.contains("\"status\":\"error\""));
+    assert_eq!(d.get("/api/accounts", Some("wrong")).await.0, 401);
+    let (code, body) = d.get("/api/accounts", Some(API_TOKEN)).await;
+    assert_eq!(code, 200);
+    // Metrics and health stay open (Prometheus scrapes without a token).
+    let (mcode, metrics) = d.get("/metrics", None).await;
+    assert_eq!(mcode, 200);
+    for text in [&body, &metrics] {
+        assert!(
+            !text.contains(API_TOKEN) && !text.contains(TOKEN),
+            "token returned"
+        );
+    }
+    let (code, body) = d.get(&format!("/api/accounts/{P0}"), Some(API_TOKEN)).await;
+    assert_eq!(code, 200);
+    assert!(!body.contains("access_token") && !body.contains(TOKEN));
+    d.stop().await;
+}
+
+#[test]
+fn a_non_loopback_listen_without_an_api_token_is_refused_before_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("monitor.toml");
+    std::fs::write(
+        &path,
+        "[daemon]\nlisten = \"0.0.0.0:9717\"\n\n[[meta]]\nname = \"m\"\naccess_token_env = \"T\"\nwabas = [\"1\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_waba-monitor"))
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("monitor.toml:2: `daemon.listen`") && stderr.contains("api_token_env"),
+        "{stderr}"
+    );
+}

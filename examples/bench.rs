@@ -125,7 +125,11 @@ async fn bench(mode: &str) -> anyhow::Result<()> {
     )?;
     let cfg = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = Store::open(&cfg.daemon.database).await?;
-    let poller = Poller::from_config(&cfg, store.clone(), RetryPolicy::default())?;
+    let poller = std::sync::Arc::new(Poller::from_config(
+        &cfg,
+        store.clone(),
+        RetryPolicy::default(),
+    )?);
 
     println!("rss before polling: {:.1} MB", rss_mb());
     println!(
@@ -156,6 +160,75 @@ async fn bench(mode: &str) -> anyhow::Result<()> {
             );
         }
     }
+    // Metrics at this scale: the per-target series are rendered when targets change (here:
+    // all of them, once), then every scrape only concatenates.
+    let t0 = Instant::now();
+    poller.sync_metrics().await;
+    let first_sync = t0.elapsed();
+    let t0 = Instant::now();
+    poller.sync_metrics().await;
+    let unchanged_sync = t0.elapsed();
+    let metrics = poller.metrics();
+    let size = metrics.encode().len();
+    // Scrapes over real HTTP, as Prometheus does them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/metrics", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = waba_monitor::scheduler::ShutdownSignal::from_future(async move {
+        let _ = stop_rx.await;
+    });
+    let server = tokio::spawn(waba_monitor::http::serve(
+        listener,
+        waba_monitor::http::AppState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            stats: Default::default(),
+            poller: poller.clone(),
+            api_token: None,
+            ready_within: Duration::from_secs(600),
+        },
+        shutdown,
+    ));
+    let http = reqwest::Client::new();
+    let mut times = Vec::new();
+    for _ in 0..51 {
+        let t = Instant::now();
+        let body = http.get(&url).send().await?.bytes().await?;
+        std::hint::black_box(body.len());
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    // And a scrape while a poll cycle runs: it must not wait for the cycle.
+    let cycle = {
+        let poller = poller.clone();
+        tokio::spawn(async move { poller.poll_once().await })
+    };
+    let mut during = Vec::new();
+    while !cycle.is_finished() {
+        let t = Instant::now();
+        let body = http.get(&url).send().await?.bytes().await?;
+        std::hint::black_box(body.len());
+        during.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    cycle.await?;
+    during.sort_by(f64::total_cmp);
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    println!(
+        "metrics: {} targets, exposition {:.1} MB; sync after an unchanged cycle {:.0} ms (first render {:.0} ms)",
+        metrics.target_count(),
+        size as f64 / 1e6,
+        unchanged_sync.as_secs_f64() * 1000.0,
+        first_sync.as_secs_f64() * 1000.0,
+    );
+    println!(
+        "scrape over HTTP: median {:.1} ms, max {:.1} ms; during a poll cycle: median {:.1} ms, max {:.1} ms ({} scrapes)",
+        times[times.len() / 2],
+        times[times.len() - 1],
+        during.get(during.len() / 2).copied().unwrap_or(0.0),
+        during.last().copied().unwrap_or(0.0),
+        during.len()
+    );
     println!("peak RSS of the monitor: {:.1} MB", peak_rss_mb());
     store.close().await;
     drop(child.stdin.take());

@@ -116,8 +116,8 @@ impl Poller {
 
     /// Loads the per-target series from the database (at start, before the first cycle).
     pub async fn sync_metrics(&self) {
-        match self.store.status().await {
-            Ok(entries) => self.metrics.sync_targets(&entries),
+        match self.store.status_with(false).await {
+            Ok(entries) => self.metrics.sync_targets(entries),
             Err(e) => tracing::warn!(error = %e, "could not read the state for metrics"),
         }
     }

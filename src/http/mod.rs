@@ -82,8 +82,14 @@ async fn metrics(State(s): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "could not read the outbox for metrics"),
     }
-    let body = s.metrics.encode();
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+    // The per-target section is a shared buffer: a scrape copies nothing of it.
+    let parts = s.metrics.encode_parts();
+    let stream = futures_util::stream::iter(parts.into_iter().map(Ok::<_, std::io::Error>));
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {

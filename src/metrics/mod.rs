@@ -11,6 +11,7 @@ mod targets;
 use std::sync::RwLock;
 use std::sync::atomic::AtomicU64;
 
+use bytes::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -221,7 +222,7 @@ impl Metrics {
 
     /// Replaces the per-target series with the current state: re-renders the targets that
     /// changed, drops the ones that are gone.
-    pub fn sync_targets(&self, entries: &[StatusEntry]) {
+    pub fn sync_targets(&self, entries: Vec<StatusEntry>) {
         if let Ok(mut t) = self.targets.write() {
             t.sync(entries);
         }
@@ -232,16 +233,23 @@ impl Metrics {
         self.targets.read().map(|t| t.len()).unwrap_or(0)
     }
 
-    /// The whole exposition, OpenMetrics text.
-    pub fn encode(&self) -> String {
-        let targets = self.targets.read();
-        let mut out = String::with_capacity(targets.as_ref().map_or(4096, |t| t.bytes() + 8192));
+    /// The exposition in three parts: the daemon metrics, the per-target section (shared, not
+    /// copied) and the end marker. Concatenated, they are valid OpenMetrics text.
+    pub fn encode_parts(&self) -> [Bytes; 3] {
+        let mut head = String::with_capacity(8192);
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
-        if let Ok(t) = targets {
-            t.write(&mut out);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut head, &self.registry);
+        let section = self.targets.read().map(|t| t.section()).unwrap_or_default();
+        [Bytes::from(head), section, Bytes::from_static(b"# EOF\n")]
+    }
+
+    /// The whole exposition as one string (tests, the benchmark).
+    pub fn encode(&self) -> String {
+        let parts = self.encode_parts();
+        let mut out = String::with_capacity(parts.iter().map(Bytes::len).sum());
+        for p in &parts {
+            out.push_str(&String::from_utf8_lossy(p));
         }
-        out.push_str("# EOF\n");
         out
     }
 }

@@ -1,6 +1,8 @@
 //! Per-number and per-WABA series, rendered once per change and concatenated per scrape.
 
 use std::collections::HashMap;
+
+use bytes::Bytes;
 use std::fmt::Write;
 
 use crate::model::{MessagingLimit, PhoneStatus, QualityRating};
@@ -257,7 +259,9 @@ fn render_waba(e: &StatusEntry) -> Vec<String> {
 pub struct TargetSeries {
     phones: HashMap<String, Rendered>,
     wabas: HashMap<String, Rendered>,
-    bytes: usize,
+    /// The whole per-target section of the exposition, rebuilt when a target changed, so a
+    /// scrape hands out a reference-counted buffer instead of formatting anything.
+    section: Bytes,
 }
 
 impl TargetSeries {
@@ -270,48 +274,61 @@ impl TargetSeries {
     }
 
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.section.len()
+    }
+
+    /// The rendered section (cheap to clone).
+    pub fn section(&self) -> Bytes {
+        self.section.clone()
     }
 
     /// Brings the cache in line with `entries`: renders new and changed targets, drops targets
     /// that are gone or absent.
-    pub fn sync(&mut self, entries: &[StatusEntry]) {
+    pub fn sync(&mut self, entries: Vec<StatusEntry>) {
         let mut phones = HashMap::with_capacity(entries.len());
         let mut wabas = HashMap::new();
-        for e in entries.iter().filter(|e| e.present) {
-            let mut key = e.clone();
+        let mut changed = false;
+        for mut key in entries.into_iter().filter(|e| e.present) {
+            // What the series are rendered from: not the poll time (changes every cycle) nor
+            // the health detail (not exported), so an unchanged target is not re-rendered.
             key.last_polled_at.clear();
-            let stale = e.kind == "phone_number" && e.stale;
-            key.stale = stale;
-            let (old, new) = if e.kind == "waba" {
+            key.health_entities = None;
+            let is_waba = key.kind == "waba";
+            let (old, new) = if is_waba {
                 (&mut self.wabas, &mut wabas)
             } else {
                 (&mut self.phones, &mut phones)
             };
-            let rendered = match old.remove(&e.id) {
+            let id = key.id.clone();
+            let rendered = match old.remove(&id) {
                 Some(r) if r.from == key => r,
-                _ => Rendered {
-                    families: if e.kind == "waba" {
-                        render_waba(e)
+                _ => {
+                    changed = true;
+                    let families = if is_waba {
+                        render_waba(&key)
                     } else {
-                        render_phone(e, stale)
-                    },
-                    from: key,
-                },
+                        render_phone(&key, key.stale)
+                    };
+                    Rendered {
+                        families,
+                        from: key,
+                    }
+                }
             };
-            new.insert(e.id.clone(), rendered);
+            new.insert(id, rendered);
         }
+        // Whatever is left in the old maps is gone.
+        changed |= !self.phones.is_empty() || !self.wabas.is_empty();
         self.phones = phones;
         self.wabas = wabas;
-        self.bytes = self
-            .phones
-            .values()
-            .chain(self.wabas.values())
-            .map(|r| r.families.iter().map(String::len).sum::<usize>())
-            .sum();
+        if changed || self.section.is_empty() {
+            let mut out = String::with_capacity(self.section.len().max(4096));
+            self.write(&mut out);
+            self.section = Bytes::from(out);
+        }
     }
 
-    pub fn write(&self, out: &mut String) {
+    fn write(&self, out: &mut String) {
         for (i, (name, kind, help)) in PHONE_FAMILIES.iter().enumerate() {
             let _ = writeln!(out, "# HELP {name} {help}.");
             let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -67,6 +67,12 @@ fn effective_limit(business: &Option<String>, tier: &Option<String>) -> Option<S
 impl Store {
     /// Every WABA, then every number (grouped by WABA), present ones first.
     pub async fn status(&self) -> Result<Vec<StatusEntry>, StoreError> {
+        self.status_with(true).await
+    }
+
+    /// [`Store::status`]; `health_detail: false` leaves `health_entities` out (cheaper, for
+    /// metrics, which export only the overall health).
+    pub async fn status_with(&self, health_detail: bool) -> Result<Vec<StatusEntry>, StoreError> {
         let wabas: Vec<WabaRow> = sqlx::query_as("SELECT * FROM wabas ORDER BY present DESC, id")
             .fetch_all(self.pool())
             .await?;
@@ -88,21 +94,17 @@ impl Store {
                 .get(source)
                 .is_some_and(|started| polled < started.as_str())
         };
+        let by_id: std::collections::HashMap<&str, &WabaRow> =
+            wabas.iter().map(|w| (w.id.as_str(), w)).collect();
         let waba_name = |id: &Option<String>| {
-            id.as_ref().and_then(|id| {
-                wabas
-                    .iter()
-                    .find(|w| &w.id == id)
-                    .and_then(|w| w.name.clone())
-            })
+            id.as_deref()
+                .and_then(|id| by_id.get(id))
+                .and_then(|w| w.name.clone())
         };
         let waba_limit = |id: &Option<String>| {
-            id.as_ref().and_then(|id| {
-                wabas
-                    .iter()
-                    .find(|w| &w.id == id)
-                    .and_then(|w| w.business_messaging_limit.clone())
-            })
+            id.as_deref()
+                .and_then(|id| by_id.get(id))
+                .and_then(|w| w.business_messaging_limit.clone())
         };
         let mut out = Vec::with_capacity(wabas.len() + phones.len());
         for w in &wabas {
@@ -124,6 +126,7 @@ impl Store {
                 health_entities: w
                     .health_entities
                     .as_deref()
+                    .filter(|_| health_detail)
                     .and_then(|j| serde_json::from_str(j).ok()),
                 name_status: None,
                 account_review_status: w.account_review_status.clone(),
@@ -161,6 +164,7 @@ impl Store {
                 health_entities: p
                     .health_entities
                     .as_deref()
+                    .filter(|_| health_detail)
                     .and_then(|j| serde_json::from_str(j).ok()),
                 name_status: p.name_status.clone(),
                 account_review_status: None,

@@ -93,6 +93,8 @@ struct RawMeta {
     request_timeout: Option<Spanned<String>>,
     max_response_bytes: Option<Spanned<i64>>,
     concurrency: Option<Spanned<i64>>,
+    quota_per_waba_hour: Option<Spanned<i64>>,
+    quota_share: Option<Spanned<f64>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -188,6 +190,17 @@ pub struct MetaSourceConfig {
     pub max_response_bytes: u64,
     /// Graph requests in flight at once for this source.
     pub concurrency: usize,
+    /// Meta's quota per app per WABA per hour (200; 5,000 once a number is registered).
+    pub quota_per_waba_hour: u32,
+    /// The share of that quota the daemon allows itself (0 < share <= 1).
+    pub quota_share: f64,
+}
+
+impl MetaSourceConfig {
+    /// Calls per WABA per sliding hour the daemon allows itself.
+    pub fn waba_call_budget(&self) -> u32 {
+        ((f64::from(self.quota_per_waba_hour) * self.quota_share).floor() as u32).max(1)
+    }
 }
 
 /// A Graph API version such as `v23.0`.
@@ -429,6 +442,11 @@ impl Config {
             list: Vec::new(),
         };
         let base_dir = path.parent().unwrap_or(Path::new("."));
+        let schedule_span = raw
+            .daemon
+            .as_ref()
+            .and_then(|d| d.poll_schedule.as_ref())
+            .map(|s| s.span());
         let daemon = validate_daemon(raw.daemon, base_dir, &mut p);
         let mut meta = Vec::new();
         let mut names = BTreeSet::new();
@@ -453,6 +471,9 @@ impl Config {
                 }
                 meta.push(cfg);
             }
+        }
+        if let Some(d) = &daemon {
+            check_budget(d, &meta, schedule_span.clone(), &mut p);
         }
         let email = raw
             .email
@@ -866,6 +887,34 @@ fn validate_meta(
             4
         }
     };
+    let quota_per_waba_hour = match raw.quota_per_waba_hour {
+        None => META_QUOTA_PER_WABA_HOUR as u32,
+        Some(v) => match u32::try_from(*v.get_ref()) {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                p.add(
+                    Some(v.span()),
+                    &k("quota_per_waba_hour"),
+                    format!("{} is not a quota", v.get_ref()),
+                    "use Meta's figure: 200 (calls per hour per app per WABA), or 5000 once the WABA has a registered number",
+                );
+                200
+            }
+        },
+    };
+    let quota_share = match raw.quota_share {
+        None => 0.5,
+        Some(v) if *v.get_ref() > 0.0 && *v.get_ref() <= 1.0 => *v.get_ref(),
+        Some(v) => {
+            p.add(
+                Some(v.span()),
+                &k("quota_share"),
+                format!("{} is not a share between 0 and 1", v.get_ref()),
+                "use e.g. 0.5 (half of Meta's quota, the default; other tools of yours share it)",
+            );
+            0.5
+        }
+    };
     if p.list.len() != before {
         return None;
     }
@@ -880,7 +929,54 @@ fn validate_meta(
         request_timeout,
         max_response_bytes,
         concurrency,
+        quota_per_waba_hour,
+        quota_share,
     })
+}
+
+/// Schedules suggested when the configured one is too dense for the quota budget.
+const FITTING_SCHEDULES: [(&str, u64); 7] = [
+    ("0 * * * * *", 60),
+    ("0 */2 * * * *", 30),
+    ("0 */5 * * * *", 12),
+    ("0 */10 * * * *", 6),
+    ("0 */15 * * * *", 4),
+    ("0 */30 * * * *", 2),
+    ("0 0 * * * *", 1),
+];
+
+/// Refuses a schedule that would make a source exceed its share of Meta's hourly quota per
+/// WABA (each cycle costs every WABA at least one call).
+fn check_budget(
+    daemon: &DaemonConfig,
+    meta: &[MetaSourceConfig],
+    schedule_span: Option<std::ops::Range<usize>>,
+    p: &mut Problems<'_>,
+) {
+    let per_hour = daemon.poll_schedule.max_cycles_per_hour(Utc::now());
+    for m in meta {
+        let budget = u64::from(m.waba_call_budget());
+        if per_hour > budget {
+            let fit = FITTING_SCHEDULES
+                .iter()
+                .find(|(_, n)| *n <= budget)
+                .map_or("0 0 * * * *", |(s, _)| s);
+            p.add(
+                schedule_span.clone(),
+                "daemon.poll_schedule",
+                format!(
+                    "\"{}\" runs up to {per_hour} cycles an hour, so source \"{}\" would make {per_hour} calls/hour per WABA, over its budget of {budget} ({}% of Meta's {}/h)",
+                    daemon.poll_schedule.expr,
+                    m.name,
+                    (m.quota_share * 100.0).round(),
+                    m.quota_per_waba_hour
+                ),
+                &format!(
+                    "poll at most {budget} times an hour, e.g. poll_schedule = \"{fit}\"; or raise quota_share / quota_per_waba_hour in [[meta]] if you know your quota is higher"
+                ),
+            );
+        }
+    }
 }
 
 fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Option<EmailConfig> {

@@ -61,6 +61,9 @@ name = "demo"
 graph_url = "{url}"
 api_version = "v24.0"
 access_token_file = "meta-token"
+# The simulated WABAs have a registered number, so Meta's quota is 5,000 calls/hour per WABA;
+# polling every 5 seconds (720/h) fits in the default half of it.
+quota_per_waba_hour = 5000
 businesses = {businesses:?}
 "#,
         url = sim.url(),
@@ -79,6 +82,10 @@ businesses = {businesses:?}
     println!("  simulated Graph API: {} (loopback only)", sim.url());
     println!("  config:   {}", config_path.display());
     println!("  database: {}", cfg.daemon.database.display());
+    println!(
+        "  metrics:  http://{}/metrics   status API: http://{}/api/accounts",
+        cfg.daemon.listen, cfg.daemon.listen
+    );
     println!("  The simulated fleet changes every few seconds; each change is logged below.");
     println!(
         "  In another terminal:  waba-monitor --config {} status   (or history)",

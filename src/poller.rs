@@ -83,7 +83,12 @@ pub struct Poller {
     /// Woken after a cycle queued email, so delivery does not wait for its next tick.
     mail_wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
+
+/// Where "now" comes from: the wall clock in production, a simulated one in the quota
+/// benchmark.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl Poller {
     /// Builds the sources of a config; reads their tokens now, so a missing token is an error
@@ -106,7 +111,21 @@ impl Poller {
             email: cfg.email.clone(),
             mail_wake: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::new()),
+            clock: Arc::new(Utc::now),
         })
+    }
+
+    /// Replaces the clock the quota governor reads (simulations only).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// Calls charged to a WABA (or business / number id) by `source` over the last hour.
+    pub fn calls_last_hour(&self, source: &str, key: &str) -> u32 {
+        self.sources
+            .iter()
+            .find(|s| s.name() == source)
+            .map_or(0, |s| s.calls_last_hour(key))
     }
 
     /// The metrics this poller updates (shared with the HTTP surface and the delivery worker).
@@ -235,7 +254,7 @@ impl Poller {
             }
         };
         let t0 = std::time::Instant::now();
-        let poll = source.poll().await;
+        let poll = source.poll((self.clock)()).await;
         let elapsed = t0.elapsed();
         log_poll(&poll);
         self.record_poll_metrics(source, &poll, elapsed);

@@ -19,7 +19,17 @@ use serde_json::Value;
 use super::graph::client::{MAX_BATCH, MAX_PAGES};
 use super::graph::parse::{self, Anomalies};
 use super::graph::{GraphClient, GraphError, NodeRequest};
-use super::{ObjectKind, SourcePoll, TargetFailure};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::budget::Governor;
+use super::graph::usage::UsageSnapshot;
+use super::{Deferred, ObjectKind, SourcePoll, TargetFailure};
 use crate::config::{ApiVersion, MetaSourceConfig};
 use crate::model::{PhoneObservation, WabaObservation};
 
@@ -68,15 +78,149 @@ pub struct MetaSource {
     pub cfg: MetaSourceConfig,
     client: GraphClient,
     fields: FieldSets,
+    governor: Mutex<Governor>,
+    /// Fingerprint of a token Meta rejected (190): not used again until it changes.
+    rejected_token: Mutex<Option<u64>>,
+    /// WABA of each number seen under one, so a singly configured number is charged to its
+    /// WABA's quota.
+    phone_waba: Mutex<HashMap<String, String>>,
+}
+
+fn fingerprint(token: &SecretString) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    token.expose_secret().hash(&mut h);
+    h.finish()
+}
+
+/// A throttling hint from Meta: `Retry-After`, else the usage header's regain time (minutes).
+fn throttle_hint(e: &GraphError, usage: &UsageSnapshot, key: &str) -> Option<Duration> {
+    if let GraphError::Api {
+        retry_after: Some(d),
+        ..
+    } = e
+    {
+        return Some(*d);
+    }
+    usage
+        .business
+        .get(key)
+        .and_then(|m| m.get("estimated_time_to_regain_access"))
+        .filter(|m| **m > 0.0)
+        .map(|m| Duration::from_secs_f64(m * 60.0))
+}
+
+/// App-wide throttling codes (the whole source pauses); the others pause one WABA.
+fn is_app_throttle(e: &GraphError) -> bool {
+    matches!(e.code(), Some(4 | 17))
+}
+
+fn max_usage(m: &std::collections::BTreeMap<String, f64>) -> Option<f64> {
+    ["call_count", "total_cputime", "total_time"]
+        .iter()
+        .filter_map(|k| m.get(*k).copied())
+        .reduce(f64::max)
 }
 
 impl MetaSource {
     pub fn new(cfg: MetaSourceConfig, client: GraphClient) -> MetaSource {
         let fields = FieldSets::for_version(cfg.api_version);
+        let budget = cfg.waba_call_budget();
         MetaSource {
             cfg,
             client,
             fields,
+            governor: Mutex::new(Governor::new(budget)),
+            rejected_token: Mutex::new(None),
+            phone_waba: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Calls charged to `key` (a WABA, business or number id) in the last hour.
+    pub fn calls_last_hour(&self, key: &str) -> u32 {
+        self.governor.lock().map(|g| g.used(key)).unwrap_or(0)
+    }
+
+    /// Re-reads the token; refuses one Meta already rejected. `Err` carries the failure to
+    /// report instead of polling.
+    fn ready_token(&self) -> Result<(), GraphError> {
+        let token = self.cfg.token.load().map_err(|e| GraphError::Api {
+            class: super::graph::ErrorClass::Auth,
+            http_status: 0,
+            code: None,
+            subcode: None,
+            message: format!("could not read the access token: {e}"),
+            fbtrace_id: None,
+            retry_after: None,
+        })?;
+        let fp = fingerprint(&token);
+        let rejected = self.rejected_token.lock().map(|r| *r).unwrap_or(None);
+        if rejected == Some(fp) {
+            return Err(GraphError::Api {
+                class: super::graph::ErrorClass::Auth,
+                http_status: 0,
+                code: Some(190),
+                subcode: None,
+                message: "Meta rejected this access token; not polling with it again until it changes (replace the token file or variable and reload)".into(),
+                fbtrace_id: None,
+                retry_after: None,
+            });
+        }
+        self.client.set_token(token);
+        Ok(())
+    }
+
+    fn key_of_phone(&self, id: &str) -> String {
+        self.phone_waba
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).cloned())
+            .unwrap_or_else(|| id.to_owned())
+    }
+
+    /// After a poll: pause what Meta throttled, mark what answered as recovered, remember a
+    /// rejected token, learn which WABA each number is on.
+    fn settle(&self, out: &SourcePoll, now: DateTime<Utc>) {
+        let usage = self.client.usage();
+        if let Ok(mut g) = self.governor.lock() {
+            let mut app_throttled = false;
+            for f in &out.failures {
+                if f.error.class() != super::graph::ErrorClass::RateLimited {
+                    continue;
+                }
+                let key = match f.kind {
+                    ObjectKind::PhoneNumber => self.key_of_phone(&f.id),
+                    _ => f.id.clone(),
+                };
+                let hint = throttle_hint(&f.error, &usage, &key);
+                if is_app_throttle(&f.error) {
+                    app_throttled = true;
+                    let until = g.pause_source(hint, now);
+                    tracing::warn!(code = ?f.error.code(), until = %crate::timefmt::rfc3339(until), "Meta throttles the app: this source pauses");
+                } else {
+                    let until = g.pause(&key, hint, now);
+                    tracing::warn!(key = %key, code = ?f.error.code(), until = %crate::timefmt::rfc3339(until), "Meta throttles this WABA: it pauses, the others go on");
+                }
+            }
+            if !app_throttled && !out.wabas.is_empty() {
+                g.source_recovered();
+            }
+            for w in &out.wabas {
+                g.recovered(&w.id);
+            }
+        }
+        if out.failures.iter().any(|f| {
+            f.error.class() == super::graph::ErrorClass::Auth && f.error.code() == Some(190)
+        }) && let Ok(token) = self.cfg.token.load()
+            && let Ok(mut r) = self.rejected_token.lock()
+        {
+            *r = Some(fingerprint(&token));
+        }
+        if let Ok(mut m) = self.phone_waba.lock() {
+            for p in &out.phones {
+                if let Some(w) = &p.waba_id {
+                    m.insert(p.id.clone(), w.clone());
+                }
+            }
         }
     }
 
@@ -102,20 +246,116 @@ impl MetaSource {
             .ok_or_else(|| GraphError::Malformed("answer without an id".into()))
     }
 
-    /// One poll of every target of this source. Never fails as a whole: what could not be read
-    /// is listed in `failures`.
-    pub async fn poll(&self) -> SourcePoll {
-        let calls_before = self.client.counters().calls.load(Ordering::Relaxed);
-        let requests_before = self.client.counters().requests.load(Ordering::Relaxed);
+    /// One poll of every target of this source at `now`. Never fails as a whole: what could
+    /// not be read is listed in `failures`, what the quota governor held back in `deferred`.
+    pub async fn poll(&self, now: DateTime<Utc>) -> SourcePoll {
         let mut out = SourcePoll {
             source: self.cfg.name.clone(),
             ..SourcePoll::default()
         };
+        if let Err(error) = self.ready_token() {
+            out.failures.push(TargetFailure {
+                kind: ObjectKind::Source,
+                id: self.cfg.name.clone(),
+                error,
+            });
+            return out;
+        }
+        let usage = self.client.usage();
+        let app_usage = max_usage(&usage.app);
+        let business_usage = |key: &str| usage.business.get(key).and_then(max_usage);
+
+        // What this cycle may ask for.
+        let (businesses, wabas, phones) = {
+            let Ok(mut g) = self.governor.lock() else {
+                return out;
+            };
+            g.begin_cycle(now);
+            if let Err(why) = g.source_check(now, app_usage) {
+                let all = self
+                    .cfg
+                    .businesses
+                    .iter()
+                    .map(|b| (ObjectKind::Business, b))
+                    .chain(self.cfg.wabas.iter().map(|w| (ObjectKind::Waba, w)))
+                    .chain(
+                        self.cfg
+                            .phone_numbers
+                            .iter()
+                            .map(|p| (ObjectKind::PhoneNumber, p)),
+                    );
+                for (kind, id) in all {
+                    out.deferred.push(Deferred {
+                        kind,
+                        id: id.clone(),
+                        reason: why,
+                    });
+                }
+                return out;
+            }
+            let mut admit = |kind: ObjectKind, id: &String, key: String| -> bool {
+                match g.check(&key, 1, now, business_usage(&key)) {
+                    Ok(()) => {
+                        g.charge(&key, 1, now);
+                        true
+                    }
+                    Err(reason) => {
+                        out.deferred.push(Deferred {
+                            kind,
+                            id: id.clone(),
+                            reason,
+                        });
+                        false
+                    }
+                }
+            };
+            let businesses: Vec<String> = self
+                .cfg
+                .businesses
+                .iter()
+                .filter(|b| admit(ObjectKind::Business, b, (*b).clone()))
+                .cloned()
+                .collect();
+            let wabas: Vec<String> = self
+                .cfg
+                .wabas
+                .iter()
+                .filter(|w| admit(ObjectKind::Waba, w, (*w).clone()))
+                .cloned()
+                .collect();
+            let phones: Vec<String> = self
+                .cfg
+                .phone_numbers
+                .iter()
+                .filter(|p| admit(ObjectKind::PhoneNumber, p, self.key_of_phone(p)))
+                .cloned()
+                .collect();
+            (businesses, wabas, phones)
+        };
+
+        let calls_before = self.client.counters().calls.load(Ordering::Relaxed);
+        let requests_before = self.client.counters().requests.load(Ordering::Relaxed);
+        self.fetch(&businesses, &wabas, &phones, &mut out).await;
+        out.calls = self.client.counters().calls.load(Ordering::Relaxed) - calls_before;
+        out.requests = self.client.counters().requests.load(Ordering::Relaxed) - requests_before;
+        self.settle(&out, now);
+        out
+    }
+
+    async fn fetch(
+        &self,
+        businesses: &[String],
+        wabas_to_read: &[String],
+        phones_to_read: &[String],
+        out: &mut SourcePoll,
+    ) {
         let mut an = Anomalies::default();
+        let out_ref = out;
+        let mut out = std::mem::take(out_ref);
 
         // 1. Businesses, concurrently.
         let mut fetches: Vec<BoxFuture<'_, (String, Result<Value, GraphError>)>> = Vec::new();
-        for b in &self.cfg.businesses {
+        for b in businesses {
             let req = NodeRequest {
                 id: b.clone(),
                 fields: self.fields.business.clone(),
@@ -145,9 +385,7 @@ impl MetaSource {
         // `concurrency` batches so that only one wave of answers is held in memory at a time:
         // each answer is turned into observations and dropped before the next wave.
         let seen: BTreeSet<String> = out.wabas.iter().map(|w| w.id.clone()).collect();
-        let wabas: Vec<NodeRequest> = self
-            .cfg
-            .wabas
+        let wabas: Vec<NodeRequest> = wabas_to_read
             .iter()
             .filter(|w| !seen.contains(*w))
             .map(|w| NodeRequest {
@@ -171,9 +409,7 @@ impl MetaSource {
 
         // 3. Configured single numbers not already seen under a WABA.
         let seen: BTreeSet<String> = out.phones.iter().map(|p| p.id.clone()).collect();
-        let phones: Vec<NodeRequest> = self
-            .cfg
-            .phone_numbers
+        let phones: Vec<NodeRequest> = phones_to_read
             .iter()
             .filter(|p| !seen.contains(*p))
             .map(|p| NodeRequest {
@@ -200,9 +436,7 @@ impl MetaSource {
         }
 
         out.anomalies = an.0;
-        out.calls = self.client.counters().calls.load(Ordering::Relaxed) - calls_before;
-        out.requests = self.client.counters().requests.load(Ordering::Relaxed) - requests_before;
-        out
+        *out_ref = out;
     }
 
     /// Items fetched per wave: as many full batches as may be in flight at once.

@@ -1,6 +1,7 @@
 //! Sources: the remote APIs that report numbers and WABAs. Each turns one poll into a
 //! [`SourcePoll`] of normalised observations; nothing here writes to the database.
 
+pub mod budget;
 pub mod graph;
 pub mod meta;
 
@@ -13,6 +14,8 @@ use graph::parse::Anomaly;
 /// Which object a failure concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
+    /// The source as a whole (its token).
+    Source,
     Business,
     Waba,
     PhoneNumber,
@@ -21,6 +24,7 @@ pub enum ObjectKind {
 impl ObjectKind {
     pub fn as_str(self) -> &'static str {
         match self {
+            ObjectKind::Source => "source",
             ObjectKind::Business => "business",
             ObjectKind::Waba => "waba",
             ObjectKind::PhoneNumber => "phone_number",
@@ -36,6 +40,14 @@ pub struct TargetFailure {
     pub error: GraphError,
 }
 
+/// A target the quota governor held back this cycle (not a failure).
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    pub kind: ObjectKind,
+    pub id: String,
+    pub reason: budget::Defer,
+}
+
 /// Everything one source saw in one poll.
 #[derive(Debug, Default)]
 pub struct SourcePoll {
@@ -48,6 +60,8 @@ pub struct SourcePoll {
     /// Businesses whose WABA listings were read to the end without error.
     pub complete_businesses: BTreeSet<String>,
     pub failures: Vec<TargetFailure>,
+    /// Held back by the quota governor: not read, not failed.
+    pub deferred: Vec<Deferred>,
     pub anomalies: Vec<Anomaly>,
     /// Graph calls as Meta counts them (batch items one each).
     pub calls: u64,

@@ -65,7 +65,7 @@ impl TestApp {
         }
         let config_path = dir.path().join("monitor.toml");
         let text = format!(
-            "[daemon]\ndatabase = \"monitor.db\"\nlisten = \"127.0.0.1:0\"\npoll_schedule = \"{schedule}\"\n\n[[meta]]\nname = \"main\"\ngraph_url = \"{}\"\napi_version = \"{api_version}\"\naccess_token_file = \"meta-token\"\nrequest_timeout = \"2s\"\n{targets}\n\n{extra}\n",
+            "[daemon]\ndatabase = \"monitor.db\"\nlisten = \"127.0.0.1:0\"\npoll_schedule = \"{schedule}\"\n\n[[meta]]\nname = \"main\"\ngraph_url = \"{}\"\napi_version = \"{api_version}\"\naccess_token_file = \"meta-token\"\nrequest_timeout = \"2s\"\nquota_per_waba_hour = 5000\nquota_share = 1.0\n{targets}\n\n{extra}\n",
             sim.url()
         );
         std::fs::write(&config_path, text).expect("config");

@@ -45,7 +45,7 @@ pub struct GraphClient {
     http: reqwest::Client,
     base: Url,
     version: ApiVersion,
-    token: SecretString,
+    token: Arc<std::sync::RwLock<SecretString>>,
     max_body: u64,
     timeout: Duration,
     retry: RetryPolicy,
@@ -87,7 +87,7 @@ impl GraphClient {
             http,
             base: cfg.graph_url.clone(),
             version: cfg.api_version,
-            token,
+            token: Arc::new(std::sync::RwLock::new(token)),
             max_body: cfg.max_response_bytes,
             timeout: cfg.request_timeout,
             retry,
@@ -107,6 +107,22 @@ impl GraphClient {
 
     pub fn concurrency(&self) -> usize {
         self.concurrency
+    }
+
+    /// Uses a new token from now on (re-read at every cycle, so a replaced token file takes
+    /// effect without a restart).
+    pub fn set_token(&self, token: SecretString) {
+        if let Ok(mut t) = self.token.write() {
+            *t = token;
+        }
+    }
+
+    /// The bearer value for one request. Read per request so a token swap applies at once.
+    fn bearer(&self) -> String {
+        self.token
+            .read()
+            .map(|t| t.expose_secret().to_owned())
+            .unwrap_or_default()
     }
 
     /// The latest usage percentages Meta reported.
@@ -179,7 +195,7 @@ impl GraphClient {
             let url = url.clone();
             async move {
                 self.counters.calls.fetch_add(1, Ordering::Relaxed);
-                let req = self.http.get(url).bearer_auth(self.token.expose_secret());
+                let req = self.http.get(url).bearer_auth(self.bearer());
                 self.send(req).await
             }
         };
@@ -327,7 +343,7 @@ impl GraphClient {
                 let req = self
                     .http
                     .post(url)
-                    .bearer_auth(self.token.expose_secret())
+                    .bearer_auth(self.bearer())
                     .form(&[("batch", batch_json.as_str()), ("include_headers", "false")]);
                 self.send(req).await
             }

@@ -101,7 +101,7 @@ impl Governor {
         if self.source_pause.is_some_and(|p| p.until > now) {
             return Err(Defer::Throttled);
         }
-        if app_usage.is_some_and(|u| u > SLOW_DOWN_AT) && self.cycle % 2 == 0 {
+        if app_usage.is_some_and(|u| u > SLOW_DOWN_AT) && self.cycle.is_multiple_of(2) {
             return Err(Defer::SlowDown);
         }
         Ok(())
@@ -118,7 +118,7 @@ impl Governor {
         if self.paused.get(key).is_some_and(|p| p.until > now) {
             return Err(Defer::Throttled);
         }
-        if usage.is_some_and(|u| u > SLOW_DOWN_AT) && self.cycle % 2 == 0 {
+        if usage.is_some_and(|u| u > SLOW_DOWN_AT) && self.cycle.is_multiple_of(2) {
             return Err(Defer::SlowDown);
         }
         if self.used(key) + calls > self.budget {

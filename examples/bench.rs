@@ -186,6 +186,7 @@ async fn bench(mode: &str) -> anyhow::Result<()> {
             poller: poller.clone(),
             api_token: None,
             ready_within: Duration::from_secs(600),
+            stale_after: 2,
         },
         shutdown,
     ));

@@ -367,6 +367,7 @@ pub fn report_json(r: &CycleReport) -> serde_json::Value {
             "calls": s.calls,
             "requests": s.requests,
             "anomalies": s.anomalies,
+            "deferred": s.deferred,
             "changes": s.changes.iter().map(|c| serde_json::json!({
                 "kind": c.kind.as_str(), "id": c.target_id, "field": c.field,
                 "old": c.old, "new": c.new,
@@ -388,13 +389,21 @@ fn print_report(r: &CycleReport) {
             s.outcome.as_str()
         };
         println!(
-            "source {}: {outcome}: {} WABA(s), {} number(s) read with {} Graph call(s) in {} request(s); {} change(s)",
+            "source {}: {outcome}: {} WABA(s), {} number(s) read with {} Graph call(s) in {} request(s); {} change(s){}",
             s.source,
             s.wabas,
             s.phones,
             s.calls,
             s.requests,
-            s.changes.len()
+            s.changes.len(),
+            if s.deferred > 0 {
+                format!(
+                    "; {} target(s) held back to stay inside Meta's quota",
+                    s.deferred
+                )
+            } else {
+                String::new()
+            }
         );
         for c in &s.changes {
             println!(
@@ -441,7 +450,8 @@ async fn cmd_status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCo
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let entries = store.status().await?;
+    let stale_after = Config::load(path).map_or(2, |c| c.daemon.stale_after);
+    let entries = store.status_with(true, stale_after).await?;
     store.close().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
@@ -460,7 +470,13 @@ async fn cmd_status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCo
             "waba" => e.account_review_status.clone(),
             _ => e.status.clone(),
         };
-        let gone = if e.present { "" } else { " (gone)" };
+        let gone = if !e.present {
+            " (gone)"
+        } else if e.stale {
+            " (stale: not read by the latest polls)"
+        } else {
+            ""
+        };
         println!(
             "{:<13} {:<17} {:<18} {:<24} {:<8} {:<13} {:<15} {:<10} {}{gone}",
             e.kind,

@@ -74,6 +74,7 @@ struct RawDaemon {
     log_format: Option<Spanned<String>>,
     api_token_env: Option<Spanned<String>>,
     api_token_file: Option<Spanned<String>>,
+    stale_after: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +170,8 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     /// Bearer token required on `/api/*` (mandatory when `listen` is not loopback).
     pub api_token: Option<SecretSource>,
+    /// A target not read by this many consecutive polls of its source is shown as stale.
+    pub stale_after: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -535,6 +538,7 @@ fn validate_daemon(
         log_format: None,
         api_token_env: None,
         api_token_file: None,
+        stale_after: None,
     });
     let database = match raw.database {
         Some(d) if d.get_ref().trim().is_empty() => {
@@ -652,6 +656,21 @@ fn validate_daemon(
             "set api_token_env (or api_token_file) in [daemon] so /api/* requires `Authorization: Bearer <token>`, or listen on 127.0.0.1",
         );
     }
+    let stale_after = match raw.stale_after {
+        None => 2,
+        Some(v) => match u32::try_from(*v.get_ref()) {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                p.add(
+                    Some(v.span()),
+                    "daemon.stale_after",
+                    format!("{} is out of range", v.get_ref()),
+                    "use a number of polls from 1 to 1000 (default 2)",
+                );
+                2
+            }
+        },
+    };
     Some(DaemonConfig {
         database,
         listen,
@@ -660,6 +679,7 @@ fn validate_daemon(
         shutdown_grace,
         log_format,
         api_token,
+        stale_after,
     })
 }
 

@@ -91,6 +91,7 @@ pub async fn run_with_listener(
             poller: poller.clone(),
             api_token,
             ready_within: interval * 2 + cfg.daemon.cycle_timeout,
+            stale_after: cfg.daemon.stale_after,
         },
         shutdown.clone(),
     ));

@@ -42,6 +42,8 @@ pub struct SourceReport {
     pub wabas: usize,
     pub phones: usize,
     pub anomalies: usize,
+    /// Targets the quota governor held back this cycle.
+    pub deferred: usize,
     pub calls: u64,
     pub requests: u64,
     /// Set when the store could not record the poll (the poll then counts as failed).
@@ -84,6 +86,7 @@ pub struct Poller {
     mail_wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    stale_after: u32,
 }
 
 /// Where "now" comes from: the wall clock in production, a simulated one in the quota
@@ -112,6 +115,7 @@ impl Poller {
             mail_wake: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::new()),
             clock: Arc::new(Utc::now),
+            stale_after: cfg.daemon.stale_after,
         })
     }
 
@@ -135,7 +139,7 @@ impl Poller {
 
     /// Loads the per-target series from the database (at start, before the first cycle).
     pub async fn sync_metrics(&self) {
-        match self.store.status_with(false).await {
+        match self.store.status_with(false, self.stale_after).await {
             Ok(entries) => self.metrics.sync_targets(entries),
             Err(e) => tracing::warn!(error = %e, "could not read the state for metrics"),
         }
@@ -213,7 +217,6 @@ impl Poller {
                         })
                         .inc();
                 }
-                self.sync_metrics().await;
                 (reports, severities.len())
             }
             Err(e) => {
@@ -233,6 +236,8 @@ impl Poller {
         for (p, report) in polled.iter().zip(sources.iter_mut()) {
             self.finish(p, report).await;
         }
+        // After the runs are closed, so staleness counts this cycle's polls.
+        self.sync_metrics().await;
         if alerts > 0 {
             self.mail_wake.notify_one();
         }
@@ -278,6 +283,22 @@ impl Poller {
                 outcome: poll.outcome().as_str().to_owned(),
             })
             .inc();
+        for d in &poll.deferred {
+            m.poll_deferred
+                .get_or_create(&ReasonLabels {
+                    source: name.clone(),
+                    reason: d.reason.as_str().to_owned(),
+                })
+                .inc();
+        }
+        for a in &poll.anomalies {
+            m.answer_anomalies
+                .get_or_create(&ReasonLabels {
+                    source: name.clone(),
+                    reason: a.reason.to_owned(),
+                })
+                .inc();
+        }
         for f in &poll.failures {
             m.poll_failures
                 .get_or_create(&ReasonLabels {
@@ -435,6 +456,7 @@ impl SourceReport {
             wabas: poll.wabas.len(),
             phones: poll.phones.len(),
             anomalies: poll.anomalies.len(),
+            deferred: poll.deferred.len(),
             calls: poll.calls,
             requests: poll.requests,
             store_error: None,
@@ -501,6 +523,17 @@ fn log_poll(poll: &SourcePoll) {
             first_id = %first.id,
             first_error = %first.error,
             "poll incomplete: targets that failed keep their last known state"
+        );
+    }
+    if !poll.deferred.is_empty() {
+        let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+        for d in &poll.deferred {
+            *by_reason.entry(d.reason.as_str()).or_default() += 1;
+        }
+        tracing::info!(
+            deferred = poll.deferred.len(),
+            reasons = ?by_reason,
+            "targets held back to stay inside Meta's quota; they keep their last known state"
         );
     }
     if !poll.anomalies.is_empty() {

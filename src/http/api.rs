@@ -115,7 +115,7 @@ fn account(e: &StatusEntry) -> Value {
 }
 
 async fn list(State(s): State<AppState>) -> Response {
-    match s.store.status().await {
+    match s.store.status_with(true, s.stale_after).await {
         Ok(entries) => {
             let items: Vec<Value> = entries
                 .iter()
@@ -135,7 +135,7 @@ async fn list(State(s): State<AppState>) -> Response {
 }
 
 async fn find(s: &AppState, id: &str) -> Result<StatusEntry, Response> {
-    match s.store.phone(id).await {
+    match s.store.phone(id, s.stale_after).await {
         Ok(Some(e)) => Ok(e),
         Ok(None) => Err(error(
             StatusCode::NOT_FOUND,

@@ -34,6 +34,8 @@ pub struct AppState {
     pub api_token: Option<Arc<SecretString>>,
     /// Ready while the last cycle finished within this long.
     pub ready_within: Duration,
+    /// `[daemon] stale_after`.
+    pub stale_after: u32,
 }
 
 pub fn router(state: AppState) -> Router {

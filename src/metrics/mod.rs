@@ -72,6 +72,8 @@ pub struct Metrics {
     registry: Registry,
     pub poll_runs: Family<OutcomeLabels, Counter>,
     pub poll_failures: Family<ReasonLabels, Counter>,
+    pub poll_deferred: Family<ReasonLabels, Counter>,
+    pub answer_anomalies: Family<ReasonLabels, Counter>,
     pub poll_duration: Family<SourceLabels, Histogram>,
     pub last_success: Family<SourceLabels, FloatGauge>,
     pub last_cycle_finished: FloatGauge,
@@ -108,6 +110,8 @@ impl Metrics {
         let m = Metrics {
             poll_runs: Family::default(),
             poll_failures: Family::default(),
+            poll_deferred: Family::default(),
+            answer_anomalies: Family::default(),
             poll_duration: Family::new_with_constructor(|| {
                 Histogram::new([0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0])
             }),
@@ -144,6 +148,16 @@ impl Metrics {
             "poll_failures",
             "Targets that could not be read, by source and bounded reason",
             m.poll_failures.clone(),
+        );
+        registry.register(
+            "poll_deferred",
+            "Targets held back to stay inside Meta's quota, by source and reason (quota, throttled, slow_down)",
+            m.poll_deferred.clone(),
+        );
+        registry.register(
+            "answer_anomalies",
+            "Values in Meta's answers that were of the wrong type or unknown, by source and reason (wrong_type, unknown_value, missing_id)",
+            m.answer_anomalies.clone(),
         );
         registry.register(
             "poll_duration_seconds",

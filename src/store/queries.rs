@@ -67,12 +67,17 @@ fn effective_limit(business: &Option<String>, tier: &Option<String>) -> Option<S
 impl Store {
     /// Every WABA, then every number (grouped by WABA), present ones first.
     pub async fn status(&self) -> Result<Vec<StatusEntry>, StoreError> {
-        self.status_with(true).await
+        self.status_with(true, 1).await
     }
 
     /// [`Store::status`]; `health_detail: false` leaves `health_entities` out (cheaper, for
-    /// metrics, which export only the overall health).
-    pub async fn status_with(&self, health_detail: bool) -> Result<Vec<StatusEntry>, StoreError> {
+    /// metrics, which export only the overall health). A target is `stale` when the last
+    /// `stale_after` finished polls of its source did not read it.
+    pub async fn status_with(
+        &self,
+        health_detail: bool,
+        stale_after: u32,
+    ) -> Result<Vec<StatusEntry>, StoreError> {
         let wabas: Vec<WabaRow> = sqlx::query_as("SELECT * FROM wabas ORDER BY present DESC, id")
             .fetch_all(self.pool())
             .await?;
@@ -81,14 +86,19 @@ impl Store {
         )
         .fetch_all(self.pool())
         .await?;
-        // A target not read by its source's latest finished poll is stale.
-        let latest: std::collections::HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
-            "SELECT source, MAX(started_at) FROM poll_runs WHERE outcome != 'running' GROUP BY source",
-        )
-        .fetch_all(self.pool())
-        .await?
-        .into_iter()
-        .collect();
+        // The start of the `stale_after`-th latest finished poll of each source: a target last
+        // read before it was missed by that many polls in a row.
+        let latest: std::collections::HashMap<String, String> =
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT source, started_at FROM (SELECT source, started_at, \
+             ROW_NUMBER() OVER (PARTITION BY source ORDER BY id DESC) AS rn \
+             FROM poll_runs WHERE outcome != 'running') WHERE rn = ?1",
+            )
+            .bind(i64::from(stale_after.max(1)))
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .collect();
         let stale = |source: &str, polled: &str| {
             latest
                 .get(source)
@@ -218,9 +228,13 @@ impl Store {
     }
 
     /// One number's state, if known.
-    pub async fn phone(&self, id: &str) -> Result<Option<StatusEntry>, StoreError> {
+    pub async fn phone(
+        &self,
+        id: &str,
+        stale_after: u32,
+    ) -> Result<Option<StatusEntry>, StoreError> {
         Ok(self
-            .status()
+            .status_with(true, stale_after)
             .await?
             .into_iter()
             .find(|e| e.kind == "phone_number" && e.id == id))

@@ -7,6 +7,7 @@ mod daemon;
 mod faults;
 mod helpers;
 mod http;
+mod quota;
 mod smtp;
 
 use helpers::{TOKEN, TestApp, one_waba};

@@ -135,6 +135,10 @@ impl GraphClient {
         let business = headers
             .get("x-business-use-case-usage")
             .and_then(|v| v.to_str().ok());
+        self.record_usage_values(app, business);
+    }
+
+    fn record_usage_values(&self, app: Option<&str>, business: Option<&str>) {
         if app.is_none() && business.is_none() {
             return;
         }
@@ -344,7 +348,7 @@ impl GraphClient {
                     .http
                     .post(url)
                     .bearer_auth(self.bearer())
-                    .form(&[("batch", batch_json.as_str()), ("include_headers", "false")]);
+                    .form(&[("batch", batch_json.as_str()), ("include_headers", "true")]);
                 self.send(req).await
             }
         };
@@ -356,7 +360,7 @@ impl GraphClient {
         match answer {
             Err(e) => items.iter().map(|_| Err(e.clone())).collect(),
             Ok(Value::Array(arr)) if arr.len() == items.len() => {
-                arr.into_iter().map(parse_batch_item).collect()
+                arr.into_iter().map(|i| self.read_batch_item(i)).collect()
             }
             Ok(_) => items
                 .iter()
@@ -367,6 +371,37 @@ impl GraphClient {
                 })
                 .collect(),
         }
+    }
+}
+
+impl GraphClient {
+    /// Reads one batch item, taking the usage and `Retry-After` headers Meta attaches to it
+    /// (each item carries its own WABA's usage).
+    fn read_batch_item(&self, item: Value) -> Result<Value, GraphError> {
+        let header = |name: &str| -> Option<String> {
+            item.get("headers")?
+                .as_array()?
+                .iter()
+                .find(|h| {
+                    h.get("name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })?
+                .get("value")?
+                .as_str()
+                .map(str::to_owned)
+        };
+        let app = header("x-app-usage");
+        let business = header("x-business-use-case-usage");
+        self.record_usage_values(app.as_deref(), business.as_deref());
+        let retry = header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let mut res = parse_batch_item(item);
+        if let Err(GraphError::Api { retry_after, .. }) = &mut res {
+            *retry_after = retry;
+        }
+        res
     }
 }
 

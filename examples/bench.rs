@@ -183,7 +183,7 @@ async fn bench(mode: &str) -> anyhow::Result<()> {
             store: store.clone(),
             metrics: metrics.clone(),
             stats: Default::default(),
-            poller: poller.clone(),
+            poller: std::sync::Arc::new(std::sync::RwLock::new(poller.clone())),
             api_token: None,
             ready_within: Duration::from_secs(600),
             stale_after: 2,

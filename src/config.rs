@@ -75,6 +75,7 @@ struct RawDaemon {
     api_token_env: Option<Spanned<String>>,
     api_token_file: Option<Spanned<String>>,
     stale_after: Option<Spanned<i64>>,
+    retention: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +173,9 @@ pub struct DaemonConfig {
     pub api_token: Option<SecretSource>,
     /// A target not read by this many consecutive polls of its source is shown as stale.
     pub stale_after: u32,
+    /// History, poll records, delivered email and old alerts are pruned after this long; zero
+    /// keeps everything.
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -539,6 +543,7 @@ fn validate_daemon(
         api_token_env: None,
         api_token_file: None,
         stale_after: None,
+        retention: None,
     });
     let database = match raw.database {
         Some(d) if d.get_ref().trim().is_empty() => {
@@ -671,6 +676,24 @@ fn validate_daemon(
             }
         },
     };
+    let retention = duration_key(
+        raw.retention,
+        "daemon.retention",
+        Duration::from_secs(400 * 86_400),
+        Duration::ZERO,
+        p,
+    );
+    if !retention.is_zero() && retention < Duration::from_secs(86_400) {
+        p.add(
+            None,
+            "daemon.retention",
+            format!(
+                "{} would prune history younger than a day",
+                format_duration(retention)
+            ),
+            "keep at least \"1d\" (default \"400d\"), or \"0s\" to keep everything",
+        );
+    }
     Some(DaemonConfig {
         database,
         listen,
@@ -680,6 +703,7 @@ fn validate_daemon(
         log_format,
         api_token,
         stale_after,
+        retention,
     })
 }
 

@@ -9,11 +9,13 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::http;
+use crate::metrics::Metrics;
 use crate::notify::delivery::Deliverer;
 use crate::notify::mailer::Mailer;
-use crate::poller::{CycleReport, Poller};
+use crate::poller::{CycleReport, Poller, SharedPoller};
 use crate::retry::RetryPolicy;
 use crate::scheduler::{self, CycleStats, ShutdownSignal};
+use crate::service;
 use crate::store::Store;
 
 /// Knobs the CLI and tests set; production uses the defaults.
@@ -58,7 +60,7 @@ pub async fn run_with_listener(
     opts: RunOptions,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    on_cycle: impl FnMut(&CycleReport) + Send,
+    mut on_cycle: impl FnMut(&CycleReport) + Send,
 ) -> anyhow::Result<()> {
     let shutdown = ShutdownSignal::from_future(shutdown);
     let api_token = match &cfg.daemon.api_token {
@@ -70,52 +72,107 @@ pub async fn run_with_listener(
     let store = Store::open(&cfg.daemon.database)
         .await
         .context("could not open the database")?;
-    let poller = Arc::new(Poller::from_config(&cfg, store.clone(), opts.retry)?);
-    poller.sync_metrics().await;
+    let metrics = Arc::new(Metrics::new());
+    let first = Arc::new(Poller::from_config_with_metrics(
+        &cfg,
+        store.clone(),
+        opts.retry,
+        metrics.clone(),
+    )?);
+    first.sync_metrics().await;
+    let mail_wake = first.mail_wake();
+    let poller: SharedPoller = Arc::new(std::sync::RwLock::new(first.clone()));
     let stats = Arc::new(CycleStats::default());
     let addr = listener.local_addr().ok();
+    let targets = count_targets(&cfg);
     tracing::info!(
         database = %cfg.daemon.database.display(),
         schedule = %cfg.daemon.poll_schedule.expr,
         listen = ?addr,
-        sources = ?poller.source_names(),
+        sources = ?first.source_names(),
         "waba-monitor started"
     );
-    let interval = cfg.daemon.poll_schedule.min_interval(chrono::Utc::now());
+    let allowed = progress_window(&cfg);
     let http = tokio::spawn(http::serve(
         listener,
         http::AppState {
             store: store.clone(),
-            metrics: poller.metrics(),
+            metrics: metrics.clone(),
             stats: stats.clone(),
             poller: poller.clone(),
             api_token,
-            ready_within: interval * 2 + cfg.daemon.cycle_timeout,
+            ready_within: allowed,
             stale_after: cfg.daemon.stale_after,
         },
         shutdown.clone(),
     ));
-    let delivery = match &cfg.email {
-        Some(email) => {
-            let mailer = Mailer::new(email).context("could not set up email delivery")?;
-            let deliverer = Deliverer::new(store.clone(), mailer, email, opts.email_backoff)
-                .with_metrics(poller.metrics());
-            Some(tokio::spawn(deliverer.run(
-                poller.mail_wake(),
-                shutdown.clone(),
-                opts.delivery_tick,
-            )))
-        }
-        None => {
-            tracing::warn!("no [email] section: alerts are logged and recorded, not emailed");
-            None
-        }
+    let mut delivery = Delivery::start(&cfg, &store, &opts, &metrics, &mail_wake, &shutdown)?;
+    let watchdog = tokio::spawn(service::watchdog(stats.clone(), allowed, shutdown.clone()));
+    let pruning = tokio::spawn(prune_loop(
+        store.clone(),
+        cfg.daemon.retention,
+        shutdown.clone(),
+    ));
+
+    // SIGHUP: re-read the config and secret files; a bad config keeps the old one running.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (swapped_tx, mut swapped_rx) = tokio::sync::mpsc::unbounded_channel::<Config>();
+    let reloader = tokio::spawn(reload_loop(
+        cfg.path.clone(),
+        cfg.clone(),
+        store.clone(),
+        opts.clone(),
+        metrics.clone(),
+        poller.clone(),
+        reload_tx,
+        swapped_tx,
+        shutdown.clone(),
+    ));
+    let delivery_task = {
+        let store = store.clone();
+        let opts = opts.clone();
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        let wake = mail_wake.clone();
+        tokio::spawn(async move {
+            // Email settings that changed on reload get a fresh delivery worker.
+            while let Some(new_cfg) = swapped_rx.recv().await {
+                if delivery.config_changed(&new_cfg) {
+                    delivery.stop().await;
+                    match Delivery::start(&new_cfg, &store, &opts, &metrics, &wake, &shutdown) {
+                        Ok(d) => delivery = d,
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "email delivery could not be restarted with the new config")
+                        }
+                    }
+                }
+            }
+            delivery
+        })
     };
+
+    service::ready(&format!(
+        "polling {targets} configured target(s); first cycle running"
+    ));
     let grace = cfg.daemon.shutdown_grace;
-    let result = scheduler::run(poller, cfg.daemon.clone(), stats, shutdown, on_cycle).await;
-    if let Some(handle) = delivery {
+    let result = scheduler::run(
+        poller.clone(),
+        cfg.daemon.clone(),
+        reload_rx,
+        stats,
+        shutdown,
+        |report| {
+            service::status(&status_line(report));
+            on_cycle(report);
+        },
+    )
+    .await;
+    service::stopping();
+    reloader.abort();
+    let delivery = delivery_task.await.ok();
+    if let Some(d) = delivery {
         // The send in progress finishes; unsent rows stay queued for the next start.
-        if tokio::time::timeout(grace, handle).await.is_err() {
+        if tokio::time::timeout(grace, d.join()).await.is_err() {
             tracing::warn!(
                 "email delivery did not stop within the shutdown grace; queued mail stays in the outbox"
             );
@@ -126,9 +183,225 @@ pub async fn run_with_listener(
         Err(_) => tracing::warn!("HTTP server did not stop within the shutdown grace"),
         _ => {}
     }
+    watchdog.abort();
+    pruning.abort();
     store.close().await;
     tracing::info!("waba-monitor stopped");
     result
+}
+
+/// Targets listed in the config (businesses expand to more).
+fn count_targets(cfg: &Config) -> usize {
+    cfg.meta
+        .iter()
+        .map(|m| m.businesses.len() + m.wabas.len() + m.phone_numbers.len())
+        .sum()
+}
+
+/// How long without a finished cycle still counts as progress: two schedule intervals plus a
+/// cycle's timeout. Used for /readyz and the systemd watchdog.
+fn progress_window(cfg: &Config) -> Duration {
+    let interval = cfg.daemon.poll_schedule.min_interval(chrono::Utc::now());
+    interval * 2 + cfg.daemon.cycle_timeout
+}
+
+/// The one-line STATUS= for systemd.
+fn status_line(r: &CycleReport) -> String {
+    let numbers: usize = r.sources.iter().map(|s| s.phones).sum();
+    let wabas: usize = r.sources.iter().map(|s| s.wabas).sum();
+    let failed = r
+        .sources
+        .iter()
+        .filter(|s| s.outcome != crate::sources::PollOutcome::Ok || s.store_error.is_some())
+        .count();
+    format!(
+        "polling {numbers} numbers in {wabas} WABAs, last cycle {} {}",
+        r.finished_at.format("%H:%M:%S"),
+        if failed == 0 {
+            "ok".to_owned()
+        } else {
+            format!("with {failed} source(s) failing")
+        }
+    )
+}
+
+/// The delivery worker and how to stop it alone (on a reload that changes `[email]`).
+struct Delivery {
+    email: Option<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Delivery {
+    fn start(
+        cfg: &Config,
+        store: &Store,
+        opts: &RunOptions,
+        metrics: &Arc<Metrics>,
+        wake: &Arc<tokio::sync::Notify>,
+        shutdown: &ShutdownSignal,
+    ) -> anyhow::Result<Delivery> {
+        let Some(email) = &cfg.email else {
+            tracing::warn!("no [email] section: alerts are logged and recorded, not emailed");
+            return Ok(Delivery {
+                email: None,
+                stop: None,
+                handle: None,
+            });
+        };
+        let mailer = Mailer::new(email).context("could not set up email delivery")?;
+        let deliverer = Deliverer::new(store.clone(), mailer, email, opts.email_backoff)
+            .with_metrics(metrics.clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut global = shutdown.clone();
+        let own = ShutdownSignal::from_future(async move {
+            tokio::select! {
+                _ = global.wait() => {}
+                _ = stop_rx => {}
+            }
+        });
+        let handle = tokio::spawn(deliverer.run(wake.clone(), own, opts.delivery_tick));
+        Ok(Delivery {
+            email: Some(format!("{email:?}")),
+            stop: Some(stop_tx),
+            handle: Some(handle),
+        })
+    }
+
+    fn config_changed(&self, cfg: &Config) -> bool {
+        self.email != cfg.email.as_ref().map(|e| format!("{e:?}"))
+    }
+
+    async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+
+    async fn join(mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+/// Waits for SIGHUP and swaps in a poller built from the re-read config.
+#[allow(clippy::too_many_arguments)]
+async fn reload_loop(
+    path: std::path::PathBuf,
+    mut current_cfg: Config,
+    store: Store,
+    opts: RunOptions,
+    metrics: Arc<Metrics>,
+    poller: SharedPoller,
+    to_scheduler: tokio::sync::mpsc::UnboundedSender<crate::config::DaemonConfig>,
+    to_delivery: tokio::sync::mpsc::UnboundedSender<Config>,
+    mut shutdown: ShutdownSignal,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("could not listen for SIGHUP: reload needs a restart");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+            match reload(&path, &current_cfg, &store, &opts, &metrics).await {
+                Ok((cfg, new_poller)) => {
+                    if let Ok(mut p) = poller.write() {
+                        *p = new_poller;
+                    }
+                    let _ = to_scheduler.send(cfg.daemon.clone());
+                    let _ = to_delivery.send(cfg.clone());
+                    metrics.config_reload_ok.set(1);
+                    tracing::info!("configuration reloaded");
+                    current_cfg = cfg;
+                }
+                Err(e) => {
+                    metrics.config_reload_ok.set(0);
+                    tracing::error!(
+                        error = %format!("{e:#}"),
+                        "the new configuration was rejected; the previous one stays in force"
+                    );
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (
+            path,
+            current_cfg,
+            store,
+            opts,
+            metrics,
+            poller,
+            to_scheduler,
+            to_delivery,
+        );
+        shutdown.wait().await;
+    }
+}
+
+async fn reload(
+    path: &std::path::Path,
+    old: &Config,
+    store: &Store,
+    opts: &RunOptions,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Config, Arc<Poller>)> {
+    let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (what, changed) in [
+        ("database", cfg.daemon.database != old.daemon.database),
+        ("listen", cfg.daemon.listen != old.daemon.listen),
+    ] {
+        if changed {
+            tracing::warn!(key = what, "this setting changes only at the next restart");
+        }
+    }
+    if let Some(email) = &cfg.email {
+        Mailer::new(email).context("the new [email] settings do not work")?;
+    }
+    let new = Poller::from_config_with_metrics(&cfg, store.clone(), opts.retry, metrics.clone())?;
+    Ok((cfg, Arc::new(new)))
+}
+
+/// Prunes history older than `retention` in small batches, hourly, off the poll path.
+async fn prune_loop(store: Store, retention: Duration, mut shutdown: ShutdownSignal) {
+    if retention.is_zero() {
+        return;
+    }
+    loop {
+        let before = chrono::Utc::now()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(400));
+        let mut total = 0;
+        loop {
+            match store.prune_batch(before, 1_000).await {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning old history failed; will try again");
+                    break;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        if total > 0 {
+            tracing::info!(rows = total, "pruned records older than the retention");
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -19,6 +19,7 @@ pub mod poller;
 pub mod retry;
 pub mod scheduler;
 pub mod secrets;
+pub mod service;
 pub mod sim;
 pub mod sources;
 pub mod store;

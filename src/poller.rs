@@ -89,6 +89,17 @@ pub struct Poller {
     stale_after: u32,
 }
 
+/// The poller in force; SIGHUP swaps in one built from the new config.
+pub type SharedPoller = Arc<std::sync::RwLock<Arc<Poller>>>;
+
+/// The current poller of a [`SharedPoller`].
+pub fn current(p: &SharedPoller) -> Arc<Poller> {
+    match p.read() {
+        Ok(g) => g.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
 /// Where "now" comes from: the wall clock in production, a simulated one in the quota
 /// benchmark.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -97,6 +108,16 @@ impl Poller {
     /// Builds the sources of a config; reads their tokens now, so a missing token is an error
     /// at start, not a failure at the first poll.
     pub fn from_config(cfg: &Config, store: Store, retry: RetryPolicy) -> anyhow::Result<Poller> {
+        Self::from_config_with_metrics(cfg, store, retry, Arc::new(Metrics::new()))
+    }
+
+    /// [`Poller::from_config`] keeping existing metrics (a reload must not reset counters).
+    pub fn from_config_with_metrics(
+        cfg: &Config,
+        store: Store,
+        retry: RetryPolicy,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Poller> {
         let mut sources = Vec::new();
         for m in &cfg.meta {
             let token = m.token.load().with_context(|| {
@@ -113,7 +134,7 @@ impl Poller {
             alerts: cfg.alerts.clone(),
             email: cfg.email.clone(),
             mail_wake: Arc::new(Notify::new()),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             clock: Arc::new(Utc::now),
             stale_after: cfg.daemon.stale_after,
         })

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::config::DaemonConfig;
-use crate::poller::{CycleReport, Poller};
+use crate::poller::{CycleReport, SharedPoller, current};
 
 /// Progress counters, read by the daemon's status line (and later metrics and the watchdog).
 #[derive(Debug, Default)]
@@ -54,8 +54,9 @@ impl ShutdownSignal {
 
 /// Runs the schedule until `shutdown`; calls `on_cycle` after every cycle.
 pub async fn run(
-    poller: Arc<Poller>,
-    cfg: DaemonConfig,
+    poller: SharedPoller,
+    mut cfg: DaemonConfig,
+    mut reload: mpsc::UnboundedReceiver<DaemonConfig>,
     stats: Arc<CycleStats>,
     mut shutdown: ShutdownSignal,
     mut on_cycle: impl FnMut(&CycleReport) + Send,
@@ -64,18 +65,7 @@ pub async fn run(
     let mut sched = JobScheduler::new()
         .await
         .context("could not start the scheduler")?;
-    let job_tx = tick_tx.clone();
-    let job_stats = stats.clone();
-    let job = Job::new_async(cfg.poll_schedule.expr.as_str(), move |_id, _lock| {
-        let tx = job_tx.clone();
-        let stats = job_stats.clone();
-        Box::pin(async move {
-            stats.ticks.fetch_add(1, Ordering::Relaxed);
-            offer_tick(&tx, &stats);
-        })
-    })
-    .context("could not create the poll job")?;
-    sched.add(job).await.context("could not add the poll job")?;
+    let mut job_id = add_job(&sched, &cfg.poll_schedule.expr, &tick_tx, &stats).await?;
     sched
         .start()
         .await
@@ -86,9 +76,22 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
+            Some(new) = reload.recv() => {
+                // A reloaded config: a new schedule replaces the cron job (the poller itself
+                // was already swapped by the daemon).
+                if new.poll_schedule.expr != cfg.poll_schedule.expr {
+                    if let Err(e) = sched.remove(&job_id).await {
+                        tracing::warn!(error = %e, "could not remove the old poll job");
+                    }
+                    job_id = add_job(&sched, &new.poll_schedule.expr, &tick_tx, &stats).await?;
+                    tracing::info!(schedule = %new.poll_schedule.expr, "poll schedule changed");
+                }
+                cfg = new;
+            }
             tick = tick_rx.recv() => {
                 if tick.is_none() { break; }
                 stats.cycles_started.fetch_add(1, Ordering::Relaxed);
+                let poller = current(&poller);
                 let cycle = tokio::time::timeout(cfg.cycle_timeout, poller.poll_once());
                 tokio::pin!(cycle);
                 let finished = tokio::select! {
@@ -125,6 +128,28 @@ pub async fn run(
         tracing::warn!(error = %e, "scheduler did not shut down cleanly");
     }
     Ok(())
+}
+
+/// Adds the cron job that offers ticks. Cron jobs only: tokio-cron-scheduler's repeated jobs
+/// can stop firing for good under load (upstream issue #113).
+async fn add_job(
+    sched: &JobScheduler,
+    expr: &str,
+    tick_tx: &mpsc::Sender<()>,
+    stats: &Arc<CycleStats>,
+) -> anyhow::Result<uuid::Uuid> {
+    let job_tx = tick_tx.clone();
+    let job_stats = stats.clone();
+    let job = Job::new_async(expr, move |_id, _lock| {
+        let tx = job_tx.clone();
+        let stats = job_stats.clone();
+        Box::pin(async move {
+            stats.ticks.fetch_add(1, Ordering::Relaxed);
+            offer_tick(&tx, &stats);
+        })
+    })
+    .context("could not create the poll job")?;
+    sched.add(job).await.context("could not add the poll job")
 }
 
 fn offer_tick(tx: &mpsc::Sender<()>, stats: &CycleStats) {

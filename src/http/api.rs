@@ -197,7 +197,8 @@ async fn test(State(s): State<AppState>, Path(id): Path<String>) -> Response {
         Ok(e) => e,
         Err(r) => return r,
     };
-    match s.poller.read_number(&id, &entry.source).await {
+    let poller = crate::poller::current(&s.poller);
+    match poller.read_number(&id, &entry.source).await {
         None => error(
             StatusCode::NOT_FOUND,
             &format!(

@@ -18,7 +18,7 @@ use axum::routing::get;
 use secrecy::SecretString;
 
 use crate::metrics::{CONTENT_TYPE, Metrics};
-use crate::poller::Poller;
+use crate::poller::SharedPoller;
 use crate::scheduler::{CycleStats, ShutdownSignal};
 use crate::store::Store;
 use crate::timefmt::parse_rfc3339;
@@ -29,7 +29,7 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub stats: Arc<CycleStats>,
-    pub poller: Arc<Poller>,
+    pub poller: SharedPoller,
     /// Required as `Authorization: Bearer` on `/api/*` when set.
     pub api_token: Option<Arc<SecretString>>,
     /// Ready while the last cycle finished within this long.

@@ -240,6 +240,51 @@ impl Store {
             .find(|e| e.kind == "phone_number" && e.id == id))
     }
 
+    /// Deletes at most `batch` rows older than `before` from the history and, with them, old
+    /// poll records, digested alerts and finished outbox rows. Small batches in short
+    /// transactions, so pruning never holds the write lock long. Returns rows deleted.
+    pub async fn prune_batch(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
+        let cutoff = rfc3339(before);
+        let mut deleted = 0;
+        for sql in [
+            "DELETE FROM history WHERE seq IN (SELECT seq FROM history WHERE observed_at < ?1 ORDER BY seq LIMIT ?2)",
+            "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE digested = 1 AND created_at < ?1 ORDER BY id LIMIT ?2)",
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state != 'pending' AND created_at < ?1 ORDER BY id LIMIT ?2)",
+            // Poll records are referenced by history rows; delete only unreferenced ones.
+            "DELETE FROM poll_runs WHERE id IN (SELECT id FROM poll_runs WHERE started_at < ?1 \
+             AND outcome != 'running' AND NOT EXISTS (SELECT 1 FROM history h WHERE h.poll_run_id = poll_runs.id) \
+             ORDER BY id LIMIT ?2)",
+        ] {
+            let mut tx = self.begin_write().await?;
+            let r = sqlx::query(sql)
+                .bind(&cutoff)
+                .bind(i64::from(batch))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            deleted += r.rows_affected();
+        }
+        Ok(deleted)
+    }
+
+    /// Writes a consistent copy of the database to `dest` (`VACUUM INTO`), while the daemon
+    /// may keep running.
+    pub async fn backup(&self, dest: &std::path::Path) -> Result<(), StoreError> {
+        sqlx::query("VACUUM INTO ?1")
+            .bind(dest.to_string_lossy().into_owned())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check` (tests, and after an unclean stop).
+    pub async fn integrity_ok(&self) -> Result<bool, StoreError> {
+        let r: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(r == "ok")
+    }
+
     /// The latest poll runs, newest first.
     pub async fn recent_runs(&self, limit: u32) -> Result<Vec<PollRun>, StoreError> {
         Ok(

@@ -1,0 +1,102 @@
+//! Life under systemd (`Type=notify`): READY=1 once config, database and listener are up, a
+//! STATUS= line after every cycle, STOPPING=1 at shutdown, and WATCHDOG=1 *only while poll
+//! cycles make progress*, so a stalled scheduler gets the service restarted rather than a
+//! free-running timer keeping a dead daemon "alive". Outside systemd (no NOTIFY_SOCKET) every
+//! call here does nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+use crate::scheduler::{CycleStats, ShutdownSignal};
+
+fn notify(state: &[NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!(error = %e, "could not notify systemd");
+    }
+}
+
+pub fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn status(line: &str) {
+    notify(&[NotifyState::Status(line)]);
+}
+
+pub fn stopping() {
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Whether the daemon is making progress: the last cycle finished (or, before the first one,
+/// the daemon started) within `allowed`.
+pub fn making_progress(last_finished: u64, started: u64, now: u64, allowed: Duration) -> bool {
+    let last = if last_finished == 0 {
+        started
+    } else {
+        last_finished
+    };
+    now.saturating_sub(last) <= allowed.as_secs()
+}
+
+/// Feeds systemd's watchdog at half its period while cycles make progress. Returns at once if
+/// the watchdog is not enabled.
+pub async fn watchdog(stats: Arc<CycleStats>, allowed: Duration, mut shutdown: ShutdownSignal) {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let started = unix_now();
+    let every = (period / 2).max(Duration::from_millis(100));
+    tracing::info!(
+        ?period,
+        ?allowed,
+        "systemd watchdog enabled: fed while poll cycles make progress"
+    );
+    let mut warned = false;
+    loop {
+        let last = stats.last_finished_unix.load(Ordering::Relaxed);
+        if making_progress(last, started, unix_now(), allowed) {
+            notify(&[NotifyState::Watchdog]);
+            warned = false;
+        } else if !warned {
+            warned = true;
+            tracing::error!(
+                ?allowed,
+                "no poll cycle has finished for too long: not feeding the systemd watchdog (systemd will restart the service)"
+            );
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_judged_from_the_last_finished_cycle_or_the_start() {
+        let allowed = Duration::from_secs(900);
+        assert!(making_progress(0, 1_000, 1_500, allowed), "just started");
+        assert!(
+            !making_progress(0, 1_000, 2_000, allowed),
+            "never finished a cycle"
+        );
+        assert!(making_progress(1_800, 1_000, 2_000, allowed));
+        assert!(!making_progress(1_000, 500, 1_901, allowed), "stalled");
+    }
+}

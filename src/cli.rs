@@ -67,6 +67,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a consistent copy of the database to PATH (SQLite `VACUUM INTO`); safe while the
+    /// daemon runs.
+    Backup {
+        /// Where to write the copy; must not exist yet.
+        path: PathBuf,
+    },
     /// Send a realistic sample alert through the configured SMTP server now, and print whether
     /// the server accepted it or, in plain words, why not.
     TestEmail,
@@ -96,6 +102,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             json,
         } => cmd_history(&cli.config, id, since, limit, json).await,
         Command::TestEmail => cmd_test_email(&cli.config).await,
+        Command::Backup { path } => cmd_backup(&cli.config, &path).await,
         Command::Demo { dir, run_for } => crate::demo::run(&dir, run_for.as_deref()).await,
     };
     match result {
@@ -243,6 +250,25 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     for w in &warnings {
         println!("warning: {w}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd_backup(config: &std::path::Path, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if dest.exists() {
+        eprintln!(
+            "error: {} exists already; choose a new file name",
+            dest.display()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let store = match open_store_readonly_use(config).await {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let result = store.backup(dest).await;
+    store.close().await;
+    result.with_context(|| format!("could not write the backup to {}", dest.display()))?;
+    println!("backup written to {}", dest.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -43,7 +43,8 @@ struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEmail {
-    smtp_host: Spanned<String>,
+    smtp_host: Option<Spanned<String>>,
+    file_dir: Option<Spanned<String>>,
     smtp_port: Option<Spanned<i64>>,
     tls: Option<Spanned<String>>,
     username: Option<Spanned<String>>,
@@ -126,6 +127,9 @@ pub enum SmtpTls {
 
 #[derive(Debug, Clone)]
 pub struct EmailConfig {
+    /// When set, messages are written as .eml files into this folder instead of being sent
+    /// (the demo uses it; handy to try alert wording without a mail server).
+    pub file_dir: Option<PathBuf>,
     pub smtp_host: String,
     pub smtp_port: u16,
     pub tls: SmtpTls,
@@ -1025,15 +1029,31 @@ fn check_budget(
 
 fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Option<EmailConfig> {
     let before = p.list.len();
-    let host = raw.smtp_host.get_ref().trim().to_owned();
-    if host.is_empty() || host.contains(char::is_whitespace) || host.contains("://") {
-        p.add(
-            Some(raw.smtp_host.span()),
-            "email.smtp_host",
-            format!("\"{}\" is not a host name", raw.smtp_host.get_ref()),
-            "write the server's name only, e.g. \"smtp.example.com\" (no scheme, no port)",
-        );
-    }
+    let file_dir = raw.file_dir.as_ref().map(|d| base_dir.join(d.get_ref()));
+    let host = match (&raw.smtp_host, &file_dir) {
+        (Some(h), _) => {
+            let host = h.get_ref().trim().to_owned();
+            if host.is_empty() || host.contains(char::is_whitespace) || host.contains("://") {
+                p.add(
+                    Some(h.span()),
+                    "email.smtp_host",
+                    format!("\"{}\" is not a host name", h.get_ref()),
+                    "write the server's name only, e.g. \"smtp.example.com\" (no scheme, no port)",
+                );
+            }
+            host
+        }
+        (None, Some(_)) => "localhost".to_owned(),
+        (None, None) => {
+            p.add(
+                None,
+                "email.smtp_host",
+                "[email] has no smtp_host".into(),
+                "add smtp_host = \"smtp.example.com\" (or file_dir = \"emails\" to write .eml files instead)",
+            );
+            String::new()
+        }
+    };
     let tls = match &raw.tls {
         None => SmtpTls::StartTls,
         Some(t) => match t.get_ref().as_str() {
@@ -1155,6 +1175,7 @@ fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Optio
         return None;
     }
     Some(EmailConfig {
+        file_dir,
         smtp_host: host,
         smtp_port,
         tls,

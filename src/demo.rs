@@ -47,6 +47,14 @@ pub async fn run(dir: &Path, run_for: Option<&str>) -> anyhow::Result<ExitCode> 
     .await
     .context("could not start the simulated Graph API")?;
 
+    // The usual port if it is free, any free one otherwise (a daemon may already run here).
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:9717").await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("could not listen on loopback")?,
+    };
+    let listen = listener.local_addr()?;
     let token_path = dir.join("meta-token");
     write_private(&token_path, DEMO_TOKEN)?;
     let config_path = dir.join("monitor.toml");
@@ -54,6 +62,7 @@ pub async fn run(dir: &Path, run_for: Option<&str>) -> anyhow::Result<ExitCode> 
         r#"# Written by `waba-monitor demo`: a real config, pointed at the built-in simulator.
 [daemon]
 database = "monitor.db"
+listen = "{listen}"
 poll_schedule = "*/5 * * * * *"   # every 5 seconds (a real fleet: "0 */5 * * * *")
 
 [[meta]]
@@ -65,6 +74,15 @@ access_token_file = "meta-token"
 # polling every 5 seconds (720/h) fits in the default half of it.
 quota_per_waba_hour = 5000
 businesses = {businesses:?}
+
+# Alert emails are written as .eml files into this folder instead of being sent.
+[email]
+file_dir = "emails"
+from = "waba-monitor demo <demo@example.com>"
+to = ["ops@example.com"]
+
+[alerts]
+repeat_interval = "1h"
 "#,
         url = sim.url(),
     );
@@ -85,6 +103,10 @@ businesses = {businesses:?}
     println!(
         "  metrics:  http://{}/metrics   status API: http://{}/api/accounts",
         cfg.daemon.listen, cfg.daemon.listen
+    );
+    println!(
+        "  emails:   {} (alerts as .eml files; open them with any mail client)",
+        dir.join("emails").display()
     );
     println!("  The simulated fleet changes every few seconds; each change is logged below.");
     println!(
@@ -129,12 +151,13 @@ businesses = {businesses:?}
     };
     let mut cycles = 0u64;
     let mut changes = 0usize;
-    let result = daemon::run(
+    let result = daemon::run_with_listener(
         cfg,
         RunOptions {
             retry: RetryPolicy::fast(),
             ..RunOptions::default()
         },
+        listener,
         shutdown,
         |report: &CycleReport| {
             cycles += 1;

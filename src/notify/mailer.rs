@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
 
 use crate::config::{EmailConfig, SmtpTls};
@@ -39,8 +39,15 @@ pub enum MailerError {
 }
 
 #[derive(Clone)]
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// `.eml` files in a folder (`[email] file_dir`).
+    File(AsyncFileTransport<Tokio1Executor>),
+}
+
+#[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Transport,
     from: Mailbox,
 }
 
@@ -64,6 +71,18 @@ pub fn classify(e: &lettre::transport::smtp::Error) -> SendFailure {
 
 impl Mailer {
     pub fn new(cfg: &EmailConfig) -> Result<Mailer, MailerError> {
+        let from = cfg
+            .from
+            .parse::<Mailbox>()
+            .map_err(|e| MailerError::Address(format!("from: {e}")))?;
+        if let Some(dir) = &cfg.file_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| MailerError::Server(dir.display().to_string(), e.to_string()))?;
+            return Ok(Mailer {
+                transport: Transport::File(AsyncFileTransport::new(dir)),
+                from,
+            });
+        }
         let builder = match cfg.tls {
             SmtpTls::StartTls => {
                 AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&cfg.smtp_host)
@@ -83,12 +102,8 @@ impl Mailer {
                 secret.expose_secret().to_owned(),
             ));
         }
-        let from = cfg
-            .from
-            .parse::<Mailbox>()
-            .map_err(|e| MailerError::Address(format!("from: {e}")))?;
         Ok(Mailer {
-            transport: builder.build(),
+            transport: Transport::Smtp(builder.build()),
             from,
         })
     }
@@ -112,9 +127,18 @@ impl Mailer {
             .header(ContentType::TEXT_PLAIN)
             .body(out.body.to_owned())
             .map_err(|e| SendFailure::Permanent(format!("could not build the message: {e}")))?;
-        match self.transport.send(msg).await {
-            Ok(resp) => Ok(resp.message().collect::<Vec<_>>().join(" ")),
-            Err(e) => Err(classify(&e)),
+        match &self.transport {
+            Transport::Smtp(t) => match t.send(msg).await {
+                Ok(resp) => Ok(resp.message().collect::<Vec<_>>().join(" ")),
+                Err(e) => Err(classify(&e)),
+            },
+            // A full disk or a missing folder may clear up: retry like a 4xx.
+            Transport::File(t) => match t.send(msg).await {
+                Ok(id) => Ok(format!("written as {id}.eml")),
+                Err(e) => Err(SendFailure::Transient(format!(
+                    "could not write the file: {e}"
+                ))),
+            },
         }
     }
 }

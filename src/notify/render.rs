@@ -298,14 +298,19 @@ fn fnv1a(s: &str) -> u64 {
     h
 }
 
-/// The Message-ID of the email about `items` to `recipient`: derived from the alert ids and
-/// the recipient only, so the same email always carries the same id.
+/// The Message-ID of the email about `items` to `recipient`: derived from the alerts (ids and
+/// creation time) and the recipient only, so the same email always carries the same id, and a
+/// fresh database reusing alert ids still makes new ids.
 pub fn message_id(items: &[AlertItem], recipient: &str, domain: &str) -> String {
     let first = items.iter().map(|i| i.id).min().unwrap_or(0);
     let last = items.iter().map(|i| i.id).max().unwrap_or(0);
+    let created = items
+        .iter()
+        .find(|i| i.id == first)
+        .map_or("", |i| i.created_at.as_str());
     format!(
         "<alerts-{first}-{last}.{:016x}@{domain}>",
-        fnv1a(&recipient.to_ascii_lowercase())
+        fnv1a(&format!("{}|{created}", recipient.to_ascii_lowercase()))
     )
 }
 

@@ -58,7 +58,11 @@ fn read_secret_file(path: &Path) -> Result<SecretString, SecretError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o077 != 0 {
+        // systemd's credentials are private to the service whatever their mode says: newer
+        // systemd grants access through an ACL and shows them as 0440.
+        let from_systemd = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .is_some_and(|dir| path.starts_with(std::path::Path::new(&dir)));
+        if meta.permissions().mode() & 0o077 != 0 && !from_systemd {
             return Err(SecretError::FileTooOpen(path.to_owned()));
         }
     }

@@ -8,6 +8,7 @@ mod faults;
 mod helpers;
 mod http;
 mod quota;
+mod service;
 mod smtp;
 
 use helpers::{TOKEN, TestApp, one_waba};

@@ -303,7 +303,6 @@ async fn the_watchdog_is_fed_while_cycles_progress_and_not_once_they_stall() {
         0,
         "watchdog fed while stalled"
     );
-    assert!(notes.count_since(stalled, "WATCHDOG=1") <= 12);
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -36,8 +36,24 @@ struct RawConfig {
     daemon: Option<RawDaemon>,
     #[serde(default)]
     meta: Vec<Spanned<RawMeta>>,
+    #[serde(default)]
+    bsp: Vec<Spanned<RawBsp>>,
     email: Option<Spanned<RawEmail>>,
     alerts: Option<RawAlerts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBsp {
+    kind: Spanned<String>,
+    name: Spanned<String>,
+    base_url: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    page_size: Option<Spanned<i64>>,
+    account_review_status: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+    max_response_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,9 +125,34 @@ pub struct Config {
     pub path: PathBuf,
     pub daemon: DaemonConfig,
     pub meta: Vec<MetaSourceConfig>,
+    /// BSP sources (`[[bsp]]`).
+    pub bsp: Vec<BspSourceConfig>,
     /// `None`: alerts are recorded and logged but not emailed.
     pub email: Option<EmailConfig>,
     pub alerts: AlertsConfig,
+}
+
+/// Which BSP API a `[[bsp]]` block speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BspKind {
+    /// Finedu's `GET /v1/whatsapp/businessAccounts`.
+    Finedu,
+}
+
+pub const DEFAULT_FINEDU_URL: &str = "https://wa.antgst.com";
+
+#[derive(Debug, Clone)]
+pub struct BspSourceConfig {
+    pub kind: BspKind,
+    pub name: String,
+    pub base_url: Url,
+    pub token: SecretSource,
+    /// WABAs per page (1–100).
+    pub page_size: u32,
+    /// Passed through as `accountReviewStatus` (PENDING, APPROVED, REJECTED).
+    pub account_review_status: Option<String>,
+    pub request_timeout: Duration,
+    pub max_response_bytes: u64,
 }
 
 /// How the SMTP connection is secured.
@@ -461,12 +502,12 @@ impl Config {
         let daemon = validate_daemon(raw.daemon, base_dir, &mut p);
         let mut meta = Vec::new();
         let mut names = BTreeSet::new();
-        if raw.meta.is_empty() {
+        if raw.meta.is_empty() && raw.bsp.is_empty() {
             p.add(
                 None,
                 "meta",
-                "no [[meta]] source is configured, so there is nothing to monitor".into(),
-                "add a [[meta]] block with a name, a token and at least one of businesses, wabas or phone_numbers",
+                "no [[meta]] or [[bsp]] source is configured, so there is nothing to monitor".into(),
+                "add a [[meta]] block with a name, a token and at least one of businesses, wabas or phone_numbers (or a [[bsp]] block)",
             );
         }
         for (i, m) in raw.meta.into_iter().enumerate() {
@@ -483,6 +524,21 @@ impl Config {
                 meta.push(cfg);
             }
         }
+        let mut bsp = Vec::new();
+        for (i, b) in raw.bsp.into_iter().enumerate() {
+            let span = b.span();
+            if let Some(cfg) = validate_bsp(i, span, b.into_inner(), base_dir, &mut p) {
+                if !names.insert(cfg.name.clone()) {
+                    p.add(
+                        None,
+                        &format!("bsp[{i}].name"),
+                        format!("the source name \"{}\" is used twice", cfg.name),
+                        "give every [[meta]] and [[bsp]] block its own name; it labels metrics and history",
+                    );
+                }
+                bsp.push(cfg);
+            }
+        }
         if let Some(d) = &daemon {
             check_budget(d, &meta, schedule_span.clone(), &mut p);
         }
@@ -495,6 +551,7 @@ impl Config {
                 path: path.to_owned(),
                 daemon,
                 meta,
+                bsp,
                 email,
                 alerts,
             }),
@@ -1025,6 +1082,158 @@ fn check_budget(
             );
         }
     }
+}
+
+fn validate_bsp(
+    i: usize,
+    span: std::ops::Range<usize>,
+    raw: RawBsp,
+    base_dir: &Path,
+    p: &mut Problems<'_>,
+) -> Option<BspSourceConfig> {
+    let k = |name: &str| format!("bsp[{i}].{name}");
+    let before = p.list.len();
+    let kind = match raw.kind.get_ref().as_str() {
+        "finedu" => Some(BspKind::Finedu),
+        other => {
+            p.add(
+                Some(raw.kind.span()),
+                &k("kind"),
+                format!("\"{other}\" is not a BSP this version knows"),
+                "use kind = \"finedu\"",
+            );
+            None
+        }
+    };
+    let name = raw.name.get_ref().trim().to_owned();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        p.add(
+            Some(raw.name.span()),
+            &k("name"),
+            format!("\"{}\" is not a usable source name", raw.name.get_ref()),
+            "use letters, digits, '-' and '_' only (it becomes the `source` label), e.g. \"finedu-main\"",
+        );
+    }
+    let base_url = match &raw.base_url {
+        None => Url::parse(DEFAULT_FINEDU_URL).ok(),
+        Some(u) => match Url::parse(u.get_ref()) {
+            Ok(url)
+                if url.scheme() == "https"
+                    || (url.scheme() == "http" && is_loopback_host(&url)) =>
+            {
+                if url.path() != "/" || url.query().is_some() {
+                    p.add(
+                        Some(u.span()),
+                        &k("base_url"),
+                        format!("\"{}\" has a path or query", u.get_ref()),
+                        &format!("write only scheme and host, e.g. \"{DEFAULT_FINEDU_URL}\""),
+                    );
+                    None
+                } else {
+                    Some(url)
+                }
+            }
+            _ => {
+                p.add(
+                    Some(u.span()),
+                    &k("base_url"),
+                    format!("\"{}\" is not an https URL", u.get_ref()),
+                    &format!("write \"{DEFAULT_FINEDU_URL}\" or leave the key out (plain http only for loopback)"),
+                );
+                None
+            }
+        },
+    };
+    let token = match (&raw.token_env, &raw.token_file) {
+        (Some(_), Some(f)) => {
+            p.add(
+                Some(f.span()),
+                &k("token_file"),
+                "both token_env and token_file are set".into(),
+                "keep one of them",
+            );
+            None
+        }
+        (None, None) => {
+            p.add(
+                Some(span.clone()),
+                &k("token_env"),
+                "no API token source".into(),
+                "add token_env = \"WABA_MONITOR_FINEDU_TOKEN\" (the NAME of a variable holding the BSP's API token) or token_file = \"...\"",
+            );
+            None
+        }
+        (Some(e), None) => Some(SecretSource::Env(e.get_ref().trim().to_owned())),
+        (None, Some(f)) => Some(SecretSource::File(base_dir.join(f.get_ref()))),
+    };
+    let page_size = match &raw.page_size {
+        None => 100,
+        Some(v) if (1..=100).contains(v.get_ref()) => *v.get_ref() as u32,
+        Some(v) => {
+            p.add(
+                Some(v.span()),
+                &k("page_size"),
+                format!("{} is out of range", v.get_ref()),
+                "use 1 to 100 (the API's limit; default 100)",
+            );
+            100
+        }
+    };
+    let account_review_status = match &raw.account_review_status {
+        None => None,
+        Some(v) if ["PENDING", "APPROVED", "REJECTED"].contains(&v.get_ref().as_str()) => {
+            Some(v.get_ref().clone())
+        }
+        Some(v) => {
+            p.add(
+                Some(v.span()),
+                &k("account_review_status"),
+                format!(
+                    "\"{}\" is not a review status the API filters on",
+                    v.get_ref()
+                ),
+                "use PENDING, APPROVED or REJECTED, or leave the key out for all WABAs",
+            );
+            None
+        }
+    };
+    let request_timeout = duration_key(
+        raw.request_timeout,
+        &k("request_timeout"),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        p,
+    );
+    let max_response_bytes = match raw.max_response_bytes {
+        None => 16 * 1024 * 1024,
+        Some(v) if *v.get_ref() >= 64 * 1024 => *v.get_ref() as u64,
+        Some(v) => {
+            p.add(
+                Some(v.span()),
+                &k("max_response_bytes"),
+                format!("{} bytes is too small for a page", v.get_ref()),
+                "leave it out (16 MiB) or use at least 65536",
+            );
+            16 * 1024 * 1024
+        }
+    };
+    if p.list.len() != before {
+        return None;
+    }
+    Some(BspSourceConfig {
+        kind: kind?,
+        name,
+        base_url: base_url?,
+        token: token?,
+        page_size,
+        account_review_status,
+        request_timeout,
+        max_response_bytes,
+    })
 }
 
 fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Option<EmailConfig> {

@@ -24,10 +24,11 @@ use crate::metrics::{
     SourceLabels,
 };
 use crate::retry::RetryPolicy;
+use crate::sources::finedu::FineduSource;
 use crate::sources::graph::ErrorClass;
 use crate::sources::graph::GraphClient;
 use crate::sources::meta::MetaSource;
-use crate::sources::{PollOutcome, SourcePoll, TargetFailure};
+use crate::sources::{PollOutcome, Source, SourcePoll, TargetFailure};
 use crate::store::{Change, Store};
 
 /// What one source did in one cycle.
@@ -79,7 +80,7 @@ impl CycleReport {
 /// Polls every configured source and records what it saw.
 pub struct Poller {
     store: Store,
-    sources: Vec<MetaSource>,
+    sources: Vec<Source>,
     alerts: AlertsConfig,
     email: Option<EmailConfig>,
     /// Woken after a cycle queued email, so delivery does not wait for its next tick.
@@ -126,7 +127,17 @@ impl Poller {
             let client = GraphClient::new(m, token, retry).with_context(|| {
                 format!("source \"{}\": could not build the HTTP client", m.name)
             })?;
-            sources.push(MetaSource::new(m.clone(), client));
+            sources.push(Source::Meta(MetaSource::new(m.clone(), client)));
+        }
+        for b in &cfg.bsp {
+            // Fail at start on an unreadable token, like the Meta sources.
+            b.token
+                .load()
+                .with_context(|| format!("source \"{}\": could not read its API token", b.name))?;
+            let source = FineduSource::new(b.clone(), retry).with_context(|| {
+                format!("source \"{}\": could not build the HTTP client", b.name)
+            })?;
+            sources.push(Source::Finedu(source));
         }
         Ok(Poller {
             store,
@@ -174,7 +185,7 @@ impl Poller {
         source: &str,
     ) -> Option<Result<crate::model::PhoneObservation, crate::sources::graph::GraphError>> {
         let s = self.sources.iter().find(|s| s.name() == source)?;
-        Some(s.read_number(id).await)
+        s.read_number(id).await
     }
 
     /// The notifier the delivery worker waits on.
@@ -271,7 +282,7 @@ impl Poller {
     }
 
     /// The network half of a source's poll: record its start, read it.
-    async fn poll_source(&self, source: &MetaSource, span: tracing::Span) -> Polled {
+    async fn poll_source(&self, source: &Source, span: tracing::Span) -> Polled {
         let run_id = match self.store.begin_run(source.name(), Utc::now()).await {
             Ok(id) => Some(id),
             Err(e) => {
@@ -292,7 +303,7 @@ impl Poller {
         }
     }
 
-    fn record_poll_metrics(&self, source: &MetaSource, poll: &SourcePoll, took: Duration) {
+    fn record_poll_metrics(&self, source: &Source, poll: &SourcePoll, took: Duration) {
         let m = &self.metrics;
         let name = source.name().to_owned();
         let sl = SourceLabels {
@@ -371,7 +382,13 @@ impl Poller {
     ) -> Result<(Vec<SourceReport>, Vec<String>), crate::store::StoreError> {
         let mut tx = self.store.begin_write().await?;
         let mut reports = Vec::with_capacity(polled.len());
-        for p in polled {
+        // Higher-priority sources (Meta) first, so that in this very cycle a BSP's view of a
+        // number Meta also reports finds Meta's ownership and defers to it.
+        let mut order: Vec<usize> = (0..polled.len()).collect();
+        order.sort_by_key(|i| std::cmp::Reverse(polled[*i].poll.priority));
+        let mut by_index: Vec<Option<SourceReport>> = vec![None; polled.len()];
+        for i in order {
+            let p = &polled[i];
             let mut report = SourceReport::from_poll(&p.poll);
             let applied =
                 crate::store::apply_in(&mut tx, p.run_id, &p.poll, p.observed_at, self.policy())
@@ -394,8 +411,9 @@ impl Poller {
                 .set(i64::from(blind_now));
             report.new_targets = applied.new_targets;
             report.changes = applied.changes;
-            reports.push(report);
+            by_index[i] = Some(report);
         }
+        reports.extend(by_index.into_iter().flatten());
         crate::alerts::queue_reminders_in(&mut tx, self.alerts.repeat_interval, now).await?;
         let severities = crate::notify::digest_in(&mut tx, self.email.as_ref(), now).await?;
         tx.commit().await?;

@@ -33,6 +33,9 @@ use super::{Deferred, ObjectKind, SourcePoll, TargetFailure};
 use crate::config::{ApiVersion, MetaSourceConfig};
 use crate::model::{PhoneObservation, WabaObservation};
 
+/// Meta's view of a number wins over a BSP's.
+pub const PRIORITY: u8 = 2;
+
 /// Items per page asked of every edge; Graph's maximum.
 pub const PAGE_LIMIT: u32 = 100;
 
@@ -251,6 +254,7 @@ impl MetaSource {
     pub async fn poll(&self, now: DateTime<Utc>) -> SourcePoll {
         let mut out = SourcePoll {
             source: self.cfg.name.clone(),
+            priority: PRIORITY,
             ..SourcePoll::default()
         };
         if let Err(error) = self.ready_token() {

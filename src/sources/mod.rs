@@ -2,6 +2,7 @@
 //! [`SourcePoll`] of normalised observations; nothing here writes to the database.
 
 pub mod budget;
+pub mod finedu;
 pub mod graph;
 pub mod meta;
 
@@ -52,6 +53,8 @@ pub struct Deferred {
 #[derive(Debug, Default)]
 pub struct SourcePoll {
     pub source: String,
+    /// Whose view wins for a number two sources report: Meta 2, a BSP 1.
+    pub priority: u8,
     pub wabas: Vec<WabaObservation>,
     pub phones: Vec<PhoneObservation>,
     /// WABAs whose phone-number listing was read to the end without error: only for these may
@@ -111,5 +114,54 @@ impl SourcePoll {
             first.id,
             first.error
         ))
+    }
+}
+
+/// Every kind of source the poller drives.
+pub enum Source {
+    Meta(meta::MetaSource),
+    Finedu(finedu::FineduSource),
+}
+
+impl Source {
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Meta(s) => s.name(),
+            Source::Finedu(s) => s.name(),
+        }
+    }
+
+    pub async fn poll(&self, now: chrono::DateTime<chrono::Utc>) -> SourcePoll {
+        match self {
+            Source::Meta(s) => s.poll(now).await,
+            Source::Finedu(s) => s.poll(now).await,
+        }
+    }
+
+    /// Meta's latest usage percentages (a BSP reports none).
+    pub fn usage(&self) -> graph::usage::UsageSnapshot {
+        match self {
+            Source::Meta(s) => s.usage(),
+            Source::Finedu(_) => graph::usage::UsageSnapshot::default(),
+        }
+    }
+
+    /// Reads one number now, where the source can do that for a single number (Meta can; the
+    /// BSP's list API cannot: `None`).
+    pub async fn read_number(
+        &self,
+        id: &str,
+    ) -> Option<Result<crate::model::PhoneObservation, GraphError>> {
+        match self {
+            Source::Meta(s) => Some(s.read_number(id).await),
+            Source::Finedu(_) => None,
+        }
+    }
+
+    pub fn calls_last_hour(&self, key: &str) -> u32 {
+        match self {
+            Source::Meta(s) => s.calls_last_hour(key),
+            Source::Finedu(_) => 0,
+        }
     }
 }

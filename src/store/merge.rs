@@ -38,6 +38,8 @@ pub struct PhoneRow {
     pub first_seen_at: String,
     pub last_polled_at: String,
     pub last_changed_at: String,
+    /// Priority of the source whose view this row follows.
+    pub source_priority: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -56,6 +58,7 @@ pub struct WabaRow {
     pub first_seen_at: String,
     pub last_polled_at: String,
     pub last_changed_at: String,
+    pub source_priority: i64,
 }
 
 /// Collects the changes of one target while its fields are merged.
@@ -116,6 +119,7 @@ impl PhoneRow {
             first_seen_at: now.to_owned(),
             last_polled_at: now.to_owned(),
             last_changed_at: now.to_owned(),
+            source_priority: 2,
         }
     }
 
@@ -208,6 +212,7 @@ impl WabaRow {
             first_seen_at: now.to_owned(),
             last_polled_at: now.to_owned(),
             last_changed_at: now.to_owned(),
+            source_priority: 2,
         }
     }
 

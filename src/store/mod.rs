@@ -58,6 +58,15 @@ pub struct ApplyReport {
     pub unchanged: usize,
     /// Alerts queued by these changes (see `alerts::plan`).
     pub alerts: usize,
+    /// Targets this source reported but a higher-priority source owns (Meta over a BSP):
+    /// ignored, so the history never flaps between two views.
+    pub shadowed: usize,
+}
+
+/// Whether a row followed by another, higher-priority source that still lists it must ignore
+/// this poll's view. A target gone from its owner's listing can be taken over.
+fn outranked(owner: &str, owner_priority: i64, present: bool, poll: &SourcePoll) -> bool {
+    present && owner != poll.source && owner_priority > i64::from(poll.priority)
 }
 
 #[derive(Debug, Clone)]
@@ -207,11 +216,19 @@ pub async fn apply_in(
         let mut touched_wabas = Vec::new();
         for obs in &poll.wabas {
             let existing = waba_rows.remove(&obs.id);
+            if existing
+                .as_ref()
+                .is_some_and(|r| outranked(&r.source, r.source_priority, r.present, poll))
+            {
+                report.shadowed += 1;
+                continue;
+            }
             let is_new = existing.is_none();
             let mut row = existing.unwrap_or_else(|| WabaRow::new(&obs.id, &poll.source, &now));
             let before = row.clone();
             let changes = row.merge(obs, is_new, &now);
             row.source = poll.source.clone();
+            row.source_priority = i64::from(poll.priority);
             if is_new {
                 report.new_targets += 1;
             }
@@ -256,12 +273,20 @@ pub async fn apply_in(
             .collect();
             for obs in chunk {
                 let existing = rows.remove(&obs.id);
+                if existing
+                    .as_ref()
+                    .is_some_and(|r| outranked(&r.source, r.source_priority, r.present, poll))
+                {
+                    report.shadowed += 1;
+                    continue;
+                }
                 let is_new = existing.is_none();
                 let mut row =
                     existing.unwrap_or_else(|| PhoneRow::new(&obs.id, &poll.source, &now));
                 let before = row.clone();
                 let changes = row.merge(obs, is_new, &now);
                 row.source.clone_from(&poll.source);
+                row.source_priority = i64::from(poll.priority);
                 if is_new {
                     report.new_targets += 1;
                 }
@@ -283,12 +308,13 @@ pub async fn apply_in(
         if !listing_complete.is_empty() {
             let observed: Vec<&str> = poll.phones.iter().map(|p| p.id.as_str()).collect();
             let missing: Vec<PhoneRow> = sqlx::query_as::<_, PhoneRow>(
-                "SELECT * FROM phone_numbers WHERE present = 1 \
+                "SELECT * FROM phone_numbers WHERE present = 1 AND source = ?3 \
                  AND waba_id IN (SELECT value FROM json_each(?1)) \
                  AND id NOT IN (SELECT value FROM json_each(?2))",
             )
             .bind(json_list(&listing_complete))
             .bind(json_list(&observed))
+            .bind(&poll.source)
             .fetch_all(&mut **tx)
             .await?;
             for mut row in missing {
@@ -352,8 +378,8 @@ async fn upsert_waba(
     sqlx::query(
         "INSERT OR REPLACE INTO wabas (id, source, business_id, name, account_review_status, \
          business_verification_status, business_messaging_limit, health, health_entities, \
-         ownership_type, present, first_seen_at, last_polled_at, last_changed_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         ownership_type, present, first_seen_at, last_polled_at, last_changed_at, source_priority) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )
     .bind(&r.id)
     .bind(&r.source)
@@ -369,6 +395,7 @@ async fn upsert_waba(
     .bind(&r.first_seen_at)
     .bind(&r.last_polled_at)
     .bind(&r.last_changed_at)
+    .bind(r.source_priority)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -382,8 +409,8 @@ async fn upsert_phone(
         "INSERT OR REPLACE INTO phone_numbers (id, source, waba_id, display_phone_number, \
          verified_name, quality_rating, status, messaging_limit_tier, business_messaging_limit, \
          health, health_entities, name_status, code_verification_status, throughput, \
-         account_mode, present, first_seen_at, last_polled_at, last_changed_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+         account_mode, present, first_seen_at, last_polled_at, last_changed_at, source_priority) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )
     .bind(&r.id)
     .bind(&r.source)
@@ -404,6 +431,7 @@ async fn upsert_phone(
     .bind(&r.first_seen_at)
     .bind(&r.last_polled_at)
     .bind(&r.last_changed_at)
+    .bind(r.source_priority)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -127,7 +127,7 @@ impl Poller {
             let client = GraphClient::new(m, token, retry).with_context(|| {
                 format!("source \"{}\": could not build the HTTP client", m.name)
             })?;
-            sources.push(Source::Meta(MetaSource::new(m.clone(), client)));
+            sources.push(Source::Meta(Box::new(MetaSource::new(m.clone(), client))));
         }
         for b in &cfg.bsp {
             // Fail at start on an unreadable token, like the Meta sources.

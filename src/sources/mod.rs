@@ -119,7 +119,8 @@ impl SourcePoll {
 
 /// Every kind of source the poller drives.
 pub enum Source {
-    Meta(meta::MetaSource),
+    // Boxed: a Meta source is much larger than a BSP's, and sources live in a Vec.
+    Meta(Box<meta::MetaSource>),
     Finedu(finedu::FineduSource),
 }
 

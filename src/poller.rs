@@ -137,7 +137,7 @@ impl Poller {
             let source = FineduSource::new(b.clone(), retry).with_context(|| {
                 format!("source \"{}\": could not build the HTTP client", b.name)
             })?;
-            sources.push(Source::Finedu(source));
+            sources.push(Source::Finedu(Box::new(source)));
         }
         Ok(Poller {
             store,

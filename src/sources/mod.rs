@@ -119,9 +119,9 @@ impl SourcePoll {
 
 /// Every kind of source the poller drives.
 pub enum Source {
-    // Boxed: a Meta source is much larger than a BSP's, and sources live in a Vec.
+    // Boxed: sources differ much in size and live in a Vec.
     Meta(Box<meta::MetaSource>),
-    Finedu(finedu::FineduSource),
+    Finedu(Box<finedu::FineduSource>),
 }
 
 impl Source {

@@ -307,7 +307,10 @@ impl FineduSource {
             }
             page += 1;
         }
-        if !complete {
+        if complete {
+            // Filtered walks leave WABAs out on purpose: only an unfiltered one says "gone".
+            out.complete_source = self.cfg.account_review_status.is_none();
+        } else {
             out.complete_wabas.clear();
         }
         out.anomalies = an.0;

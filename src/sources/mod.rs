@@ -62,6 +62,9 @@ pub struct SourcePoll {
     pub complete_wabas: BTreeSet<String>,
     /// Businesses whose WABA listings were read to the end without error.
     pub complete_businesses: BTreeSet<String>,
+    /// The source listed *everything* it has, completely (a BSP's unfiltered walk): a WABA of
+    /// this source missing from it is gone.
+    pub complete_source: bool,
     pub failures: Vec<TargetFailure>,
     /// Held back by the quota governor: not read, not failed.
     pub deferred: Vec<Deferred>,

@@ -203,10 +203,13 @@ pub async fn apply_in(
             .collect();
         let mut waba_rows: HashMap<String, WabaRow> = sqlx::query_as::<_, WabaRow>(
             "SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each(?1)) \
-             OR (business_id IN (SELECT value FROM json_each(?2)) AND present = 1)",
+             OR (business_id IN (SELECT value FROM json_each(?2)) AND present = 1) \
+             OR (?4 AND source = ?3 AND present = 1)",
         )
         .bind(json_list(&observed_wabas))
         .bind(json_list(&complete_businesses))
+        .bind(&poll.source)
+        .bind(poll.complete_source)
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
@@ -244,10 +247,11 @@ pub async fn apply_in(
         // WABAs no longer listed by a business whose listing was complete.
         let mut gone_wabas = Vec::new();
         for (_, mut row) in waba_rows {
-            let listed_by_complete = row
-                .business_id
-                .as_deref()
-                .is_some_and(|b| poll.complete_businesses.contains(b));
+            let listed_by_complete = poll.complete_source
+                || row
+                    .business_id
+                    .as_deref()
+                    .is_some_and(|b| poll.complete_businesses.contains(b));
             if row.present && listed_by_complete && row.source == poll.source {
                 report.changes.push(row.mark_gone(&now));
                 report.gone += 1;

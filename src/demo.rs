@@ -12,12 +12,13 @@ use crate::config::Config;
 use crate::daemon::{self, RunOptions};
 use crate::poller::CycleReport;
 use crate::retry::RetryPolicy;
-use crate::sim::{GraphSim, SimOptions, SimState};
+use crate::sim::{FineduSim, FineduState, GraphSim, SimOptions, SimState};
 use crate::timefmt::parse_duration;
 
 /// The simulated fleet changes this often; the daemon polls every 5 seconds.
 const STEP_EVERY: Duration = Duration::from_secs(3);
 const DEMO_TOKEN: &str = "demo-token-not-a-real-secret";
+const DEMO_BSP_TOKEN: &str = "demo-bsp-token-not-a-real-secret";
 
 pub async fn run(dir: &Path, run_for: Option<&str>) -> anyhow::Result<ExitCode> {
     let run_for = match run_for.map(parse_duration) {
@@ -55,6 +56,11 @@ pub async fn run(dir: &Path, run_for: Option<&str>) -> anyhow::Result<ExitCode> 
             .context("could not listen on loopback")?,
     };
     let listen = listener.local_addr()?;
+    // A BSP customer too, through the simulated Finedu API.
+    let finedu = FineduSim::start(FineduState::demo(), DEMO_BSP_TOKEN)
+        .await
+        .context("could not start the simulated BSP API")?;
+    write_private(&dir.join("finedu-token"), DEMO_BSP_TOKEN)?;
     let token_path = dir.join("meta-token");
     write_private(&token_path, DEMO_TOKEN)?;
     let config_path = dir.join("monitor.toml");
@@ -75,6 +81,13 @@ access_token_file = "meta-token"
 quota_per_waba_hour = 5000
 businesses = {businesses:?}
 
+# A BSP source: the numbers a BSP (Finedu) manages for another customer.
+[[bsp]]
+kind = "finedu"
+name = "finedu-demo"
+base_url = "{bsp_url}"
+token_file = "finedu-token"
+
 # Alert emails are written as .eml files into this folder instead of being sent.
 [email]
 file_dir = "emails"
@@ -85,6 +98,7 @@ to = ["ops@example.com"]
 repeat_interval = "1h"
 "#,
         url = sim.url(),
+        bsp_url = finedu.url(),
     );
     std::fs::write(&config_path, config_text)
         .with_context(|| format!("could not write {}", config_path.display()))?;
@@ -98,6 +112,7 @@ repeat_interval = "1h"
 
     println!("waba-monitor demo");
     println!("  simulated Graph API: {} (loopback only)", sim.url());
+    println!("  simulated BSP (Finedu) API: {}", finedu.url());
     println!("  config:   {}", config_path.display());
     println!("  database: {}", cfg.daemon.database.display());
     println!(
@@ -126,6 +141,7 @@ repeat_interval = "1h"
     // The fleet's "life": a deterministic step every few seconds.
     let stepper = {
         let sim = sim.clone_handle();
+        let bsp = finedu.clone_handle();
         tokio::spawn(async move {
             let mut step = 0u64;
             let mut tick = tokio::time::interval(STEP_EVERY);
@@ -134,6 +150,7 @@ repeat_interval = "1h"
                 tick.tick().await;
                 step += 1;
                 sim.with_state(|s| s.demo_step(step));
+                bsp.with_state(|s| s.demo_step(step));
             }
         })
     };
@@ -167,6 +184,7 @@ repeat_interval = "1h"
     .await;
     stepper.abort();
     sim.shutdown().await;
+    finedu.shutdown().await;
     result?;
     println!(
         "\ndemo finished: {cycles} cycle(s), {changes} change(s) recorded in {}",

@@ -17,6 +17,7 @@ mod demo;
 mod errors;
 mod faults;
 mod fields;
+pub mod finedu;
 mod health;
 mod render;
 mod schema;
@@ -44,6 +45,7 @@ use url::form_urlencoded;
 pub use demo::ids as demo_ids;
 pub use faults::{Fault, FaultKind, FaultTarget};
 pub use fields::{FieldSpec, FieldsError, fields_to_string, parse_fields};
+pub use finedu::{FineduFault, FineduPhone, FineduSim, FineduState, FineduWaba};
 pub use health::{HealthError, SIM_APP_ID, health_entity, health_status};
 pub use state::{
     DEFAULT_APP_CALL_BUDGET, DEFAULT_WABA_CALL_BUDGET, Relation, SimBusiness, SimPhone, SimState,

@@ -2,6 +2,7 @@
 //! and the Graph API simulated over loopback HTTP in Meta's shapes.
 
 mod alerts;
+mod bsp;
 mod cli;
 mod daemon;
 mod faults;

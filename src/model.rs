@@ -268,6 +268,10 @@ pub struct PhoneObservation {
     pub throughput: Option<ThroughputLevel>,
     pub account_mode: Option<String>,
     pub health: Option<Health>,
+    /// When the source says the number was registered / last updated (RFC 3339 UTC; a BSP
+    /// reports these, Meta does not).
+    pub source_created_at: Option<String>,
+    pub source_updated_at: Option<String>,
 }
 
 /// What one poll saw of a WABA.
@@ -282,6 +286,8 @@ pub struct WabaObservation {
     pub business_messaging_limit: Option<MessagingLimit>,
     pub health: Option<Health>,
     pub ownership_type: Option<String>,
+    pub source_created_at: Option<String>,
+    pub source_updated_at: Option<String>,
 }
 
 /// Kinds of monitored target.

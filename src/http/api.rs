@@ -109,6 +109,8 @@ fn account(e: &StatusEntry) -> Value {
         "present": e.present,
         "stale": e.stale,
         "created_at": e.first_seen_at,
+        "source_created_at": e.source_created_at,
+        "source_updated_at": e.source_updated_at,
         "last_polled_at": e.last_polled_at,
         "last_changed_at": e.last_changed_at,
     })

@@ -74,6 +74,8 @@ fn to_meta_phone(p: &Value) -> Value {
             "whatsappBusinessManagerMessagingLimit",
             "whatsapp_business_manager_messaging_limit",
         ),
+        ("createTime", "created_time"),
+        ("updateTime", "updated_time"),
     ];
     for (from, to) in pairs {
         if let Some(v) = p.get(from) {
@@ -104,6 +106,8 @@ fn to_meta_waba(w: &Value) -> Value {
             "whatsappBusinessManagerMessagingLimit",
             "whatsapp_business_manager_messaging_limit",
         ),
+        ("createTime", "created_time"),
+        ("updateTime", "updated_time"),
     ] {
         if let Some(v) = w.get(from) {
             out.insert(to.to_owned(), v.clone());
@@ -364,6 +368,15 @@ mod tests {
         );
         assert_eq!(o.throughput, Some(ThroughputLevel::Standard));
         assert_eq!(o.messaging_limit_tier, Some(MessagingLimit::Tier2K));
+        // The BSP writes its local time (+08:00); stored as UTC.
+        assert_eq!(
+            o.source_created_at.as_deref(),
+            Some("2025-12-01T03:04:56.000Z")
+        );
+        assert_eq!(
+            o.source_updated_at.as_deref(),
+            Some("2025-12-01T08:00:01.000Z")
+        );
     }
 
     #[test]
@@ -371,7 +384,8 @@ mod tests {
         let w = serde_json::json!({
             "wabaId": "9", "name": "Globex", "status": "ACTIVE",
             "businessVerificationStatus": "verified", "accountReviewStatus": "APPROVED",
-            "whatsappBusinessManagerMessagingLimit": "TIER_10K"
+            "whatsappBusinessManagerMessagingLimit": "TIER_10K",
+            "createTime": "2025-12-01T15:22:49.000+08:00", "updateTime": "2025-12-01T15:22:49.000+08:00"
         });
         let o = normalise_waba(
             parse::waba(&to_meta_waba(&w), None, &mut Anomalies::default()).expect("waba"),
@@ -387,6 +401,10 @@ mod tests {
             Some("APPROVED")
         );
         assert_eq!(o.business_messaging_limit, Some(MessagingLimit::Tier10K));
+        assert_eq!(
+            o.source_created_at.as_deref(),
+            Some("2025-12-01T07:22:49.000Z")
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct PhoneRow {
     pub last_changed_at: String,
     /// Priority of the source whose view this row follows.
     pub source_priority: i64,
+    pub source_created_at: Option<String>,
+    pub source_updated_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -59,6 +61,8 @@ pub struct WabaRow {
     pub last_polled_at: String,
     pub last_changed_at: String,
     pub source_priority: i64,
+    pub source_created_at: Option<String>,
+    pub source_updated_at: Option<String>,
 }
 
 /// Collects the changes of one target while its fields are merged.
@@ -120,6 +124,8 @@ impl PhoneRow {
             last_polled_at: now.to_owned(),
             last_changed_at: now.to_owned(),
             source_priority: 2,
+            source_created_at: None,
+            source_updated_at: None,
         }
     }
 
@@ -175,6 +181,8 @@ impl PhoneRow {
         );
         describe(&mut self.throughput, s(&o.throughput));
         describe(&mut self.account_mode, o.account_mode.clone());
+        describe(&mut self.source_created_at, o.source_created_at.clone());
+        describe(&mut self.source_updated_at, o.source_updated_at.clone());
         if !t.changes.is_empty() {
             self.last_changed_at = now.to_owned();
         }
@@ -213,6 +221,8 @@ impl WabaRow {
             last_polled_at: now.to_owned(),
             last_changed_at: now.to_owned(),
             source_priority: 2,
+            source_created_at: None,
+            source_updated_at: None,
         }
     }
 
@@ -254,6 +264,8 @@ impl WabaRow {
             o.health.as_ref().map(|h| h.entities_json()),
         );
         describe(&mut self.ownership_type, o.ownership_type.clone());
+        describe(&mut self.source_created_at, o.source_created_at.clone());
+        describe(&mut self.source_updated_at, o.source_updated_at.clone());
         if !t.changes.is_empty() {
             self.last_changed_at = now.to_owned();
         }

@@ -382,8 +382,9 @@ async fn upsert_waba(
     sqlx::query(
         "INSERT OR REPLACE INTO wabas (id, source, business_id, name, account_review_status, \
          business_verification_status, business_messaging_limit, health, health_entities, \
-         ownership_type, present, first_seen_at, last_polled_at, last_changed_at, source_priority) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         ownership_type, present, first_seen_at, last_polled_at, last_changed_at, source_priority, \
+         source_created_at, source_updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )
     .bind(&r.id)
     .bind(&r.source)
@@ -400,6 +401,8 @@ async fn upsert_waba(
     .bind(&r.last_polled_at)
     .bind(&r.last_changed_at)
     .bind(r.source_priority)
+    .bind(&r.source_created_at)
+    .bind(&r.source_updated_at)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -413,8 +416,9 @@ async fn upsert_phone(
         "INSERT OR REPLACE INTO phone_numbers (id, source, waba_id, display_phone_number, \
          verified_name, quality_rating, status, messaging_limit_tier, business_messaging_limit, \
          health, health_entities, name_status, code_verification_status, throughput, \
-         account_mode, present, first_seen_at, last_polled_at, last_changed_at, source_priority) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+         account_mode, present, first_seen_at, last_polled_at, last_changed_at, source_priority, \
+         source_created_at, source_updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
     )
     .bind(&r.id)
     .bind(&r.source)
@@ -436,6 +440,8 @@ async fn upsert_phone(
     .bind(&r.last_polled_at)
     .bind(&r.last_changed_at)
     .bind(r.source_priority)
+    .bind(&r.source_created_at)
+    .bind(&r.source_updated_at)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -36,6 +36,9 @@ pub struct StatusEntry {
     pub present: bool,
     /// Not read by its source's latest poll: the state shown is the last known one.
     pub stale: bool,
+    /// When the source says it created / last updated the target (a BSP reports these).
+    pub source_created_at: Option<String>,
+    pub source_updated_at: Option<String>,
     pub first_seen_at: String,
     pub last_polled_at: String,
     pub last_changed_at: String,
@@ -144,6 +147,8 @@ impl Store {
                 throughput: None,
                 present: w.present,
                 stale: w.present && stale(&w.source, &w.last_polled_at),
+                source_created_at: w.source_created_at.clone(),
+                source_updated_at: w.source_updated_at.clone(),
                 first_seen_at: w.first_seen_at.clone(),
                 last_polled_at: w.last_polled_at.clone(),
                 last_changed_at: w.last_changed_at.clone(),
@@ -182,6 +187,8 @@ impl Store {
                 throughput: p.throughput.clone(),
                 present: p.present,
                 stale: p.present && stale(&p.source, &p.last_polled_at),
+                source_created_at: p.source_created_at.clone(),
+                source_updated_at: p.source_updated_at.clone(),
                 first_seen_at: p.first_seen_at.clone(),
                 last_polled_at: p.last_polled_at.clone(),
                 last_changed_at: p.last_changed_at.clone(),

@@ -66,6 +66,9 @@ async fn every_page_is_walked_and_the_bsp_numbers_become_targets_labelled_by_sou
     let n = bsp_numbers[0];
     assert!(n.quality_rating.is_some() && n.status.is_some() && n.messaging_limit.is_some());
     assert!(n.display_phone_number.is_some() && n.verified_name.is_some() && n.waba_id.is_some());
+    // createTime / updateTime, normalised to UTC.
+    let updated = n.source_updated_at.as_deref().expect("update time kept");
+    assert!(updated.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(updated).is_ok());
 }
 
 #[tokio::test]

@@ -49,6 +49,18 @@ fn string(obj: &Value, field: &'static str, an: &mut Anomalies) -> Option<String
     }
 }
 
+/// A timestamp field (ISO 8601 with an offset), normalised to RFC 3339 UTC.
+fn timestamp(obj: &Value, field: &'static str, an: &mut Anomalies) -> Option<String> {
+    let raw = string(obj, field, an)?;
+    match chrono::DateTime::parse_from_rfc3339(&raw) {
+        Ok(t) => Some(crate::timefmt::rfc3339(t.with_timezone(&chrono::Utc))),
+        Err(_) => {
+            an.push("wrong_type", field, format!("{} = {raw}", id_of(obj)));
+            None
+        }
+    }
+}
+
 /// An enum field, parsed into its open enum; unknown values are kept and noted.
 fn enumerated<T>(
     obj: &Value,
@@ -247,6 +259,8 @@ pub fn phone(obj: &Value, waba_id: Option<&str>, an: &mut Anomalies) -> Option<P
         throughput,
         account_mode: string(obj, "account_mode", an),
         health: health(obj, an),
+        source_created_at: timestamp(obj, "created_time", an),
+        source_updated_at: timestamp(obj, "updated_time", an),
         id,
     })
 }
@@ -280,6 +294,8 @@ pub fn waba(obj: &Value, business_id: Option<&str>, an: &mut Anomalies) -> Optio
         ),
         health: health(obj, an),
         ownership_type: string(obj, "ownership_type", an),
+        source_created_at: timestamp(obj, "created_time", an),
+        source_updated_at: timestamp(obj, "updated_time", an),
         id,
     })
 }

@@ -698,20 +698,14 @@ fn validate_daemon(
             }
         },
     };
-    let api_token = match (&raw.api_token_env, &raw.api_token_file) {
-        (Some(_), Some(f)) => {
-            p.add(
-                Some(f.span()),
-                "daemon.api_token_file",
-                "both api_token_env and api_token_file are set".into(),
-                "keep one of them",
-            );
-            None
-        }
-        (Some(e), None) => Some(SecretSource::Env(e.get_ref().trim().to_owned())),
-        (None, Some(f)) => Some(SecretSource::File(base_dir.join(f.get_ref()))),
-        (None, None) => None,
-    };
+    let api_token = secret_source(
+        &raw.api_token_env,
+        &raw.api_token_file,
+        ("daemon.api_token_env", "daemon.api_token_file"),
+        base_dir,
+        Need::Optional,
+        p,
+    );
     if !listen.ip().is_loopback() && api_token.is_none() {
         p.add(
             listen_span,
@@ -816,19 +810,7 @@ fn validate_meta(
 ) -> Option<MetaSourceConfig> {
     let k = |name: &str| format!("meta[{i}].{name}");
     let before = p.list.len();
-    let name = raw.name.get_ref().trim().to_owned();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        p.add(
-            Some(raw.name.span()),
-            &k("name"),
-            format!("\"{}\" is not a usable source name", raw.name.get_ref()),
-            "use letters, digits, '-' and '_' only (it becomes the `source` label), e.g. \"main\"",
-        );
-    }
+    let name = source_name(&raw.name, &k("name"), "main", p);
     let graph_url = match &raw.graph_url {
         None => Url::parse(DEFAULT_GRAPH_URL).ok(),
         Some(u) => match Url::parse(u.get_ref()) {
@@ -891,54 +873,18 @@ fn validate_meta(
             parsed
         }
     };
-    let token = match (&raw.access_token_env, &raw.access_token_file) {
-        (Some(_), Some(f)) => {
-            p.add(
-                Some(f.span()),
-                &k("access_token_file"),
-                "both access_token_env and access_token_file are set".into(),
-                "keep one of them",
-            );
-            None
-        }
-        (None, None) => {
-            p.add(
-                Some(span.clone()),
-                &k("access_token_env"),
-                "no access token source".into(),
-                "add access_token_env = \"WABA_MONITOR_META_TOKEN\" (an environment variable holding a system-user token) or access_token_file = \"/run/credentials/waba-monitor.service/meta-token\"",
-            );
-            None
-        }
-        (Some(e), None) => {
-            let v = e.get_ref().trim();
-            if v.is_empty() || v.starts_with("EAA") || v.contains(char::is_whitespace) {
-                p.add(
-                    Some(e.span()),
-                    &k("access_token_env"),
-                    "this must be the NAME of an environment variable, not the token itself"
-                        .into(),
-                    "write access_token_env = \"WABA_MONITOR_META_TOKEN\" and export the token in that variable",
-                );
-                None
-            } else {
-                Some(SecretSource::Env(v.to_owned()))
-            }
-        }
-        (None, Some(f)) => {
-            if f.get_ref().trim().is_empty() {
-                p.add(
-                    Some(f.span()),
-                    &k("access_token_file"),
-                    "empty path".into(),
-                    "point it at a file readable only by the daemon",
-                );
-                None
-            } else {
-                Some(SecretSource::File(base_dir.join(f.get_ref())))
-            }
-        }
-    };
+    let token = secret_source(
+        &raw.access_token_env,
+        &raw.access_token_file,
+        (&k("access_token_env"), &k("access_token_file")),
+        base_dir,
+        Need::Required {
+            span: span.clone(),
+            what: "no access token source",
+            fix: "add access_token_env = \"WABA_MONITOR_META_TOKEN\" (an environment variable holding a system-user token) or access_token_file = \"/run/credentials/waba-monitor.service/meta-token\"",
+        },
+        p,
+    );
     let mut seen = BTreeSet::new();
     let targets_span = span.clone();
     let businesses = validate_ids(raw.businesses, &k("businesses"), &mut seen, p);
@@ -963,22 +909,8 @@ fn validate_meta(
         Duration::from_millis(100),
         p,
     );
-    let max_response_bytes = match raw.max_response_bytes {
-        None => 16 * 1024 * 1024,
-        Some(v) if *v.get_ref() >= 64 * 1024 => *v.get_ref() as u64,
-        Some(v) => {
-            p.add(
-                Some(v.span()),
-                &k("max_response_bytes"),
-                format!(
-                    "{} bytes is too small for a page of 100 numbers",
-                    v.get_ref()
-                ),
-                "leave it out (16 MiB) or use at least 65536",
-            );
-            16 * 1024 * 1024
-        }
-    };
+    let max_response_bytes =
+        max_response_bytes(raw.max_response_bytes, &k("max_response_bytes"), p);
     let concurrency = match raw.concurrency {
         None => 4,
         Some(v) if (1..=32).contains(v.get_ref()) => *v.get_ref() as usize,
@@ -1084,6 +1016,124 @@ fn check_budget(
     }
 }
 
+/// Whether a secret key must be present.
+enum Need<'a> {
+    Optional,
+    /// Missing both keys is a problem at `span`, with this message and fix.
+    Required {
+        span: std::ops::Range<usize>,
+        what: &'a str,
+        fix: &'a str,
+    },
+}
+
+/// A secret configured as `*_env` (the NAME of an environment variable) or `*_file` (a path),
+/// never both. One place for the rules every secret key follows.
+fn secret_source(
+    env: &Option<Spanned<String>>,
+    file: &Option<Spanned<String>>,
+    (env_key, file_key): (&str, &str),
+    base_dir: &Path,
+    need: Need<'_>,
+    p: &mut Problems<'_>,
+) -> Option<SecretSource> {
+    match (env, file) {
+        (Some(_), Some(f)) => {
+            p.add(
+                Some(f.span()),
+                file_key,
+                format!(
+                    "both {} and {} are set",
+                    last_key(env_key),
+                    last_key(file_key)
+                ),
+                "keep one of them",
+            );
+            None
+        }
+        (Some(e), None) => {
+            let name = e.get_ref().trim();
+            let is_name = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !is_name || name.starts_with("EAA") {
+                p.add(
+                    Some(e.span()),
+                    env_key,
+                    "this must be the NAME of an environment variable, not the secret itself".into(),
+                    &format!(
+                        "write e.g. {} = \"WABA_MONITOR_TOKEN\" and export the secret in that variable",
+                        last_key(env_key)
+                    ),
+                );
+                None
+            } else {
+                Some(SecretSource::Env(name.to_owned()))
+            }
+        }
+        (None, Some(f)) if f.get_ref().trim().is_empty() => {
+            p.add(
+                Some(f.span()),
+                file_key,
+                "empty path".into(),
+                "point it at a file readable only by the daemon",
+            );
+            None
+        }
+        (None, Some(f)) => Some(SecretSource::File(base_dir.join(f.get_ref()))),
+        (None, None) => {
+            if let Need::Required { span, what, fix } = need {
+                p.add(Some(span), env_key, what.to_owned(), fix);
+            }
+            None
+        }
+    }
+}
+
+fn last_key(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
+/// A source's name: it becomes the `source` label.
+fn source_name(raw: &Spanned<String>, key: &str, example: &str, p: &mut Problems<'_>) -> String {
+    let name = raw.get_ref().trim().to_owned();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        p.add(
+            Some(raw.span()),
+            key,
+            format!("\"{}\" is not a usable source name", raw.get_ref()),
+            &format!(
+                "use letters, digits, '-' and '_' only (it becomes the `source` label), e.g. \"{example}\""
+            ),
+        );
+    }
+    name
+}
+
+/// The cap on one answer's size.
+fn max_response_bytes(raw: Option<Spanned<i64>>, key: &str, p: &mut Problems<'_>) -> u64 {
+    const DEFAULT: u64 = 16 * 1024 * 1024;
+    match raw {
+        None => DEFAULT,
+        Some(v) if *v.get_ref() >= 64 * 1024 => *v.get_ref() as u64,
+        Some(v) => {
+            p.add(
+                Some(v.span()),
+                key,
+                format!("{} bytes is too small for a page of answers", v.get_ref()),
+                "leave it out (16 MiB) or use at least 65536",
+            );
+            DEFAULT
+        }
+    }
+}
+
 fn validate_bsp(
     i: usize,
     span: std::ops::Range<usize>,
@@ -1105,19 +1155,7 @@ fn validate_bsp(
             None
         }
     };
-    let name = raw.name.get_ref().trim().to_owned();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        p.add(
-            Some(raw.name.span()),
-            &k("name"),
-            format!("\"{}\" is not a usable source name", raw.name.get_ref()),
-            "use letters, digits, '-' and '_' only (it becomes the `source` label), e.g. \"finedu-main\"",
-        );
-    }
+    let name = source_name(&raw.name, &k("name"), "finedu-main", p);
     let base_url = match &raw.base_url {
         None => Url::parse(DEFAULT_FINEDU_URL).ok(),
         Some(u) => match Url::parse(u.get_ref()) {
@@ -1148,28 +1186,18 @@ fn validate_bsp(
             }
         },
     };
-    let token = match (&raw.token_env, &raw.token_file) {
-        (Some(_), Some(f)) => {
-            p.add(
-                Some(f.span()),
-                &k("token_file"),
-                "both token_env and token_file are set".into(),
-                "keep one of them",
-            );
-            None
-        }
-        (None, None) => {
-            p.add(
-                Some(span.clone()),
-                &k("token_env"),
-                "no API token source".into(),
-                "add token_env = \"WABA_MONITOR_FINEDU_TOKEN\" (the NAME of a variable holding the BSP's API token) or token_file = \"...\"",
-            );
-            None
-        }
-        (Some(e), None) => Some(SecretSource::Env(e.get_ref().trim().to_owned())),
-        (None, Some(f)) => Some(SecretSource::File(base_dir.join(f.get_ref()))),
-    };
+    let token = secret_source(
+        &raw.token_env,
+        &raw.token_file,
+        (&k("token_env"), &k("token_file")),
+        base_dir,
+        Need::Required {
+            span: span.clone(),
+            what: "no API token source",
+            fix: "add token_env = \"WABA_MONITOR_FINEDU_TOKEN\" (the NAME of a variable holding the BSP's API token) or token_file = \"/run/credentials/waba-monitor.service/finedu-token\"",
+        },
+        p,
+    );
     let page_size = match &raw.page_size {
         None => 100,
         Some(v) if (1..=100).contains(v.get_ref()) => *v.get_ref() as u32,
@@ -1208,19 +1236,8 @@ fn validate_bsp(
         Duration::from_millis(100),
         p,
     );
-    let max_response_bytes = match raw.max_response_bytes {
-        None => 16 * 1024 * 1024,
-        Some(v) if *v.get_ref() >= 64 * 1024 => *v.get_ref() as u64,
-        Some(v) => {
-            p.add(
-                Some(v.span()),
-                &k("max_response_bytes"),
-                format!("{} bytes is too small for a page", v.get_ref()),
-                "leave it out (16 MiB) or use at least 65536",
-            );
-            16 * 1024 * 1024
-        }
-    };
+    let max_response_bytes =
+        max_response_bytes(raw.max_response_bytes, &k("max_response_bytes"), p);
     if p.list.len() != before {
         return None;
     }
@@ -1311,20 +1328,14 @@ fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Optio
             }
         },
     };
-    let password = match (&raw.password_env, &raw.password_file) {
-        (Some(_), Some(f)) => {
-            p.add(
-                Some(f.span()),
-                "email.password_file",
-                "both password_env and password_file are set".into(),
-                "keep one of them",
-            );
-            None
-        }
-        (Some(e), None) => Some(SecretSource::Env(e.get_ref().trim().to_owned())),
-        (None, Some(f)) => Some(SecretSource::File(base_dir.join(f.get_ref()))),
-        (None, None) => None,
-    };
+    let password = secret_source(
+        &raw.password_env,
+        &raw.password_file,
+        ("email.password_env", "email.password_file"),
+        base_dir,
+        Need::Optional,
+        p,
+    );
     if password.is_some() && raw.username.is_none() {
         p.add(
             raw.password_env

@@ -6,7 +6,6 @@
 //! may have been skipped): only then may a number missing from its WABA be recorded as gone.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use backon::Retryable;
 use chrono::{DateTime, Utc};
@@ -122,13 +121,7 @@ fn number(v: &Value, field: &str) -> Option<u64> {
 
 impl FineduSource {
     pub fn new(cfg: BspSourceConfig, retry: RetryPolicy) -> Result<FineduSource, GraphError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("waba-monitor/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| GraphError::Connect(e.without_url().to_string()))?;
+        let http = super::graph::client::http_client(cfg.request_timeout)?;
         Ok(FineduSource { cfg, http, retry })
     }
 

@@ -63,6 +63,18 @@ impl std::fmt::Debug for GraphClient {
     }
 }
 
+/// The HTTP client every source uses: a whole-request timeout, a shorter connect timeout, our
+/// User-Agent, and no redirects (a redirect could carry the bearer token elsewhere).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, GraphError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("waba-monitor/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| GraphError::Connect(e.without_url().to_string()))
+}
+
 /// What to ask a node for: its id and `fields=` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRequest {
@@ -76,13 +88,7 @@ impl GraphClient {
         token: SecretString,
         retry: RetryPolicy,
     ) -> Result<GraphClient, GraphError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.request_timeout)
-            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("waba-monitor/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| GraphError::Connect(e.without_url().to_string()))?;
+        let http = http_client(cfg.request_timeout)?;
         Ok(GraphClient {
             http,
             base: cfg.graph_url.clone(),

@@ -2,9 +2,10 @@
 //!
 //! Daemon metrics (polls, Graph calls and usage, emails, outbox, scheduler) live in a
 //! `prometheus-client` registry. Per-number and per-WABA state series are many (about 30 per
-//! number: one 0/1 series per state), so they are rendered when a target *changes* and kept as
-//! text, kube-state-metrics style; a scrape only concatenates them. A target that is gone (or no
-//! longer in the database) loses its series at the next sync.
+//! number: one 0/1 series per state), so they are rendered after a cycle in which a target
+//! changed, into one shared buffer, kube-state-metrics style; a scrape hands that buffer out
+//! without formatting or copying anything. A target that is gone (or no longer in the database)
+//! loses its series at the next sync.
 
 mod targets;
 

@@ -143,134 +143,163 @@ fn health_state(raw: Option<&str>) -> &str {
     }
 }
 
-/// One target's rendered lines, one string per family.
-#[derive(Debug, Clone)]
-struct Rendered {
-    /// The state it was rendered from, minus what changes on every poll.
-    from: StatusEntry,
-    families: Vec<String>,
-}
-
-fn render_phone(e: &StatusEntry, stale: bool) -> Vec<String> {
-    let labels = format!(
+fn phone_labels(e: &StatusEntry) -> String {
+    format!(
         "phone_number_id=\"{}\",waba_id=\"{}\"",
         esc(&e.id),
         esc(e.waba_id.as_deref().unwrap_or(""))
-    );
-    let mut f = vec![String::new(); PHONE_FAMILIES.len()];
-    let quality = match e.quality_rating.as_deref() {
-        Some(q) if QUALITY_STATES.contains(&q) => q,
-        _ => "UNKNOWN",
-    };
-    state_lines(
-        &mut f[0],
-        PHONE_FAMILIES[0].0,
-        &labels,
-        QUALITY_STATES,
-        quality,
-    );
-    let mut statuses: Vec<&str> = PhoneStatus::KNOWN.to_vec();
-    statuses.push("OTHER");
-    state_lines(
-        &mut f[1],
-        PHONE_FAMILIES[1].0,
-        &labels,
-        &statuses,
-        status_state(e.status.as_deref()),
-    );
-    state_lines(
-        &mut f[2],
-        PHONE_FAMILIES[2].0,
-        &labels,
-        HEALTH_STATES,
-        health_state(e.health.as_deref()),
-    );
-    if let Some(v) = limit_value(e.messaging_limit.as_deref()) {
-        let _ = writeln!(f[3], "{}{{{labels}}} {v}", PHONE_FAMILIES[3].0);
-    }
-    let _ = writeln!(
-        f[4],
-        "waba_monitor_phone_info{{{labels},display_phone_number=\"{}\",verified_name=\"{}\",waba_name=\"{}\",source=\"{}\"}} 1",
-        esc(e.display_phone_number.as_deref().unwrap_or("")),
-        esc(e.verified_name.as_deref().unwrap_or("")),
-        esc(e.name.as_deref().unwrap_or("")),
-        esc(&e.source)
-    );
-    if let Some(t) = parse_rfc3339(&e.last_changed_at) {
-        let _ = writeln!(
-            f[5],
-            "{}{{{labels}}} {}",
-            PHONE_FAMILIES[5].0,
-            t.timestamp_millis() as f64 / 1000.0
-        );
-    }
-    let _ = writeln!(
-        f[6],
-        "{}{{{labels}}} {}",
-        PHONE_FAMILIES[6].0,
-        u8::from(stale)
-    );
-    f
+    )
 }
 
-fn render_waba(e: &StatusEntry) -> Vec<String> {
+/// Writes one family's lines for one phone number.
+fn render_phone(out: &mut String, family: usize, e: &StatusEntry) {
+    let labels = phone_labels(e);
+    let name = PHONE_FAMILIES[family].0;
+    match family {
+        0 => {
+            let quality = match e.quality_rating.as_deref() {
+                Some(q) if QUALITY_STATES.contains(&q) => q,
+                _ => "UNKNOWN",
+            };
+            state_lines(out, name, &labels, QUALITY_STATES, quality);
+        }
+        1 => {
+            let current = status_state(e.status.as_deref());
+            state_lines(out, name, &labels, PhoneStatus::KNOWN, current);
+            state_lines(out, name, &labels, &["OTHER"], current);
+        }
+        2 => state_lines(
+            out,
+            name,
+            &labels,
+            HEALTH_STATES,
+            health_state(e.health.as_deref()),
+        ),
+        3 => {
+            if let Some(v) = limit_value(e.messaging_limit.as_deref()) {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
+        4 => {
+            let _ = writeln!(
+                out,
+                "waba_monitor_phone_info{{{labels},display_phone_number=\"{}\",verified_name=\"{}\",waba_name=\"{}\",source=\"{}\"}} 1",
+                esc(e.display_phone_number.as_deref().unwrap_or("")),
+                esc(e.verified_name.as_deref().unwrap_or("")),
+                esc(e.name.as_deref().unwrap_or("")),
+                esc(&e.source)
+            );
+        }
+        5 => {
+            if let Some(t) = parse_rfc3339(&e.last_changed_at) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{labels}}} {}",
+                    t.timestamp_millis() as f64 / 1000.0
+                );
+            }
+        }
+        _ => {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", u8::from(e.stale));
+        }
+    }
+}
+
+/// Writes one family's lines for one WABA.
+fn render_waba(out: &mut String, family: usize, e: &StatusEntry) {
     let labels = format!("waba_id=\"{}\"", esc(&e.id));
-    let mut f = vec![String::new(); WABA_FAMILIES.len()];
-    state_lines(
-        &mut f[0],
-        WABA_FAMILIES[0].0,
-        &labels,
-        REVIEW_STATES,
-        one_of(e.account_review_status.as_deref(), REVIEW_STATES, "OTHER"),
-    );
-    let verification = e
-        .business_verification_status
-        .as_deref()
-        .map(str::to_ascii_lowercase);
-    state_lines(
-        &mut f[1],
-        WABA_FAMILIES[1].0,
-        &labels,
-        VERIFICATION_STATES,
-        one_of(verification.as_deref(), VERIFICATION_STATES, "OTHER"),
-    );
-    state_lines(
-        &mut f[2],
-        WABA_FAMILIES[2].0,
-        &labels,
-        HEALTH_STATES,
-        health_state(e.health.as_deref()),
-    );
-    if let Some(v) = limit_value(e.messaging_limit.as_deref()) {
-        let _ = writeln!(f[3], "{}{{{labels}}} {v}", WABA_FAMILIES[3].0);
+    let name = WABA_FAMILIES[family].0;
+    match family {
+        0 => state_lines(
+            out,
+            name,
+            &labels,
+            REVIEW_STATES,
+            one_of(e.account_review_status.as_deref(), REVIEW_STATES, "OTHER"),
+        ),
+        1 => {
+            let verification = e
+                .business_verification_status
+                .as_deref()
+                .map(str::to_ascii_lowercase);
+            state_lines(
+                out,
+                name,
+                &labels,
+                VERIFICATION_STATES,
+                one_of(verification.as_deref(), VERIFICATION_STATES, "OTHER"),
+            );
+        }
+        2 => state_lines(
+            out,
+            name,
+            &labels,
+            HEALTH_STATES,
+            health_state(e.health.as_deref()),
+        ),
+        3 => {
+            if let Some(v) = limit_value(e.messaging_limit.as_deref()) {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "waba_monitor_waba_info{{{labels},name=\"{}\",business_id=\"{}\",source=\"{}\"}} 1",
+                esc(e.name.as_deref().unwrap_or("")),
+                esc(e.business_id.as_deref().unwrap_or("")),
+                esc(&e.source)
+            );
+        }
     }
-    let _ = writeln!(
-        f[4],
-        "waba_monitor_waba_info{{{labels},name=\"{}\",business_id=\"{}\",source=\"{}\"}} 1",
-        esc(e.name.as_deref().unwrap_or("")),
-        esc(e.business_id.as_deref().unwrap_or("")),
-        esc(&e.source)
-    );
-    f
 }
 
-/// The cache of rendered per-target series.
+/// A fingerprint of what a target's series are rendered from: not the poll time (it changes
+/// every cycle) nor the health detail (not exported).
+fn fingerprint(e: &StatusEntry) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &e.kind,
+        &e.id,
+        &e.source,
+        &e.waba_id,
+        &e.business_id,
+        &e.display_phone_number,
+        &e.verified_name,
+        &e.name,
+        &e.quality_rating,
+        &e.status,
+        &e.messaging_limit,
+        &e.health,
+    )
+        .hash(&mut h);
+    (
+        &e.account_review_status,
+        &e.business_verification_status,
+        &e.last_changed_at,
+        e.stale,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+/// The per-target section of the exposition. Only fingerprints are kept per target: when any
+/// target changed (or appeared, or went), the whole section is rendered again, family by
+/// family, straight into one buffer; a scrape hands that buffer out without copying it.
 #[derive(Debug, Default)]
 pub struct TargetSeries {
-    phones: HashMap<String, Rendered>,
-    wabas: HashMap<String, Rendered>,
-    /// The whole per-target section of the exposition, rebuilt when a target changed, so a
-    /// scrape hands out a reference-counted buffer instead of formatting anything.
+    fingerprints: HashMap<String, u64>,
     section: Bytes,
 }
 
 impl TargetSeries {
     pub fn len(&self) -> usize {
-        self.phones.len() + self.wabas.len()
+        self.fingerprints.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.fingerprints.is_empty()
     }
 
     pub fn bytes(&self) -> usize {
@@ -282,66 +311,33 @@ impl TargetSeries {
         self.section.clone()
     }
 
-    /// Brings the cache in line with `entries`: renders new and changed targets, drops targets
-    /// that are gone or absent.
+    /// Brings the section in line with `entries`: targets that are gone or absent lose their
+    /// series; nothing is rendered when no target changed.
     pub fn sync(&mut self, entries: Vec<StatusEntry>) {
-        let mut phones = HashMap::with_capacity(entries.len());
-        let mut wabas = HashMap::new();
-        let mut changed = false;
-        for mut key in entries.into_iter().filter(|e| e.present) {
-            // What the series are rendered from: not the poll time (changes every cycle) nor
-            // the health detail (not exported), so an unchanged target is not re-rendered.
-            key.last_polled_at.clear();
-            key.health_entities = None;
-            let is_waba = key.kind == "waba";
-            let (old, new) = if is_waba {
-                (&mut self.wabas, &mut wabas)
-            } else {
-                (&mut self.phones, &mut phones)
-            };
-            let id = key.id.clone();
-            let rendered = match old.remove(&id) {
-                Some(r) if r.from == key => r,
-                _ => {
-                    changed = true;
-                    let families = if is_waba {
-                        render_waba(&key)
-                    } else {
-                        render_phone(&key, key.stale)
-                    };
-                    Rendered {
-                        families,
-                        from: key,
-                    }
-                }
-            };
-            new.insert(id, rendered);
+        let present: Vec<StatusEntry> = entries.into_iter().filter(|e| e.present).collect();
+        let fingerprints: HashMap<String, u64> = present
+            .iter()
+            .map(|e| (format!("{}:{}", e.kind, e.id), fingerprint(e)))
+            .collect();
+        if fingerprints == self.fingerprints && !self.section.is_empty() {
+            return;
         }
-        // Whatever is left in the old maps is gone.
-        changed |= !self.phones.is_empty() || !self.wabas.is_empty();
-        self.phones = phones;
-        self.wabas = wabas;
-        if changed || self.section.is_empty() {
-            let mut out = String::with_capacity(self.section.len().max(4096));
-            self.write(&mut out);
-            self.section = Bytes::from(out);
-        }
-    }
-
-    fn write(&self, out: &mut String) {
+        let mut out = String::with_capacity(self.section.len().max(4096));
         for (i, (name, kind, help)) in PHONE_FAMILIES.iter().enumerate() {
             let _ = writeln!(out, "# HELP {name} {help}.");
             let _ = writeln!(out, "# TYPE {name} {kind}");
-            for r in self.phones.values() {
-                out.push_str(&r.families[i]);
+            for e in present.iter().filter(|e| e.kind == "phone_number") {
+                render_phone(&mut out, i, e);
             }
         }
         for (i, (name, kind, help)) in WABA_FAMILIES.iter().enumerate() {
             let _ = writeln!(out, "# HELP {name} {help}.");
             let _ = writeln!(out, "# TYPE {name} {kind}");
-            for r in self.wabas.values() {
-                out.push_str(&r.families[i]);
+            for e in present.iter().filter(|e| e.kind == "waba") {
+                render_waba(&mut out, i, e);
             }
         }
+        self.fingerprints = fingerprints;
+        self.section = Bytes::from(out);
     }
 }

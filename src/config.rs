@@ -589,6 +589,31 @@ fn duration_key(
     }
 }
 
+/// A whole number in `range` (inclusive), or `default` when the key is absent. An out-of-range
+/// value is a problem with `fix`.
+fn int_key(
+    v: Option<Spanned<i64>>,
+    key: &str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    fix: &str,
+    p: &mut Problems<'_>,
+) -> u32 {
+    let Some(v) = v else { return default };
+    match u32::try_from(*v.get_ref()) {
+        Ok(n) if range.contains(&n) => n,
+        _ => {
+            p.add(
+                Some(v.span()),
+                key,
+                format!("{} is out of range", v.get_ref()),
+                fix,
+            );
+            default
+        }
+    }
+}
+
 fn validate_daemon(
     raw: Option<RawDaemon>,
     base_dir: &Path,
@@ -716,21 +741,14 @@ fn validate_daemon(
             "set api_token_env (or api_token_file) in [daemon] so /api/* requires `Authorization: Bearer <token>`, or listen on 127.0.0.1",
         );
     }
-    let stale_after = match raw.stale_after {
-        None => 2,
-        Some(v) => match u32::try_from(*v.get_ref()) {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                p.add(
-                    Some(v.span()),
-                    "daemon.stale_after",
-                    format!("{} is out of range", v.get_ref()),
-                    "use a number of polls from 1 to 1000 (default 2)",
-                );
-                2
-            }
-        },
-    };
+    let stale_after = int_key(
+        raw.stale_after,
+        "daemon.stale_after",
+        2,
+        1..=1000,
+        "use a number of polls from 1 to 1000 (default 2)",
+        p,
+    );
     let retention = duration_key(
         raw.retention,
         "daemon.retention",
@@ -911,34 +929,22 @@ fn validate_meta(
     );
     let max_response_bytes =
         max_response_bytes(raw.max_response_bytes, &k("max_response_bytes"), p);
-    let concurrency = match raw.concurrency {
-        None => 4,
-        Some(v) if (1..=32).contains(v.get_ref()) => *v.get_ref() as usize,
-        Some(v) => {
-            p.add(
-                Some(v.span()),
-                &k("concurrency"),
-                format!("{} is out of range", v.get_ref()),
-                "use 1 to 32 (default 4)",
-            );
-            4
-        }
-    };
-    let quota_per_waba_hour = match raw.quota_per_waba_hour {
-        None => META_QUOTA_PER_WABA_HOUR as u32,
-        Some(v) => match u32::try_from(*v.get_ref()) {
-            Ok(n) if n >= 1 => n,
-            _ => {
-                p.add(
-                    Some(v.span()),
-                    &k("quota_per_waba_hour"),
-                    format!("{} is not a quota", v.get_ref()),
-                    "use Meta's figure: 200 (calls per hour per app per WABA), or 5000 once the WABA has a registered number",
-                );
-                200
-            }
-        },
-    };
+    let concurrency = int_key(
+        raw.concurrency,
+        &k("concurrency"),
+        4,
+        1..=32,
+        "use 1 to 32 (default 4)",
+        p,
+    ) as usize;
+    let quota_per_waba_hour = int_key(
+        raw.quota_per_waba_hour,
+        &k("quota_per_waba_hour"),
+        META_QUOTA_PER_WABA_HOUR as u32,
+        1..=u32::MAX,
+        "use Meta's figure: 200 (calls per hour per app per WABA), or 5000 once the WABA has a registered number",
+        p,
+    );
     let quota_share = match raw.quota_share {
         None => 0.5,
         Some(v) if *v.get_ref() > 0.0 && *v.get_ref() <= 1.0 => *v.get_ref(),
@@ -1198,19 +1204,14 @@ fn validate_bsp(
         },
         p,
     );
-    let page_size = match &raw.page_size {
-        None => 100,
-        Some(v) if (1..=100).contains(v.get_ref()) => *v.get_ref() as u32,
-        Some(v) => {
-            p.add(
-                Some(v.span()),
-                &k("page_size"),
-                format!("{} is out of range", v.get_ref()),
-                "use 1 to 100 (the API's limit; default 100)",
-            );
-            100
-        }
-    };
+    let page_size = int_key(
+        raw.page_size,
+        &k("page_size"),
+        100,
+        1..=100,
+        "use 1 to 100 (the API's limit; default 100)",
+        p,
+    );
     let account_review_status = match &raw.account_review_status {
         None => None,
         Some(v) if ["PENDING", "APPROVED", "REJECTED"].contains(&v.get_ref().as_str()) => {
@@ -1418,21 +1419,14 @@ fn validate_alerts(raw: Option<RawAlerts>, p: &mut Problems<'_>) -> AlertsConfig
         Duration::ZERO,
         p,
     );
-    let blind_after = match raw.blind_after {
-        None => d.blind_after,
-        Some(v) => match u32::try_from(*v.get_ref()) {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                p.add(
-                    Some(v.span()),
-                    "alerts.blind_after",
-                    format!("{} is out of range", v.get_ref()),
-                    "use a number of failed cycles from 1 to 1000 (default 3)",
-                );
-                d.blind_after
-            }
-        },
-    };
+    let blind_after = int_key(
+        raw.blind_after,
+        "alerts.blind_after",
+        d.blind_after,
+        1..=1000,
+        "use a number of failed cycles from 1 to 1000 (default 3)",
+        p,
+    );
     AlertsConfig {
         repeat_interval,
         resolved: raw.resolved.unwrap_or(d.resolved),

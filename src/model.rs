@@ -239,16 +239,32 @@ pub struct HealthEntity {
 }
 
 /// A `health_status` object: the overall verdict and the entities behind it.
+///
+/// The entities are kept as the JSON the store writes (a list of [`HealthEntity`]): a poll of
+/// ten thousand numbers holds them all until its transaction, and one string each is a fraction
+/// of the memory of the parsed structures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     pub can_send_message: CanSendMessage,
-    pub entities: Vec<HealthEntity>,
+    entities_json: String,
 }
 
 impl Health {
+    pub fn new(can_send_message: CanSendMessage, entities: &[HealthEntity]) -> Health {
+        Health {
+            can_send_message,
+            entities_json: serde_json::to_string(entities).unwrap_or_else(|_| "[]".to_owned()),
+        }
+    }
+
     /// The entities as JSON, as the store keeps them beside the overall value.
-    pub fn entities_json(&self) -> String {
-        serde_json::to_string(&self.entities).unwrap_or_else(|_| "[]".to_owned())
+    pub fn entities_json(&self) -> &str {
+        &self.entities_json
+    }
+
+    /// The entities, parsed back.
+    pub fn entities(&self) -> Vec<HealthEntity> {
+        serde_json::from_str(&self.entities_json).unwrap_or_default()
     }
 }
 

@@ -173,7 +173,7 @@ impl PhoneRow {
         describe(&mut self.verified_name, o.verified_name.clone());
         describe(
             &mut self.health_entities,
-            o.health.as_ref().map(|h| h.entities_json()),
+            o.health.as_ref().map(|h| h.entities_json().to_owned()),
         );
         describe(
             &mut self.code_verification_status,
@@ -261,7 +261,7 @@ impl WabaRow {
         describe(&mut self.business_id, o.business_id.clone());
         describe(
             &mut self.health_entities,
-            o.health.as_ref().map(|h| h.entities_json()),
+            o.health.as_ref().map(|h| h.entities_json().to_owned()),
         );
         describe(&mut self.ownership_type, o.ownership_type.clone());
         describe(&mut self.source_created_at, o.source_created_at.clone());

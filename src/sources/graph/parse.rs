@@ -189,10 +189,7 @@ pub fn health(obj: &Value, an: &mut Anomalies) -> Option<Health> {
             .map(|e| CanSendMessage::parse(&e.can_send_message))
             .max_by_key(CanSendMessage::rank)?,
     };
-    Some(Health {
-        can_send_message: overall,
-        entities,
-    })
+    Some(Health::new(overall, &entities))
 }
 
 /// Reads a phone-number node. `waba_id` is the WABA it was listed under, if any.
@@ -326,7 +323,7 @@ mod tests {
         assert_eq!(p.throughput, Some(ThroughputLevel::Standard));
         let h = p.health.expect("health");
         assert_eq!(h.can_send_message, CanSendMessage::Limited);
-        assert_eq!(h.entities[1].errors[0].error_code, Some(141010));
+        assert_eq!(h.entities()[1].errors[0].error_code, Some(141010));
         assert_eq!(p.waba_id.as_deref(), Some("9"));
     }
 

@@ -261,7 +261,7 @@ async fn cmd_backup(config: &std::path::Path, dest: &std::path::Path) -> anyhow:
         );
         return Ok(ExitCode::from(2));
     }
-    let store = match open_store_readonly_use(config).await {
+    let (_, store) = match open_existing_store(config).await {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -456,7 +456,8 @@ fn print_report(r: &CycleReport) {
     }
 }
 
-async fn open_store_readonly_use(path: &std::path::Path) -> Result<Store, ExitCode> {
+/// Loads the config and opens its existing database (for the read commands).
+async fn open_existing_store(path: &std::path::Path) -> Result<(Config, Store), ExitCode> {
     let cfg = load_config(path)?;
     if !cfg.daemon.database.exists() {
         eprintln!(
@@ -465,19 +466,21 @@ async fn open_store_readonly_use(path: &std::path::Path) -> Result<Store, ExitCo
         );
         return Err(ExitCode::from(1));
     }
-    Store::open(&cfg.daemon.database).await.map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(1)
-    })
+    match Store::open(&cfg.daemon.database).await {
+        Ok(store) => Ok((cfg, store)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
 }
 
 async fn cmd_status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let store = match open_store_readonly_use(path).await {
+    let (cfg, store) = match open_existing_store(path).await {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let stale_after = Config::load(path).map_or(2, |c| c.daemon.stale_after);
-    let entries = store.status_with(true, stale_after).await?;
+    let entries = store.status_with(true, cfg.daemon.stale_after).await?;
     store.close().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
@@ -546,7 +549,7 @@ async fn cmd_history(
             return Ok(ExitCode::from(2));
         }
     };
-    let store = match open_store_readonly_use(path).await {
+    let (_, store) = match open_existing_store(path).await {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };

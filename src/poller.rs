@@ -344,10 +344,9 @@ impl Poller {
             .observe(took.as_secs_f64());
         m.graph_calls.get_or_create(&sl).inc_by(poll.calls);
         if poll.outcome() != PollOutcome::Failed {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            m.last_success.get_or_create(&sl).set(now.as_secs_f64());
+            m.last_success
+                .get_or_create(&sl)
+                .set(crate::timefmt::unix_now());
         }
         let usage = source.usage();
         for (metric, v) in &usage.app {

@@ -10,7 +10,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
@@ -163,9 +162,6 @@ fn offer_tick(tx: &mpsc::Sender<()>, stats: &CycleStats) {
 
 fn record_finished(stats: &CycleStats) {
     stats.cycles_finished.fetch_add(1, Ordering::Relaxed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
+    let now = crate::timefmt::unix_now() as u64;
     stats.last_finished_unix.store(now, Ordering::Relaxed);
 }

@@ -34,10 +34,7 @@ pub fn stopping() {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
+    crate::timefmt::unix_now() as u64
 }
 
 /// Whether the daemon is making progress: the last cycle finished (or, before the first one,

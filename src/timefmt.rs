@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+/// Seconds since the Unix epoch, now (metric values, progress stamps).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
 /// Formats a timestamp the way the database and every JSON output carry it.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)

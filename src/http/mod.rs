@@ -21,7 +21,7 @@ use crate::metrics::{CONTENT_TYPE, Metrics};
 use crate::poller::SharedPoller;
 use crate::scheduler::{CycleStats, ShutdownSignal};
 use crate::store::Store;
-use crate::timefmt::parse_rfc3339;
+use crate::timefmt::{parse_rfc3339, unix_now};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -56,13 +56,6 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

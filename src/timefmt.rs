@@ -27,48 +27,115 @@ pub fn parse_rfc3339(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// The longest duration [`parse_duration`] accepts: 100 years. Far beyond any sensible setting,
+/// and small enough that "now minus it" stays a valid date for chrono and SQLite.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// Why a text is not a duration. The `Display` text names the input and says how to write it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurationError {
+    Empty,
+    /// Not a number followed by a unit.
+    NotADuration(String),
+    /// A number without a unit ("300").
+    NoUnit {
+        input: String,
+        value: u64,
+    },
+    UnknownUnit {
+        input: String,
+        unit: String,
+    },
+    /// Over [`MAX_DURATION`] (or too large to count at all).
+    TooLarge(String),
+}
+
+impl std::fmt::Display for DurationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DurationError::Empty => {
+                write!(
+                    f,
+                    "empty duration; write e.g. \"30s\", \"5m\", \"24h\" or \"7d\""
+                )
+            }
+            DurationError::NotADuration(input) => write!(
+                f,
+                "\"{input}\" is not a duration; write e.g. \"30s\", \"5m\", \"24h\" or \"7d\""
+            ),
+            DurationError::NoUnit { input, value } => write!(
+                f,
+                "\"{input}\" has no unit; write e.g. \"{value}s\" or \"{value}m\""
+            ),
+            DurationError::UnknownUnit { input, unit } => {
+                write!(f, "\"{input}\": unknown unit `{unit}`: use ms, s, m, h, d")
+            }
+            DurationError::TooLarge(input) => write!(
+                f,
+                "\"{input}\" is too long: durations go up to 36500d (100 years)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DurationError {}
+
 /// Parses a human duration: an integer followed by one unit of `ms`, `s`, `m`, `h` or `d`.
-/// Several parts may be joined ("1h30m"). A bare number is refused, because "300" could mean
-/// seconds or milliseconds and a config that guesses wrong is worse than one that asks.
+/// Several parts may be joined ("1h30m", "1h 30m"). A bare number is refused, because "300"
+/// could mean seconds or milliseconds and a config that guesses wrong is worse than one that
+/// asks. Anything over [`MAX_DURATION`] is refused, so no caller's date arithmetic can overflow.
 pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    parse_duration_checked(input).map_err(|e| e.to_string())
+}
+
+/// [`parse_duration`] with the reason as a value (the config loader names its own maxima).
+pub fn parse_duration_checked(input: &str) -> Result<Duration, DurationError> {
     let s = input.trim();
     if s.is_empty() {
-        return Err("empty duration; write e.g. \"30s\", \"5m\", \"24h\" or \"7d\"".into());
+        return Err(DurationError::Empty);
     }
+    let too_large = || DurationError::TooLarge(input.to_owned());
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
         let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
-            return Err(format!(
-                "\"{input}\" is not a duration; write e.g. \"30s\", \"5m\", \"24h\" or \"7d\""
-            ));
+            return Err(DurationError::NotADuration(input.to_owned()));
         }
-        let value: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("\"{input}\": number too large"))?;
-        rest = &rest[digits..];
+        // Only digits, so the one way to fail is a number too large for u64.
+        let value: u64 = rest[..digits].parse().map_err(|_| too_large())?;
+        rest = rest[digits..].trim_start();
         let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value.saturating_mul(60)),
-            "h" => Duration::from_secs(value.saturating_mul(3600)),
-            "d" => Duration::from_secs(value.saturating_mul(86_400)),
+        rest = rest[unit_len..].trim_start();
+        let unit_secs: u64 = match unit {
+            "ms" => 0,
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
             "" => {
-                return Err(format!(
-                    "\"{input}\" has no unit; write e.g. \"{value}s\" or \"{value}m\""
-                ));
+                return Err(DurationError::NoUnit {
+                    input: input.to_owned(),
+                    value,
+                });
             }
             other => {
-                return Err(format!(
-                    "\"{input}\": unknown unit \"{other}\" (use ms, s, m, h or d)"
-                ));
+                return Err(DurationError::UnknownUnit {
+                    input: input.to_owned(),
+                    unit: other.to_owned(),
+                });
             }
         };
-        total = total.saturating_add(part);
+        let part = if unit == "ms" {
+            Duration::from_millis(value)
+        } else {
+            Duration::from_secs(value.checked_mul(unit_secs).ok_or_else(too_large)?)
+        };
+        total = total.checked_add(part).ok_or_else(too_large)?;
+        if total > MAX_DURATION {
+            return Err(too_large());
+        }
     }
     Ok(total)
 }
@@ -109,6 +176,43 @@ mod tests {
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("3w").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn huge_numbers_are_a_clear_error_never_an_overflow() {
+        for input in [
+            "99999999999999999999d",
+            "99999999d",
+            "18446744073709551615ms",
+            "213503982334601d",
+            "36501d",
+            "36500d1s",
+        ] {
+            let e = parse_duration(input).unwrap_err();
+            assert!(e.contains("36500d"), "{input}: {e}");
+        }
+        assert_eq!(
+            parse_duration("36500d"),
+            Ok(Duration::from_secs(36_500 * 86_400))
+        );
+        // What callers do with a parsed duration must not overflow either.
+        let max = parse_duration("36500d").expect("the maximum parses");
+        let delta = chrono::Duration::from_std(max).expect("fits chrono");
+        assert!(Utc::now().checked_sub_signed(delta).is_some());
+    }
+
+    #[test]
+    fn an_unknown_unit_is_named_with_the_units_there_are() {
+        assert_eq!(
+            parse_duration("1 day").unwrap_err(),
+            "\"1 day\": unknown unit `day`: use ms, s, m, h, d"
+        );
+        assert!(
+            parse_duration("5 minutes")
+                .unwrap_err()
+                .contains("unknown unit `minutes`")
+        );
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
     }
 
     #[test]

@@ -16,6 +16,52 @@ use crate::store::{HistoryFilter, Store};
 use crate::telemetry;
 use crate::timefmt::{format_duration, parse_duration};
 
+/// `println!` for command output. A closed stdout (`status --json | head`) ends the process
+/// quietly with exit 0, as ripgrep and the coreutils do, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
+/// Writes one line of command output; see [`outln!`].
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: could not write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// How to run this binary again from the same shell: `waba-monitor` when that name on PATH is
+/// this very file, else its path (relative to the working folder when it lies under it), so a
+/// hint printed after `cargo run` works when pasted.
+pub fn self_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "waba-monitor".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::canonicalize(dir.join("waba-monitor")).is_ok_and(|found| found == exe)
+        })
+    });
+    if on_path {
+        return "waba-monitor".into();
+    }
+    match std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(std::path::Path::to_path_buf))
+    {
+        Some(rel) => format!("./{}", rel.display()),
+        None => exe.display().to_string(),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "waba-monitor",
@@ -54,10 +100,12 @@ pub enum Command {
     },
     /// Show recorded changes, newest first.
     History {
-        /// Only changes of this phone number or WABA id.
+        /// Only changes of this phone number or WABA: its id, or a number's display number
+        /// ("+44 20 7946 0123"; digits are compared, so any spacing works).
         #[arg(long)]
         id: Option<String>,
-        /// Only changes observed within this long ago: 30m, 24h, 7d...
+        /// Only changes observed within this long ago: 30m, 24h, 7d... (a span longer than
+        /// the calendar goes back shows everything)
         #[arg(long)]
         since: Option<String>,
         /// At most this many rows.
@@ -86,6 +134,29 @@ pub enum Command {
         #[arg(long = "for")]
         run_for: Option<String>,
     },
+}
+
+/// Parses the process's command line (exits with clap's message on a bad one). `demo` makes
+/// its own config, so its help does not offer the global `--config`.
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The clap command [`parse`] uses.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    // The demo gets its own hidden `--config` before the global one would be copied into it.
+    Cli::command().mut_subcommand("demo", |demo| {
+        demo.arg(
+            clap::Arg::new("config")
+                .long("config")
+                .value_name("CONFIG")
+                .value_parser(clap::value_parser!(PathBuf))
+                .hide(true),
+        )
+    })
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -146,10 +217,10 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let now = Utc::now();
     let sched = &cfg.daemon.poll_schedule;
     let interval = sched.min_interval(now);
-    println!("{} is valid.", cfg.path.display());
-    println!("  database:  {}", cfg.daemon.database.display());
-    println!("  listen:    {}", cfg.daemon.listen);
-    println!(
+    outln!("{} is valid.", cfg.path.display());
+    outln!("  database:  {}", cfg.daemon.database.display());
+    outln!("  listen:    {}", cfg.daemon.listen);
+    outln!(
         "  schedule:  \"{}\" (UTC): every {} at the shortest, at most {} cycles in an hour; next at {}",
         sched.expr,
         format_duration(interval),
@@ -172,26 +243,26 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 "NOT readable here".to_owned()
             }
         };
-        println!(
+        outln!(
             "  source \"{}\": Meta Graph API {} at {}; token from {} ({token_state})",
             m.name,
             m.api_version,
             m.graph_url,
             m.token.describe()
         );
-        println!(
+        outln!(
             "    targets: {} business(es) (all their WABAs and numbers), {} WABA(s), {} single number(s)",
             m.businesses.len(),
             m.wabas.len(),
             m.phone_numbers.len()
         );
-        println!(
+        outln!(
             "    cost: about {} Graph call(s) in {} request(s) per cycle (plus one per extra page of 100), {} calls/hour",
             est.calls_per_cycle,
             est.requests_per_cycle,
             est.calls_per_cycle * est.cycles_per_hour
         );
-        println!(
+        outln!(
             "    quota: {} calls/hour per WABA against Meta's {}/h per app per WABA ({}%)",
             est.calls_per_waba_hour,
             META_QUOTA_PER_WABA_HOUR,
@@ -225,7 +296,7 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                     }
                 },
             };
-            println!(
+            outln!(
                 "  email: {}:{} ({:?}), {}; from {} to {}; test it with `waba-monitor test-email`",
                 e.smtp_host,
                 e.smtp_port,
@@ -235,9 +306,9 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 e.to.join(", ")
             );
         }
-        None => println!("  email: none ([email] not configured): alerts are only logged"),
+        None => outln!("  email: none ([email] not configured): alerts are only logged"),
     }
-    println!(
+    outln!(
         "  alerts: reminders every {}, resolved notices {}, monitoring blind after {} failed cycle(s)",
         if cfg.alerts.repeat_interval.is_zero() {
             "never".to_owned()
@@ -248,7 +319,7 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         cfg.alerts.blind_after
     );
     for w in &warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -268,7 +339,7 @@ async fn cmd_backup(config: &std::path::Path, dest: &std::path::Path) -> anyhow:
     let result = store.backup(dest).await;
     store.close().await;
     result.with_context(|| format!("could not write the backup to {}", dest.display()))?;
-    println!("backup written to {}", dest.display());
+    outln!("backup written to {}", dest.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -307,8 +378,13 @@ async fn cmd_test_email(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         waba_name: Some("Example WABA".into()),
         health_entities: None,
     };
+    // Not the alert's own subject: a test must not trip filters that page on CRITICAL.
+    let subject = format!(
+        "[waba-monitor] TEST: a sample alert ({} {}); nothing happened",
+        sample.target(),
+        sample.what()
+    );
     let items = [sample];
-    let subject = format!("{} [test]", crate::notify::render::subject(&items));
     let body = format!(
         "This is a test from `waba-monitor test-email`: nothing happened to any number.\n\n{}",
         crate::notify::render::body(&items)
@@ -326,9 +402,10 @@ async fn cmd_test_email(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             date: now.into(),
         };
         match mailer.send(&out).await {
-            Ok(reply) => println!(
+            Ok(reply) => outln!(
                 "sent to {rcpt} through {}:{}: the server accepted it ({reply})",
-                email.smtp_host, email.smtp_port
+                email.smtp_host,
+                email.smtp_port
             ),
             Err(e) => {
                 failed = true;
@@ -340,7 +417,7 @@ async fn cmd_test_email(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                         "could not take it now (a 4xx reply, a timeout, a refused connection or a TLS problem: check smtp_host, smtp_port and tls)"
                     }
                 };
-                println!(
+                outln!(
                     "NOT sent to {rcpt}: {}:{} {kind}. SMTP said: {}",
                     email.smtp_host,
                     email.smtp_port,
@@ -369,7 +446,7 @@ async fn cmd_poll_once(path: &std::path::Path, json: bool) -> anyhow::Result<Exi
     let report = poller.poll_once().await;
     store.close().await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report_json(&report))?);
+        outln!("{}", serde_json::to_string_pretty(&report_json(&report))?);
     } else {
         print_report(&report);
     }
@@ -414,7 +491,7 @@ fn print_report(r: &CycleReport) {
         } else {
             s.outcome.as_str()
         };
-        println!(
+        outln!(
             "source {}: {outcome}: {} WABA(s), {} number(s) read with {} Graph call(s) in {} request(s); {} change(s){}",
             s.source,
             s.wabas,
@@ -432,7 +509,7 @@ fn print_report(r: &CycleReport) {
             }
         );
         for c in &s.changes {
-            println!(
+            outln!(
                 "  {} {} {}: {} -> {}",
                 c.kind.as_str(),
                 c.target_id,
@@ -442,7 +519,7 @@ fn print_report(r: &CycleReport) {
             );
         }
         for f in &s.failures {
-            println!(
+            outln!(
                 "  FAILED {} {}: {} [{}]",
                 f.kind.as_str(),
                 f.id,
@@ -451,7 +528,7 @@ fn print_report(r: &CycleReport) {
             );
         }
         if let Some(e) = &s.store_error {
-            println!("  FAILED to record: {e}");
+            outln!("  FAILED to record: {e}");
         }
     }
 }
@@ -483,12 +560,19 @@ async fn cmd_status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCo
     let entries = store.status_with(true, cfg.daemon.stale_after).await?;
     store.close().await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        outln!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<13} {:<17} {:<18} {:<24} {:<8} {:<13} {:<15} {:<10} LAST CHANGE",
-        "KIND", "ID", "NUMBER", "NAME", "QUALITY", "STATUS", "LIMIT", "HEALTH"
+        "KIND",
+        "ID",
+        "NUMBER",
+        "NAME",
+        "QUALITY",
+        "STATUS",
+        "LIMIT",
+        "HEALTH"
     );
     for e in &entries {
         let name = match e.kind {
@@ -506,7 +590,7 @@ async fn cmd_status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCo
         } else {
             ""
         };
-        println!(
+        outln!(
             "{:<13} {:<17} {:<18} {:<24} {:<8} {:<13} {:<15} {:<10} {}{gone}",
             e.kind,
             e.id,
@@ -541,9 +625,8 @@ async fn cmd_history(
 ) -> anyhow::Result<ExitCode> {
     let since = match since.as_deref().map(parse_duration) {
         None => None,
-        Some(Ok(d)) => {
-            Some(Utc::now() - chrono::Duration::from_std(d).context("--since is too long")?)
-        }
+        // Further back than time goes: everything.
+        Some(Ok(d)) => crate::timefmt::checked_ago(Utc::now(), d),
         Some(Err(e)) => {
             eprintln!("error: --since: {e}");
             return Ok(ExitCode::from(2));
@@ -552,6 +635,19 @@ async fn cmd_history(
     let (_, store) = match open_existing_store(path).await {
         Ok(s) => s,
         Err(code) => return Ok(code),
+    };
+    let id = match id {
+        None => None,
+        Some(wanted) => match store.resolve_target(&wanted).await? {
+            Some(found) => Some(found),
+            None => {
+                store.close().await;
+                eprintln!(
+                    "error: no number or WABA with id or display number \"{wanted}\" in the database (`status` lists them)"
+                );
+                return Ok(ExitCode::from(1));
+            }
+        },
     };
     let rows = store
         .history(&HistoryFilter {
@@ -562,15 +658,19 @@ async fn cmd_history(
         .await?;
     store.close().await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<25} {:<13} {:<17} {:<42} {:<16} NEW",
-        "OBSERVED AT", "KIND", "ID", "FIELD", "OLD"
+        "OBSERVED AT",
+        "KIND",
+        "ID",
+        "FIELD",
+        "OLD"
     );
     for r in &rows {
-        println!(
+        outln!(
             "{:<25} {:<13} {:<17} {:<42} {:<16} {}",
             r.observed_at,
             r.kind,
@@ -586,4 +686,12 @@ async fn cmd_history(
 /// For commands that log before a config exists (demo).
 pub fn init_text_logging() {
     telemetry::init(LogFormat::Text);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::command().debug_assert();
+    }
 }

@@ -380,10 +380,10 @@ async fn prune_loop(store: Store, retention: Duration, mut shutdown: ShutdownSig
         return;
     }
     loop {
-        let before = chrono::Utc::now()
-            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(400));
+        // A retention longer than the calendar goes back: nothing is old enough to prune.
+        let before = crate::timefmt::checked_ago(chrono::Utc::now(), retention);
         let mut total = 0;
-        loop {
+        while let Some(before) = before {
             match store.prune_batch(before, 1_000).await {
                 Ok(0) => break,
                 Ok(n) => total += n,

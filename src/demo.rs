@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::cli::outln;
 use crate::config::Config;
 use crate::daemon::{self, RunOptions};
 use crate::poller::CycleReport;
@@ -110,25 +111,27 @@ repeat_interval = "1h"
         }
     };
 
-    println!("waba-monitor demo");
-    println!("  simulated Graph API: {} (loopback only)", sim.url());
-    println!("  simulated BSP (Finedu) API: {}", finedu.url());
-    println!("  config:   {}", config_path.display());
-    println!("  database: {}", cfg.daemon.database.display());
-    println!(
+    outln!("waba-monitor demo");
+    outln!("  simulated Graph API: {} (loopback only)", sim.url());
+    outln!("  simulated BSP (Finedu) API: {}", finedu.url());
+    outln!("  config:   {}", config_path.display());
+    outln!("  database: {}", cfg.daemon.database.display());
+    outln!(
         "  metrics:  http://{}/metrics   status API: http://{}/api/accounts",
-        cfg.daemon.listen, cfg.daemon.listen
+        cfg.daemon.listen,
+        cfg.daemon.listen
     );
-    println!(
+    outln!(
         "  emails:   {} (alerts as .eml files; open them with any mail client)",
         dir.join("emails").display()
     );
-    println!("  The simulated fleet changes every few seconds; each change is logged below.");
-    println!(
-        "  In another terminal:  waba-monitor --config {} status   (or history)",
+    outln!("  The simulated fleet changes every few seconds; each change is logged below.");
+    outln!(
+        "  In another terminal:  {} --config {} status   (or history)",
+        crate::cli::self_command(),
         config_path.display()
     );
-    println!(
+    outln!(
         "  Stop with Ctrl-C{}.\n",
         run_for
             .map(|d| format!(
@@ -186,12 +189,13 @@ repeat_interval = "1h"
     sim.shutdown().await;
     finedu.shutdown().await;
     result?;
-    println!(
+    outln!(
         "\ndemo finished: {cycles} cycle(s), {changes} change(s) recorded in {}",
         dir.join("monitor.db").display()
     );
-    println!(
-        "see them with:  waba-monitor --config {} history",
+    outln!(
+        "see them with:  {} --config {} history",
+        crate::cli::self_command(),
         config_path.display()
     );
     Ok(ExitCode::SUCCESS)

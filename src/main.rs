@@ -3,10 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = waba_monitor::cli::Cli::parse();
+    let cli = waba_monitor::cli::parse();
     waba_monitor::cli::run(cli).await
 }

@@ -179,13 +179,9 @@ impl Poller {
 
     /// Reads one number now through the source that watches it (the status API's connection
     /// test). `None` if no source knows the number.
-    pub async fn read_number(
-        &self,
-        id: &str,
-        source: &str,
-    ) -> Option<Result<crate::model::PhoneObservation, crate::sources::graph::GraphError>> {
+    pub async fn read_number(&self, id: &str, source: &str) -> Option<crate::sources::SingleRead> {
         let s = self.sources.iter().find(|s| s.name() == source)?;
-        s.read_number(id).await
+        Some(s.read_number(id).await)
     }
 
     /// The notifier the delivery worker waits on.

@@ -20,6 +20,22 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// `t - d`, or `None` when that lies before the earliest time chrono represents (a span
+/// longer than the calendar: "everything"). Never panics, whatever the span.
+pub fn checked_ago(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_sub_signed(d))
+}
+
+/// `t + d`, or the latest time chrono represents when that is later. Never panics.
+pub fn saturating_after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Parses a timestamp written by [`rfc3339`] (or any RFC 3339 string).
 pub fn parse_rfc3339(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
@@ -163,6 +179,23 @@ pub fn format_duration(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn date_arithmetic_saturates_instead_of_panicking() {
+        let now = chrono::Utc::now();
+        let huge = std::time::Duration::from_secs(99_999_999 * 86_400);
+        assert_eq!(super::checked_ago(now, huge), None);
+        assert_eq!(super::checked_ago(now, std::time::Duration::MAX), None);
+        assert_eq!(
+            super::saturating_after(now, std::time::Duration::MAX),
+            chrono::DateTime::<chrono::Utc>::MAX_UTC
+        );
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(
+            super::checked_ago(now, hour),
+            Some(now - chrono::Duration::hours(1))
+        );
+    }
+
     use super::*;
 
     #[test]

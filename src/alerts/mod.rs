@@ -287,7 +287,10 @@ pub async fn queue_reminders_in(
     if repeat.is_zero() {
         return Ok(0);
     }
-    let cutoff = now - chrono::Duration::from_std(repeat).unwrap_or(chrono::Duration::days(3650));
+    // A repeat longer than the calendar goes back: nothing can be due.
+    let Some(cutoff) = crate::timefmt::checked_ago(now, repeat) else {
+        return Ok(0);
+    };
     let now_s = rfc3339(now);
     #[derive(sqlx::FromRow)]
     struct Due {

@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::sources::SingleRead;
+use crate::sources::graph::GraphError;
 use crate::store::{HistoryFilter, StatusEntry};
 
 pub fn router(state: AppState) -> Router<AppState> {
@@ -204,11 +206,18 @@ async fn test(State(s): State<AppState>, Path(id): Path<String>) -> Response {
         None => error(
             StatusCode::NOT_FOUND,
             &format!(
-                "source {} of number {id} is not configured any more",
+                "number {id} was reported by source {}, which the configuration in force no longer has",
                 entry.source
             ),
         ),
-        Some(Ok(p)) => success(json!({
+        Some(SingleRead::Unsupported(why)) => error(
+            StatusCode::NOT_IMPLEMENTED,
+            &format!(
+                "number {id} is monitored through source {}: {why}",
+                entry.source
+            ),
+        ),
+        Some(SingleRead::Read(p)) => success(json!({
             "connected": true,
             "phone_number": p.display_phone_number,
             "display_phone_number": p.display_phone_number,
@@ -216,7 +225,18 @@ async fn test(State(s): State<AppState>, Path(id): Path<String>) -> Response {
             "quality_rating": p.quality_rating,
             "status": p.status,
         })),
-        Some(Err(e)) => error(
+        Some(SingleRead::Failed(GraphError::OverQuota { retry_after, .. })) => {
+            let secs = retry_after.as_secs().max(1);
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "not read: the quota of number {id}'s WABA is used up for now (every call counts against it); try again in {secs} s"
+                ),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            r
+        }
+        Some(SingleRead::Failed(e)) => error(
             StatusCode::BAD_GATEWAY,
             &format!("Meta did not answer for {id}: {e}"),
         ),

@@ -148,7 +148,7 @@ impl Deliverer {
                         tracing::error!(to = %row.recipient, message_id = %row.message_id, error = %text, attempts, "alert email abandoned after max_age");
                     } else {
                         let wait = self.delay_for(row.attempts.max(0) as usize);
-                        let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                        let next = crate::timefmt::saturating_after(now, wait);
                         sqlx::query(
                             "UPDATE outbox SET attempts = ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
                         )

@@ -139,6 +139,9 @@ pub enum FineduFault {
     GrowAfterPage(u32),
     /// Sleep this long before answering; several hangs add up.
     Hang(Duration),
+    /// A 200 for this page with an empty `data` array, `total` and `pages` unchanged (a BSP
+    /// whose listing lost entries behind its counters).
+    EmptyPage(u32),
 }
 
 /// Everything the simulator serves. Mutate it between requests through
@@ -899,7 +902,14 @@ impl Shared {
             Ok(params) => params,
             Err(message) => return Reply::error(400, &message),
         };
-        let mut body = state.page(&params).to_string();
+        let mut page = state.page(&params);
+        if state
+            .faults
+            .contains(&FineduFault::EmptyPage(params.page_no))
+        {
+            page["data"] = json!([]);
+        }
+        let mut body = page.to_string();
         let malformed = state
             .faults
             .iter()

@@ -7,6 +7,7 @@
 //! (and shows as stale if it stays deferred).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -90,9 +91,47 @@ impl Governor {
         }
     }
 
-    /// Calls charged to `key` in the last hour.
+    /// Calls charged to `key` in the last hour (as of the latest cycle's start).
     pub fn used(&self, key: &str) -> u32 {
         self.ledger.get(key).map_or(0, |c| c.len() as u32)
+    }
+
+    /// Calls charged to `key` in the hour before `now` (also between cycles, when the ledger
+    /// has not been trimmed yet).
+    fn used_at(&self, key: &str, now: DateTime<Utc>) -> u32 {
+        let hour_ago = now - chrono::Duration::hours(1);
+        self.ledger
+            .get(key)
+            .map_or(0, |c| c.iter().filter(|t| **t > hour_ago).count() as u32)
+    }
+
+    /// How long until one more call for `key` would be admitted (pause or budget).
+    pub fn wait_for(&self, key: &str, now: DateTime<Utc>) -> Duration {
+        let paused = self
+            .paused
+            .get(key)
+            .filter(|p| p.until > now)
+            .map(|p| p.until)
+            .into_iter()
+            .chain(self.source_pause.filter(|p| p.until > now).map(|p| p.until));
+        let hour_ago = now - chrono::Duration::hours(1);
+        let mut live: Vec<DateTime<Utc>> = self
+            .ledger
+            .get(key)
+            .map(|c| c.iter().copied().filter(|t| *t > hour_ago).collect())
+            .unwrap_or_default();
+        live.sort_unstable();
+        // One slot frees when the (used - budget + 1)-th oldest call leaves the window.
+        let over = live.len().saturating_sub(self.budget as usize);
+        let freed = live
+            .get(over)
+            .filter(|_| live.len() >= self.budget as usize)
+            .map(|t| *t + chrono::Duration::hours(1));
+        paused
+            .chain(freed)
+            .max()
+            .and_then(|t| (t - now).to_std().ok())
+            .unwrap_or(Duration::ZERO)
     }
 
     /// Whether the whole source must sit this cycle out: the app is throttled, or its usage is
@@ -121,7 +160,10 @@ impl Governor {
         if usage.is_some_and(|u| u > SLOW_DOWN_AT) && self.cycle.is_multiple_of(2) {
             return Err(Defer::SlowDown);
         }
-        if self.used(key) + calls > self.budget {
+        if self.source_pause.is_some_and(|p| p.until > now) {
+            return Err(Defer::Throttled);
+        }
+        if self.used_at(key, now) + calls > self.budget {
             return Err(Defer::Quota);
         }
         Ok(())
@@ -184,6 +226,48 @@ impl Governor {
     }
 }
 
+/// The governor of one source, shared by the source (which decides what a cycle asks for) and
+/// its HTTP client (which admits and charges every request it sends: first attempts, retries
+/// and paging links alike).
+#[derive(Debug, Clone)]
+pub struct Quota(Arc<Mutex<Governor>>);
+
+/// A request the governor would not let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: Defer,
+    /// When one more call for the key would be admitted.
+    pub retry_after: Duration,
+}
+
+impl Quota {
+    pub fn new(budget: u32) -> Quota {
+        Quota(Arc::new(Mutex::new(Governor::new(budget))))
+    }
+
+    /// The governor itself. A poisoned lock (a panic elsewhere while holding it) still holds
+    /// a consistent ledger: every method leaves it whole.
+    pub fn lock(&self) -> MutexGuard<'_, Governor> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits one request for `key` at `now` and charges it, or refuses it: over the budget,
+    /// or the key (or the whole app) is paused.
+    pub fn admit(&self, key: &str, now: DateTime<Utc>) -> Result<(), Refused> {
+        let mut g = self.lock();
+        match g.check(key, 1, now, None) {
+            Ok(()) => {
+                g.charge(key, 1, now);
+                Ok(())
+            }
+            Err(reason) => Err(Refused {
+                reason,
+                retry_after: g.wait_for(key, now),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +320,20 @@ mod tests {
         }
         assert_eq!(polled, 5);
         assert_eq!(g.source_check(t0, Some(50.0)), Ok(()));
+    }
+
+    #[test]
+    fn admission_charges_and_says_when_a_refused_key_frees_up() {
+        let t0 = Utc::now();
+        let q = Quota::new(2);
+        assert_eq!(q.admit("w", t0), Ok(()));
+        assert_eq!(q.admit("w", t0 + chrono::Duration::minutes(10)), Ok(()));
+        let at = t0 + chrono::Duration::minutes(20);
+        let refused = q.admit("w", at).unwrap_err();
+        assert_eq!(refused.reason, Defer::Quota);
+        // The first call leaves the window 40 minutes later.
+        assert_eq!(refused.retry_after, Duration::from_secs(40 * 60));
+        assert_eq!(q.lock().used("w"), 2, "a refused call is not charged");
+        assert_eq!(q.admit("w", t0 + chrono::Duration::minutes(61)), Ok(()));
     }
 }

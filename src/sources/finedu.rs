@@ -1,9 +1,13 @@
 //! The Finedu BSP source: `GET /v1/whatsapp/businessAccounts`, page-number paging, every WABA
 //! with its numbers nested, camelCase fields — turned into the same observations as Meta's.
 //!
-//! A walk is *complete* only if every page answered and the listing did not change under it
-//! (`total` or `pages` moving between pages means WABAs shifted across page boundaries and one
-//! may have been skipped): only then may a number missing from its WABA be recorded as gone.
+//! A walk is *complete* only if it read every page up to the page count the BSP announced,
+//! the listing did not change under it (`total` or `pages` moving between pages means WABAs
+//! shifted across page boundaries and one may have been skipped), no page before the last came
+//! back empty, and the WABAs read add up to the announced `total`: only then may a WABA or a
+//! number missing from the listing be recorded as gone. The API serves pages 1 to 100 only; a
+//! listing longer than that cannot be walked to its end, which is reported as a failure
+//! (`listing_truncated`) naming the `page_size` that would reach it.
 
 use std::collections::BTreeSet;
 
@@ -21,6 +25,8 @@ use crate::retry::RetryPolicy;
 
 /// The API accepts page numbers 1 to 100.
 const MAX_PAGE: u32 = 100;
+/// And page sizes 1 to 100.
+const MAX_PAGE_SIZE: u32 = 100;
 
 pub struct FineduSource {
     pub cfg: BspSourceConfig,
@@ -269,6 +275,16 @@ impl FineduSource {
                 }
                 Some(_) => {}
             }
+            if data.is_empty() && u64::from(page) < pages {
+                // Counters that promise more than the pages deliver: nothing can be called gone.
+                complete = false;
+                an.0.push(parse::Anomaly {
+                    reason: "paging_changed",
+                    field: "data",
+                    detail: format!("page {page} of {pages} is empty"),
+                });
+                break;
+            }
             for w in data {
                 let meta = to_meta_waba(w);
                 let Some(waba) = parse::waba(&meta, None, &mut an) else {
@@ -299,10 +315,43 @@ impl FineduSource {
                 }
                 out.wabas.push(normalise_waba(waba));
             }
-            if u64::from(page) >= pages || data.is_empty() || page >= MAX_PAGE {
+            if u64::from(page) >= pages || data.is_empty() {
+                break;
+            }
+            if page >= MAX_PAGE {
+                complete = false;
+                let (total, pages) = shape.unwrap_or_default();
+                let fix = if self.cfg.page_size < MAX_PAGE_SIZE {
+                    format!(
+                        "raise page_size from {} to {MAX_PAGE_SIZE} (up to {} WABAs)",
+                        self.cfg.page_size,
+                        MAX_PAGE * MAX_PAGE_SIZE
+                    )
+                } else {
+                    "split the listing with account_review_status in several [[bsp]] blocks"
+                        .to_owned()
+                };
+                let msg = format!(
+                    "the BSP lists {total} WABAs in {pages} pages but its API serves pages 1 to {MAX_PAGE} only: {} read, the rest are not monitored; {fix}",
+                    listed.len()
+                );
+                tracing::warn!(source = %self.cfg.name, "{msg}");
+                fail(&mut out, GraphError::ListingTruncated(msg));
                 break;
             }
             page += 1;
+        }
+        if complete
+            && let Some((total, _)) = shape
+            && total != listed.len() as u64
+        {
+            // The counters and the pages disagree: some WABA was not seen.
+            complete = false;
+            an.0.push(parse::Anomaly {
+                reason: "paging_changed",
+                field: "total",
+                detail: format!("{total} WABAs announced, {} listed", listed.len()),
+            });
         }
         if complete {
             // Filtered walks leave WABAs out on purpose: only an unfiltered one says "gone".

@@ -9,7 +9,7 @@
 //! A listing counts as complete only when every page of it was read; the store may record a
 //! number as gone only from a complete listing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
@@ -27,7 +27,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::budget::Governor;
+use super::budget::Quota;
 use super::graph::usage::UsageSnapshot;
 use super::{Deferred, ObjectKind, SourcePoll, TargetFailure};
 use crate::config::{ApiVersion, MetaSourceConfig};
@@ -81,7 +81,8 @@ pub struct MetaSource {
     pub cfg: MetaSourceConfig,
     client: GraphClient,
     fields: FieldSets,
-    governor: Mutex<Governor>,
+    /// The client's governor: the cycle's admission decides here, the client charges.
+    quota: Quota,
     /// Fingerprint of a token Meta rejected (190): not used again until it changes.
     rejected_token: Mutex<Option<u64>>,
     /// WABA of each number seen under one, so a singly configured number is charged to its
@@ -124,15 +125,32 @@ fn max_usage(m: &std::collections::BTreeMap<String, f64>) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// What one poll has read so far, by id, so that an object reached twice (through two edges,
+/// or a business and the config) is read once — in constant time per object.
+#[derive(Default)]
+struct Seen {
+    wabas: HashSet<String>,
+    phones: HashSet<String>,
+}
+
+/// Where a failed read goes: held back by the governor is *deferred* (not a failure, no pause,
+/// the target keeps its state); anything else is a failure of the target.
+fn record_failure(out: &mut SourcePoll, kind: ObjectKind, id: String, error: GraphError) {
+    match error {
+        GraphError::OverQuota { reason, .. } => out.deferred.push(Deferred { kind, id, reason }),
+        error => out.failures.push(TargetFailure { kind, id, error }),
+    }
+}
+
 impl MetaSource {
     pub fn new(cfg: MetaSourceConfig, client: GraphClient) -> MetaSource {
         let fields = FieldSets::for_version(cfg.api_version);
-        let budget = cfg.waba_call_budget();
+        let quota = client.quota().clone();
         MetaSource {
             cfg,
             client,
             fields,
-            governor: Mutex::new(Governor::new(budget)),
+            quota,
             rejected_token: Mutex::new(None),
             phone_waba: Mutex::new(HashMap::new()),
         }
@@ -140,7 +158,7 @@ impl MetaSource {
 
     /// Calls charged to `key` (a WABA, business or number id) in the last hour.
     pub fn calls_last_hour(&self, key: &str) -> u32 {
-        self.governor.lock().map(|g| g.used(key)).unwrap_or(0)
+        self.quota.lock().used(key)
     }
 
     /// Re-reads the token; refuses one Meta already rejected. `Err` carries the failure to
@@ -184,7 +202,8 @@ impl MetaSource {
     /// rejected token, learn which WABA each number is on.
     fn settle(&self, out: &SourcePoll, now: DateTime<Utc>) {
         let usage = self.client.usage();
-        if let Ok(mut g) = self.governor.lock() {
+        {
+            let mut g = self.quota.lock();
             let mut app_throttled = false;
             for f in &out.failures {
                 if f.error.class() != super::graph::ErrorClass::RateLimited {
@@ -237,13 +256,19 @@ impl MetaSource {
     }
 
     /// Reads one phone number now (for the status API's connection test); records nothing.
+    /// The call is admitted and charged to the number's WABA like any other: over the budget
+    /// it is not made (`GraphError::OverQuota`).
     pub async fn read_number(&self, id: &str) -> Result<PhoneObservation, GraphError> {
         let node = self
             .client
-            .get_node(&NodeRequest {
-                id: id.to_owned(),
-                fields: self.fields.phone.clone(),
-            })
+            .get_node(
+                &NodeRequest {
+                    id: id.to_owned(),
+                    fields: self.fields.phone.clone(),
+                    key: self.key_of_phone(id),
+                },
+                Utc::now(),
+            )
             .await?;
         parse::phone(&node, None, &mut Anomalies::default())
             .ok_or_else(|| GraphError::Malformed("answer without an id".into()))
@@ -269,11 +294,10 @@ impl MetaSource {
         let app_usage = max_usage(&usage.app);
         let business_usage = |key: &str| usage.business.get(key).and_then(max_usage);
 
-        // What this cycle may ask for.
+        // What this cycle may ask for. Admission only reserves: the client charges each request
+        // when it sends it (and retries and further pages with it).
         let (businesses, wabas, phones) = {
-            let Ok(mut g) = self.governor.lock() else {
-                return out;
-            };
+            let mut g = self.quota.lock();
             g.begin_cycle(now);
             if let Err(why) = g.source_check(now, app_usage) {
                 let all = self
@@ -297,10 +321,12 @@ impl MetaSource {
                 }
                 return out;
             }
+            let mut reserved: HashMap<String, u32> = HashMap::new();
             let mut admit = |kind: ObjectKind, id: &String, key: String| -> bool {
-                match g.check(&key, 1, now, business_usage(&key)) {
+                let taken = reserved.get(&key).copied().unwrap_or(0);
+                match g.check(&key, taken + 1, now, business_usage(&key)) {
                     Ok(()) => {
-                        g.charge(&key, 1, now);
+                        reserved.insert(key, taken + 1);
                         true
                     }
                     Err(reason) => {
@@ -339,7 +365,8 @@ impl MetaSource {
 
         let calls_before = self.client.counters().calls.load(Ordering::Relaxed);
         let requests_before = self.client.counters().requests.load(Ordering::Relaxed);
-        self.fetch(&businesses, &wabas, &phones, &mut out).await;
+        self.fetch(&businesses, &wabas, &phones, now, &mut out)
+            .await;
         out.calls = self.client.counters().calls.load(Ordering::Relaxed) - calls_before;
         out.requests = self.client.counters().requests.load(Ordering::Relaxed) - requests_before;
         self.settle(&out, now);
@@ -351,9 +378,11 @@ impl MetaSource {
         businesses: &[String],
         wabas_to_read: &[String],
         phones_to_read: &[String],
+        now: DateTime<Utc>,
         out: &mut SourcePoll,
     ) {
         let mut an = Anomalies::default();
+        let mut seen = Seen::default();
         let out_ref = out;
         let mut out = std::mem::take(out_ref);
 
@@ -363,9 +392,10 @@ impl MetaSource {
             let req = NodeRequest {
                 id: b.clone(),
                 fields: self.fields.business.clone(),
+                key: b.clone(),
             };
             fetches.push(Box::pin(async move {
-                let res = self.client.get_node(&req).await;
+                let res = self.client.get_node(&req, now).await;
                 (req.id, res)
             }));
         }
@@ -376,65 +406,63 @@ impl MetaSource {
                 .await;
         for (business, res) in businesses {
             match res {
-                Ok(node) => self.read_business(&business, node, &mut out, &mut an).await,
-                Err(error) => out.failures.push(TargetFailure {
-                    kind: ObjectKind::Business,
-                    id: business,
-                    error,
-                }),
+                Ok(node) => {
+                    self.read_business(&business, node, now, &mut seen, &mut out, &mut an)
+                        .await
+                }
+                Err(error) => record_failure(&mut out, ObjectKind::Business, business, error),
             }
         }
 
         // 2. Configured WABAs that discovery did not already return. Fetched in waves of
         // `concurrency` batches so that only one wave of answers is held in memory at a time:
         // each answer is turned into observations and dropped before the next wave.
-        let seen: BTreeSet<String> = out.wabas.iter().map(|w| w.id.clone()).collect();
         let wabas: Vec<NodeRequest> = wabas_to_read
             .iter()
-            .filter(|w| !seen.contains(*w))
+            .filter(|w| !seen.wabas.contains(*w))
             .map(|w| NodeRequest {
                 id: w.clone(),
                 fields: self.fields.waba_with_numbers.clone(),
+                key: w.clone(),
             })
             .collect();
         for wave in wabas.chunks(self.wave_size()) {
-            let answers = self.client.batch(wave).await;
+            let answers = self.client.batch(wave, now).await;
             for (req, res) in wave.iter().zip(answers) {
                 match res {
-                    Ok(node) => self.read_waba(node, None, &mut out, &mut an).await,
-                    Err(error) => out.failures.push(TargetFailure {
-                        kind: ObjectKind::Waba,
-                        id: req.id.clone(),
-                        error,
-                    }),
+                    Ok(node) => {
+                        self.read_waba(node, None, now, &mut seen, &mut out, &mut an)
+                            .await
+                    }
+                    Err(error) => record_failure(&mut out, ObjectKind::Waba, req.id.clone(), error),
                 }
             }
         }
 
         // 3. Configured single numbers not already seen under a WABA.
-        let seen: BTreeSet<String> = out.phones.iter().map(|p| p.id.clone()).collect();
         let phones: Vec<NodeRequest> = phones_to_read
             .iter()
-            .filter(|p| !seen.contains(*p))
+            .filter(|p| !seen.phones.contains(*p))
             .map(|p| NodeRequest {
                 id: p.clone(),
                 fields: self.fields.phone.clone(),
+                key: self.key_of_phone(p),
             })
             .collect();
         for wave in phones.chunks(self.wave_size()) {
-            let answers = self.client.batch(wave).await;
+            let answers = self.client.batch(wave, now).await;
             for (req, res) in wave.iter().zip(answers) {
                 match res {
                     Ok(node) => {
-                        if let Some(p) = parse::phone(&node, None, &mut an) {
+                        if let Some(p) = parse::phone(&node, None, &mut an)
+                            && seen.phones.insert(p.id.clone())
+                        {
                             out.phones.push(p);
                         }
                     }
-                    Err(error) => out.failures.push(TargetFailure {
-                        kind: ObjectKind::PhoneNumber,
-                        id: req.id.clone(),
-                        error,
-                    }),
+                    Err(error) => {
+                        record_failure(&mut out, ObjectKind::PhoneNumber, req.id.clone(), error)
+                    }
                 }
             }
         }
@@ -454,6 +482,8 @@ impl MetaSource {
         &self,
         business: &str,
         mut node: Value,
+        now: DateTime<Utc>,
+        seen: &mut Seen,
         out: &mut SourcePoll,
         an: &mut Anomalies,
     ) {
@@ -478,17 +508,16 @@ impl MetaSource {
                     break;
                 };
                 for w in data {
-                    self.read_waba(w, Some(business), out, an).await;
+                    self.read_waba(w, Some(business), now, seen, out, an).await;
                 }
-                match self.next_page(&current, &mut seen_links, pages).await {
+                match self
+                    .next_page(&current, &mut seen_links, pages, business, now)
+                    .await
+                {
                     Ok(next) => page = next,
                     Err(error) => {
                         complete = false;
-                        out.failures.push(TargetFailure {
-                            kind: ObjectKind::Business,
-                            id: business.to_owned(),
-                            error,
-                        });
+                        record_failure(out, ObjectKind::Business, business.to_owned(), error);
                     }
                 }
             }
@@ -502,6 +531,8 @@ impl MetaSource {
         &self,
         mut node: Value,
         business: Option<&str>,
+        now: DateTime<Utc>,
+        seen: &mut Seen,
         out: &mut SourcePoll,
         an: &mut Anomalies,
     ) {
@@ -510,11 +541,11 @@ impl MetaSource {
         };
         // The same WABA can come through two edges (owned and client) or a business and the
         // config; read it once.
-        if out.wabas.iter().any(|x| x.id == w.id) {
+        if !seen.wabas.insert(w.id.clone()) {
             return;
         }
         let (items, res) = self
-            .collect_edge(node.get_mut("phone_numbers").map(Value::take))
+            .collect_edge(node.get_mut("phone_numbers").map(Value::take), &w.id, now)
             .await;
         let phones: Vec<PhoneObservation> = items
             .iter()
@@ -524,27 +555,26 @@ impl MetaSource {
             Ok(()) => {
                 out.complete_wabas.insert(w.id.clone());
             }
-            Err(error) => out.failures.push(TargetFailure {
-                kind: ObjectKind::Waba,
-                id: w.id.clone(),
-                error,
-            }),
+            Err(error) => record_failure(out, ObjectKind::Waba, w.id.clone(), error),
         }
         for p in phones {
-            if !out.phones.iter().any(|x| x.id == p.id) {
+            if seen.phones.insert(p.id.clone()) {
                 out.phones.push(p);
             }
         }
         out.wabas.push(w);
     }
 
-    /// Fetches the page after `page`, if its `paging.next` says there is one. Refuses a link
-    /// seen before (a server repeating its cursor) and more pages than the guard allows.
+    /// Fetches the page after `page`, if its `paging.next` says there is one, charged to
+    /// `key` (so an endless listing stops at the budget). Refuses a link seen before (a server
+    /// repeating its cursor) and more pages than the guard allows.
     async fn next_page(
         &self,
         page: &Value,
         seen_links: &mut BTreeSet<String>,
         pages_read: usize,
+        key: &str,
+        now: DateTime<Utc>,
     ) -> Result<Option<Value>, GraphError> {
         let next = page
             .get("paging")
@@ -561,13 +591,18 @@ impl MetaSource {
         if !seen_links.insert(next.to_owned()) {
             return Err(GraphError::Malformed("paging link repeats itself".into()));
         }
-        self.client.get_next(next).await.map(Some)
+        self.client.get_next(next, key, now).await.map(Some)
     }
 
     /// Reads an edge to its end: the first page (as embedded in the parent, or absent when
     /// Meta has nothing to list) and every `paging.next` after it. Returns what was read and
     /// whether the listing is complete.
-    async fn collect_edge(&self, first: Option<Value>) -> (Vec<Value>, Result<(), GraphError>) {
+    async fn collect_edge(
+        &self,
+        first: Option<Value>,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> (Vec<Value>, Result<(), GraphError>) {
         let mut items = Vec::new();
         let mut page = first;
         let mut seen_links = BTreeSet::new();
@@ -585,7 +620,10 @@ impl MetaSource {
                     );
                 }
             }
-            match self.next_page(&current, &mut seen_links, pages).await {
+            match self
+                .next_page(&current, &mut seen_links, pages, key, now)
+                .await
+            {
                 Ok(next) => page = next,
                 Err(e) => return (items, Err(e)),
             }

@@ -120,6 +120,16 @@ impl SourcePoll {
     }
 }
 
+/// The answer to "read this one number now" (the status API's connection test).
+#[derive(Debug)]
+pub enum SingleRead {
+    Read(PhoneObservation),
+    /// Meta's error, or `GraphError::OverQuota` when the governor held the call back.
+    Failed(GraphError),
+    /// The source cannot read a single number; why, in words.
+    Unsupported(&'static str),
+}
+
 /// Every kind of source the poller drives.
 pub enum Source {
     // Boxed: sources differ much in size and live in a Vec.
@@ -151,14 +161,16 @@ impl Source {
     }
 
     /// Reads one number now, where the source can do that for a single number (Meta can; the
-    /// BSP's list API cannot: `None`).
-    pub async fn read_number(
-        &self,
-        id: &str,
-    ) -> Option<Result<crate::model::PhoneObservation, GraphError>> {
+    /// BSP's list API cannot).
+    pub async fn read_number(&self, id: &str) -> SingleRead {
         match self {
-            Source::Meta(s) => Some(s.read_number(id).await),
-            Source::Finedu(_) => None,
+            Source::Meta(s) => match s.read_number(id).await {
+                Ok(p) => SingleRead::Read(p),
+                Err(e) => SingleRead::Failed(e),
+            },
+            Source::Finedu(_) => SingleRead::Unsupported(
+                "its API lists numbers only page by page, with their WABAs, so a number cannot be read singly; every cycle reads it with the whole listing",
+            ),
         }
     }
 

@@ -1,5 +1,7 @@
 //! Read side of the store: current status and history, for the CLI (and later the HTTP API).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -67,6 +69,95 @@ fn effective_limit(business: &Option<String>, tier: &Option<String>) -> Option<S
     business.clone().or_else(|| tier.clone())
 }
 
+fn is_stale(stale_from: &HashMap<String, String>, source: &str, polled: &str) -> bool {
+    stale_from
+        .get(source)
+        .is_some_and(|started| polled < started.as_str())
+}
+
+fn health_entities(json: Option<&str>, detail: bool) -> Option<serde_json::Value> {
+    json.filter(|_| detail)
+        .and_then(|j| serde_json::from_str(j).ok())
+}
+
+fn waba_entry(
+    w: &WabaRow,
+    health_detail: bool,
+    stale_from: &HashMap<String, String>,
+) -> StatusEntry {
+    StatusEntry {
+        kind: "waba",
+        id: w.id.clone(),
+        source: w.source.clone(),
+        waba_id: Some(w.id.clone()),
+        business_id: w.business_id.clone(),
+        display_phone_number: None,
+        verified_name: None,
+        name: w.name.clone(),
+        quality_rating: None,
+        status: None,
+        messaging_limit: w.business_messaging_limit.clone(),
+        messaging_limit_tier: None,
+        whatsapp_business_manager_messaging_limit: w.business_messaging_limit.clone(),
+        health: w.health.clone(),
+        health_entities: health_entities(w.health_entities.as_deref(), health_detail),
+        name_status: None,
+        account_review_status: w.account_review_status.clone(),
+        business_verification_status: w.business_verification_status.clone(),
+        throughput: None,
+        present: w.present,
+        stale: w.present && is_stale(stale_from, &w.source, &w.last_polled_at),
+        source_created_at: w.source_created_at.clone(),
+        source_updated_at: w.source_updated_at.clone(),
+        first_seen_at: w.first_seen_at.clone(),
+        last_polled_at: w.last_polled_at.clone(),
+        last_changed_at: w.last_changed_at.clone(),
+    }
+}
+
+/// A number's entry; `waba` is its WABA's row when known (for the name and, on API versions
+/// before v24, the portfolio limit only the WABA carries).
+fn phone_entry(
+    p: &PhoneRow,
+    waba: Option<&WabaRow>,
+    health_detail: bool,
+    stale_from: &HashMap<String, String>,
+) -> StatusEntry {
+    // A number's own portfolio limit wins, then its WABA's, then the deprecated tier.
+    let business_limit = p
+        .business_messaging_limit
+        .clone()
+        .or_else(|| waba.and_then(|w| w.business_messaging_limit.clone()));
+    StatusEntry {
+        kind: "phone_number",
+        id: p.id.clone(),
+        source: p.source.clone(),
+        waba_id: p.waba_id.clone(),
+        business_id: None,
+        display_phone_number: p.display_phone_number.clone(),
+        verified_name: p.verified_name.clone(),
+        name: waba.and_then(|w| w.name.clone()),
+        quality_rating: p.quality_rating.clone(),
+        status: p.status.clone(),
+        messaging_limit: effective_limit(&business_limit, &p.messaging_limit_tier),
+        messaging_limit_tier: p.messaging_limit_tier.clone(),
+        whatsapp_business_manager_messaging_limit: p.business_messaging_limit.clone(),
+        health: p.health.clone(),
+        health_entities: health_entities(p.health_entities.as_deref(), health_detail),
+        name_status: p.name_status.clone(),
+        account_review_status: None,
+        business_verification_status: None,
+        throughput: p.throughput.clone(),
+        present: p.present,
+        stale: p.present && is_stale(stale_from, &p.source, &p.last_polled_at),
+        source_created_at: p.source_created_at.clone(),
+        source_updated_at: p.source_updated_at.clone(),
+        first_seen_at: p.first_seen_at.clone(),
+        last_polled_at: p.last_polled_at.clone(),
+        last_changed_at: p.last_changed_at.clone(),
+    }
+}
+
 impl Store {
     /// Every WABA, then every number (grouped by WABA), present ones first.
     pub async fn status(&self) -> Result<Vec<StatusEntry>, StoreError> {
@@ -89,112 +180,68 @@ impl Store {
         )
         .fetch_all(self.pool())
         .await?;
-        // The start of the `stale_after`-th latest finished poll of each source: a target last
-        // read before it was missed by that many polls in a row.
-        let latest: std::collections::HashMap<String, String> =
-            sqlx::query_as::<_, (String, String)>(
-                "SELECT source, started_at FROM (SELECT source, started_at, \
-             ROW_NUMBER() OVER (PARTITION BY source ORDER BY id DESC) AS rn \
-             FROM poll_runs WHERE outcome != 'running') WHERE rn = ?1",
-            )
-            .bind(i64::from(stale_after.max(1)))
-            .fetch_all(self.pool())
-            .await?
-            .into_iter()
-            .collect();
-        let stale = |source: &str, polled: &str| {
-            latest
-                .get(source)
-                .is_some_and(|started| polled < started.as_str())
-        };
-        let by_id: std::collections::HashMap<&str, &WabaRow> =
-            wabas.iter().map(|w| (w.id.as_str(), w)).collect();
-        let waba_name = |id: &Option<String>| {
-            id.as_deref()
-                .and_then(|id| by_id.get(id))
-                .and_then(|w| w.name.clone())
-        };
-        let waba_limit = |id: &Option<String>| {
-            id.as_deref()
-                .and_then(|id| by_id.get(id))
-                .and_then(|w| w.business_messaging_limit.clone())
-        };
+        let stale_from = self.stale_from(None, stale_after).await?;
+        let by_id: HashMap<&str, &WabaRow> = wabas.iter().map(|w| (w.id.as_str(), w)).collect();
         let mut out = Vec::with_capacity(wabas.len() + phones.len());
         for w in &wabas {
-            out.push(StatusEntry {
-                kind: "waba",
-                id: w.id.clone(),
-                source: w.source.clone(),
-                waba_id: Some(w.id.clone()),
-                business_id: w.business_id.clone(),
-                display_phone_number: None,
-                verified_name: None,
-                name: w.name.clone(),
-                quality_rating: None,
-                status: None,
-                messaging_limit: w.business_messaging_limit.clone(),
-                messaging_limit_tier: None,
-                whatsapp_business_manager_messaging_limit: w.business_messaging_limit.clone(),
-                health: w.health.clone(),
-                health_entities: w
-                    .health_entities
-                    .as_deref()
-                    .filter(|_| health_detail)
-                    .and_then(|j| serde_json::from_str(j).ok()),
-                name_status: None,
-                account_review_status: w.account_review_status.clone(),
-                business_verification_status: w.business_verification_status.clone(),
-                throughput: None,
-                present: w.present,
-                stale: w.present && stale(&w.source, &w.last_polled_at),
-                source_created_at: w.source_created_at.clone(),
-                source_updated_at: w.source_updated_at.clone(),
-                first_seen_at: w.first_seen_at.clone(),
-                last_polled_at: w.last_polled_at.clone(),
-                last_changed_at: w.last_changed_at.clone(),
-            });
+            out.push(waba_entry(w, health_detail, &stale_from));
         }
         for p in &phones {
-            // A number's own portfolio limit wins; on API versions before v24 only the WABA
-            // may carry it, so fall back to the WABA's, then to the deprecated tier.
-            let business_limit = p
-                .business_messaging_limit
-                .clone()
-                .or_else(|| waba_limit(&p.waba_id));
-            out.push(StatusEntry {
-                kind: "phone_number",
-                id: p.id.clone(),
-                source: p.source.clone(),
-                waba_id: p.waba_id.clone(),
-                business_id: None,
-                display_phone_number: p.display_phone_number.clone(),
-                verified_name: p.verified_name.clone(),
-                name: waba_name(&p.waba_id),
-                quality_rating: p.quality_rating.clone(),
-                status: p.status.clone(),
-                messaging_limit: effective_limit(&business_limit, &p.messaging_limit_tier),
-                messaging_limit_tier: p.messaging_limit_tier.clone(),
-                whatsapp_business_manager_messaging_limit: p.business_messaging_limit.clone(),
-                health: p.health.clone(),
-                health_entities: p
-                    .health_entities
-                    .as_deref()
-                    .filter(|_| health_detail)
-                    .and_then(|j| serde_json::from_str(j).ok()),
-                name_status: p.name_status.clone(),
-                account_review_status: None,
-                business_verification_status: None,
-                throughput: p.throughput.clone(),
-                present: p.present,
-                stale: p.present && stale(&p.source, &p.last_polled_at),
-                source_created_at: p.source_created_at.clone(),
-                source_updated_at: p.source_updated_at.clone(),
-                first_seen_at: p.first_seen_at.clone(),
-                last_polled_at: p.last_polled_at.clone(),
-                last_changed_at: p.last_changed_at.clone(),
-            });
+            let waba = p.waba_id.as_deref().and_then(|id| by_id.get(id).copied());
+            out.push(phone_entry(p, waba, health_detail, &stale_from));
         }
         Ok(out)
+    }
+
+    /// The start of the `stale_after`-th latest finished poll of each source (or of `source`
+    /// only): a target last read before it was missed by that many polls in a row.
+    async fn stale_from(
+        &self,
+        source: Option<&str>,
+        stale_after: u32,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        Ok(sqlx::query_as::<_, (String, String)>(
+            "SELECT source, started_at FROM (SELECT source, started_at, \
+             ROW_NUMBER() OVER (PARTITION BY source ORDER BY id DESC) AS rn \
+             FROM poll_runs WHERE outcome != 'running' AND (?2 IS NULL OR source = ?2)) \
+             WHERE rn = ?1",
+        )
+        .bind(i64::from(stale_after.max(1)))
+        .bind(source)
+        .fetch_all(self.pool())
+        .await?
+        .into_iter()
+        .collect())
+    }
+
+    /// The id a user means by `wanted`: a number's or WABA's id as stored, else the number
+    /// whose display number has the same digits ("+44 20 7946 0123", "442079460123").
+    /// `None` when nothing matches.
+    pub async fn resolve_target(&self, wanted: &str) -> Result<Option<String>, StoreError> {
+        let wanted = wanted.trim();
+        let exact: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM phone_numbers WHERE id = ?1 UNION ALL SELECT id FROM wabas WHERE id = ?1 LIMIT 1",
+        )
+        .bind(wanted)
+        .fetch_optional(self.pool())
+        .await?;
+        if exact.is_some() {
+            return Ok(exact);
+        }
+        let digits: String = wanted.chars().filter(char::is_ascii_digit).collect();
+        if digits.is_empty() {
+            return Ok(None);
+        }
+        let numbers: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT id, display_phone_number FROM phone_numbers ORDER BY present DESC, id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(numbers.into_iter().find_map(|(id, display)| {
+            display
+                .filter(|d| d.chars().filter(char::is_ascii_digit).eq(digits.chars()))
+                .map(|_| id)
+        }))
     }
 
     /// Changes, newest first.
@@ -234,17 +281,31 @@ impl Store {
         Ok(())
     }
 
-    /// One number's state, if known.
+    /// One number's state, if known: its row, its WABA's row and its source's staleness
+    /// mark, nothing else.
     pub async fn phone(
         &self,
         id: &str,
         stale_after: u32,
     ) -> Result<Option<StatusEntry>, StoreError> {
-        Ok(self
-            .status_with(true, stale_after)
+        let Some(p): Option<PhoneRow> = sqlx::query_as("SELECT * FROM phone_numbers WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(self.pool())
             .await?
-            .into_iter()
-            .find(|e| e.kind == "phone_number" && e.id == id))
+        else {
+            return Ok(None);
+        };
+        let waba: Option<WabaRow> = match &p.waba_id {
+            Some(w) => {
+                sqlx::query_as("SELECT * FROM wabas WHERE id = ?1")
+                    .bind(w)
+                    .fetch_optional(self.pool())
+                    .await?
+            }
+            None => None,
+        };
+        let stale_from = self.stale_from(Some(&p.source), stale_after).await?;
+        Ok(Some(phone_entry(&p, waba.as_ref(), true, &stale_from)))
     }
 
     /// Deletes at most `batch` rows older than `before` from the history and, with them, old

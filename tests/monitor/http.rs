@@ -287,3 +287,80 @@ fn a_non_loopback_listen_without_an_api_token_is_refused_before_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_test_is_charged_to_the_quota_and_refused_over_it() {
+    // Hourly cycles and a budget of 3 calls per WABA per hour: the first cycle takes 1.
+    let app = TestApp::spawn_with(
+        one_waba(2),
+        &format!("wabas = [\"{WABA1}\"]"),
+        "v24.0",
+        "0 0 * * * *",
+    )
+    .await;
+    let text = std::fs::read_to_string(&app.config_path).expect("config");
+    std::fs::write(
+        &app.config_path,
+        text.replace("quota_per_waba_hour = 5000", "quota_per_waba_hour = 3"),
+    )
+    .expect("config");
+    let d = Running::start(&app).await;
+    for _ in 0..2 {
+        let (code, body) = d.post(&format!("/api/accounts/{P0}/test"), None).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let resp = d
+        .http
+        .post(format!("{}/api/accounts/{P0}/test", d.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry_after: u64 = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+    let v: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(v["status"], "error");
+    assert!(
+        v["message"].as_str().expect("message").contains("quota"),
+        "{v}"
+    );
+    assert_eq!(app.sim.calls_for_waba(WABA1), 3, "never past the budget");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bsp_number_says_why_it_cannot_be_tested_singly() {
+    use waba_monitor::sim::{FineduSim, FineduState};
+    const BSP_TOKEN: &str = "finedu-token-for-tests-123456";
+    let finedu = FineduSim::start(FineduState::fleet(1, 1), BSP_TOKEN)
+        .await
+        .expect("finedu sim");
+    let app = TestApp::spawn_with_extra(
+        one_waba(1),
+        &format!("wabas = [\"{WABA1}\"]"),
+        &format!(
+            "[[bsp]]\nkind = \"finedu\"\nname = \"finedu-main\"\nbase_url = \"{}\"\ntoken_file = \"bsp-token\"\n",
+            finedu.url()
+        ),
+    )
+    .await;
+    app.write_secret("bsp-token", BSP_TOKEN);
+    let d = Running::start(&app).await;
+    let bsp_number = "600000000000001";
+    let (code, body) = d
+        .post(&format!("/api/accounts/{bsp_number}/test"), None)
+        .await;
+    assert_ne!(code, 200, "{body}");
+    assert_ne!(code, 404, "the number and its source exist: {body}");
+    assert!(!body.contains("not configured"), "{body}");
+    assert!(
+        body.contains("finedu-main") && body.contains("singly"),
+        "{body}"
+    );
+    d.stop().await;
+}

@@ -11,6 +11,7 @@ mod http;
 mod quota;
 mod service;
 mod smtp;
+mod trust;
 
 use helpers::{TOKEN, TestApp, one_waba};
 use waba_monitor::sim::{Fault, FaultKind, FaultTarget, SimState};

@@ -2,6 +2,12 @@
 //! links checked against the configured host, batches of at most 50, and retries of transient
 //! failures with the project's one retry policy.
 //!
+//! Every request it sends — first attempt, retry, paging link, batch item — is admitted and
+//! charged by the source's quota governor first ([`Quota::admit`]); one that is refused is not
+//! sent and comes back as [`GraphError::OverQuota`]. Retries happen in one layer only: a single
+//! GET retries itself; a batch retries its failed items (a whole failed POST fails all of its
+//! items) in later, smaller batches.
+//!
 //! The token only ever travels in the `Authorization` header. Paging links from Meta carry an
 //! `access_token` query parameter; it is stripped before the link is followed, and errors are
 //! built without URLs, so no log line can show the token.
@@ -11,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::Retryable;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
@@ -22,6 +29,7 @@ use super::error::GraphError;
 use super::usage::{self, UsageSnapshot};
 use crate::config::{ApiVersion, MetaSourceConfig};
 use crate::retry::RetryPolicy;
+use crate::sources::budget::Quota;
 
 /// Meta's limit on items in one batch request.
 pub const MAX_BATCH: usize = 50;
@@ -52,6 +60,7 @@ pub struct GraphClient {
     concurrency: usize,
     counters: Arc<CallCounters>,
     usage: Arc<std::sync::Mutex<UsageSnapshot>>,
+    quota: Quota,
 }
 
 impl std::fmt::Debug for GraphClient {
@@ -75,11 +84,13 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, GraphError> {
         .map_err(|e| GraphError::Connect(e.without_url().to_string()))
 }
 
-/// What to ask a node for: its id and `fields=` value.
+/// What to ask a node for: its id and `fields=` value, and whose quota the call counts
+/// against (its WABA's; a business's or an unplaced number's own id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRequest {
     pub id: String,
     pub fields: String,
+    pub key: String,
 }
 
 impl GraphClient {
@@ -100,7 +111,13 @@ impl GraphClient {
             concurrency: cfg.concurrency,
             counters: Arc::new(CallCounters::default()),
             usage: Arc::default(),
+            quota: Quota::new(cfg.waba_call_budget()),
         })
+    }
+
+    /// The quota governor every request of this client goes through.
+    pub fn quota(&self) -> &Quota {
+        &self.quota
     }
 
     pub fn version(&self) -> ApiVersion {
@@ -164,18 +181,28 @@ impl GraphClient {
             .map_err(|_| GraphError::Malformed("object id does not form a URL".into()))
     }
 
-    /// `GET /{version}/{id}?fields=...`, retried while the failure is transient.
-    pub async fn get_node(&self, req: &NodeRequest) -> Result<Value, GraphError> {
+    /// `GET /{version}/{id}?fields=...`, retried while the failure is transient; every
+    /// attempt charged to `req.key` at `now`.
+    pub async fn get_node(
+        &self,
+        req: &NodeRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Value, GraphError> {
         let mut url = self.node_url(&req.id)?;
         url.query_pairs_mut().append_pair("fields", &req.fields);
-        self.get_with_retry(url).await
+        self.get_with_retry(url, &req.key, now).await
     }
 
-    /// Follows a `paging.next` link. The link must point at the configured Graph host; its
-    /// `access_token` parameter is dropped (the header carries the token).
-    pub async fn get_next(&self, next: &str) -> Result<Value, GraphError> {
+    /// Follows a `paging.next` link, charged to `key`. The link must point at the configured
+    /// Graph host; its `access_token` parameter is dropped (the header carries the token).
+    pub async fn get_next(
+        &self,
+        next: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Value, GraphError> {
         let url = self.check_paging_link(next)?;
-        self.get_with_retry(url).await
+        self.get_with_retry(url, key, now).await
     }
 
     /// Validates a paging link and returns it without any `access_token` parameter.
@@ -200,10 +227,16 @@ impl GraphClient {
         Ok(clean)
     }
 
-    async fn get_with_retry(&self, url: Url) -> Result<Value, GraphError> {
+    async fn get_with_retry(
+        &self,
+        url: Url,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Value, GraphError> {
         let attempt = || {
             let url = url.clone();
             async move {
+                self.quota.admit(key, now)?;
                 self.counters.calls.fetch_add(1, Ordering::Relaxed);
                 let req = self.http.get(url).bearer_auth(self.bearer());
                 self.send(req).await
@@ -270,15 +303,28 @@ impl GraphClient {
 
     /// Fetches unrelated nodes in batch requests of at most 50 items, several batches in
     /// flight at once. The answer is in request order. Items that fail transiently (or come
-    /// back `null`) are retried in later, smaller batches with the retry policy's delays.
-    pub async fn batch(&self, reqs: &[NodeRequest]) -> Vec<Result<Value, GraphError>> {
+    /// back `null`, or whose whole POST failed) are retried in later, smaller batches with the
+    /// retry policy's delays: the only retry layer of a batch. Each item is admitted and
+    /// charged to its key before every send.
+    pub async fn batch(
+        &self,
+        reqs: &[NodeRequest],
+        now: DateTime<Utc>,
+    ) -> Vec<Result<Value, GraphError>> {
         let mut results: Vec<Option<Result<Value, GraphError>>> = vec![None; reqs.len()];
         let mut pending: Vec<usize> = (0..reqs.len()).collect();
         let mut delays = self.retry.delays();
         loop {
-            let round = self.batch_round(reqs, &pending).await;
+            let mut send = Vec::with_capacity(pending.len());
+            for idx in pending {
+                match self.quota.admit(&reqs[idx].key, now) {
+                    Ok(()) => send.push(idx),
+                    Err(refused) => results[idx] = Some(Err(refused.into())),
+                }
+            }
+            let round = self.batch_round(reqs, &send).await;
             let mut retry = Vec::new();
-            for (idx, res) in pending.iter().copied().zip(round) {
+            for (idx, res) in send.iter().copied().zip(round) {
                 if matches!(&res, Err(e) if e.is_retryable()) {
                     retry.push(idx);
                 }
@@ -319,8 +365,8 @@ impl GraphClient {
         ordered.into_iter().flat_map(|(_, v)| v).collect()
     }
 
-    /// One batch request (≤ 50 items). A failure of the whole request becomes every item's
-    /// failure; the request itself is retried like any other while transient.
+    /// One batch request (≤ 50 items), sent once. A failure of the whole request becomes every
+    /// item's failure (and `batch` retries the items).
     async fn batch_once(&self, items: &[&NodeRequest]) -> Vec<Result<Value, GraphError>> {
         let batch: Vec<Value> = items
             .iter()
@@ -344,26 +390,15 @@ impl GraphClient {
                     .collect();
             }
         };
-        let n = items.len() as u64;
-        let attempt = || {
-            let url = url.clone();
-            let batch_json = batch_json.clone();
-            async move {
-                self.counters.calls.fetch_add(n, Ordering::Relaxed);
-                let req = self
-                    .http
-                    .post(url)
-                    .bearer_auth(self.bearer())
-                    .form(&[("batch", batch_json.as_str()), ("include_headers", "true")]);
-                self.send(req).await
-            }
-        };
-        let answer = attempt
-            .retry(self.retry.builder())
-            .sleep(tokio::time::sleep)
-            .when(GraphError::is_retryable)
-            .await;
-        match answer {
+        self.counters
+            .calls
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        let req = self
+            .http
+            .post(url)
+            .bearer_auth(self.bearer())
+            .form(&[("batch", batch_json.as_str()), ("include_headers", "true")]);
+        match self.send(req).await {
             Err(e) => items.iter().map(|_| Err(e.clone())).collect(),
             Ok(Value::Array(arr)) if arr.len() == items.len() => {
                 arr.into_iter().map(|i| self.read_batch_item(i)).collect()
@@ -420,10 +455,17 @@ fn parse_batch_item(item: Value) -> Result<Value, GraphError> {
         .get("code")
         .and_then(Value::as_u64)
         .ok_or_else(|| GraphError::Malformed("batch item without a code".into()))?;
+    // An HTTP status has three digits; anything else is not one (and must not wrap into one).
+    let code = u16::try_from(code)
+        .ok()
+        .filter(|c| (100..600).contains(c))
+        .ok_or_else(|| {
+            GraphError::Malformed(format!("batch item code {code} is not an HTTP status"))
+        })?;
     let body = item.get("body").and_then(Value::as_str).unwrap_or("");
     if !(200..300).contains(&code) {
         return Err(GraphError::from_response(
-            code as u16,
+            code,
             body.as_bytes(),
             "application/json",
         ));
@@ -499,5 +541,15 @@ mod tests {
         let err = serde_json::json!({"code": 400, "body": "{\"error\":{\"message\":\"x\",\"code\":80008}}"});
         let e = parse_batch_item(err).unwrap_err();
         assert_eq!(e.code(), Some(80008));
+    }
+
+    #[test]
+    fn a_batch_item_code_that_is_no_http_status_is_malformed_not_truncated() {
+        // 65,936 would wrap to 400 and 65,736 to 200 as a u16.
+        for code in [65_936u64, 65_736, 99, 1_000] {
+            let item = serde_json::json!({"code": code, "body": "{\"error\":{\"message\":\"x\",\"code\":1}}"});
+            let e = parse_batch_item(item).unwrap_err();
+            assert_eq!(e.reason(), "malformed", "{code}: {e}");
+        }
     }
 }

@@ -119,6 +119,16 @@ pub enum GraphError {
     ForeignPagingLink,
     #[error("batch item did not complete (null in the batch answer)")]
     BatchItemIncomplete,
+    /// Not sent: the quota governor held it back (the budget of its WABA is used up, or Meta
+    /// paused it). Not Meta's answer, and no failure of the target.
+    #[error("held back to stay inside the quota ({}); the next call is allowed in {} s", .reason.as_str(), .retry_after.as_secs())]
+    OverQuota {
+        reason: crate::sources::budget::Defer,
+        retry_after: Duration,
+    },
+    /// A listing the source cannot serve to its end (a BSP whose API stops at page 100).
+    #[error("{0}")]
+    ListingTruncated(String),
 }
 
 impl GraphError {
@@ -133,7 +143,10 @@ impl GraphError {
             GraphError::BadStatus { status, .. } if *status >= 500 || *status == 429 => {
                 ErrorClass::Transient
             }
-            GraphError::BadStatus { .. } | GraphError::ForeignPagingLink => ErrorClass::Permanent,
+            GraphError::BadStatus { .. }
+            | GraphError::ForeignPagingLink
+            | GraphError::ListingTruncated(_) => ErrorClass::Permanent,
+            GraphError::OverQuota { .. } => ErrorClass::RateLimited,
         }
     }
 
@@ -158,6 +171,8 @@ impl GraphError {
             GraphError::Malformed(_) => "malformed",
             GraphError::ForeignPagingLink => "foreign_paging_link",
             GraphError::BatchItemIncomplete => "batch_incomplete",
+            GraphError::OverQuota { .. } => "quota",
+            GraphError::ListingTruncated(_) => "listing_truncated",
         }
     }
 
@@ -184,6 +199,15 @@ impl GraphError {
                 status,
                 content_type: truncate(content_type, 60),
             },
+        }
+    }
+}
+
+impl From<crate::sources::budget::Refused> for GraphError {
+    fn from(r: crate::sources::budget::Refused) -> GraphError {
+        GraphError::OverQuota {
+            reason: r.reason,
+            retry_after: r.retry_after,
         }
     }
 }

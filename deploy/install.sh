@@ -3,6 +3,9 @@
 #
 #   cargo build --release && sudo deploy/install.sh
 #
+# (With CARGO_TARGET_DIR set, pass it through sudo, which drops it:
+#   sudo CARGO_TARGET_DIR="$CARGO_TARGET_DIR" deploy/install.sh   or use --binary.)
+#
 # What it does (every step is safe to repeat; running it again upgrades binary and unit):
 #   /usr/local/bin/waba-monitor                  the binary (0755), replaced atomically
 #   /etc/systemd/system/waba-monitor.service     the unit from systemd/ (0644), replaced
@@ -14,10 +17,11 @@
 # It does not enable, start or restart the service, and never writes a secret.
 #
 # Options:
-#   --binary PATH   install this binary instead of target/release/waba-monitor
-#   --root DIR      install under DIR instead of / (every path is prefixed with DIR; systemctl
-#                   is not run; root is not needed). For packaging and tests. DESTDIR=DIR in the
-#                   environment does the same.
+#   --binary PATH   install this binary instead of the release build of this checkout,
+#                   ${CARGO_TARGET_DIR:-target}/release/waba-monitor
+#   --root DIR      install under DIR instead of / (every path is prefixed with DIR; DIR is
+#                   created if missing; systemctl is not run; root is not needed). For packaging
+#                   and tests. DESTDIR=DIR in the environment does the same.
 #   --dry-run       print what would be done; change nothing
 #   -h, --help      this text
 set -euo pipefail
@@ -33,7 +37,10 @@ die() {
     exit 1
 }
 
-binary="$repo/target/release/waba-monitor"
+# Where `cargo build --release` puts the binary (a relative CARGO_TARGET_DIR is relative to the
+# current directory, as for cargo).
+default_binary="${CARGO_TARGET_DIR:-$repo/target}/release/waba-monitor"
+binary="$default_binary"
 root="${DESTDIR:-}"
 dry_run=0
 while (($# > 0)); do
@@ -52,9 +59,13 @@ done
 unit_src="$repo/systemd/waba-monitor.service"
 config_src="$repo/monitor.toml"
 
+root_missing=0
 if [[ -n "$root" ]]; then
-    [[ -d "$root" ]] || die "--root $root: no such directory (create it first)"
-    root="$(cd "$root" && pwd)"
+    if [[ ! -d "$root" ]]; then
+        [[ -e "$root" ]] && die "--root $root exists and is not a directory"
+        root_missing=1
+    fi
+    root="$(realpath -m -- "$root")"
     [[ "$root" == "/" ]] && root=""
 fi
 bin_dst="$root/usr/local/bin/waba-monitor"
@@ -66,8 +77,15 @@ token_file="$cred_dir/meta-token"
 
 # --- Preconditions ---------------------------------------------------------------------------
 if [[ ! -e "$binary" ]]; then
-    if [[ "$binary" == "$repo/target/release/waba-monitor" ]]; then
-        die "$binary not found: build it first with \`cargo build --release\` (in $repo), or pass --binary PATH"
+    if [[ "$binary" == "$default_binary" ]]; then
+        if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
+            where="CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+        else
+            where="CARGO_TARGET_DIR is not set"
+        fi
+        die "$binary not found: the default binary is \${CARGO_TARGET_DIR:-$repo/target}/release/waba-monitor ($where).
+  Build it first with \`cargo build --release\` (in $repo), or pass --binary PATH.
+  sudo drops CARGO_TARGET_DIR: pass it on with \`sudo CARGO_TARGET_DIR=DIR $prog\`."
     fi
     die "--binary $binary: no such file"
 fi
@@ -134,6 +152,13 @@ ensure_dir() {
         run install -d -m "$mode" "$dir"
     fi
 }
+
+# --- 0. The staging tree (--root) --------------------------------------------------------------
+if ((root_missing)); then
+    echo "== root"
+    echo "  creating:  $root/"
+    run mkdir -p "$root"
+fi
 
 # --- 1. Binary ----------------------------------------------------------------------------------
 echo "== binary"

@@ -215,7 +215,7 @@ impl FineduSource {
                 error,
             });
         };
-        let token = match self.cfg.token.load() {
+        let token = match super::load_secret(&self.cfg.token).await {
             Ok(t) => t,
             Err(e) => {
                 fail(

@@ -161,10 +161,11 @@ impl MetaSource {
         self.quota.lock().used(key)
     }
 
-    /// Re-reads the token; refuses one Meta already rejected. `Err` carries the failure to
-    /// report instead of polling.
-    fn ready_token(&self) -> Result<(), GraphError> {
-        let token = self.cfg.token.load().map_err(|e| GraphError::Api {
+    /// Re-reads the token (off the async threads); refuses one Meta already rejected.
+    /// Returns the fingerprint of the token in use; `Err` carries the failure to report
+    /// instead of polling.
+    async fn ready_token(&self) -> Result<u64, GraphError> {
+        let token = super::load_secret(&self.cfg.token).await.map_err(|e| GraphError::Api {
             class: super::graph::ErrorClass::Auth,
             http_status: 0,
             code: None,
@@ -187,7 +188,7 @@ impl MetaSource {
             });
         }
         self.client.set_token(token);
-        Ok(())
+        Ok(fp)
     }
 
     fn key_of_phone(&self, id: &str) -> String {
@@ -199,8 +200,9 @@ impl MetaSource {
     }
 
     /// After a poll: pause what Meta throttled, mark what answered as recovered, remember a
-    /// rejected token, learn which WABA each number is on.
-    fn settle(&self, out: &SourcePoll, now: DateTime<Utc>) {
+    /// rejected token (by the fingerprint of the token the poll used), learn which WABA each
+    /// number is on.
+    fn settle(&self, out: &SourcePoll, token_fp: u64, now: DateTime<Utc>) {
         let usage = self.client.usage();
         {
             let mut g = self.quota.lock();
@@ -232,10 +234,9 @@ impl MetaSource {
         }
         if out.failures.iter().any(|f| {
             f.error.class() == super::graph::ErrorClass::Auth && f.error.code() == Some(190)
-        }) && let Ok(token) = self.cfg.token.load()
-            && let Ok(mut r) = self.rejected_token.lock()
+        }) && let Ok(mut r) = self.rejected_token.lock()
         {
-            *r = Some(fingerprint(&token));
+            *r = Some(token_fp);
         }
         if let Ok(mut m) = self.phone_waba.lock() {
             for p in &out.phones {
@@ -282,14 +283,17 @@ impl MetaSource {
             priority: PRIORITY,
             ..SourcePoll::default()
         };
-        if let Err(error) = self.ready_token() {
-            out.failures.push(TargetFailure {
-                kind: ObjectKind::Source,
-                id: self.cfg.name.clone(),
-                error,
-            });
-            return out;
-        }
+        let token_fp = match self.ready_token().await {
+            Ok(fp) => fp,
+            Err(error) => {
+                out.failures.push(TargetFailure {
+                    kind: ObjectKind::Source,
+                    id: self.cfg.name.clone(),
+                    error,
+                });
+                return out;
+            }
+        };
         let usage = self.client.usage();
         let app_usage = max_usage(&usage.app);
         let business_usage = |key: &str| usage.business.get(key).and_then(max_usage);
@@ -369,7 +373,7 @@ impl MetaSource {
             .await;
         out.calls = self.client.counters().calls.load(Ordering::Relaxed) - calls_before;
         out.requests = self.client.counters().requests.load(Ordering::Relaxed) - requests_before;
-        self.settle(&out, now);
+        self.settle(&out, token_fp, now);
         out
     }
 

@@ -12,6 +12,18 @@ use crate::model::{PhoneObservation, WabaObservation};
 use graph::GraphError;
 use graph::parse::Anomaly;
 
+/// Reads a secret on the blocking pool, not on the async threads that drive polling and the
+/// HTTP server (a file read can stall: a slow or network disk).
+pub(crate) async fn load_secret(
+    src: &crate::secrets::SecretSource,
+) -> Result<secrecy::SecretString, String> {
+    let src = src.clone();
+    match tokio::task::spawn_blocking(move || src.load()).await {
+        Ok(loaded) => loaded.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("reading the secret did not finish: {e}")),
+    }
+}
+
 /// Which object a failure concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {

@@ -272,7 +272,7 @@ def main():
     url = wait_for(daemon, "its address", deadline, lambda: daemon.printed(r"metrics:\s+(http://\S+/metrics)"))
     if url is None:
         fail(f"waba-monitor demo printed no `metrics: http://.../metrics` line in {args.timeout:.0f} s")
-    config = daemon.printed(r"config:\s+(\S+)")
+    config = daemon.printed(r"(?m)^\s*config:\s+(.+?)\s*$")
     print(f"  daemon: {url} (pid {args.pid})")
 
     first = wait_for(

@@ -1,7 +1,9 @@
-//! Configuration in two stages: [`RawConfig`] mirrors `monitor.toml` (unknown keys refused), then
-//! [`Config::from_toml`] validates everything — schedule, URLs, addresses, ids, durations, secret
+//! Configuration in two stages: [`RawConfig`] mirrors `monitor.toml` (read key by key: unknown
+//! keys and wrong types are problems), then [`Config::from_toml`] validates everything —
+//! schedule, URLs, addresses, ids, bounded durations, the Graph API version's end of life, secret
 //! sources — before anything starts. Every problem names the file, the line, the key and a fix,
-//! and all validation problems are reported at once, not one per run.
+//! and all problems are reported at once, not one per run. [`Config::load_for_start`] also reads
+//! every secret, as `run` does before it starts: what it refuses, `check-config` refuses.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -9,13 +11,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, Timelike, Utc};
-use serde::Deserialize;
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 use url::Url;
 
 use crate::secrets::SecretSource;
-use crate::timefmt::{format_duration, parse_duration};
+use crate::timefmt::{DurationError, format_duration, parse_duration_checked};
 
 /// Where `--config` points when not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/waba-monitor/monitor.toml";
@@ -23,30 +25,35 @@ pub const DEFAULT_DATABASE: &str = "/var/lib/waba-monitor/monitor.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9717";
 pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com";
-pub const DEFAULT_API_VERSION: &str = "v23.0";
+/// Current, answered by the simulator the tests use, and with the portfolio-wide messaging limit
+/// (v24+). Its end of life is not announced yet (see [`graph_versions`]).
+pub const DEFAULT_API_VERSION: &str = "v25.0";
 /// Meta's Business Management API quota: calls per hour per app per WABA.
 pub const META_QUOTA_PER_WABA_HOUR: u64 = 200;
 
 // ---------------------------------------------------------------------------------------------
-// Stage 1: the file as written.
+// Stage 1: the file as written, read leniently.
+//
+// The file is parsed into toml's spanned document tree and read key by key, so that every
+// wrong type and every unknown key becomes a problem of its own (serde would stop at the first
+// one) and every value keeps its place in the file.
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+type Span = std::ops::Range<usize>;
+type Item<'i> = Spanned<DeValue<'i>>;
+
+#[derive(Debug, Default)]
 struct RawConfig {
-    daemon: Option<RawDaemon>,
-    #[serde(default)]
+    daemon: RawDaemon,
     meta: Vec<Spanned<RawMeta>>,
-    #[serde(default)]
     bsp: Vec<Spanned<RawBsp>>,
-    email: Option<Spanned<RawEmail>>,
+    email: Option<RawEmail>,
     alerts: Option<RawAlerts>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawBsp {
-    kind: Spanned<String>,
-    name: Spanned<String>,
+    kind: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
     base_url: Option<Spanned<String>>,
     token_env: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
@@ -56,8 +63,7 @@ struct RawBsp {
     max_response_bytes: Option<Spanned<i64>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawEmail {
     smtp_host: Option<Spanned<String>>,
     file_dir: Option<Spanned<String>>,
@@ -66,22 +72,20 @@ struct RawEmail {
     username: Option<Spanned<String>>,
     password_env: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
-    from: Spanned<String>,
-    to: Spanned<Vec<Spanned<String>>>,
+    from: Option<Spanned<String>>,
+    to: Option<Spanned<Vec<Spanned<String>>>>,
     timeout: Option<Spanned<String>>,
     max_age: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawAlerts {
     repeat_interval: Option<Spanned<String>>,
-    resolved: Option<bool>,
+    resolved: Option<Spanned<bool>>,
     blind_after: Option<Spanned<i64>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawDaemon {
     database: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
@@ -95,25 +99,496 @@ struct RawDaemon {
     retention: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawMeta {
-    name: Spanned<String>,
+    name: Option<Spanned<String>>,
     graph_url: Option<Spanned<String>>,
     api_version: Option<Spanned<String>>,
     access_token_env: Option<Spanned<String>>,
     access_token_file: Option<Spanned<String>>,
-    #[serde(default)]
     businesses: Vec<Spanned<String>>,
-    #[serde(default)]
     wabas: Vec<Spanned<String>>,
-    #[serde(default)]
     phone_numbers: Vec<Spanned<String>>,
     request_timeout: Option<Spanned<String>>,
     max_response_bytes: Option<Spanned<i64>>,
     concurrency: Option<Spanned<i64>>,
     quota_per_waba_hour: Option<Spanned<i64>>,
     quota_share: Option<Spanned<f64>>,
+}
+
+const TOP_KEYS: &[&str] = &["daemon", "meta", "bsp", "email", "alerts"];
+const DAEMON_KEYS: &[&str] = &[
+    "database",
+    "listen",
+    "poll_schedule",
+    "cycle_timeout",
+    "shutdown_grace",
+    "log_format",
+    "api_token_env",
+    "api_token_file",
+    "stale_after",
+    "retention",
+];
+const META_KEYS: &[&str] = &[
+    "name",
+    "graph_url",
+    "api_version",
+    "access_token_env",
+    "access_token_file",
+    "businesses",
+    "wabas",
+    "phone_numbers",
+    "request_timeout",
+    "max_response_bytes",
+    "concurrency",
+    "quota_per_waba_hour",
+    "quota_share",
+];
+const BSP_KEYS: &[&str] = &[
+    "kind",
+    "name",
+    "base_url",
+    "token_env",
+    "token_file",
+    "page_size",
+    "account_review_status",
+    "request_timeout",
+    "max_response_bytes",
+];
+const EMAIL_KEYS: &[&str] = &[
+    "smtp_host",
+    "file_dir",
+    "smtp_port",
+    "tls",
+    "username",
+    "password_env",
+    "password_file",
+    "from",
+    "to",
+    "timeout",
+    "max_age",
+];
+const ALERTS_KEYS: &[&str] = &["repeat_interval", "resolved", "blind_after"];
+
+/// A value as people read it, for "X where Y is expected".
+fn describe(v: &DeValue<'_>) -> String {
+    match v {
+        DeValue::String(s) => format!("the string \"{s}\""),
+        DeValue::Integer(i) => format!("the number {i}"),
+        DeValue::Float(f) => format!("the number {f}"),
+        DeValue::Boolean(b) => format!("the boolean {b}"),
+        DeValue::Datetime(d) => format!("the date {d}"),
+        DeValue::Array(_) => "a list".to_owned(),
+        DeValue::Table(_) => "a table".to_owned(),
+    }
+}
+
+/// A scalar's text without TOML quoting, to suggest the same value in the right type.
+fn bare(v: &DeValue<'_>) -> Option<String> {
+    match v {
+        DeValue::String(s) => Some(s.to_string()),
+        DeValue::Integer(i) => Some(i.to_string()),
+        DeValue::Float(f) => Some(f.to_string()),
+        DeValue::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn wrong_type(item: &Item<'_>, key: &str, expected: &str, fix: &str, p: &mut Problems<'_>) {
+    p.add(
+        Some(item.span()),
+        key,
+        format!("{} where {expected} is expected", describe(item.get_ref())),
+        fix,
+    );
+}
+
+fn read_str(item: &Item<'_>, key: &str, p: &mut Problems<'_>) -> Option<Spanned<String>> {
+    if let DeValue::String(s) = item.get_ref() {
+        return Some(Spanned::new(item.span(), s.to_string()));
+    }
+    let name = last_key(key);
+    let fix = match bare(item.get_ref()) {
+        Some(text) => format!("quote it: {name} = \"{text}\""),
+        None => format!("write a string: {name} = \"...\" (see monitor.toml)"),
+    };
+    wrong_type(item, key, "a string", &fix, p);
+    None
+}
+
+/// A duration is a string with a unit; `unit` is the one suggested for a bare number.
+fn read_duration(
+    item: &Item<'_>,
+    key: &str,
+    unit: &str,
+    p: &mut Problems<'_>,
+) -> Option<Spanned<String>> {
+    if let DeValue::String(s) = item.get_ref() {
+        return Some(Spanned::new(item.span(), s.to_string()));
+    }
+    let name = last_key(key);
+    let fix = match item.get_ref() {
+        DeValue::Integer(i) => format!(
+            "durations are strings with a unit: {name} = \"{i}{unit}\" (units: ms, s, m, h, d)"
+        ),
+        _ => format!(
+            "write a string with a unit, e.g. {name} = \"30{unit}\" (units: ms, s, m, h, d)"
+        ),
+    };
+    wrong_type(item, key, "a duration string", &fix, p);
+    None
+}
+
+fn read_int(item: &Item<'_>, key: &str, p: &mut Problems<'_>) -> Option<Spanned<i64>> {
+    let name = last_key(key);
+    match item.get_ref() {
+        DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) => Some(Spanned::new(item.span(), n)),
+            Err(_) => {
+                p.add(
+                    Some(item.span()),
+                    key,
+                    format!("{i} is too large a number"),
+                    "see monitor.toml for the key's range",
+                );
+                None
+            }
+        },
+        DeValue::String(s) if s.trim().parse::<i64>().is_ok() => {
+            let fix = format!("write the number without quotes: {name} = {}", s.trim());
+            wrong_type(item, key, "a whole number", &fix, p);
+            None
+        }
+        _ => {
+            let fix =
+                format!("write a whole number without quotes, e.g. {name} = 4 (see monitor.toml)");
+            wrong_type(item, key, "a whole number", &fix, p);
+            None
+        }
+    }
+}
+
+fn read_float(item: &Item<'_>, key: &str, p: &mut Problems<'_>) -> Option<Spanned<f64>> {
+    let name = last_key(key);
+    let number = match item.get_ref() {
+        DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+            .ok()
+            .map(|n| n as f64),
+        _ => None,
+    };
+    if let Some(n) = number.filter(|n| n.is_finite()) {
+        return Some(Spanned::new(item.span(), n));
+    }
+    let fix = match item.get_ref() {
+        DeValue::String(s) if s.trim().parse::<f64>().is_ok() => {
+            format!("write the number without quotes: {name} = {}", s.trim())
+        }
+        _ => format!("write a number without quotes, e.g. {name} = 0.5"),
+    };
+    wrong_type(item, key, "a number", &fix, p);
+    None
+}
+
+fn read_bool(item: &Item<'_>, key: &str, p: &mut Problems<'_>) -> Option<Spanned<bool>> {
+    if let DeValue::Boolean(b) = item.get_ref() {
+        return Some(Spanned::new(item.span(), *b));
+    }
+    let name = last_key(key);
+    let fix = match item.get_ref() {
+        DeValue::String(s)
+            if ["true", "yes", "on"].contains(&s.trim().to_ascii_lowercase().as_str()) =>
+        {
+            format!("write {name} = true (no quotes)")
+        }
+        DeValue::String(s)
+            if ["false", "no", "off"].contains(&s.trim().to_ascii_lowercase().as_str()) =>
+        {
+            format!("write {name} = false (no quotes)")
+        }
+        _ => format!("write {name} = true or {name} = false (no quotes)"),
+    };
+    wrong_type(item, key, "true or false", &fix, p);
+    None
+}
+
+/// A list of strings (ids, addresses). A single value where the list belongs is a problem whose
+/// fix is the same value in brackets.
+fn read_str_list(
+    item: &Item<'_>,
+    key: &str,
+    p: &mut Problems<'_>,
+) -> Option<Spanned<Vec<Spanned<String>>>> {
+    let name = last_key(key);
+    let DeValue::Array(items) = item.get_ref() else {
+        let fix = match bare(item.get_ref()) {
+            Some(text) => format!("write a list: {name} = [\"{text}\"]"),
+            None => format!("write a list of strings: {name} = [\"...\"]"),
+        };
+        wrong_type(item, key, "a list", &fix, p);
+        return None;
+    };
+    let mut out = Vec::new();
+    for element in items.iter() {
+        match element.get_ref() {
+            DeValue::String(s) => out.push(Spanned::new(element.span(), s.to_string())),
+            other => {
+                let fix = match bare(other) {
+                    Some(text) => format!("quote it: \"{text}\""),
+                    None => "write each entry as a string in quotes".to_owned(),
+                };
+                p.add(
+                    Some(element.span()),
+                    key,
+                    format!("{} in the list where a string is expected", describe(other)),
+                    &fix,
+                );
+            }
+        }
+    }
+    Some(Spanned::new(item.span(), out))
+}
+
+fn read_table<'a, 'i>(
+    item: &'a Item<'i>,
+    key: &str,
+    p: &mut Problems<'_>,
+) -> Option<&'a DeTable<'i>> {
+    if let DeValue::Table(t) = item.get_ref() {
+        return Some(t);
+    }
+    wrong_type(
+        item,
+        key,
+        "a section",
+        &format!("write it as a section: [{key}] on a line of its own, its keys below"),
+        p,
+    );
+    None
+}
+
+/// `[[meta]]` / `[[bsp]]`: a list of tables, each with its span.
+fn read_table_list<'a, 'i>(
+    item: &'a Item<'i>,
+    key: &str,
+    p: &mut Problems<'_>,
+) -> Vec<(Span, &'a DeTable<'i>)> {
+    match item.get_ref() {
+        DeValue::Array(items) => {
+            let mut out = Vec::new();
+            for element in items.iter() {
+                if let DeValue::Table(t) = element.get_ref() {
+                    out.push((element.span(), t));
+                } else {
+                    wrong_type(
+                        element,
+                        key,
+                        "a [[{key}]] block",
+                        &format!("write one [[{key}]] block per source"),
+                        p,
+                    );
+                }
+            }
+            out
+        }
+        DeValue::Table(_) => {
+            p.add(
+                Some(item.span()),
+                key,
+                format!("[{key}] is a single section, but sources are a list of blocks"),
+                &format!("write [[{key}]] (two brackets), one block per source"),
+            );
+            Vec::new()
+        }
+        _ => {
+            wrong_type(
+                item,
+                key,
+                "a list of blocks",
+                &format!("write one [[{key}]] block per source"),
+                p,
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// The number of single-character edits between two short strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+fn unknown_key(
+    k: &Spanned<toml::de::DeString<'_>>,
+    key: &str,
+    section: &str,
+    known: &[&str],
+    p: &mut Problems<'_>,
+) {
+    let name = k.get_ref().as_ref();
+    let closest = known
+        .iter()
+        .map(|c| (edit_distance(name, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min();
+    let fix = match closest {
+        Some((_, c)) => format!(
+            "did you mean `{c}`? (the keys of {section}: {})",
+            known.join(", ")
+        ),
+        None => format!("the keys of {section} are: {}", known.join(", ")),
+    };
+    p.add(Some(k.span()), key, format!("unknown key `{name}`"), &fix);
+}
+
+fn read_daemon(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawDaemon {
+    let mut raw = RawDaemon::default();
+    for (k, v) in t.iter() {
+        let name = k.get_ref().as_ref();
+        let key = format!("daemon.{name}");
+        match name {
+            "database" => raw.database = read_str(v, &key, p),
+            "listen" => raw.listen = read_str(v, &key, p),
+            "poll_schedule" => raw.poll_schedule = read_str(v, &key, p),
+            "cycle_timeout" => raw.cycle_timeout = read_duration(v, &key, "m", p),
+            "shutdown_grace" => raw.shutdown_grace = read_duration(v, &key, "s", p),
+            "log_format" => raw.log_format = read_str(v, &key, p),
+            "api_token_env" => raw.api_token_env = read_str(v, &key, p),
+            "api_token_file" => raw.api_token_file = read_str(v, &key, p),
+            "stale_after" => raw.stale_after = read_int(v, &key, p),
+            "retention" => raw.retention = read_duration(v, &key, "d", p),
+            _ => unknown_key(k, &key, "[daemon]", DAEMON_KEYS, p),
+        }
+    }
+    raw
+}
+
+fn read_meta(i: usize, t: &DeTable<'_>, p: &mut Problems<'_>) -> RawMeta {
+    let mut raw = RawMeta::default();
+    for (k, v) in t.iter() {
+        let name = k.get_ref().as_ref();
+        let key = format!("meta[{i}].{name}");
+        let list = |p: &mut Problems<'_>| {
+            read_str_list(v, &key, p)
+                .map(Spanned::into_inner)
+                .unwrap_or_default()
+        };
+        match name {
+            "name" => raw.name = read_str(v, &key, p),
+            "graph_url" => raw.graph_url = read_str(v, &key, p),
+            "api_version" => raw.api_version = read_str(v, &key, p),
+            "access_token_env" => raw.access_token_env = read_str(v, &key, p),
+            "access_token_file" => raw.access_token_file = read_str(v, &key, p),
+            "businesses" => raw.businesses = list(p),
+            "wabas" => raw.wabas = list(p),
+            "phone_numbers" => raw.phone_numbers = list(p),
+            "request_timeout" => raw.request_timeout = read_duration(v, &key, "s", p),
+            "max_response_bytes" => raw.max_response_bytes = read_int(v, &key, p),
+            "concurrency" => raw.concurrency = read_int(v, &key, p),
+            "quota_per_waba_hour" => raw.quota_per_waba_hour = read_int(v, &key, p),
+            "quota_share" => raw.quota_share = read_float(v, &key, p),
+            _ => unknown_key(k, &key, "[[meta]]", META_KEYS, p),
+        }
+    }
+    raw
+}
+
+fn read_bsp(i: usize, t: &DeTable<'_>, p: &mut Problems<'_>) -> RawBsp {
+    let mut raw = RawBsp::default();
+    for (k, v) in t.iter() {
+        let name = k.get_ref().as_ref();
+        let key = format!("bsp[{i}].{name}");
+        match name {
+            "kind" => raw.kind = read_str(v, &key, p),
+            "name" => raw.name = read_str(v, &key, p),
+            "base_url" => raw.base_url = read_str(v, &key, p),
+            "token_env" => raw.token_env = read_str(v, &key, p),
+            "token_file" => raw.token_file = read_str(v, &key, p),
+            "page_size" => raw.page_size = read_int(v, &key, p),
+            "account_review_status" => raw.account_review_status = read_str(v, &key, p),
+            "request_timeout" => raw.request_timeout = read_duration(v, &key, "s", p),
+            "max_response_bytes" => raw.max_response_bytes = read_int(v, &key, p),
+            _ => unknown_key(k, &key, "[[bsp]]", BSP_KEYS, p),
+        }
+    }
+    raw
+}
+
+fn read_email(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawEmail {
+    let mut raw = RawEmail::default();
+    for (k, v) in t.iter() {
+        let name = k.get_ref().as_ref();
+        let key = format!("email.{name}");
+        match name {
+            "smtp_host" => raw.smtp_host = read_str(v, &key, p),
+            "file_dir" => raw.file_dir = read_str(v, &key, p),
+            "smtp_port" => raw.smtp_port = read_int(v, &key, p),
+            "tls" => raw.tls = read_str(v, &key, p),
+            "username" => raw.username = read_str(v, &key, p),
+            "password_env" => raw.password_env = read_str(v, &key, p),
+            "password_file" => raw.password_file = read_str(v, &key, p),
+            "from" => raw.from = read_str(v, &key, p),
+            "to" => raw.to = read_str_list(v, &key, p),
+            "timeout" => raw.timeout = read_duration(v, &key, "s", p),
+            "max_age" => raw.max_age = read_duration(v, &key, "h", p),
+            _ => unknown_key(k, &key, "[email]", EMAIL_KEYS, p),
+        }
+    }
+    raw
+}
+
+fn read_alerts(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawAlerts {
+    let mut raw = RawAlerts::default();
+    for (k, v) in t.iter() {
+        let name = k.get_ref().as_ref();
+        let key = format!("alerts.{name}");
+        match name {
+            "repeat_interval" => raw.repeat_interval = read_duration(v, &key, "h", p),
+            "resolved" => raw.resolved = read_bool(v, &key, p),
+            "blind_after" => raw.blind_after = read_int(v, &key, p),
+            _ => unknown_key(k, &key, "[alerts]", ALERTS_KEYS, p),
+        }
+    }
+    raw
+}
+
+fn read_raw(root: &DeTable<'_>, p: &mut Problems<'_>) -> RawConfig {
+    let mut raw = RawConfig::default();
+    for (k, v) in root.iter() {
+        let name = k.get_ref().as_ref();
+        match name {
+            "daemon" => {
+                if let Some(t) = read_table(v, name, p) {
+                    raw.daemon = read_daemon(t, p);
+                }
+            }
+            "meta" => {
+                for (i, (span, t)) in read_table_list(v, name, p).into_iter().enumerate() {
+                    raw.meta.push(Spanned::new(span, read_meta(i, t, p)));
+                }
+            }
+            "bsp" => {
+                for (i, (span, t)) in read_table_list(v, name, p).into_iter().enumerate() {
+                    raw.bsp.push(Spanned::new(span, read_bsp(i, t, p)));
+                }
+            }
+            "email" => raw.email = read_table(v, name, p).map(|t| read_email(t, p)),
+            "alerts" => raw.alerts = read_table(v, name, p).map(|t| read_alerts(t, p)),
+            _ => unknown_key(k, name, "the top level", TOP_KEYS, p),
+        }
+    }
+    raw
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -137,6 +612,15 @@ pub struct Config {
 pub enum BspKind {
     /// Finedu's `GET /v1/whatsapp/businessAccounts`.
     Finedu,
+}
+
+impl fmt::Display for BspKind {
+    /// As written in the config (`kind = "finedu"`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BspKind::Finedu => "finedu",
+        })
+    }
 }
 
 pub const DEFAULT_FINEDU_URL: &str = "https://wa.antgst.com";
@@ -164,6 +648,17 @@ pub enum SmtpTls {
     Tls,
     /// Plain text: accepted for loopback servers only.
     None,
+}
+
+impl fmt::Display for SmtpTls {
+    /// As written in the config: `starttls`, `tls` or `none`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SmtpTls::StartTls => "starttls",
+            SmtpTls::Tls => "tls",
+            SmtpTls::None => "none",
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +771,76 @@ impl ApiVersion {
     /// version for it fails the whole request with error #100.
     pub fn has_business_messaging_limit(self) -> bool {
         self.major >= 24
+    }
+
+    /// When Meta stops answering this version, if announced (see [`graph_versions`]).
+    pub fn end_of_life(self) -> Option<NaiveDate> {
+        graph_versions::end_of_life(self.major)
+    }
+
+    /// For `check-config`: a warning when the end of life is at most
+    /// [`graph_versions::WARN_DAYS`] days after `today` (an ended version is refused at load).
+    pub fn end_of_life_warning(self, today: NaiveDate) -> Option<String> {
+        let eol = self.end_of_life()?;
+        let days = (eol - today).num_days();
+        (days > 0 && days <= graph_versions::WARN_DAYS).then(|| {
+            format!(
+                "api_version {self} reaches its end of life on {eol} (in {days} day{}): Meta stops answering it then; move to api_version = \"{DEFAULT_API_VERSION}\" (the default) before",
+                if days == 1 { "" } else { "s" }
+            )
+        })
+    }
+
+    /// Whether Meta no longer answers this version on `today`: its end of life has come, or it
+    /// is older than every version in the table (those all ended before the oldest listed).
+    pub fn has_ended(self, today: NaiveDate) -> bool {
+        match self.end_of_life() {
+            Some(eol) => eol <= today,
+            None => self.major < graph_versions::OLDEST_LISTED,
+        }
+    }
+}
+
+/// Meta's Graph API versions and when each stops working: the one table of these dates (the
+/// loader refuses an ended version, `check-config` warns 90 days ahead, and the daemon exports
+/// `waba_monitor_graph_api_version_end_of_life_timestamp_seconds`). From Meta's changelog, as of
+/// 2026-12 (DOMAIN.md "What changed through 2026"); add a row when Meta announces a date.
+pub mod graph_versions {
+    use chrono::NaiveDate;
+
+    /// A date as (year, month, day).
+    pub type Ymd = (i32, u32, u32);
+
+    /// (major version, end of life if announced). Versions older than the
+    /// first row all ended before it; versions newer than the last are accepted, their end of
+    /// life unknown.
+    pub const TABLE: &[(u32, Option<Ymd>)] = &[
+        (20, Some((2026, 9, 24))),
+        (21, Some((2027, 1, 21))),
+        (22, Some((2027, 5, 20))),
+        (23, Some((2027, 10, 8))),
+        (24, Some((2028, 2, 18))), // released 2025-10-08
+        (25, None),                // released 2026-02-18: the default
+        (26, None),                // released 2026-07-29
+        (27, None),                // released 2026-11-04
+    ];
+
+    /// The oldest major version in [`TABLE`].
+    pub const OLDEST_LISTED: u32 = 20;
+
+    /// How far ahead `check-config` warns of an end of life.
+    pub const WARN_DAYS: i64 = 90;
+
+    fn date((y, m, d): Ymd) -> Option<NaiveDate> {
+        NaiveDate::from_ymd_opt(y, m, d)
+    }
+
+    /// The announced end of life of a major version.
+    pub fn end_of_life(major: u32) -> Option<NaiveDate> {
+        TABLE
+            .iter()
+            .find(|(v, _)| *v == major)
+            .and_then(|(_, eol)| eol.and_then(date))
     }
 }
 
@@ -399,9 +964,22 @@ impl std::error::Error for ConfigError {}
 struct Problems<'a> {
     src: &'a str,
     list: Vec<Problem>,
+    /// Also read every secret (what `run` does before it starts).
+    check_secrets: bool,
 }
 
 impl Problems<'_> {
+    /// Whether a problem was already reported for `key` (a wrong type leaves the key unset;
+    /// it must not be reported again as missing).
+    fn has(&self, key: &str) -> bool {
+        self.list.iter().any(|p| p.key == key)
+    }
+
+    /// Whether any problem concerns a key under `prefix` (e.g. `meta[0].`).
+    fn has_under(&self, prefix: &str) -> bool {
+        self.list.iter().any(|p| p.key.starts_with(prefix))
+    }
+
     fn add(&mut self, span: Option<std::ops::Range<usize>>, key: &str, message: String, fix: &str) {
         self.list.push(Problem {
             line: span.map(|s| line_of(self.src, s.start)),
@@ -451,54 +1029,86 @@ fn key_at(src: &str, offset: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // Loading.
 
+fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_owned(),
+        problems: vec![Problem {
+            line: None,
+            key: "(file)".into(),
+            message: format!("cannot read the config file: {e}"),
+            fix: Some(format!(
+                "create it (the commented reference is monitor.toml in the source tree) or pass --config PATH; default {DEFAULT_CONFIG_PATH}"
+            )),
+        }],
+    })
+}
+
 impl Config {
-    /// Reads and validates a config file. Never writes anything.
+    /// Reads and validates a config file. Never writes anything, and reads no secret (a reload
+    /// and the tests load configs whose secrets the caller reads itself).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            problems: vec![Problem {
-                line: None,
-                key: "(file)".into(),
-                message: format!("cannot read the config file: {e}"),
-                fix: Some(format!(
-                    "create it (the commented reference is monitor.toml in the source tree) or pass --config PATH; default {DEFAULT_CONFIG_PATH}"
-                )),
-            }],
-        })?;
-        Config::from_toml(path, &src)
+        Config::from_toml(path, &read_config_file(path)?)
+    }
+
+    /// [`Config::load`], and every configured secret (tokens, SMTP password, API token) read as
+    /// `run` reads them before it starts: a missing variable or file, or a file open to others,
+    /// is a problem of the key that names it, listed with the others. A systemd credential
+    /// (`/run/credentials/...`) checked from outside its service passes: systemd hands it over
+    /// at start.
+    pub fn load_for_start(path: &Path) -> Result<Config, ConfigError> {
+        Config::validate(path, &read_config_file(path)?, Utc::now(), true)
     }
 
     /// Validates config text; `path` is only used to name the file and resolve relative paths.
     pub fn from_toml(path: &Path, src: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(src).map_err(|e| {
-            let span = e.span();
-            let key = span
-                .clone()
-                .map(|s| key_at(src, s.start))
-                .unwrap_or_else(|| "(file)".into());
-            ConfigError {
+        Config::from_toml_at(path, src, Utc::now())
+    }
+
+    /// [`Config::from_toml`] as on `now` (what "ended" means for a Graph API version).
+    pub fn from_toml_at(path: &Path, src: &str, now: DateTime<Utc>) -> Result<Config, ConfigError> {
+        Config::validate(path, src, now, false)
+    }
+
+    fn validate(
+        path: &Path,
+        src: &str,
+        now: DateTime<Utc>,
+        check_secrets: bool,
+    ) -> Result<Config, ConfigError> {
+        let (root, syntax) = DeTable::parse_recoverable(src);
+        if !syntax.is_empty() {
+            // A document that does not parse is not validated: its recovered half would only
+            // add confusing problems.
+            let problems = syntax
+                .iter()
+                .map(|e| {
+                    let span = e.span();
+                    Problem {
+                        line: span.clone().map(|s| line_of(src, s.start)),
+                        key: span
+                            .map(|s| key_at(src, s.start))
+                            .unwrap_or_else(|| "(file)".into()),
+                        message: e.message().trim().to_owned(),
+                        fix: Some(
+                            "see the commented reference monitor.toml for every key and its type"
+                                .into(),
+                        ),
+                    }
+                })
+                .collect();
+            return Err(ConfigError {
                 path: path.to_owned(),
-                problems: vec![Problem {
-                    line: span.map(|s| line_of(src, s.start)),
-                    key,
-                    message: e.message().trim().to_owned(),
-                    fix: Some(
-                        "see the commented reference monitor.toml for every key and its type"
-                            .into(),
-                    ),
-                }],
-            }
-        })?;
+                problems,
+            });
+        }
         let mut p = Problems {
             src,
             list: Vec::new(),
+            check_secrets,
         };
+        let raw = read_raw(root.get_ref(), &mut p);
         let base_dir = path.parent().unwrap_or(Path::new("."));
-        let schedule_span = raw
-            .daemon
-            .as_ref()
-            .and_then(|d| d.poll_schedule.as_ref())
-            .map(|s| s.span());
+        let schedule_span = raw.daemon.poll_schedule.as_ref().map(|s| s.span());
         let daemon = validate_daemon(raw.daemon, base_dir, &mut p);
         let mut meta = Vec::new();
         let mut names = BTreeSet::new();
@@ -512,7 +1122,7 @@ impl Config {
         }
         for (i, m) in raw.meta.into_iter().enumerate() {
             let span = m.span();
-            if let Some(cfg) = validate_meta(i, span, m.into_inner(), base_dir, &mut p) {
+            if let Some(cfg) = validate_meta(i, span, m.into_inner(), base_dir, now, &mut p) {
                 if !names.insert(cfg.name.clone()) {
                     p.add(
                         None,
@@ -542,10 +1152,10 @@ impl Config {
         if let Some(d) = &daemon {
             check_budget(d, &meta, schedule_span.clone(), &mut p);
         }
-        let email = raw
-            .email
-            .and_then(|e| validate_email(e.into_inner(), base_dir, &mut p));
+        let email = raw.email.and_then(|e| validate_email(e, base_dir, &mut p));
         let alerts = validate_alerts(raw.alerts, &mut p);
+        // In the order of the file (problems without a line last).
+        p.list.sort_by_key(|q| (q.line.is_none(), q.line));
         match (daemon, p.list.is_empty()) {
             (Some(daemon), true) => Ok(Config {
                 path: path.to_owned(),
@@ -563,17 +1173,35 @@ impl Config {
     }
 }
 
+/// A duration key: absent → `default`; otherwise within `min..=max`. Every duration the daemon
+/// uses goes through here, so none can overflow date arithmetic later (the largest maximum is
+/// 36500d); the message names the key's bounds.
 fn duration_key(
     v: Option<Spanned<String>>,
     key: &str,
     default: Duration,
-    min: Duration,
+    (min, max): (Duration, Duration),
     p: &mut Problems<'_>,
 ) -> Duration {
     let Some(v) = v else { return default };
-    match parse_duration(v.get_ref()) {
-        Ok(d) if d >= min => d,
-        Ok(d) => {
+    let too_long = |shown: &str, p: &mut Problems<'_>| {
+        p.add(
+            Some(v.span()),
+            key,
+            format!(
+                "{shown} is too long: {} takes at most {}",
+                last_key(key),
+                format_duration(max)
+            ),
+            &format!(
+                "use at most \"{}\" (default \"{}\")",
+                format_duration(max),
+                format_duration(default)
+            ),
+        );
+    };
+    match parse_duration_checked(v.get_ref()) {
+        Ok(d) if d < min => {
             p.add(
                 Some(v.span()),
                 key,
@@ -582,12 +1210,40 @@ fn duration_key(
             );
             default
         }
+        Ok(d) if d > max => {
+            too_long(&format_duration(d), p);
+            default
+        }
+        Ok(d) => d,
+        Err(DurationError::TooLarge(text)) => {
+            too_long(&format!("\"{text}\""), p);
+            default
+        }
         Err(e) => {
-            p.add(Some(v.span()), key, e, "");
+            p.add(
+                Some(v.span()),
+                key,
+                e.to_string(),
+                &format!(
+                    "write a whole number and a unit (ms, s, m, h, d), e.g. {} = \"{}\"",
+                    last_key(key),
+                    format_duration(default.max(Duration::from_secs(1)))
+                ),
+            );
             default
         }
     }
 }
+
+/// Bounds of the duration keys, documented in monitor.toml.
+const DAY: u64 = 86_400;
+const MAX_CYCLE_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
+const MAX_RETENTION: Duration = Duration::from_secs(36_500 * DAY);
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+const MAX_SMTP_TIMEOUT: Duration = Duration::from_secs(600);
+const MAX_EMAIL_AGE: Duration = Duration::from_secs(30 * DAY);
+const MAX_REPEAT_INTERVAL: Duration = Duration::from_secs(365 * DAY);
 
 /// A whole number in `range` (inclusive), or `default` when the key is absent. An out-of-range
 /// value is a problem with `fix`.
@@ -614,23 +1270,7 @@ fn int_key(
     }
 }
 
-fn validate_daemon(
-    raw: Option<RawDaemon>,
-    base_dir: &Path,
-    p: &mut Problems<'_>,
-) -> Option<DaemonConfig> {
-    let raw = raw.unwrap_or(RawDaemon {
-        database: None,
-        listen: None,
-        poll_schedule: None,
-        cycle_timeout: None,
-        shutdown_grace: None,
-        log_format: None,
-        api_token_env: None,
-        api_token_file: None,
-        stale_after: None,
-        retention: None,
-    });
+fn validate_daemon(raw: RawDaemon, base_dir: &Path, p: &mut Problems<'_>) -> Option<DaemonConfig> {
     let database = match raw.database {
         Some(d) if d.get_ref().trim().is_empty() => {
             p.add(
@@ -685,7 +1325,7 @@ fn validate_daemon(
         raw.cycle_timeout,
         "daemon.cycle_timeout",
         interval.clamp(Duration::from_secs(1), Duration::from_secs(600)),
-        Duration::from_secs(1),
+        (Duration::from_secs(1), MAX_CYCLE_TIMEOUT),
         p,
     );
     if cycle_timeout > interval && timeout_span.is_some() {
@@ -704,7 +1344,7 @@ fn validate_daemon(
         raw.shutdown_grace,
         "daemon.shutdown_grace",
         Duration::from_secs(20),
-        Duration::ZERO,
+        (Duration::ZERO, MAX_SHUTDOWN_GRACE),
         p,
     );
     let log_format = match raw.log_format {
@@ -749,16 +1389,17 @@ fn validate_daemon(
         "use a number of polls from 1 to 1000 (default 2)",
         p,
     );
+    let retention_span = raw.retention.as_ref().map(|v| v.span());
     let retention = duration_key(
         raw.retention,
         "daemon.retention",
-        Duration::from_secs(400 * 86_400),
-        Duration::ZERO,
+        Duration::from_secs(400 * DAY),
+        (Duration::ZERO, MAX_RETENTION),
         p,
     );
-    if !retention.is_zero() && retention < Duration::from_secs(86_400) {
+    if !retention.is_zero() && retention < Duration::from_secs(DAY) {
         p.add(
-            None,
+            retention_span,
             "daemon.retention",
             format!(
                 "{} would prune history younger than a day",
@@ -824,11 +1465,11 @@ fn validate_meta(
     span: std::ops::Range<usize>,
     raw: RawMeta,
     base_dir: &Path,
+    now: DateTime<Utc>,
     p: &mut Problems<'_>,
 ) -> Option<MetaSourceConfig> {
     let k = |name: &str| format!("meta[{i}].{name}");
-    let before = p.list.len();
-    let name = source_name(&raw.name, &k("name"), "main", p);
+    let name = source_name(raw.name.as_ref(), span.clone(), &k("name"), "main", p);
     let graph_url = match &raw.graph_url {
         None => Url::parse(DEFAULT_GRAPH_URL).ok(),
         Some(u) => match Url::parse(u.get_ref()) {
@@ -876,20 +1517,39 @@ fn validate_meta(
             }
         },
     };
+    let today = now.date_naive();
+    let current = format!("api_version = \"{DEFAULT_API_VERSION}\"");
     let api_version = match &raw.api_version {
         None => ApiVersion::parse(DEFAULT_API_VERSION),
-        Some(v) => {
-            let parsed = ApiVersion::parse(v.get_ref()).filter(|v| v.major >= 17);
-            if parsed.is_none() {
+        Some(v) => match ApiVersion::parse(v.get_ref().trim()) {
+            None => {
                 p.add(
                     Some(v.span()),
                     &k("api_version"),
                     format!("\"{}\" is not a Graph API version", v.get_ref()),
-                    "write it as Meta does, e.g. \"v23.0\" or \"v24.0\"",
+                    &format!(
+                        "write it as Meta does, e.g. {current}, or leave the key out (default {DEFAULT_API_VERSION})"
+                    ),
                 );
+                None
             }
-            parsed
-        }
+            Some(version) if version.has_ended(today) => {
+                let when = match version.end_of_life() {
+                    Some(eol) => format!("on {eol}"),
+                    None => format!("before v{}.0 did", graph_versions::OLDEST_LISTED),
+                };
+                p.add(
+                    Some(v.span()),
+                    &k("api_version"),
+                    format!("{version} reached its end of life {when}: Meta no longer answers it"),
+                    &format!(
+                        "use a current version: {current} (the default; or leave the key out)"
+                    ),
+                );
+                None
+            }
+            Some(version) => Some(version),
+        },
     };
     let token = secret_source(
         &raw.access_token_env,
@@ -908,10 +1568,7 @@ fn validate_meta(
     let businesses = validate_ids(raw.businesses, &k("businesses"), &mut seen, p);
     let wabas = validate_ids(raw.wabas, &k("wabas"), &mut seen, p);
     let phone_numbers = validate_ids(raw.phone_numbers, &k("phone_numbers"), &mut seen, p);
-    if businesses.is_empty()
-        && wabas.is_empty()
-        && phone_numbers.is_empty()
-        && p.list.len() == before
+    if businesses.is_empty() && wabas.is_empty() && phone_numbers.is_empty() && !p.has_under(&k(""))
     {
         p.add(
             Some(targets_span),
@@ -924,7 +1581,7 @@ fn validate_meta(
         raw.request_timeout,
         &k("request_timeout"),
         Duration::from_secs(30),
-        Duration::from_millis(100),
+        (Duration::from_millis(100), MAX_REQUEST_TIMEOUT),
         p,
     );
     let max_response_bytes =
@@ -958,7 +1615,7 @@ fn validate_meta(
             0.5
         }
     };
-    if p.list.len() != before {
+    if p.has_under(&k("")) {
         return None;
     }
     Some(MetaSourceConfig {
@@ -1059,6 +1716,7 @@ fn secret_source(
         }
         (Some(e), None) => {
             let name = e.get_ref().trim();
+            let source = SecretSource::Env(name.to_owned());
             let is_name = name
                 .chars()
                 .next()
@@ -1076,7 +1734,7 @@ fn secret_source(
                 );
                 None
             } else {
-                Some(SecretSource::Env(name.to_owned()))
+                check_secret(source, e.span(), env_key, p)
             }
         }
         (None, Some(f)) if f.get_ref().trim().is_empty() => {
@@ -1088,7 +1746,12 @@ fn secret_source(
             );
             None
         }
-        (None, Some(f)) => Some(SecretSource::File(base_dir.join(f.get_ref()))),
+        (None, Some(f)) => check_secret(
+            SecretSource::File(base_dir.join(f.get_ref())),
+            f.span(),
+            file_key,
+            p,
+        ),
         (None, None) => {
             if let Need::Required { span, what, fix } = need {
                 p.add(Some(span), env_key, what.to_owned(), fix);
@@ -1098,12 +1761,63 @@ fn secret_source(
     }
 }
 
+/// When asked to, reads the secret as `run` would at start; a failure is a problem of `key`.
+fn check_secret(
+    source: SecretSource,
+    span: Span,
+    key: &str,
+    p: &mut Problems<'_>,
+) -> Option<SecretSource> {
+    if p.check_secrets
+        && let Err(e) = source.check()
+    {
+        p.add(Some(span), key, e.to_string(), &e.fix());
+    }
+    Some(source)
+}
+
+/// A host name (letters, digits, '-', '_', dots) or an IP address: what the SMTP client can
+/// connect to (no scheme, no port, no spaces).
+fn is_host_name(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
 fn last_key(key: &str) -> &str {
     key.rsplit('.').next().unwrap_or(key)
 }
 
-/// A source's name: it becomes the `source` label.
-fn source_name(raw: &Spanned<String>, key: &str, example: &str, p: &mut Problems<'_>) -> String {
+/// A source's name: it becomes the `source` label. `block` locates a block without one.
+fn source_name(
+    raw: Option<&Spanned<String>>,
+    block: Span,
+    key: &str,
+    example: &str,
+    p: &mut Problems<'_>,
+) -> String {
+    let Some(raw) = raw else {
+        if !p.has(key) {
+            p.add(
+                Some(block),
+                key,
+                "this block has no name".into(),
+                &format!("add name = \"{example}\" (letters, digits, '-' and '_'; it becomes the `source` label)"),
+            );
+        }
+        return String::new();
+    };
     let name = raw.get_ref().trim().to_owned();
     if name.is_empty()
         || !name
@@ -1148,20 +1862,36 @@ fn validate_bsp(
     p: &mut Problems<'_>,
 ) -> Option<BspSourceConfig> {
     let k = |name: &str| format!("bsp[{i}].{name}");
-    let before = p.list.len();
-    let kind = match raw.kind.get_ref().as_str() {
-        "finedu" => Some(BspKind::Finedu),
-        other => {
+    let kind = match &raw.kind {
+        Some(kind) if kind.get_ref() == "finedu" => Some(BspKind::Finedu),
+        Some(kind) => {
             p.add(
-                Some(raw.kind.span()),
+                Some(kind.span()),
                 &k("kind"),
-                format!("\"{other}\" is not a BSP this version knows"),
+                format!("\"{}\" is not a BSP this version knows", kind.get_ref()),
                 "use kind = \"finedu\"",
             );
             None
         }
+        None => {
+            if !p.has(&k("kind")) {
+                p.add(
+                    Some(span.clone()),
+                    &k("kind"),
+                    "this [[bsp]] block has no kind".into(),
+                    "add kind = \"finedu\"",
+                );
+            }
+            None
+        }
     };
-    let name = source_name(&raw.name, &k("name"), "finedu-main", p);
+    let name = source_name(
+        raw.name.as_ref(),
+        span.clone(),
+        &k("name"),
+        "finedu-main",
+        p,
+    );
     let base_url = match &raw.base_url {
         None => Url::parse(DEFAULT_FINEDU_URL).ok(),
         Some(u) => match Url::parse(u.get_ref()) {
@@ -1234,12 +1964,12 @@ fn validate_bsp(
         raw.request_timeout,
         &k("request_timeout"),
         Duration::from_secs(30),
-        Duration::from_millis(100),
+        (Duration::from_millis(100), MAX_REQUEST_TIMEOUT),
         p,
     );
     let max_response_bytes =
         max_response_bytes(raw.max_response_bytes, &k("max_response_bytes"), p);
-    if p.list.len() != before {
+    if p.has_under(&k("")) {
         return None;
     }
     Some(BspSourceConfig {
@@ -1255,17 +1985,16 @@ fn validate_bsp(
 }
 
 fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Option<EmailConfig> {
-    let before = p.list.len();
     let file_dir = raw.file_dir.as_ref().map(|d| base_dir.join(d.get_ref()));
     let host = match (&raw.smtp_host, &file_dir) {
         (Some(h), _) => {
             let host = h.get_ref().trim().to_owned();
-            if host.is_empty() || host.contains(char::is_whitespace) || host.contains("://") {
+            if !is_host_name(&host) {
                 p.add(
                     Some(h.span()),
                     "email.smtp_host",
                     format!("\"{}\" is not a host name", h.get_ref()),
-                    "write the server's name only, e.g. \"smtp.example.com\" (no scheme, no port)",
+                    "write the server's name only, e.g. \"smtp.example.com\" (no scheme; the port goes in smtp_port)",
                 );
             }
             host
@@ -1273,7 +2002,7 @@ fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Optio
         (None, Some(_)) => "localhost".to_owned(),
         (None, None) => {
             p.add(
-                None,
+                raw.from.as_ref().map(|f| f.span()),
                 "email.smtp_host",
                 "[email] has no smtp_host".into(),
                 "add smtp_host = \"smtp.example.com\" (or file_dir = \"emails\" to write .eml files instead)",
@@ -1283,11 +2012,12 @@ fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Optio
     };
     let tls = match &raw.tls {
         None => SmtpTls::StartTls,
-        Some(t) => match t.get_ref().as_str() {
+        Some(t) => match t.get_ref().trim().to_ascii_lowercase().as_str() {
             "starttls" => SmtpTls::StartTls,
             "tls" => SmtpTls::Tls,
             "none" => SmtpTls::None,
-            other => {
+            _ => {
+                let other = t.get_ref();
                 p.add(
                     Some(t.span()),
                     "email.tls",
@@ -1349,24 +2079,45 @@ fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Optio
         );
     }
     let mailbox_ok = |s: &str| s.parse::<lettre::message::Mailbox>().is_ok();
-    if !mailbox_ok(raw.from.get_ref()) {
-        p.add(
-            Some(raw.from.span()),
+    match &raw.from {
+        Some(from) if !mailbox_ok(from.get_ref()) => p.add(
+            Some(from.span()),
             "email.from",
-            format!("\"{}\" is not an email address", raw.from.get_ref()),
+            format!("\"{}\" is not an email address", from.get_ref()),
             "write \"monitor@example.com\" or \"waba-monitor <monitor@example.com>\"",
-        );
+        ),
+        Some(_) => {}
+        None if p.has("email.from") => {}
+        None => p.add(
+            None,
+            "email.from",
+            "[email] has no sender".into(),
+            "add from = \"waba-monitor <monitor@example.com>\"",
+        ),
     }
     let mut to = Vec::new();
-    if raw.to.get_ref().is_empty() {
-        p.add(
-            Some(raw.to.span()),
+    match &raw.to {
+        Some(list) if list.get_ref().is_empty() => p.add(
+            Some(list.span()),
             "email.to",
             "no recipient".into(),
             "list at least one address, e.g. to = [\"ops@example.com\"]",
-        );
+        ),
+        Some(_) => {}
+        None if p.has("email.to") => {}
+        None => p.add(
+            None,
+            "email.to",
+            "[email] has no recipient".into(),
+            "add to = [\"ops@example.com\"] (each address gets its own copy)",
+        ),
     }
-    for addr in raw.to.get_ref() {
+    for addr in raw
+        .to
+        .as_ref()
+        .map(|l| l.get_ref().as_slice())
+        .unwrap_or_default()
+    {
         if mailbox_ok(addr.get_ref()) {
             to.push(addr.get_ref().trim().to_owned());
         } else {
@@ -1382,17 +2133,17 @@ fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Optio
         raw.timeout,
         "email.timeout",
         Duration::from_secs(30),
-        Duration::from_secs(1),
+        (Duration::from_secs(1), MAX_SMTP_TIMEOUT),
         p,
     );
     let max_age = duration_key(
         raw.max_age,
         "email.max_age",
         Duration::from_secs(24 * 3600),
-        Duration::from_secs(60),
+        (Duration::from_secs(60), MAX_EMAIL_AGE),
         p,
     );
-    if p.list.len() != before {
+    if p.has_under("email.") {
         return None;
     }
     Some(EmailConfig {
@@ -1402,7 +2153,7 @@ fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Optio
         tls,
         username: raw.username.map(|u| u.into_inner()),
         password,
-        from: raw.from.into_inner(),
+        from: raw.from?.into_inner(),
         to,
         timeout,
         max_age,
@@ -1416,7 +2167,7 @@ fn validate_alerts(raw: Option<RawAlerts>, p: &mut Problems<'_>) -> AlertsConfig
         raw.repeat_interval,
         "alerts.repeat_interval",
         d.repeat_interval,
-        Duration::ZERO,
+        (Duration::ZERO, MAX_REPEAT_INTERVAL),
         p,
     );
     let blind_after = int_key(
@@ -1429,7 +2180,7 @@ fn validate_alerts(raw: Option<RawAlerts>, p: &mut Problems<'_>) -> AlertsConfig
     );
     AlertsConfig {
         repeat_interval,
-        resolved: raw.resolved.unwrap_or(d.resolved),
+        resolved: raw.resolved.map_or(d.resolved, Spanned::into_inner),
         blind_after,
     }
 }
@@ -1491,7 +2242,7 @@ wabas = ["987654321"]
         let c = Config::from_toml(Path::new("/etc/x/monitor.toml"), GOOD).expect("valid");
         assert_eq!(c.daemon.database, PathBuf::from("/etc/x/monitor.db"));
         assert_eq!(c.meta[0].graph_url.as_str(), "https://graph.facebook.com/");
-        assert_eq!(c.meta[0].api_version.to_string(), "v23.0");
+        assert_eq!(c.meta[0].api_version.to_string(), DEFAULT_API_VERSION);
         assert_eq!(c.daemon.listen.to_string(), DEFAULT_LISTEN);
     }
 
@@ -1532,11 +2283,254 @@ wabas = ["+1 555 0100"]
         assert!(keys.contains(&("meta[0].wabas", Some(9))), "{keys:?}");
     }
 
+    /// (key, line) of every problem.
+    fn located(e: &ConfigError) -> Vec<(String, Option<usize>)> {
+        e.problems.iter().map(|p| (p.key.clone(), p.line)).collect()
+    }
+
+    #[test]
+    fn every_type_error_and_unknown_key_is_reported_in_one_run() {
+        let src = r#"[daemon]
+retention = 90
+poll_schedul = "0 * * * * *"
+
+[[meta]]
+name = "m"
+access_token_env = "T"
+wabas = 5
+concurrency = "4"
+quota_share = "half"
+
+[email]
+smtp_host = "smtp.example.com"
+from = "monitor@example.com"
+to = "ops@example.com"
+timeout = 30
+
+[alerts]
+resolved = "yes"
+"#;
+        let e = Config::from_toml(Path::new("m.toml"), src).unwrap_err();
+        let got = located(&e);
+        for (key, line) in [
+            ("daemon.retention", 2),
+            ("daemon.poll_schedul", 3),
+            ("meta[0].wabas", 8),
+            ("meta[0].concurrency", 9),
+            ("meta[0].quota_share", 10),
+            ("email.to", 15),
+            ("email.timeout", 16),
+            ("alerts.resolved", 19),
+        ] {
+            assert!(
+                got.contains(&(key.to_owned(), Some(line))),
+                "{key} at {line} missing from {got:?}\n{e}"
+            );
+        }
+        let text = e.to_string();
+        for fix in [
+            "retention = \"90d\"",
+            "wabas = [\"5\"]",
+            "concurrency = 4",
+            "to = [\"ops@example.com\"]",
+            "resolved = true",
+            "poll_schedule",
+        ] {
+            assert!(text.contains(fix), "no fix {fix} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_tls_mode_is_accepted_in_any_case() {
+        let src = format!(
+            "{GOOD}\n[email]\nsmtp_host = \"smtp.example.com\"\ntls = \"STARTTLS\"\nfrom = \"m@example.com\"\nto = [\"o@example.com\"]\n"
+        );
+        let c = Config::from_toml(Path::new("m.toml"), &src).expect("valid");
+        assert_eq!(c.email.expect("email").tls, SmtpTls::StartTls);
+    }
+
+    #[test]
+    fn every_duration_key_is_bounded_naming_the_key_and_its_maximum() {
+        let src = r#"[daemon]
+poll_schedule = "0 0 0 * * *"
+cycle_timeout = "7h"
+shutdown_grace = "11m"
+retention = "36501d"
+
+[[meta]]
+name = "m"
+access_token_env = "T"
+wabas = ["1"]
+request_timeout = "11m"
+
+[[bsp]]
+kind = "finedu"
+name = "b"
+token_env = "T"
+request_timeout = "99999999d"
+
+[email]
+smtp_host = "smtp.example.com"
+from = "monitor@example.com"
+to = ["ops@example.com"]
+timeout = "11m"
+max_age = "31d"
+
+[alerts]
+repeat_interval = "99999999d"
+"#;
+        let e = Config::from_toml(Path::new("m.toml"), src).unwrap_err();
+        for (key, line, max) in [
+            ("daemon.cycle_timeout", 3, "6h"),
+            ("daemon.shutdown_grace", 4, "10m"),
+            ("daemon.retention", 5, "36500d"),
+            ("meta[0].request_timeout", 11, "10m"),
+            ("bsp[0].request_timeout", 17, "10m"),
+            ("email.timeout", 23, "10m"),
+            ("email.max_age", 24, "30d"),
+            ("alerts.repeat_interval", 27, "365d"),
+        ] {
+            let p = e
+                .problems
+                .iter()
+                .find(|p| p.key == key)
+                .unwrap_or_else(|| panic!("{key} not refused:\n{e}"));
+            assert_eq!(p.line, Some(line), "{key}");
+            assert!(
+                p.message.contains(max) || p.fix.as_deref().unwrap_or("").contains(max),
+                "{key}: maximum {max} not named: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_api_version_past_its_end_of_life_is_refused_naming_a_current_one() {
+        let src = GOOD.replace(
+            "name = \"main\"",
+            "name = \"main\"\napi_version = \"v20.0\"",
+        );
+        let e = Config::from_toml(Path::new("m.toml"), &src).unwrap_err();
+        let p = e
+            .problems
+            .iter()
+            .find(|p| p.key == "meta[0].api_version")
+            .unwrap_or_else(|| panic!("not refused:\n{e}"));
+        assert_eq!(p.line, Some(8));
+        assert!(p.message.contains("2026-09-24"), "{p:?}");
+        let fix = p.fix.clone().unwrap_or_default();
+        assert!(fix.contains("api_version = \"v2"), "{fix}");
+    }
+
+    #[test]
+    fn the_default_api_version_reads_the_portfolio_wide_limit() {
+        let c = Config::from_toml(Path::new("m.toml"), GOOD).expect("valid");
+        assert!(c.meta[0].api_version.has_business_messaging_limit());
+    }
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).expect("a date")
+    }
+
+    #[test]
+    fn graph_versions_end_on_metas_dates_and_warn_ninety_days_ahead() {
+        let v = |s: &str| ApiVersion::parse(s).expect("a version");
+        assert_eq!(v("v20.0").end_of_life(), Some(day(2026, 9, 24)));
+        assert_eq!(v("v23.0").end_of_life(), Some(day(2027, 10, 8)));
+        assert_eq!(v("v24.0").end_of_life(), Some(day(2028, 2, 18)));
+        assert_eq!(v("v25.0").end_of_life(), None);
+        assert!(v("v20.0").has_ended(day(2026, 9, 24)));
+        assert!(!v("v20.0").has_ended(day(2026, 9, 23)));
+        assert!(
+            v("v19.0").has_ended(day(2026, 9, 24)),
+            "older than the table"
+        );
+        assert!(!v("v27.0").has_ended(day(2030, 1, 1)), "not announced");
+        assert_eq!(v("v21.0").end_of_life_warning(day(2026, 10, 1)), None);
+        let w = v("v21.0")
+            .end_of_life_warning(day(2026, 12, 1))
+            .expect("51 days ahead");
+        assert!(w.contains("2027-01-21") && w.contains("in 51 days"), "{w}");
+        assert!(
+            w.contains(&format!("api_version = \"{DEFAULT_API_VERSION}\"")),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn the_load_refuses_a_version_on_the_day_it_ends_and_not_before() {
+        let src = GOOD.replace(
+            "name = \"main\"",
+            "name = \"main\"\napi_version = \"v23.0\"",
+        );
+        let at = |d: NaiveDate| d.and_hms_opt(12, 0, 0).expect("a time").and_utc();
+        let path = Path::new("m.toml");
+        assert!(Config::from_toml_at(path, &src, at(day(2027, 10, 7))).is_ok());
+        let e = Config::from_toml_at(path, &src, at(day(2027, 10, 8))).unwrap_err();
+        assert_eq!(located(&e), [("meta[0].api_version".to_owned(), Some(8))]);
+    }
+
+    #[test]
+    fn the_default_api_version_is_current_and_not_near_its_end_of_life() {
+        let today = Utc::now().date_naive();
+        let v = ApiVersion::parse(DEFAULT_API_VERSION).expect("a version");
+        assert!(!v.has_ended(today));
+        assert_eq!(
+            v.end_of_life_warning(today),
+            None,
+            "time to move DEFAULT_API_VERSION on"
+        );
+    }
+
+    #[test]
+    fn with_secrets_checked_each_unreadable_one_is_a_problem_of_its_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0ken").expect("write");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let path = dir.path().join("monitor.toml");
+        std::fs::write(
+            &path,
+            "[daemon]\napi_token_env = \"WABA_MONITOR_TEST_SURELY_UNSET_API\"\n\n[[meta]]\nname = \"m\"\naccess_token_file = \"token\"\nwabas = [\"1\"]\n",
+        )
+        .expect("write");
+        assert!(Config::load(&path).is_ok(), "secrets are not read by load");
+        let e = Config::load_for_start(&path).unwrap_err();
+        assert_eq!(
+            located(&e),
+            [
+                ("daemon.api_token_env".to_owned(), Some(2)),
+                ("meta[0].access_token_file".to_owned(), Some(6))
+            ]
+        );
+        let text = e.to_string();
+        assert!(text.contains("mode 640"), "{text}");
+        assert!(!text.contains("t0ken"), "{text}");
+    }
+
+    #[test]
+    fn duplicate_keys_and_a_single_meta_table_are_problems_with_lines() {
+        let src = "[daemon]\ndatabase = \"a.db\"\ndatabase = \"b.db\"\n";
+        let e = Config::from_toml(Path::new("m.toml"), src).unwrap_err();
+        assert_eq!(e.problems[0].line, Some(3), "{e}");
+        let src = "[meta]\nname = \"m\"\naccess_token_env = \"T\"\nwabas = [\"1\"]\n";
+        let e = Config::from_toml(Path::new("m.toml"), src).unwrap_err();
+        assert!(
+            e.problems.iter().any(|p| p.key == "meta"
+                && p.line == Some(1)
+                && p.fix.as_deref().unwrap_or("").contains("[[meta]]")),
+            "{e}"
+        );
+    }
+
     #[test]
     fn syntax_and_type_errors_name_the_key_and_line() {
-        let src = "[daemon]\ndatabase = \"x.db\"\n\n[[meta]]\nname = \"m\"\nwabas = \"123\"\n";
+        let src = "[daemon]\ndatabase = \"x.db\"\n\n[[meta]]\nname = \"m\"\naccess_token_env = \"T\"\nwabas = \"123\"\n";
         let e = Config::from_toml(Path::new("m.toml"), src).unwrap_err();
-        assert_eq!(e.problems[0].line, Some(6));
-        assert_eq!(e.problems[0].key, "meta.wabas");
+        assert_eq!(located(&e), [("meta[0].wabas".to_owned(), Some(7))], "{e}");
+        let src = "[daemon]\ndatabase = \"x.db\n";
+        let e = Config::from_toml(Path::new("m.toml"), src).unwrap_err();
+        assert_eq!(e.problems[0].key, "daemon.database");
+        assert_eq!(e.problems[0].line, Some(2));
     }
 }

@@ -139,6 +139,7 @@ impl Poller {
             })?;
             sources.push(Source::Finedu(Box::new(source)));
         }
+        metrics.set_graph_api_versions(&cfg.meta);
         Ok(Poller {
             store,
             sources,

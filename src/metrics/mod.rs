@@ -90,6 +90,8 @@ pub struct Metrics {
     pub outbox_pending: Gauge,
     pub outbox_oldest_age: FloatGauge,
     pub config_reload_ok: Gauge,
+    /// Per `[[meta]]` source: when its Graph API version stops working (Unix seconds).
+    graph_api_end_of_life: Family<SourceLabels, Gauge>,
     targets: RwLock<TargetSeries>,
 }
 
@@ -130,6 +132,7 @@ impl Metrics {
             outbox_pending: Gauge::default(),
             outbox_oldest_age: FloatGauge::default(),
             config_reload_ok: Gauge::default(),
+            graph_api_end_of_life: Family::default(),
             targets: RwLock::new(TargetSeries::default()),
             registry: Registry::default(),
         };
@@ -231,8 +234,29 @@ impl Metrics {
             "1 if the last configuration (re)load succeeded",
             m.config_reload_ok.clone(),
         );
+        registry.register(
+            "graph_api_version_end_of_life_timestamp_seconds",
+            "When the Graph API version a source uses reaches its end of life and Meta stops answering it (only for versions whose date Meta announced)",
+            m.graph_api_end_of_life.clone(),
+        );
         m.config_reload_ok.set(1);
         Metrics { registry, ..m }
+    }
+
+    /// Sets the end of life of each `[[meta]]` source's Graph API version from the config
+    /// (`crate::config::graph_versions`), replacing the previous config's series: a renamed
+    /// source or a version without an announced date has none.
+    pub fn set_graph_api_versions(&self, meta: &[crate::config::MetaSourceConfig]) {
+        self.graph_api_end_of_life.clear();
+        for m in meta {
+            if let Some(eol) = m.api_version.end_of_life() {
+                self.graph_api_end_of_life
+                    .get_or_create(&SourceLabels {
+                        source: m.name.clone(),
+                    })
+                    .set(eol.and_time(chrono::NaiveTime::MIN).and_utc().timestamp());
+            }
+        }
     }
 
     /// Replaces the per-target series with the current state: re-renders the targets that

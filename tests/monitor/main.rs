@@ -4,6 +4,7 @@
 mod alerts;
 mod bsp;
 mod cli;
+mod config_check;
 mod daemon;
 mod faults;
 mod helpers;

@@ -135,7 +135,7 @@ impl SourcePoll {
 /// The answer to "read this one number now" (the status API's connection test).
 #[derive(Debug)]
 pub enum SingleRead {
-    Read(PhoneObservation),
+    Read(Box<PhoneObservation>),
     /// Meta's error, or `GraphError::OverQuota` when the governor held the call back.
     Failed(GraphError),
     /// The source cannot read a single number; why, in words.
@@ -177,7 +177,7 @@ impl Source {
     pub async fn read_number(&self, id: &str) -> SingleRead {
         match self {
             Source::Meta(s) => match s.read_number(id).await {
-                Ok(p) => SingleRead::Read(p),
+                Ok(p) => SingleRead::Read(Box::new(p)),
                 Err(e) => SingleRead::Failed(e),
             },
             Source::Finedu(_) => SingleRead::Unsupported(

@@ -46,7 +46,7 @@ struct RawConfig {
     daemon: RawDaemon,
     meta: Vec<Spanned<RawMeta>>,
     bsp: Vec<Spanned<RawBsp>>,
-    email: Option<RawEmail>,
+    email: Option<Spanned<RawEmail>>,
     alerts: Option<RawAlerts>,
 }
 
@@ -231,9 +231,17 @@ fn read_duration(
         DeValue::Integer(i) => format!(
             "durations are strings with a unit: {name} = \"{i}{unit}\" (units: ms, s, m, h, d)"
         ),
-        _ => format!(
-            "write a string with a unit, e.g. {name} = \"30{unit}\" (units: ms, s, m, h, d)"
-        ),
+        _ => {
+            let example = match unit {
+                "d" => "7d",
+                "h" => "24h",
+                "m" => "5m",
+                _ => "30s",
+            };
+            format!(
+                "write a string with a unit, e.g. {name} = \"{example}\" (units: ms, s, m, h, d)"
+            )
+        }
     };
     wrong_type(item, key, "a duration string", &fix, p);
     None
@@ -583,7 +591,10 @@ fn read_raw(root: &DeTable<'_>, p: &mut Problems<'_>) -> RawConfig {
                     raw.bsp.push(Spanned::new(span, read_bsp(i, t, p)));
                 }
             }
-            "email" => raw.email = read_table(v, name, p).map(|t| read_email(t, p)),
+            "email" => {
+                raw.email =
+                    read_table(v, name, p).map(|t| Spanned::new(v.span(), read_email(t, p)));
+            }
             "alerts" => raw.alerts = read_table(v, name, p).map(|t| read_alerts(t, p)),
             _ => unknown_key(k, name, "the top level", TOP_KEYS, p),
         }
@@ -966,6 +977,9 @@ struct Problems<'a> {
     list: Vec<Problem>,
     /// Also read every secret (what `run` does before it starts).
     check_secrets: bool,
+    /// Unreadable secrets, kept apart so that they do not stop a source from being validated
+    /// (its quota budget, say); merged into `list` at the end.
+    secrets: Vec<Problem>,
 }
 
 impl Problems<'_> {
@@ -1105,6 +1119,7 @@ impl Config {
             src,
             list: Vec::new(),
             check_secrets,
+            secrets: Vec::new(),
         };
         let raw = read_raw(root.get_ref(), &mut p);
         let base_dir = path.parent().unwrap_or(Path::new("."));
@@ -1152,9 +1167,12 @@ impl Config {
         if let Some(d) = &daemon {
             check_budget(d, &meta, schedule_span.clone(), &mut p);
         }
-        let email = raw.email.and_then(|e| validate_email(e, base_dir, &mut p));
+        let email = raw
+            .email
+            .and_then(|e| validate_email(e.span(), e.into_inner(), base_dir, &mut p));
         let alerts = validate_alerts(raw.alerts, &mut p);
         // In the order of the file (problems without a line last).
+        p.list.append(&mut p.secrets);
         p.list.sort_by_key(|q| (q.line.is_none(), q.line));
         match (daemon, p.list.is_empty()) {
             (Some(daemon), true) => Ok(Config {
@@ -1771,7 +1789,12 @@ fn check_secret(
     if p.check_secrets
         && let Err(e) = source.check()
     {
-        p.add(Some(span), key, e.to_string(), &e.fix());
+        p.secrets.push(Problem {
+            line: Some(line_of(p.src, span.start)),
+            key: key.to_owned(),
+            message: e.to_string(),
+            fix: Some(e.fix()),
+        });
     }
     Some(source)
 }
@@ -1984,7 +2007,12 @@ fn validate_bsp(
     })
 }
 
-fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Option<EmailConfig> {
+fn validate_email(
+    section: Span,
+    raw: RawEmail,
+    base_dir: &Path,
+    p: &mut Problems<'_>,
+) -> Option<EmailConfig> {
     let file_dir = raw.file_dir.as_ref().map(|d| base_dir.join(d.get_ref()));
     let host = match (&raw.smtp_host, &file_dir) {
         (Some(h), _) => {
@@ -2002,7 +2030,7 @@ fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Optio
         (None, Some(_)) => "localhost".to_owned(),
         (None, None) => {
             p.add(
-                raw.from.as_ref().map(|f| f.span()),
+                Some(section.clone()),
                 "email.smtp_host",
                 "[email] has no smtp_host".into(),
                 "add smtp_host = \"smtp.example.com\" (or file_dir = \"emails\" to write .eml files instead)",
@@ -2089,7 +2117,7 @@ fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Optio
         Some(_) => {}
         None if p.has("email.from") => {}
         None => p.add(
-            None,
+            Some(section.clone()),
             "email.from",
             "[email] has no sender".into(),
             "add from = \"waba-monitor <monitor@example.com>\"",
@@ -2106,7 +2134,7 @@ fn validate_email(raw: RawEmail, base_dir: &Path, p: &mut Problems<'_>) -> Optio
         Some(_) => {}
         None if p.has("email.to") => {}
         None => p.add(
-            None,
+            Some(section.clone()),
             "email.to",
             "[email] has no recipient".into(),
             "add to = [\"ops@example.com\"] (each address gets its own copy)",

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod poller;
+pub mod redact;
 pub mod retry;
 pub mod scheduler;
 pub mod secrets;

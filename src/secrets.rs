@@ -92,13 +92,16 @@ impl SecretSource {
 
     /// Reads the secret now. Surrounding whitespace (a trailing newline in a file) is dropped.
     pub fn load(&self) -> Result<SecretString, SecretError> {
-        match self {
+        let secret = match self {
             SecretSource::Env(name) => match std::env::var(name) {
-                Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_owned())),
-                _ => Err(SecretError::EnvMissing(name.clone())),
+                Ok(v) if !v.trim().is_empty() => SecretString::from(v.trim().to_owned()),
+                _ => return Err(SecretError::EnvMissing(name.clone())),
             },
-            SecretSource::File(path) => read_secret_file(path),
-        }
+            SecretSource::File(path) => read_secret_file(path)?,
+        };
+        // Known from now on, so that an upstream echoing it back cannot carry it anywhere.
+        crate::redact::register(&secret);
+        Ok(secret)
     }
 
     /// Whether the daemon could read this secret at start, without keeping it: what `run`

@@ -129,6 +129,9 @@ pub enum FaultKind {
     /// `paging.next` links point at this other base URL (e.g. `http://127.0.0.2:1`); a client
     /// must refuse to send its token there.
     ForeignPagingLink(String),
+    /// Every edge page of the hit call carries a `paging.next` with a new cursor, past the
+    /// end of the listing too: a listing that never ends (a hostile or broken server).
+    EndlessPaging,
 }
 
 impl FaultKind {

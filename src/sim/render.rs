@@ -38,6 +38,8 @@ pub(crate) struct Effects {
     pub oversize: Option<usize>,
     /// Links of this call point here instead of at the simulator.
     pub foreign_base: Option<String>,
+    /// Every edge page of this call links to a next page, forever.
+    pub endless: bool,
 }
 
 impl Effects {
@@ -68,6 +70,7 @@ impl Effects {
             FaultKind::Truncated => self.truncated = true,
             FaultKind::OversizeBody(bytes) => self.oversize = Some(bytes),
             FaultKind::ForeignPagingLink(base) => self.foreign_base = Some(base),
+            FaultKind::EndlessPaging => self.endless = true,
         }
         Ok(())
     }
@@ -250,7 +253,7 @@ impl<'a> Renderer<'a> {
                     GraphFailure::nonexisting_field(edge, node.kind().type_name())
                 })?;
                 let items = self.edge_items(node, edge);
-                if start >= items.len() {
+                if start >= items.len() && !self.effects.endless {
                     validate(child, fields.as_deref(), self.version)?;
                     return Ok(json!({ "data": [] }));
                 }
@@ -397,11 +400,16 @@ impl<'a> Renderer<'a> {
                 data.push(Value::Object(self.node(node, page.fields)?));
             }
         }
-        let after = encode_cursor(end.saturating_sub(1));
+        // An endless listing moves its cursor on by a page each time, past the end too.
+        let after = if self.effects.endless {
+            encode_cursor(page.start.saturating_add(page.limit).saturating_sub(1))
+        } else {
+            encode_cursor(end.saturating_sub(1))
+        };
         let mut paging = json!({
             "cursors": { "before": encode_cursor(page.start), "after": after },
         });
-        if end < page.items.len() {
+        if end < page.items.len() || self.effects.endless {
             paging["next"] = Value::String(self.next_link(&page, &after));
         }
         Ok(json!({ "data": data, "paging": paging }))

@@ -58,7 +58,7 @@ fn http_error(status: u16, body: &[u8]) -> GraphError {
         http_status: status,
         code: None,
         subcode: None,
-        message: message.chars().take(300).collect(),
+        message: crate::redact::redact(&message).chars().take(300).collect(),
         fbtrace_id: None,
         retry_after: None,
     }

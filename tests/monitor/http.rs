@@ -364,3 +364,25 @@ async fn a_bsp_number_says_why_it_cannot_be_tested_singly() {
     );
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_test_never_serves_a_token_echoed_by_meta() {
+    use waba_monitor::sim::{Fault, FaultKind, FaultTarget};
+    let app = TestApp::spawn(one_waba(1), &format!("wabas = [\"{WABA1}\"]")).await;
+    let d = Running::start(&app).await;
+    app.sim.with_state(|s| {
+        s.add_fault(Fault::always(
+            FaultTarget::object(P0),
+            FaultKind::graph_error(
+                400,
+                100,
+                &format!("Unsupported get request. Echo: Authorization: Bearer {TOKEN}"),
+            ),
+        ))
+    });
+    let (code, body) = d.post(&format!("/api/accounts/{P0}/test"), None).await;
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("Unsupported get request"), "{body}");
+    assert!(!body.contains(TOKEN), "{body}");
+    d.stop().await;
+}

@@ -191,13 +191,14 @@ impl GraphError {
                 http_status: status,
                 code: e.code,
                 subcode: e.error_subcode,
-                message: truncate(&e.message, 300),
-                fbtrace_id: e.fbtrace_id,
+                // Redacted before it is cut, so no part of a secret survives the cut.
+                message: truncate(&crate::redact::redact(&e.message), 300),
+                fbtrace_id: e.fbtrace_id.map(|t| crate::redact::redact(&t)),
                 retry_after: None,
             },
             None => GraphError::BadStatus {
                 status,
-                content_type: truncate(content_type, 60),
+                content_type: truncate(&crate::redact::redact(content_type), 60),
             },
         }
     }

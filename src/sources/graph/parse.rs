@@ -1,6 +1,8 @@
 //! Reading Graph JSON into observations, leniently: a field of the wrong type or an unknown enum
 //! value is recorded as an anomaly and treated as "not reported", so a bad answer can never
-//! look like a change of state, and nothing here panics on what Meta sends.
+//! look like a change of state, and nothing here panics on what Meta sends. Every string taken
+//! from an answer is at most [`MAX_STRING_BYTES`] long: a longer one is cut (an anomaly
+//! `truncated`), so a 5 MB name costs 1 KB from here on (state, history, emails, metrics).
 
 use serde_json::Value;
 
@@ -13,7 +15,7 @@ use crate::model::{
 /// Something odd in an answer, counted and logged by the poller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anomaly {
-    /// Bounded: `wrong_type`, `unknown_value`, `missing_id`.
+    /// Bounded: `wrong_type`, `unknown_value`, `missing_id`, `truncated`.
     pub reason: &'static str,
     pub field: &'static str,
     /// The object it concerns and the value seen (never a token: answers carry none).
@@ -33,11 +35,55 @@ impl Anomalies {
     }
 }
 
+/// The most bytes kept of any string in an answer (ids, names, display numbers, enum values,
+/// health texts); longer ones keep their first bytes up to a character boundary and end in "…".
+pub const MAX_STRING_BYTES: usize = 1024;
+
+/// How many bytes of a value an anomaly's detail quotes (details are logged).
+const DETAIL_BYTES: usize = 80;
+
+/// `s` cut to at most `max` bytes on a character boundary, ending in "…" when cut.
+pub fn truncate_str(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &s[..end]))
+}
+
+/// A string from an answer, capped at [`MAX_STRING_BYTES`]; a cut is an anomaly `truncated`
+/// on `field` of the object `id`.
+fn capped(s: &str, field: &'static str, id: &str, an: &mut Anomalies) -> String {
+    if s.len() > MAX_STRING_BYTES {
+        an.push(
+            "truncated",
+            field,
+            format!(
+                "{id}: {} bytes = {}",
+                s.len(),
+                truncate_str(s, DETAIL_BYTES)
+            ),
+        );
+    }
+    truncate_str(s, MAX_STRING_BYTES).into_owned()
+}
+
+/// A string member of a nested object (health entities and errors): `None` unless it is a
+/// string, capped like every other.
+fn text(v: &Value, key: &str, field: &'static str, id: &str, an: &mut Anomalies) -> Option<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(|s| capped(s, field, id, an))
+}
+
 /// A string field: `Some` for a string, `None` for absent or null, an anomaly for anything else.
 fn string(obj: &Value, field: &'static str, an: &mut Anomalies) -> Option<String> {
     match obj.get(field) {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(capped(s, field, &id_of(obj), an)),
         Some(other) => {
             an.push(
                 "wrong_type",
@@ -55,7 +101,11 @@ fn timestamp(obj: &Value, field: &'static str, an: &mut Anomalies) -> Option<Str
     match chrono::DateTime::parse_from_rfc3339(&raw) {
         Ok(t) => Some(crate::timefmt::rfc3339(t.with_timezone(&chrono::Utc))),
         Err(_) => {
-            an.push("wrong_type", field, format!("{} = {raw}", id_of(obj)));
+            an.push(
+                "wrong_type",
+                field,
+                format!("{} = {}", id_of(obj), truncate_str(&raw, DETAIL_BYTES)),
+            );
             None
         }
     }
@@ -72,36 +122,33 @@ fn enumerated<T>(
     let raw = string(obj, field, an)?;
     let v = parse(&raw);
     if !is_known(&v) {
-        an.push("unknown_value", field, format!("{} = {raw}", id_of(obj)));
+        an.push(
+            "unknown_value",
+            field,
+            format!("{} = {}", id_of(obj), truncate_str(&raw, DETAIL_BYTES)),
+        );
     }
     Some(v)
 }
 
+/// The object's id as quoted in anomaly details (short).
 fn id_of(obj: &Value) -> String {
-    obj.get("id")
-        .and_then(Value::as_str)
-        .unwrap_or("?")
-        .to_owned()
+    truncate_str(
+        obj.get("id").and_then(Value::as_str).unwrap_or("?"),
+        DETAIL_BYTES,
+    )
+    .into_owned()
 }
 
 fn truncate_json(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 80 {
-        let mut end = 80;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &s[..end])
-    } else {
-        s
-    }
+    truncate_str(&v.to_string(), DETAIL_BYTES).into_owned()
 }
 
 /// An object id: Graph sends ids as strings; a number is accepted, anything else is not an id.
 fn object_id(obj: &Value, an: &mut Anomalies) -> Option<String> {
     match obj.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) if !s.is_empty() => Some(capped(s, "id", &id_of(obj), an)),
+        Some(Value::Number(n)) => Some(capped(&n.to_string(), "id", "?", an)),
         _ => {
             an.push("missing_id", "id", truncate_json(obj));
             None
@@ -124,62 +171,72 @@ pub fn health(obj: &Value, an: &mut Anomalies) -> Option<Health> {
             return None;
         }
     };
+    let owner = id_of(obj);
     let mut entities = Vec::new();
     if let Some(list) = hs.get("entities").and_then(Value::as_array) {
         for e in list {
-            let errors = e
+            let mut errors = Vec::new();
+            for x in e
                 .get("errors")
                 .and_then(Value::as_array)
-                .map(|errs| {
-                    errs.iter()
-                        .map(|x| HealthError {
-                            error_code: x.get("error_code").and_then(Value::as_i64),
-                            error_description: x
-                                .get("error_description")
-                                .and_then(Value::as_str)
-                                .map(str::to_owned),
-                            possible_solution: x
-                                .get("possible_solution")
-                                .and_then(Value::as_str)
-                                .map(str::to_owned),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                errors.push(HealthError {
+                    error_code: x.get("error_code").and_then(Value::as_i64),
+                    error_description: text(
+                        x,
+                        "error_description",
+                        "health_status.error_description",
+                        &owner,
+                        an,
+                    ),
+                    possible_solution: text(
+                        x,
+                        "possible_solution",
+                        "health_status.possible_solution",
+                        &owner,
+                        an,
+                    ),
+                });
+            }
+            let mut additional_info = Vec::new();
+            for info in e
+                .get("additional_info")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(Value::as_str)
+            {
+                additional_info.push(capped(info, "health_status.additional_info", &owner, an));
+            }
             entities.push(HealthEntity {
-                entity_type: e
-                    .get("entity_type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("UNKNOWN")
-                    .to_owned(),
-                id: e.get("id").and_then(Value::as_str).map(str::to_owned),
-                can_send_message: e
-                    .get("can_send_message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("UNKNOWN")
-                    .to_owned(),
+                entity_type: text(e, "entity_type", "health_status.entity_type", &owner, an)
+                    .unwrap_or_else(|| "UNKNOWN".to_owned()),
+                id: text(e, "id", "health_status.id", &owner, an),
+                can_send_message: text(
+                    e,
+                    "can_send_message",
+                    "health_status.can_send_message",
+                    &owner,
+                    an,
+                )
+                .unwrap_or_else(|| "UNKNOWN".to_owned()),
                 errors,
-                additional_info: e
-                    .get("additional_info")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                additional_info,
             });
         }
     }
     let overall = match hs.get("can_send_message").and_then(Value::as_str) {
         Some(raw) => {
-            let v = CanSendMessage::parse(raw);
+            let raw = capped(raw, "health_status", &owner, an);
+            let v = CanSendMessage::parse(&raw);
             if !v.is_known() {
                 an.push(
                     "unknown_value",
                     "health_status",
-                    format!("{} = {raw}", id_of(obj)),
+                    format!("{owner} = {}", truncate_str(&raw, DETAIL_BYTES)),
                 );
             }
             v
@@ -214,7 +271,9 @@ pub fn phone(obj: &Value, waba_id: Option<&str>, an: &mut Anomalies) -> Option<P
         }
     };
     Some(PhoneObservation {
-        waba_id: waba_id.map(str::to_owned),
+        // Passed by the caller (a WABA's id read through `waba`, or from the config); capped
+        // the same way, so it still matches a capped WABA id.
+        waba_id: waba_id.map(|w| truncate_str(w, MAX_STRING_BYTES).into_owned()),
         display_phone_number: string(obj, "display_phone_number", an),
         verified_name: string(obj, "verified_name", an),
         quality_rating: enumerated(
@@ -267,7 +326,7 @@ pub fn waba(obj: &Value, business_id: Option<&str>, an: &mut Anomalies) -> Optio
     let id = object_id(obj, an)?;
     Some(WabaObservation {
         name: string(obj, "name", an),
-        business_id: business_id.map(str::to_owned),
+        business_id: business_id.map(|b| truncate_str(b, MAX_STRING_BYTES).into_owned()),
         account_review_status: enumerated(
             obj,
             "account_review_status",
@@ -350,6 +409,60 @@ mod tests {
         let mut an = Anomalies::default();
         assert!(phone(&json!({"status": "CONNECTED"}), None, &mut an).is_none());
         assert_eq!(an.0[0].reason, "missing_id");
+    }
+
+    #[test]
+    fn a_5_mb_string_is_cut_to_1_kb_and_counted_as_truncated() {
+        let huge = "é".repeat(2_500_000);
+        let v = json!({
+            "id": "1", "verified_name": huge, "display_phone_number": "+1 555",
+            "status": format!("X{huge}"),
+            "health_status": {"can_send_message": "LIMITED", "entities": [
+                {"entity_type": huge, "id": huge, "can_send_message": "LIMITED",
+                 "errors": [{"error_code": 1, "error_description": huge, "possible_solution": huge}],
+                 "additional_info": [huge]}]}
+        });
+        let mut an = Anomalies::default();
+        let p = phone(&v, None, &mut an).expect("phone");
+        let name = p.verified_name.expect("name");
+        assert!(name.len() <= MAX_STRING_BYTES, "{} bytes", name.len());
+        assert!(name.starts_with("éé") && name.ends_with('…'), "{name:.20}");
+        assert_eq!(p.display_phone_number.as_deref(), Some("+1 555"));
+        match p.status {
+            Some(PhoneStatus::Other(raw)) => assert!(raw.len() <= MAX_STRING_BYTES),
+            other => panic!("status {other:?}"),
+        }
+        let h = p.health.expect("health");
+        let e = &h.entities()[0];
+        for text in [
+            Some(&e.entity_type),
+            e.id.as_ref(),
+            e.errors[0].error_description.as_ref(),
+            e.errors[0].possible_solution.as_ref(),
+            e.additional_info.first(),
+        ] {
+            let text = text.expect("kept");
+            assert!(text.len() <= MAX_STRING_BYTES, "{} bytes", text.len());
+        }
+        let truncated: Vec<_> =
+            an.0.iter()
+                .filter(|a| a.reason == "truncated")
+                .map(|a| a.field)
+                .collect();
+        assert_eq!(truncated.len(), 7, "{truncated:?}");
+        assert!(truncated.contains(&"verified_name"), "{truncated:?}");
+        // Details stay short: they are logged.
+        assert!(an.0.iter().all(|a| a.detail.len() < 300), "{:?}", an.0);
+    }
+
+    #[test]
+    fn a_huge_id_is_capped_like_any_other_string() {
+        let v = json!({"id": "9".repeat(5_000), "name": "n"});
+        let mut an = Anomalies::default();
+        let w = waba(&v, None, &mut an).expect("waba");
+        assert!(w.id.len() <= MAX_STRING_BYTES);
+        assert_eq!(an.0.len(), 1);
+        assert_eq!((an.0[0].reason, an.0[0].field), ("truncated", "id"));
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! The SMTP transport (lettre) and the one function that decides whether a failed send is worth
 //! retrying.
+//!
+//! Every line of a message stays within RFC 5322's 998 octets, whatever the outbox row holds
+//! (rows may predate the renderer's limits): the subject is one line of at most
+//! `render::SUBJECT_BYTES`, which lettre RFC 2047-encodes and folds; the body goes through
+//! lettre's `Body::new`, which picks 7bit only when every line is shorter than 76 octets and
+//! quoted-printable or base64 (lines of 76) otherwise; References keeps only short tokens.
 
 use std::time::SystemTime;
 
 use lettre::message::header::ContentType;
-use lettre::message::{Mailbox, Message};
+use lettre::message::{Body, Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
@@ -117,15 +123,22 @@ impl Mailer {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(out.subject)
+            .subject(super::render::clean(
+                out.subject,
+                super::render::SUBJECT_BYTES,
+            ))
             .message_id(Some(out.message_id.to_owned()))
             .date(out.date);
-        if let Some(r) = out.references {
-            builder = builder.references(r.to_owned());
+        if let Some(r) = out
+            .references
+            .map(safe_references)
+            .filter(|r| !r.is_empty())
+        {
+            builder = builder.references(r);
         }
         let msg = builder
             .header(ContentType::TEXT_PLAIN)
-            .body(out.body.to_owned())
+            .body(Body::new(safe_body(out.body)))
             .map_err(|e| SendFailure::Permanent(format!("could not build the message: {e}")))?;
         match &self.transport {
             Transport::Smtp(t) => match t.send(msg).await {
@@ -141,6 +154,29 @@ impl Mailer {
             },
         }
     }
+}
+
+/// The body with every control character but line feed and tab turned into a space: a bare CR
+/// (or any other) from an old row cannot reach the wire, and lettre makes each LF a CRLF.
+fn safe_body(body: &str) -> String {
+    body.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The References tokens that are short and free of control characters (a header line cannot
+/// be folded inside a token).
+fn safe_references(refs: &str) -> String {
+    refs.split_ascii_whitespace()
+        .filter(|t| t.len() <= 200 && !t.contains(|c: char| c.is_control()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One message to send.

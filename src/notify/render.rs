@@ -1,10 +1,63 @@
 //! Turning queued alerts into email text: subjects, the plain-text body, Message-ID and
 //! References. Pure functions over rows, so every wording is testable without SMTP.
+//!
+//! Every string that came from Meta (ids, names, display numbers, enum values, health texts,
+//! error reasons) goes through [`clean`] before it is put into a subject or a body: control
+//! characters (CR, LF, …) become spaces, so such a string can never start a line of its own, and
+//! it is cut to [`FIELD_BYTES`] (to [`SUBJECT_FIELD_BYTES`] in a subject, where a long word
+//! could not be folded). The mailer encodes the body (quoted-printable or base64 once a line is
+//! long) and lettre RFC 2047-encodes and folds the subject.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::alerts::rules::Severity;
 use crate::timefmt::{format_duration, parse_rfc3339};
+
+/// The most bytes of one Meta string in a body (the parser's cap, again for rows stored
+/// before it existed).
+pub const FIELD_BYTES: usize = 1024;
+/// The most bytes of one Meta string in a subject: subjects are read in a list, and a long
+/// word without spaces cannot be folded.
+pub const SUBJECT_FIELD_BYTES: usize = 80;
+/// The most bytes of a whole subject.
+pub const SUBJECT_BYTES: usize = 400;
+
+/// `s` cut to at most `max` bytes on a character boundary, ending in "…" when cut.
+pub fn truncate(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &s[..end]))
+}
+
+/// Characters that end or break a line somewhere: control characters (C0, DEL, C1: CR, LF,
+/// NEL, ...) and Unicode's line and paragraph separators.
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// A string from Meta made safe for one line of an email: every control character becomes a
+/// space and the result is cut to `max` bytes.
+pub fn clean(s: &str, max: usize) -> String {
+    let cut = truncate(s, max);
+    if cut.contains(breaks_lines) {
+        cut.chars()
+            .map(|c| if breaks_lines(c) { ' ' } else { c })
+            .collect()
+    } else {
+        cut.into_owned()
+    }
+}
+
+/// [`clean`] at the body's limit.
+fn c(s: &str) -> String {
+    clean(s, FIELD_BYTES)
+}
 
 /// One queued alert with what is known about its target.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -50,24 +103,31 @@ impl AlertItem {
         }
     }
 
-    /// "+1 555-0100 (Support)", "WABA Acme Support (1134…)", "source main".
+    /// "+1 555-0100 (Support)", "WABA Acme Support (1134…)", "source main"; each Meta string
+    /// cleaned and cut to 1 KB.
     pub fn target(&self) -> String {
+        self.target_within(FIELD_BYTES)
+    }
+
+    /// [`AlertItem::target`] with each Meta string cut to `max` bytes.
+    fn target_within(&self, max: usize) -> String {
+        let id = clean(&self.target_id, max);
         match self.kind.as_str() {
             "phone_number" => {
-                let number = self
-                    .display_phone_number
-                    .clone()
-                    .unwrap_or_else(|| format!("number {}", self.target_id));
+                let number = match &self.display_phone_number {
+                    Some(n) => clean(n, max),
+                    None => format!("number {id}"),
+                };
                 match &self.verified_name {
-                    Some(n) => format!("{number} ({n})"),
+                    Some(n) => format!("{number} ({})", clean(n, max)),
                     None => number,
                 }
             }
             "waba" => match &self.waba_name {
-                Some(n) => format!("WABA {n} ({})", self.target_id),
-                None => format!("WABA {}", self.target_id),
+                Some(n) => format!("WABA {} ({id})", clean(n, max)),
+                None => format!("WABA {id}"),
             },
-            _ => format!("source {}", self.target_id),
+            _ => format!("source {id}"),
         }
     }
 
@@ -87,19 +147,25 @@ impl AlertItem {
         }
     }
 
-    /// "quality GREEN → RED", "gone from its WABA", "monitoring blind".
+    /// "quality GREEN → RED", "gone from its WABA", "monitoring blind"; values cleaned and cut
+    /// to 1 KB.
     pub fn what(&self) -> String {
-        let new = self.new.as_deref().unwrap_or("?");
+        self.what_within(FIELD_BYTES)
+    }
+
+    /// [`AlertItem::what`] with each value cut to `max` bytes.
+    fn what_within(&self, max: usize) -> String {
+        let new = clean(self.new.as_deref().unwrap_or("?"), max);
         if self.severity == "reminder" {
             return format!("{} still {new}", self.field_label());
         }
-        match (self.field.as_str(), new) {
+        match (self.field.as_str(), new.as_str()) {
             ("presence", "gone") => "gone from its WABA".to_owned(),
             ("presence", _) => "listed on its WABA again".to_owned(),
             ("monitoring", "blind") => "monitoring blind".to_owned(),
             ("monitoring", _) => "monitoring restored".to_owned(),
             _ => match &self.old {
-                Some(old) => format!("{} {old} → {new}", self.field_label()),
+                Some(old) => format!("{} {} → {new}", self.field_label(), clean(old, max)),
                 None => format!("{} {new} (first seen)", self.field_label()),
             },
         }
@@ -107,7 +173,8 @@ impl AlertItem {
 
     /// A short phrase for digest subjects, counted across items: "numbers RED", "BANNED".
     fn category(&self) -> String {
-        let new = self.new.as_deref().unwrap_or("?");
+        let new = clean(self.new.as_deref().unwrap_or("?"), SUBJECT_FIELD_BYTES);
+        let new = new.as_str();
         match (self.severity.as_str(), self.field.as_str()) {
             ("resolved", _) => "resolved".into(),
             ("improving", _) => "improving".into(),
@@ -122,7 +189,7 @@ impl AlertItem {
             (_, "monitoring") => "sources blind".into(),
             (_, "account_review_status") => format!("reviews {new}"),
             (_, "business_verification_status") => format!("verification {new}"),
-            (_, f) => f.to_owned(),
+            (_, f) => clean(f, SUBJECT_FIELD_BYTES),
         }
     }
 
@@ -160,8 +227,12 @@ impl AlertItem {
     }
 }
 
-/// The subject of one email about `items` (never empty).
+/// The subject of one email about `items` (never empty, one line, at most [`SUBJECT_BYTES`]).
 pub fn subject(items: &[AlertItem]) -> String {
+    truncate(&subject_text(items), SUBJECT_BYTES).into_owned()
+}
+
+fn subject_text(items: &[AlertItem]) -> String {
     let top = items
         .iter()
         .map(AlertItem::rank)
@@ -179,7 +250,11 @@ pub fn subject(items: &[AlertItem]) -> String {
         } else {
             one.label().to_owned()
         };
-        return format!("[waba-monitor] {label} {} {}", one.target(), one.what());
+        return format!(
+            "[waba-monitor] {label} {} {}",
+            one.target_within(SUBJECT_FIELD_BYTES),
+            one.what_within(SUBJECT_FIELD_BYTES)
+        );
     }
     let mut counts: BTreeMap<(Severity, String), usize> = BTreeMap::new();
     for i in items {
@@ -220,23 +295,24 @@ fn health_lines(item: &AlertItem) -> Vec<String> {
         .iter()
         .filter(|e| e.can_send_message != "AVAILABLE")
     {
-        let id = e.id.as_deref().unwrap_or("-");
+        let id = c(e.id.as_deref().unwrap_or("-"));
         out.push(format!(
             "  health: {} {id} can_send_message {}",
-            e.entity_type, e.can_send_message
+            c(&e.entity_type),
+            c(&e.can_send_message)
         ));
         for err in &e.errors {
             out.push(format!(
                 "    error {}: {}",
-                err.error_code.map_or("-".into(), |c| c.to_string()),
-                err.error_description.as_deref().unwrap_or("")
+                err.error_code.map_or("-".into(), |code| code.to_string()),
+                c(err.error_description.as_deref().unwrap_or(""))
             ));
             if let Some(sol) = &err.possible_solution {
-                out.push(format!("    possible solution: {sol}"));
+                out.push(format!("    possible solution: {}", c(sol)));
             }
         }
         for info in &e.additional_info {
-            out.push(format!("    note: {info}"));
+            out.push(format!("    note: {}", c(info)));
         }
     }
     out
@@ -257,18 +333,18 @@ pub fn body(items: &[AlertItem]) -> String {
         out.push_str(&format!("{}  {}: {}\n", i.label(), i.target(), i.what()));
         match i.kind.as_str() {
             "phone_number" => {
-                out.push_str(&format!("  phone number id: {}\n", i.target_id));
+                out.push_str(&format!("  phone number id: {}\n", c(&i.target_id)));
                 let waba = match (&i.waba_name, &i.waba_id) {
-                    (Some(n), Some(id)) => format!("{n} ({id})"),
-                    (None, Some(id)) => id.clone(),
+                    (Some(n), Some(id)) => format!("{} ({})", c(n), c(id)),
+                    (None, Some(id)) => c(id),
                     _ => "unknown".into(),
                 };
                 out.push_str(&format!("  WABA: {waba}\n"));
             }
-            "waba" => out.push_str(&format!("  WABA id: {}\n", i.target_id)),
+            "waba" => out.push_str(&format!("  WABA id: {}\n", c(&i.target_id))),
             _ => {
                 if let Some(reason) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
-                    out.push_str(&format!("  reason: {reason}\n"));
+                    out.push_str(&format!("  reason: {}\n", c(reason)));
                 }
             }
         }
@@ -314,9 +390,14 @@ pub fn message_id(items: &[AlertItem], recipient: &str, domain: &str) -> String 
     )
 }
 
-/// References: one per target, so mail clients thread each number's story.
+/// References: one per target, so mail clients thread each number's story. An id that is not
+/// a short token of letters, digits, `.`, `_` and `-` (Meta's ids are digits) is replaced by
+/// its hash, so a reference stays one short, valid word.
 pub fn references(items: &[AlertItem], domain: &str) -> String {
-    let mut targets: Vec<&str> = items.iter().map(|i| i.target_id.as_str()).collect();
+    let mut targets: Vec<Cow<'_, str>> = items
+        .iter()
+        .map(|i| reference_token(&i.target_id))
+        .collect();
     targets.sort_unstable();
     targets.dedup();
     targets
@@ -324,6 +405,19 @@ pub fn references(items: &[AlertItem], domain: &str) -> String {
         .map(|t| format!("<target-{t}@{domain}>"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+fn reference_token(id: &str) -> Cow<'_, str> {
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if plain {
+        Cow::Borrowed(id)
+    } else {
+        Cow::Owned(format!("h{:016x}", fnv1a(id)))
+    }
 }
 
 #[cfg(test)]
@@ -409,6 +503,50 @@ mod tests {
             b.contains("possible solution: Visit business settings."),
             "{b}"
         );
+    }
+
+    #[test]
+    fn meta_strings_lose_their_line_breaks_and_are_cut_on_a_char_boundary() {
+        assert_eq!(
+            clean("Evil\r\nBcc: x@y\u{85}\u{2028}\t!", 100),
+            "Evil  Bcc: x@y   !"
+        );
+        let long = "é".repeat(1000);
+        let cut = clean(&long, FIELD_BYTES);
+        assert!(
+            cut.len() <= FIELD_BYTES && cut.ends_with('…'),
+            "{}",
+            cut.len()
+        );
+        assert_eq!(clean("short", FIELD_BYTES), "short");
+    }
+
+    #[test]
+    fn a_long_name_is_shortened_in_the_subject_and_kept_whole_in_the_body() {
+        let mut i = item(1, "critical", "quality_rating", Some("GREEN"), "RED");
+        let name = format!("{}\r\nBcc: evil@example.com", "N".repeat(1000));
+        i.verified_name = Some(name);
+        let s = subject(std::slice::from_ref(&i));
+        assert!(s.len() <= SUBJECT_BYTES, "{}", s.len());
+        assert!(
+            s.split(' ').all(|w| w.len() <= SUBJECT_FIELD_BYTES + 2),
+            "{s}"
+        );
+        assert!(s.ends_with("quality GREEN → RED"), "{s}");
+        assert!(!s.contains(['\r', '\n']), "{s:?}");
+        let b = body(&[i]);
+        assert!(b.contains(&"N".repeat(1000)), "the name is cut in the body");
+        assert!(b.contains("NNNN  Bcc: evil@example.com): quality"), "{b}");
+        assert!(b.lines().all(|l| !l.starts_with("Bcc")), "{b}");
+    }
+
+    #[test]
+    fn an_odd_target_id_becomes_a_hash_in_references() {
+        let mut i = item(1, "critical", "status", None, "BANNED");
+        i.target_id = format!("1>\r\nBcc: x {}", "9".repeat(2000));
+        let r = references(std::slice::from_ref(&i), "example.com");
+        assert!(r.starts_with("<target-h") && r.len() < 60, "{r}");
+        assert_eq!(r, references(&[i], "example.com"));
     }
 
     #[test]

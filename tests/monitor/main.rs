@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod http;
 mod install;
+mod mail_safety;
 mod quota;
 mod service;
 mod smtp;

@@ -1,7 +1,9 @@
 //! A real SMTP server on loopback for the tests of email alerts. It speaks the part of ESMTP that
 //! lettre uses (EHLO/HELO, AUTH PLAIN and LOGIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT), records
 //! every message it accepts, and can be told to refuse recipients or messages, to require
-//! authentication, or to go down.
+//! authentication, to stall after DATA, or to go down. Like real servers it enforces RFC 5321's
+//! limit of 1000 octets per text line (CRLF included): a message with a longer line is refused
+//! with "500 5.5.2 Line too long".
 
 // The alert tests that use most of this API are written separately, and each test binary that
 // includes the module uses only part of it, so unused items are expected here.
@@ -21,6 +23,8 @@ use tokio::task::{JoinHandle, JoinSet};
 const HOST: &str = "localhost";
 /// The SIZE advertised in EHLO; larger messages are refused with 552 after DATA.
 const MAX_SIZE: usize = 10_485_760;
+/// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets including its CRLF.
+pub const MAX_LINE: usize = 1000;
 /// "Username:" and "Password:" in base64, the prompts of AUTH LOGIN.
 const LOGIN_USERNAME_PROMPT: &str = "VXNlcm5hbWU6";
 const LOGIN_PASSWORD_PROMPT: &str = "UGFzc3dvcmQ6";
@@ -160,6 +164,11 @@ struct State {
     data_reply: Option<Override>,
     rcpt_reply: Option<Override>,
     auth_required: bool,
+    /// DATA transactions still to be left unanswered after their final "." (None = until
+    /// changed), as by a server that hangs; see `stall_data`.
+    stall: Option<Option<u32>>,
+    /// DATA transactions that reached their final "." and were left unanswered.
+    stalled: usize,
 }
 
 #[derive(Default)]
@@ -167,6 +176,8 @@ struct Shared {
     state: Mutex<State>,
     /// Woken each time a message is accepted, for `wait_for`.
     accepted: Notify,
+    /// Woken each time a DATA transaction is left unanswered, for `wait_for_stalled`.
+    stalled: Notify,
 }
 
 impl Shared {
@@ -233,6 +244,38 @@ impl SmtpSink {
     /// recipient refused this way is left out of the message's `rcpt_to`.
     pub fn reply_to_rcpt(&self, code: u16, text: &str, times: Option<u32>) {
         self.shared.lock().rcpt_reply = Override::new(code, text, times);
+    }
+
+    /// Leaves the next `times` DATA transactions (None = until changed, Some(0) = none)
+    /// unanswered once their final "." arrived: the message is counted in `attempts` but
+    /// neither accepted nor refused, and the session waits until the client goes away or the
+    /// sink stops. For tests of a client that dies in the middle of a send.
+    pub fn stall_data(&self, times: Option<u32>) {
+        self.shared.lock().stall = (times != Some(0)).then_some(times);
+    }
+
+    /// How many DATA transactions were left unanswered so far.
+    pub fn stalled(&self) -> usize {
+        self.shared.lock().stalled
+    }
+
+    /// Waits until at least `n` DATA transactions were left unanswered; panics after `timeout`.
+    pub async fn wait_for_stalled(&self, n: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut notified = std::pin::pin!(self.shared.stalled.notified());
+            notified.as_mut().enable();
+            if self.shared.lock().stalled >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let state = self.shared.lock();
+                panic!(
+                    "expected {n} stalled DATA transactions within {timeout:?}, got {} ({} DATA attempts)",
+                    state.stalled, state.attempts
+                );
+            }
+        }
     }
 
     /// Advertises AUTH PLAIN LOGIN in EHLO, accepts any credentials and records them, and
@@ -443,11 +486,14 @@ impl Session {
         }
         self.reply("354 End data with <CR><LF>.<CR><LF>").await?;
         let mut data = Vec::new();
+        let mut too_long = false;
         loop {
             let line = self.read_data_line().await?;
             if line == b".\r\n" {
                 break;
             }
+            // Measured as sent, before unstuffing: the limit is on the wire.
+            too_long |= line.len() > MAX_LINE;
             // The client doubled every leading dot so that a lone "." in the text cannot end
             // the data; one of them goes again here.
             data.extend_from_slice(line.strip_prefix(b".").unwrap_or(&line));
@@ -458,10 +504,38 @@ impl Session {
             data: String::from_utf8_lossy(&data).into_owned(),
             auth: self.auth.clone(),
         };
+        let stall = {
+            let mut state = self.shared.lock();
+            match state.stall {
+                Some(remaining) => {
+                    state.attempts += 1;
+                    state.stalled += 1;
+                    state.stall = match remaining {
+                        Some(n) if n <= 1 => None,
+                        Some(n) => Some(Some(n - 1)),
+                        None => Some(None),
+                    };
+                    true
+                }
+                None => false,
+            }
+        };
+        if stall {
+            self.shared.stalled.notify_waiters();
+            // Never answers: the session ends when the client closes the connection (the read
+            // sees the end of the stream) or when the sink stops.
+            let mut rest = Vec::new();
+            while self.reader.read_until(b'\n', &mut rest).await? != 0 {
+                rest.clear();
+            }
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
         let (code, text) = {
             let mut state = self.shared.lock();
             state.attempts += 1;
-            let (code, text) = if data.len() > MAX_SIZE {
+            let (code, text) = if too_long {
+                (500, "5.5.2 Line too long".to_owned())
+            } else if data.len() > MAX_SIZE {
                 (552, "5.3.4 Message size exceeds fixed limit".to_owned())
             } else {
                 take_override(&mut state.data_reply)
@@ -1280,6 +1354,81 @@ mod tests {
         let mut rest = String::new();
         let n = client.reader.read_line(&mut rest).await.unwrap_or(0);
         assert_eq!(n, 0, "the server still answered: {rest:?}");
+    }
+
+    #[tokio::test]
+    async fn a_line_over_1000_octets_with_its_crlf_is_refused_with_500_and_998_are_accepted() {
+        let sink = SmtpSink::start().await;
+        let mut client = Client::connect(&sink).await;
+        client.expect("EHLO client.example", 250).await;
+        // 998 octets of text + CRLF = 1000: the longest line RFC 5321 allows.
+        let longest = "x".repeat(998);
+        let reply = client
+            .deliver(
+                "a@example.com",
+                &["b@example.com"],
+                &alert("fits", &longest),
+            )
+            .await;
+        assert_eq!(reply.0, 250, "{}", reply.1);
+        let over = "y".repeat(999);
+        let reply = client
+            .deliver("a@example.com", &["b@example.com"], &alert("over", &over))
+            .await;
+        assert_eq!(reply, (500, "5.5.2 Line too long".to_owned()));
+        // A header line counts the same.
+        let subject = "z".repeat(1000);
+        let reply = client
+            .deliver(
+                "a@example.com",
+                &["b@example.com"],
+                &alert(&subject, "short"),
+            )
+            .await;
+        assert_eq!(reply.0, 500, "{}", reply.1);
+
+        let mails = sink.messages();
+        assert_eq!(mails.len(), 1);
+        assert_eq!(mails[0].body(), longest);
+        assert_eq!(sink.attempts(), 3);
+        // The session goes on after a refusal.
+        client.expect("NOOP", 250).await;
+    }
+
+    #[tokio::test]
+    async fn a_stalled_data_is_counted_never_answered_and_the_next_one_is_served() {
+        let sink = SmtpSink::start().await;
+        sink.stall_data(Some(1));
+        let mut client = Client::connect(&sink).await;
+        client.expect("EHLO client.example", 250).await;
+        client.expect("MAIL FROM:<a@example.com>", 250).await;
+        client.expect("RCPT TO:<b@example.com>", 250).await;
+        client.expect("DATA", 354).await;
+        client.write(&alert("stalled", "x")).await;
+        client.write(".\r\n").await;
+        sink.wait_for_stalled(1, SECOND).await;
+        let mut line = String::new();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(100),
+            client.reader.read_line(&mut line),
+        )
+        .await;
+        assert!(
+            waited.is_err(),
+            "the server answered a stalled DATA: {line:?}"
+        );
+        assert_eq!((sink.attempts(), sink.stalled()), (1, 1));
+        assert!(sink.messages().is_empty());
+        drop(client);
+
+        // Only one was to stall: a new connection is served normally.
+        let mut client = Client::connect(&sink).await;
+        client.expect("EHLO client.example", 250).await;
+        let reply = client
+            .deliver("a@example.com", &["b@example.com"], &alert("next", "y"))
+            .await;
+        assert_eq!(reply.0, 250, "{}", reply.1);
+        assert_eq!((sink.attempts(), sink.stalled()), (2, 1));
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! The delivery worker: sends due outbox rows, marks them sent only after the server accepted
 //! them (250 to DATA), retries transient failures with capped exponential backoff until
 //! `max_age`, and marks permanent refusals failed.
+//!
+//! Every attempt is counted before it starts: `attempts + 1`, `last_attempt_at` and `in_flight`
+//! are committed before the SMTP conversation, and the outcome clears `in_flight`. A row still
+//! in flight at the start of a pass was cut off (the daemon was killed or crashed during that
+//! send; the server may or may not have accepted it): it is sent again with the same
+//! Message-ID, and after [`MAX_INTERRUPTED_SENDS`] such sends it is abandoned, so a message that
+//! kills the daemon cannot be sent (and kill it) forever without anyone seeing it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +22,20 @@ use crate::retry::RetryPolicy;
 use crate::scheduler::ShutdownSignal;
 use crate::store::{Store, StoreError};
 use crate::timefmt::{parse_rfc3339, rfc3339};
+
+/// Sends of one message that may die with the daemon (started, no outcome recorded) before the
+/// message is given up as the likely cause.
+pub const MAX_INTERRUPTED_SENDS: i64 = 5;
+
+/// A row whose last send started and recorded no outcome.
+#[derive(Debug, sqlx::FromRow)]
+struct Interrupted {
+    id: i64,
+    recipient: String,
+    message_id: String,
+    attempts: i64,
+    interrupted_attempts: i64,
+}
 
 /// What one delivery pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -78,20 +99,94 @@ impl Deliverer {
         policy.delays().nth(attempt).unwrap_or(policy.max_delay)
     }
 
-    /// One pass over the rows due at `now`. Each row's outcome is written before the next
-    /// send, so a crash loses at most the knowledge that one accepted message was accepted (it
-    /// is then resent with the same Message-ID).
+    /// Settles the rows whose last send was cut off: each counts one more interrupted send;
+    /// one that reached [`MAX_INTERRUPTED_SENDS`] is abandoned (logged at error level and
+    /// counted in `emails_abandoned`), the others are due again at once.
+    async fn settle_interrupted(&self, report: &mut DeliveryReport) -> Result<(), StoreError> {
+        let rows: Vec<Interrupted> = sqlx::query_as(
+            "SELECT id, recipient, message_id, attempts, interrupted_attempts \
+             FROM outbox WHERE state = 'pending' AND in_flight = 1 ORDER BY id",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        for row in rows {
+            let interrupted = row.interrupted_attempts + 1;
+            if interrupted >= MAX_INTERRUPTED_SENDS {
+                let reason = format!(
+                    "the daemon stopped during {interrupted} sends of this message; given up so that it cannot stop the daemon again"
+                );
+                sqlx::query(
+                    "UPDATE outbox SET state = 'abandoned', in_flight = 0, interrupted_attempts = ?2, last_error = ?3 WHERE id = ?1",
+                )
+                .bind(row.id)
+                .bind(interrupted)
+                .bind(&reason)
+                .execute(self.store.pool())
+                .await?;
+                self.metrics.emails_abandoned.inc();
+                report.abandoned += 1;
+                tracing::error!(
+                    to = %row.recipient,
+                    message_id = %row.message_id,
+                    attempts = row.attempts,
+                    interrupted,
+                    "alert email abandoned: {reason}"
+                );
+            } else {
+                sqlx::query(
+                    "UPDATE outbox SET in_flight = 0, interrupted_attempts = ?2, last_error = ?3 WHERE id = ?1",
+                )
+                .bind(row.id)
+                .bind(interrupted)
+                .bind(format!(
+                    "the daemon stopped during a send of this message ({interrupted} so far)"
+                ))
+                .execute(self.store.pool())
+                .await?;
+                tracing::warn!(
+                    to = %row.recipient,
+                    message_id = %row.message_id,
+                    attempts = row.attempts,
+                    interrupted,
+                    limit = MAX_INTERRUPTED_SENDS,
+                    "the daemon stopped during an earlier send of this alert email; it is sent again with the same Message-ID"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass: settles sends cut off by a crash, then goes over the rows due at `now`. Each
+    /// attempt is committed before it starts and its outcome before the next send, so a crash
+    /// loses at most the knowledge of how one send ended (the message is then resent with the
+    /// same Message-ID, and the cut-off send is counted).
     pub async fn deliver_due(&self, now: DateTime<Utc>) -> Result<DeliveryReport, StoreError> {
+        let mut report = DeliveryReport::default();
+        self.settle_interrupted(&mut report).await?;
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, recipient, message_id, subject, body, references_hdr, created_at, attempts \
-             FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT 100",
+             FROM outbox WHERE state = 'pending' AND in_flight = 0 AND next_attempt_at <= ?1 \
+             ORDER BY id LIMIT 100",
         )
         .bind(rfc3339(now))
         .fetch_all(self.store.pool())
         .await?;
-        let mut report = DeliveryReport::default();
         for row in rows {
             let created = parse_rfc3339(&row.created_at).unwrap_or(now);
+            // Counted and marked in flight before the conversation starts, in its own commit:
+            // if the daemon dies during the send, the next start sees it.
+            let started = sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ?2, in_flight = 1 \
+                 WHERE id = ?1 AND state = 'pending' AND in_flight = 0",
+            )
+            .bind(row.id)
+            .bind(rfc3339(Utc::now().max(now)))
+            .execute(self.store.pool())
+            .await?;
+            if started.rows_affected() == 0 {
+                // Settled or taken since it was read.
+                continue;
+            }
             let result = self
                 .mailer
                 .send(&Outgoing {
@@ -108,7 +203,7 @@ impl Deliverer {
             match result {
                 Ok(reply) => {
                     sqlx::query(
-                        "UPDATE outbox SET state = 'sent', attempts = ?2, sent_at = ?3, last_error = NULL WHERE id = ?1",
+                        "UPDATE outbox SET state = 'sent', in_flight = 0, attempts = ?2, sent_at = ?3, last_error = NULL WHERE id = ?1",
                     )
                     .bind(row.id)
                     .bind(attempts)
@@ -121,7 +216,7 @@ impl Deliverer {
                 }
                 Err(SendFailure::Permanent(text)) => {
                     sqlx::query(
-                        "UPDATE outbox SET state = 'failed', attempts = ?2, last_error = ?3 WHERE id = ?1",
+                        "UPDATE outbox SET state = 'failed', in_flight = 0, attempts = ?2, last_error = ?3 WHERE id = ?1",
                     )
                     .bind(row.id)
                     .bind(attempts)
@@ -136,7 +231,7 @@ impl Deliverer {
                     let age = (now - created).to_std().unwrap_or_default();
                     if age >= self.max_age {
                         sqlx::query(
-                            "UPDATE outbox SET state = 'abandoned', attempts = ?2, last_error = ?3 WHERE id = ?1",
+                            "UPDATE outbox SET state = 'abandoned', in_flight = 0, attempts = ?2, last_error = ?3 WHERE id = ?1",
                         )
                         .bind(row.id)
                         .bind(attempts)
@@ -150,7 +245,7 @@ impl Deliverer {
                         let wait = self.delay_for(row.attempts.max(0) as usize);
                         let next = crate::timefmt::saturating_after(now, wait);
                         sqlx::query(
-                            "UPDATE outbox SET attempts = ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
+                            "UPDATE outbox SET in_flight = 0, attempts = ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
                         )
                         .bind(row.id)
                         .bind(attempts)

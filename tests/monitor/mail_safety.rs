@@ -13,7 +13,7 @@ use chrono::Utc;
 use crate::helpers::{TestApp, one_waba};
 use crate::smtp::{ReceivedMail, SmtpSink};
 use waba_monitor::metrics::Metrics;
-use waba_monitor::notify::delivery::{Deliverer, DeliveryReport};
+use waba_monitor::notify::delivery::{Deliverer, DeliveryReport, MAX_INTERRUPTED_SENDS};
 use waba_monitor::notify::mailer::Mailer;
 use waba_monitor::retry::RetryPolicy;
 use waba_monitor::sim::SimState;
@@ -22,6 +22,7 @@ const WABA1: &str = "200000000000001";
 const P0: &str = "300000000000001";
 /// RFC 5322 2.1.1: at most 998 characters per line, excluding the CRLF.
 const MAX_LINE: usize = 998;
+const WAIT: Duration = Duration::from_secs(10);
 
 struct Mail {
     app: TestApp,
@@ -219,4 +220,112 @@ async fn oversized_health_texts_are_capped_counted_and_still_delivered_in_short_
     );
     // Capped at 1 KB each: three texts of 5 KB cannot make a 15 KB body.
     assert!(body.len() < 6_000, "body of {} bytes", body.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_cut_off_by_a_crash_is_counted_before_it_starts_and_given_up_after_the_limit() {
+    let m = Mail::start(one_waba(2)).await;
+    let alerts = m
+        .alert_after(|s| s.phone_mut(P0).quality_rating = Some("RED".into()))
+        .await;
+    assert_eq!(alerts, 1);
+    // The server takes the message and never answers; the daemon is killed meanwhile.
+    m.smtp.stall_data(None);
+    let limit = MAX_INTERRUPTED_SENDS;
+    for round in 1..=limit {
+        let d = m.deliverer(Arc::new(Metrics::new())).await;
+        let send = tokio::spawn(async move { d.deliver_due(Utc::now()).await });
+        m.smtp.wait_for_stalled(round as usize, WAIT).await;
+        // kill -9 in the middle of DATA: nothing after this point reaches the database.
+        send.abort();
+        assert!(send.await.is_err_and(|e| e.is_cancelled()));
+        let rows = m.outbox().await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].state, "pending", "round {round}");
+        assert_eq!(
+            rows[0].attempts, round,
+            "round {round}: the attempt must be committed before the SMTP conversation starts"
+        );
+    }
+    assert_eq!(m.smtp.attempts(), limit as usize);
+
+    // The next start finds a message whose every send died with the daemon: it is given up,
+    // counted and not sent again, even though the server would now accept it.
+    m.smtp.stall_data(Some(0));
+    let metrics = Arc::new(Metrics::new());
+    let d = m.deliverer(Arc::clone(&metrics)).await;
+    let report = d.deliver_due(Utc::now()).await.expect("pass");
+    assert_eq!(
+        report,
+        DeliveryReport {
+            abandoned: 1,
+            ..DeliveryReport::default()
+        }
+    );
+    assert_eq!(metrics.emails_abandoned.get(), 1);
+    let later = Utc::now() + chrono::Duration::hours(2);
+    assert_eq!(
+        d.deliver_due(later).await.expect("pass"),
+        DeliveryReport::default()
+    );
+    assert_eq!(
+        m.smtp.attempts(),
+        limit as usize,
+        "sent again after the limit"
+    );
+    assert!(m.smtp.messages().is_empty());
+    let rows = m.outbox().await;
+    assert_eq!(rows[0].state, "abandoned");
+    assert_eq!(rows[0].attempts, limit);
+    let reason = rows[0].last_error.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "the daemon stopped during {limit} sends of this message"
+        )),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_interrupted_send_is_counted_and_the_message_then_goes_out() {
+    let m = Mail::start(one_waba(2)).await;
+    m.alert_after(|s| s.phone_mut(P0).status = Some("BANNED".into()))
+        .await;
+    m.smtp.stall_data(Some(1));
+    let d = m.deliverer(Arc::new(Metrics::new())).await;
+    let send = tokio::spawn(async move { d.deliver_due(Utc::now()).await });
+    m.smtp.wait_for_stalled(1, WAIT).await;
+    send.abort();
+    let _ = send.await;
+
+    let report = m.deliver().await;
+    assert_eq!(report.sent, 1, "{report:?}: {:?}", m.outbox().await);
+    let rows = m.outbox().await;
+    assert_eq!((rows[0].state.as_str(), rows[0].attempts), ("sent", 2));
+    assert_eq!(m.smtp.attempts(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_record_their_outcome_and_never_count_as_crashes() {
+    let m = Mail::start(one_waba(2)).await;
+    m.alert_after(|s| s.phone_mut(P0).status = Some("FLAGGED".into()))
+        .await;
+    let refusals = MAX_INTERRUPTED_SENDS as u32 + 2;
+    m.smtp
+        .reply_to_data(451, "4.3.0 try again later", Some(refusals));
+    let mut now = Utc::now();
+    let mut sent = 0;
+    for _ in 0..=refusals {
+        // A fresh worker each time, as after a restart; virtual time jumps past the backoff
+        // (at most 10 min here, doubled by jitter at worst).
+        let d = m.deliverer(Arc::new(Metrics::new())).await;
+        sent += d.deliver_due(now).await.expect("pass").sent;
+        now += chrono::Duration::minutes(21);
+    }
+    assert_eq!(sent, 1);
+    let rows = m.outbox().await;
+    assert_eq!(
+        (rows[0].state.as_str(), rows[0].attempts),
+        ("sent", i64::from(refusals) + 1)
+    );
 }

@@ -296,8 +296,8 @@ cat <<EOF
        LoadCredential=smtp-password:$etc/credentials/smtp-password
        LoadCredential=api-token:$etc/credentials/api-token
 
-  4. Check the config (run as root it cannot read the token from /run/credentials/, so it
-     reports the token "NOT readable here": expected, the service can):
+  4. Check the config (run outside the service, it reports a token under /run/credentials/
+     as "a systemd credential: the service receives it at start": expected):
        waba-monitor --config $etc/monitor.toml check-config
 
   5. Enable and start it, and follow its log:

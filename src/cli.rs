@@ -194,9 +194,14 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 async fn cmd_run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let cfg = match load_config(path) {
+    // The same check as `check-config`: every problem, secrets included, before anything
+    // starts, with exit 2.
+    let cfg = match Config::load_for_start(path) {
         Ok(c) => c,
-        Err(code) => return Ok(code),
+        Err(e) => {
+            eprint!("{e}");
+            return Ok(ExitCode::from(2));
+        }
     };
     telemetry::init(cfg.daemon.log_format);
     daemon::run(
@@ -210,21 +215,56 @@ async fn cmd_run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let cfg = match load_config(path) {
+    // Exactly what `run` needs before it starts: a valid file and every secret it names
+    // readable. Anything `run` would refuse is listed here, all at once, with exit 2.
+    let cfg = match Config::load_for_start(path) {
         Ok(c) => c,
-        Err(code) => return Ok(code),
+        Err(e) => {
+            eprint!("{e}");
+            return Ok(ExitCode::from(2));
+        }
     };
     let now = Utc::now();
+    let today = now.date_naive();
     let sched = &cfg.daemon.poll_schedule;
     let interval = sched.min_interval(now);
-    outln!("{} is valid.", cfg.path.display());
-    outln!("  database:  {}", cfg.daemon.database.display());
-    outln!("  listen:    {}", cfg.daemon.listen);
+    let cycles = sched.max_cycles_per_hour(now);
+    let secret = |src: &crate::secrets::SecretSource| {
+        let state = match src.check() {
+            Ok(crate::secrets::SecretState::Readable) => "readable".to_owned(),
+            Ok(crate::secrets::SecretState::ProvidedBySystemd) => {
+                "a systemd credential: the service receives it at start".to_owned()
+            }
+            Err(e) => format!("not readable: {e}"),
+        };
+        format!("{} ({state})", src.describe())
+    };
+    // "12%", "0.2%": whole percents, one decimal below 10 %.
+    let percent = |part: u64, whole: u64| {
+        let p = part as f64 * 100.0 / whole.max(1) as f64;
+        if p >= 10.0 || p.fract() == 0.0 {
+            format!("{p:.0}%")
+        } else {
+            format!("{p:.1}%")
+        }
+    };
     outln!(
-        "  schedule:  \"{}\" (UTC): every {} at the shortest, at most {} cycles in an hour; next at {}",
+        "{} is valid: `run` would start with it.",
+        cfg.path.display()
+    );
+    outln!("  database:  {}", cfg.daemon.database.display());
+    match &cfg.daemon.api_token {
+        Some(src) => outln!(
+            "  listen:    {}; /api/* requires the bearer token from {}",
+            cfg.daemon.listen,
+            secret(src)
+        ),
+        None => outln!("  listen:    {}", cfg.daemon.listen),
+    }
+    outln!(
+        "  schedule:  \"{}\" (UTC): every {} at the shortest, at most {cycles} cycles in an hour; next at {}",
         sched.expr,
         format_duration(interval),
-        sched.max_cycles_per_hour(now),
         sched
             .next_after(now)
             .map(crate::timefmt::rfc3339)
@@ -233,22 +273,17 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let mut warnings = Vec::new();
     for m in &cfg.meta {
         let est = m.estimate(sched, now);
-        let token_state = match m.token.load() {
-            Ok(_) => "readable".to_owned(),
-            Err(e) => {
-                warnings.push(format!(
-                    "source \"{}\": {e} (the daemon will refuse to start without it)",
-                    m.name
-                ));
-                "NOT readable here".to_owned()
-            }
+        let budget = u64::from(m.waba_call_budget());
+        let end_of_life = match m.api_version.end_of_life() {
+            Some(eol) => format!("end of life {eol}"),
+            None => "end of life not announced yet".to_owned(),
         };
         outln!(
-            "  source \"{}\": Meta Graph API {} at {}; token from {} ({token_state})",
+            "  source \"{}\": Meta Graph API {} ({end_of_life}) at {}; token from {}",
             m.name,
             m.api_version,
             m.graph_url,
-            m.token.describe()
+            secret(&m.token)
         );
         outln!(
             "    targets: {} business(es) (all their WABAs and numbers), {} WABA(s), {} single number(s)",
@@ -262,46 +297,61 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             est.requests_per_cycle,
             est.calls_per_cycle * est.cycles_per_hour
         );
+        let quota_note = if u64::from(m.quota_per_waba_hour) == META_QUOTA_PER_WABA_HOUR {
+            ", Meta's default"
+        } else {
+            ""
+        };
         outln!(
-            "    quota: {} calls/hour per WABA against Meta's {}/h per app per WABA ({}%)",
+            "    quota: {} calls/hour per WABA, {} of the enforced budget of {budget}/h (quota_share {} of quota_per_waba_hour {}{quota_note})",
             est.calls_per_waba_hour,
-            META_QUOTA_PER_WABA_HOUR,
-            est.calls_per_waba_hour * 100 / META_QUOTA_PER_WABA_HOUR
+            percent(est.calls_per_waba_hour, budget),
+            m.quota_share,
+            m.quota_per_waba_hour
         );
-        if est.worst_calls_per_waba_hour > META_QUOTA_PER_WABA_HOUR {
+        if let Some(w) = m.api_version.end_of_life_warning(today) {
+            warnings.push(format!("source \"{}\": {w}", m.name));
+        }
+        // Single numbers of one WABA are each charged to it; one number alone cannot share.
+        if m.phone_numbers.len() >= 2 && est.worst_calls_per_waba_hour > budget {
             warnings.push(format!(
-                "source \"{}\": if the {} single phone_numbers share one WABA they cost {} calls/hour against it, over Meta's {}/h: list their WABA under `wabas` instead (one call per cycle for all its numbers)",
+                "source \"{}\": if its {} single phone_numbers sit on one WABA they cost {} calls/hour against it, over the enforced budget of {budget}/h, and some will be held back: list their WABA under `wabas` instead (one call per cycle for all its numbers)",
                 m.name,
                 m.phone_numbers.len(),
-                est.worst_calls_per_waba_hour,
-                META_QUOTA_PER_WABA_HOUR
+                est.worst_calls_per_waba_hour
             ));
         }
-        if est.calls_per_waba_hour > META_QUOTA_PER_WABA_HOUR {
-            warnings.push(format!(
-                "source \"{}\": {} cycles/hour exceed Meta's {}/h per WABA: poll less often (\"0 */5 * * * *\" = 12/h)",
-                m.name, est.calls_per_waba_hour, META_QUOTA_PER_WABA_HOUR
-            ));
-        }
+    }
+    for b in &cfg.bsp {
+        outln!(
+            "  source \"{}\": BSP (kind = \"{}\") at {}; token from {}",
+            b.name,
+            b.kind,
+            b.base_url,
+            secret(&b.token)
+        );
+        outln!(
+            "    page size {}: 1 request(s) per cycle per page of {} WABAs (at least 1), at least {cycles} requests/hour{}",
+            b.page_size,
+            b.page_size,
+            b.account_review_status
+                .as_ref()
+                .map(|s| format!("; only WABAs with accountReviewStatus {s}"))
+                .unwrap_or_default()
+        );
     }
     match &cfg.email {
         Some(e) => {
             let pw = match &e.password {
                 None => "no password".to_owned(),
-                Some(src) => match src.load() {
-                    Ok(_) => format!("password from {} (readable)", src.describe()),
-                    Err(err) => {
-                        warnings.push(format!("email: {err}"));
-                        format!("password from {} (NOT readable here)", src.describe())
-                    }
-                },
+                Some(src) => format!("password from {}", secret(src)),
+            };
+            let server = match &e.file_dir {
+                Some(dir) => format!("written as .eml files into {}", dir.display()),
+                None => format!("{}:{} (tls = \"{}\")", e.smtp_host, e.smtp_port, e.tls),
             };
             outln!(
-                "  email: {}:{} ({:?}), {}; from {} to {}; test it with `waba-monitor test-email`",
-                e.smtp_host,
-                e.smtp_port,
-                e.tls,
-                pw,
+                "  email: {server}, {pw}; from {} to {}; test it with `waba-monitor test-email`",
                 e.from,
                 e.to.join(", ")
             );

@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub email_backoff: RetryPolicy,
     /// How often the delivery worker looks for due email besides being woken by a cycle.
     pub delivery_tick: Duration,
+    /// How long a database write waits for another process's lock.
+    pub busy_timeout: Duration,
 }
 
 impl Default for RunOptions {
@@ -35,6 +37,7 @@ impl Default for RunOptions {
             retry: RetryPolicy::default(),
             email_backoff: Deliverer::default_backoff(),
             delivery_tick: Duration::from_secs(15),
+            busy_timeout: Store::BUSY_TIMEOUT,
         }
     }
 }
@@ -69,7 +72,7 @@ pub async fn run_with_listener(
         )),
         None => None,
     };
-    let store = Store::open(&cfg.daemon.database)
+    let store = Store::open_with(&cfg.daemon.database, opts.busy_timeout)
         .await
         .context("could not open the database")?;
     let metrics = Arc::new(Metrics::new());
@@ -111,6 +114,7 @@ pub async fn run_with_listener(
     let pruning = tokio::spawn(prune_loop(
         store.clone(),
         cfg.daemon.retention,
+        metrics.clone(),
         shutdown.clone(),
     ));
 
@@ -375,7 +379,12 @@ async fn reload(
 }
 
 /// Prunes history older than `retention` in small batches, hourly, off the poll path.
-async fn prune_loop(store: Store, retention: Duration, mut shutdown: ShutdownSignal) {
+async fn prune_loop(
+    store: Store,
+    retention: Duration,
+    metrics: Arc<Metrics>,
+    mut shutdown: ShutdownSignal,
+) {
     if retention.is_zero() {
         return;
     }
@@ -388,7 +397,8 @@ async fn prune_loop(store: Store, retention: Duration, mut shutdown: ShutdownSig
                 Ok(0) => break,
                 Ok(n) => total += n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "pruning old history failed; will try again");
+                    metrics.store_error("prune");
+                    tracing::error!(error = %e, "pruning old history failed; will try again");
                     break;
                 }
             }

@@ -75,6 +75,12 @@ impl CycleReport {
     pub fn calls(&self) -> u64 {
         self.sources.iter().map(|s| s.calls).sum()
     }
+
+    /// Why the cycle could not be recorded in the database, if it could not: then none of
+    /// its changes, history or alerts were written.
+    pub fn store_error(&self) -> Option<&str> {
+        self.sources.iter().find_map(|s| s.store_error.as_deref())
+    }
 }
 
 /// Polls every configured source and records what it saw.
@@ -174,7 +180,10 @@ impl Poller {
     pub async fn sync_metrics(&self) {
         match self.store.status_with(false, self.stale_after).await {
             Ok(entries) => self.metrics.sync_targets(entries),
-            Err(e) => tracing::warn!(error = %e, "could not read the state for metrics"),
+            Err(e) => {
+                self.metrics.store_error("read");
+                tracing::error!(error = %e, "could not read the state for metrics");
+            }
         }
     }
 
@@ -215,7 +224,8 @@ impl Poller {
         // A cycle that was cut short (timeout, crash) left its runs `running`; cycles never
         // overlap, so any still open now are dead.
         if let Err(e) = self.store.abandon_unfinished_runs(started_at).await {
-            tracing::warn!(error = %e, "could not close unfinished poll runs");
+            self.metrics.store_error("abandon_runs");
+            tracing::error!(error = %e, "could not close unfinished poll runs");
         }
         // Boxed futures built in a loop rather than an iterator closure: rustc cannot yet prove
         // a closure-returned future Send for every lifetime (rust-lang/rust#102211).
@@ -249,8 +259,9 @@ impl Poller {
                 (reports, severities.len())
             }
             Err(e) => {
-                tracing::error!(error = %e, "could not record the cycle; nothing of it was written, the next cycle will see the same changes");
-                let msg = e.to_string();
+                self.metrics.store_error("record_cycle");
+                tracing::error!(error = %e, "could not record the cycle in the database: no change, history or alert of it was written (the next cycle that can write sees the same changes); the cycle counts as failed");
+                let msg = format!("could not record the cycle in the database: {e}");
                 let reports = polled
                     .iter()
                     .map(|p| {
@@ -263,6 +274,7 @@ impl Poller {
             }
         };
         for (p, report) in polled.iter().zip(sources.iter_mut()) {
+            self.record_outcome_metrics(report);
             self.finish(p, report).await;
         }
         // After the runs are closed, so staleness counts this cycle's polls.
@@ -283,7 +295,8 @@ impl Poller {
         let run_id = match self.store.begin_run(source.name(), Utc::now()).await {
             Ok(id) => Some(id),
             Err(e) => {
-                tracing::error!(error = %e, "could not record the start of a poll");
+                self.metrics.store_error("begin_run");
+                tracing::error!(error = %e, "could not record the start of a poll in the database");
                 None
             }
         };
@@ -306,12 +319,6 @@ impl Poller {
         let sl = SourceLabels {
             source: name.clone(),
         };
-        m.poll_runs
-            .get_or_create(&OutcomeLabels {
-                source: name.clone(),
-                outcome: poll.outcome().as_str().to_owned(),
-            })
-            .inc();
         for d in &poll.deferred {
             m.poll_deferred
                 .get_or_create(&ReasonLabels {
@@ -340,11 +347,6 @@ impl Poller {
             .get_or_create(&sl)
             .observe(took.as_secs_f64());
         m.graph_calls.get_or_create(&sl).inc_by(poll.calls);
-        if poll.outcome() != PollOutcome::Failed {
-            m.last_success
-                .get_or_create(&sl)
-                .set(crate::timefmt::unix_now());
-        }
         let usage = source.usage();
         for (metric, v) in &usage.app {
             m.app_usage
@@ -416,6 +418,27 @@ impl Poller {
         Ok((reports, severities))
     }
 
+    /// Counts a source's poll by its final outcome: one that read everything but could not be
+    /// recorded is a failed poll, and is no successful poll.
+    fn record_outcome_metrics(&self, report: &SourceReport) {
+        let outcome = report.final_outcome();
+        self.metrics
+            .poll_runs
+            .get_or_create(&OutcomeLabels {
+                source: report.source.clone(),
+                outcome: outcome.as_str().to_owned(),
+            })
+            .inc();
+        if outcome != PollOutcome::Failed {
+            self.metrics
+                .last_success
+                .get_or_create(&SourceLabels {
+                    source: report.source.clone(),
+                })
+                .set(crate::timefmt::unix_now());
+        }
+    }
+
     /// Logs a source's result and closes its poll record.
     async fn finish(&self, p: &Polled, report: &SourceReport) {
         let _guard = p.span.enter();
@@ -444,11 +467,7 @@ impl Poller {
         p.span.record("calls", report.calls);
         p.span.record("failures", report.failures.len());
         p.span.record("changes", report.changes.len());
-        let outcome = if report.store_error.is_some() {
-            PollOutcome::Failed
-        } else {
-            report.outcome
-        };
+        let outcome = report.final_outcome();
         tracing::debug!(outcome = outcome.as_str(), "poll recorded");
         let Some(run_id) = p.run_id else { return };
         let error = report
@@ -467,7 +486,8 @@ impl Poller {
             )
             .await
         {
-            tracing::error!(error = %e, "could not record the end of a poll");
+            self.metrics.store_error("finish_run");
+            tracing::error!(error = %e, "could not record the end of a poll in the database");
         }
     }
 }
@@ -481,6 +501,15 @@ struct Polled {
 }
 
 impl SourceReport {
+    /// The outcome as recorded: a poll that could not be written to the database failed.
+    pub fn final_outcome(&self) -> PollOutcome {
+        if self.store_error.is_some() {
+            PollOutcome::Failed
+        } else {
+            self.outcome
+        }
+    }
+
     fn from_poll(poll: &SourcePoll) -> SourceReport {
         SourceReport {
             source: poll.source.clone(),

@@ -28,6 +28,37 @@ pub struct CycleStats {
     pub cycles_timed_out: AtomicU64,
     /// Unix seconds of the last finished cycle (0 = none yet).
     pub last_finished_unix: AtomicU64,
+    /// Cycles in a row that ended without being recorded in the database — it refused the
+    /// write, or the cycle ran past `cycle_timeout` — so nothing of them was written and no
+    /// alert was sent: 0 once one is recorded again.
+    pub unrecorded_in_a_row: AtomicU64,
+    /// Why the latest unrecorded cycle was not recorded.
+    pub last_store_error: std::sync::Mutex<Option<String>>,
+}
+
+impl CycleStats {
+    /// Counts a cycle that was not recorded, and why.
+    pub fn unrecorded(&self, why: String) {
+        self.unrecorded_in_a_row.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_store_error.lock() {
+            *last = Some(why);
+        }
+    }
+
+    /// How many cycles in a row were not recorded, and why the latest was not.
+    pub fn store_failure(&self) -> Option<(u64, String)> {
+        let n = self.unrecorded_in_a_row.load(Ordering::Relaxed);
+        if n == 0 {
+            return None;
+        }
+        let why = self
+            .last_store_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
+        Some((n, why))
+    }
 }
 
 /// A shutdown signal that can be awaited from several places.
@@ -108,11 +139,15 @@ pub async fn run(
                 };
                 match finished {
                     Some(Ok(report)) => {
-                        record_finished(&stats);
+                        record_finished(&stats, &report);
                         on_cycle(&report);
                     }
                     Some(Err(_)) => {
                         stats.cycles_timed_out.fetch_add(1, Ordering::Relaxed);
+                        stats.unrecorded(format!(
+                            "the cycle ran longer than cycle_timeout ({}) and was abandoned",
+                            crate::timefmt::format_duration(cfg.cycle_timeout)
+                        ));
                         tracing::warn!(timeout = ?cfg.cycle_timeout, "poll cycle timed out and was abandoned; targets keep their last known state");
                     }
                     None => {}
@@ -160,8 +195,12 @@ fn offer_tick(tx: &mpsc::Sender<()>, stats: &CycleStats) {
     }
 }
 
-fn record_finished(stats: &CycleStats) {
+fn record_finished(stats: &CycleStats, report: &CycleReport) {
     stats.cycles_finished.fetch_add(1, Ordering::Relaxed);
     let now = crate::timefmt::unix_now() as u64;
     stats.last_finished_unix.store(now, Ordering::Relaxed);
+    match report.store_error() {
+        Some(e) => stats.unrecorded(e.to_owned()),
+        None => stats.unrecorded_in_a_row.store(0, Ordering::Relaxed),
+    }
 }

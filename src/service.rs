@@ -39,6 +39,23 @@ fn unix_now() -> u64 {
 
 /// Whether the daemon is making progress: the last cycle finished (or, before the first one,
 /// the daemon started) within `allowed`.
+/// Cycles in a row that could not be recorded in the database before the watchdog is no
+/// longer fed: a restart reopens the database (and systemd's restart limit makes a lasting
+/// failure visible in `systemctl status`).
+pub const UNRECORDED_BEFORE_RESTART: u64 = 3;
+
+/// Whether to feed the watchdog: cycles make progress and get recorded.
+pub fn should_feed(
+    last_finished: u64,
+    started: u64,
+    now: u64,
+    allowed: Duration,
+    unrecorded_in_a_row: u64,
+) -> bool {
+    unrecorded_in_a_row < UNRECORDED_BEFORE_RESTART
+        && making_progress(last_finished, started, now, allowed)
+}
+
 pub fn making_progress(last_finished: u64, started: u64, now: u64, allowed: Duration) -> bool {
     let last = if last_finished == 0 {
         started
@@ -64,15 +81,23 @@ pub async fn watchdog(stats: Arc<CycleStats>, allowed: Duration, mut shutdown: S
     let mut warned = false;
     loop {
         let last = stats.last_finished_unix.load(Ordering::Relaxed);
-        if making_progress(last, started, unix_now(), allowed) {
+        let unrecorded = stats.unrecorded_in_a_row.load(Ordering::Relaxed);
+        if should_feed(last, started, unix_now(), allowed, unrecorded) {
             notify(&[NotifyState::Watchdog]);
             warned = false;
         } else if !warned {
             warned = true;
-            tracing::error!(
-                ?allowed,
-                "no poll cycle has finished for too long: not feeding the systemd watchdog (systemd will restart the service)"
-            );
+            if unrecorded >= UNRECORDED_BEFORE_RESTART {
+                tracing::error!(
+                    cycles = unrecorded,
+                    "poll cycles cannot be recorded in the database: not feeding the systemd watchdog (systemd will restart the service)"
+                );
+            } else {
+                tracing::error!(
+                    ?allowed,
+                    "no poll cycle has finished for too long: not feeding the systemd watchdog (systemd will restart the service)"
+                );
+            }
         }
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -95,5 +120,26 @@ mod tests {
         );
         assert!(making_progress(1_800, 1_000, 2_000, allowed));
         assert!(!making_progress(1_000, 500, 1_901, allowed), "stalled");
+    }
+
+    #[test]
+    fn cycles_that_cannot_be_recorded_stop_the_watchdog_feed() {
+        let allowed = Duration::from_secs(900);
+        assert!(should_feed(1_400, 1_000, 1_500, allowed, 0));
+        assert!(should_feed(
+            1_400,
+            1_000,
+            1_500,
+            allowed,
+            UNRECORDED_BEFORE_RESTART - 1
+        ));
+        assert!(!should_feed(
+            1_400,
+            1_000,
+            1_500,
+            allowed,
+            UNRECORDED_BEFORE_RESTART
+        ));
+        assert!(!should_feed(0, 1_000, 3_000, allowed, 0), "no progress");
     }
 }

@@ -99,6 +99,15 @@ async fn readyz(State(s): State<AppState>) -> Response {
         )
             .into_response();
     }
+    if let Some((n, why)) = s.stats.store_failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: the last {n} poll cycle(s) could not be recorded in the database, so no change was saved and no alert sent: {why}\n"
+            ),
+        )
+            .into_response();
+    }
     let last = s.stats.last_finished_unix.load(Ordering::Relaxed);
     if last == 0 {
         return (

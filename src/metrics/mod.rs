@@ -24,6 +24,17 @@ use prometheus_client::registry::Registry;
 use crate::store::StatusEntry;
 pub use targets::TargetSeries;
 
+/// The database operations `waba_monitor_store_errors_total{op}` counts.
+pub const STORE_OPS: [&str; 7] = [
+    "record_cycle",
+    "begin_run",
+    "finish_run",
+    "abandon_runs",
+    "read",
+    "outbox",
+    "prune",
+];
+
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -55,6 +66,11 @@ pub struct BusinessUsageLabels {
 pub struct AppUsageLabels {
     pub source: String,
     pub metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +106,8 @@ pub struct Metrics {
     pub outbox_pending: Gauge,
     pub outbox_oldest_age: FloatGauge,
     pub config_reload_ok: Gauge,
+    /// Database operations that failed, by a bounded operation name.
+    pub store_errors: Family<OpLabels, Counter>,
     /// Per `[[meta]]` source: when its Graph API version stops working (Unix seconds).
     graph_api_end_of_life: Family<SourceLabels, Gauge>,
     targets: RwLock<TargetSeries>,
@@ -108,6 +126,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a failed database operation (`op` is a fixed name, never error text).
+    pub fn store_error(&self, op: &str) {
+        self.store_errors
+            .get_or_create(&OpLabels { op: op.to_owned() })
+            .inc();
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("waba_monitor");
         let m = Metrics {
@@ -132,6 +157,7 @@ impl Metrics {
             outbox_pending: Gauge::default(),
             outbox_oldest_age: FloatGauge::default(),
             config_reload_ok: Gauge::default(),
+            store_errors: Family::default(),
             graph_api_end_of_life: Family::default(),
             targets: RwLock::new(TargetSeries::default()),
             registry: Registry::default(),
@@ -228,6 +254,18 @@ impl Metrics {
             "outbox_oldest_pending_age_seconds",
             "Age of the oldest email still waiting",
             m.outbox_oldest_age.clone(),
+        );
+        // Every op at 0 from the start: `increase()` misses a counter's first step if the
+        // series only appears with it.
+        for op in STORE_OPS {
+            let _ = m
+                .store_errors
+                .get_or_create(&OpLabels { op: op.to_owned() });
+        }
+        registry.register(
+            "store_errors",
+            "Database operations that failed, by operation (record_cycle, begin_run, finish_run, abandon_runs, read, outbox, prune): a cycle that could not be recorded sent no alert",
+            m.store_errors.clone(),
         );
         registry.register(
             "config_last_reload_successful",

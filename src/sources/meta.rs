@@ -165,15 +165,17 @@ impl MetaSource {
     /// Returns the fingerprint of the token in use; `Err` carries the failure to report
     /// instead of polling.
     async fn ready_token(&self) -> Result<u64, GraphError> {
-        let token = super::load_secret(&self.cfg.token).await.map_err(|e| GraphError::Api {
-            class: super::graph::ErrorClass::Auth,
-            http_status: 0,
-            code: None,
-            subcode: None,
-            message: format!("could not read the access token: {e}"),
-            fbtrace_id: None,
-            retry_after: None,
-        })?;
+        let token = super::load_secret(&self.cfg.token)
+            .await
+            .map_err(|e| GraphError::Api {
+                class: super::graph::ErrorClass::Auth,
+                http_status: 0,
+                code: None,
+                subcode: None,
+                message: format!("could not read the access token: {e}"),
+                fbtrace_id: None,
+                retry_after: None,
+            })?;
         let fp = fingerprint(&token);
         let rejected = self.rejected_token.lock().map(|r| *r).unwrap_or(None);
         if rejected == Some(fp) {

@@ -75,8 +75,16 @@ pub struct Store {
 }
 
 impl Store {
+    /// How long a write waits for another process's lock before it fails.
+    pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
     /// Opens (creating if missing) the database, in WAL mode, and applies the migrations.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, Self::BUSY_TIMEOUT).await
+    }
+
+    /// [`Store::open`] with another wait for locks (tests shorten it).
+    pub async fn open_with(path: &Path, busy_timeout: Duration) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Creating the folder is what a first start needs; systemd's StateDirectory= does it
             // in production, this covers `demo` and hand-made configs.
@@ -91,7 +99,7 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(busy_timeout)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -126,14 +134,17 @@ impl Store {
 
     /// Records the start of a source's poll; returns the run id.
     pub async fn begin_run(&self, source: &str, started: DateTime<Utc>) -> Result<i64, StoreError> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO poll_runs (source, started_at, outcome) VALUES (?1, ?2, 'running') RETURNING id",
+        // `execute` runs the statement to its end, so a failed commit (a full disk) is an
+        // error here; `INSERT … RETURNING` read with `fetch_one` got its row before the commit
+        // and missed that failure.
+        let done = sqlx::query(
+            "INSERT INTO poll_runs (source, started_at, outcome) VALUES (?1, ?2, 'running')",
         )
         .bind(source)
         .bind(rfc3339(started))
-        .fetch_one(&self.pool)
+        .execute(&self.pool)
         .await?;
-        Ok(id)
+        Ok(done.last_insert_rowid())
     }
 
     /// Records how a source's poll ended.

@@ -86,7 +86,7 @@ async fn check_config_summarises_targets_and_projected_quota_use() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("is valid"), "{stdout}");
     assert!(
-        stdout.contains("12 calls/hour per WABA against Meta's 200/h"),
+        stdout.contains("12 calls/hour per WABA, 0.2% of the enforced budget of 5000/h"),
         "{stdout}"
     );
     assert!(stdout.contains("1 WABA(s)"), "{stdout}");
@@ -133,7 +133,7 @@ const BAD: &[(&str, &str, &str, usize)] = &[
     (
         "wrong type",
         "[[meta]]\nname = \"m\"\naccess_token_env = \"T\"\nwabas = 987654321\n",
-        "meta.wabas",
+        "meta[0].wabas",
         4,
     ),
     (

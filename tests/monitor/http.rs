@@ -26,6 +26,10 @@ struct Running {
 
 impl Running {
     async fn start(app: &TestApp) -> Running {
+        Self::start_with(app, RunOptions::default()).await
+    }
+
+    async fn start_with(app: &TestApp, opts: RunOptions) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -36,7 +40,7 @@ impl Running {
             app.config(),
             RunOptions {
                 retry: RetryPolicy::fast(),
-                ..RunOptions::default()
+                ..opts
             },
             listener,
             async move {
@@ -58,7 +62,11 @@ impl Running {
     }
 
     async fn next_cycle(&mut self) -> usize {
-        tokio::time::timeout(Duration::from_secs(15), self.cycles.recv())
+        self.next_cycle_within(Duration::from_secs(15)).await
+    }
+
+    async fn next_cycle_within(&mut self, limit: Duration) -> usize {
+        tokio::time::timeout(limit, self.cycles.recv())
             .await
             .expect("a cycle in time")
             .expect("daemon running")
@@ -384,5 +392,115 @@ async fn the_connection_test_never_serves_a_token_echoed_by_meta() {
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("Unsupported get request"), "{body}");
     assert!(!body.contains(TOKEN), "{body}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_the_database_cannot_record_is_a_failed_cycle_everywhere() {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(
+        one_waba(1),
+        &format!("wabas = [\"{WABA1}\"]"),
+        "v24.0",
+        "*/2 * * * * *",
+    )
+    .await;
+    // Writes give up after 100 ms of waiting for a lock (5 s in production).
+    let mut d = Running::start_with(
+        &app,
+        RunOptions {
+            busy_timeout: Duration::from_millis(100),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(d.get("/readyz", None).await.0, 200);
+    let (_, text) = d.get("/metrics", None).await;
+    let ok_before = sample(
+        &text,
+        "waba_monitor_poll_runs_total{source=\"main\",outcome=\"ok\"}",
+    )
+    .or_else(|| {
+        sample(
+            &text,
+            "waba_monitor_poll_runs_total{outcome=\"ok\",source=\"main\"}",
+        )
+    })
+    .map(str::to_owned);
+
+    // Another process holds the database's write lock (a stuck sqlite3 shell, a backup tool):
+    // every write of the daemon fails after its busy timeout.
+    let db = app.config().daemon.database;
+    let mut locker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("second connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut locker)
+        .await
+        .expect("lock");
+    app.sim
+        .with_state(|s| s.phone_mut(P0).quality_rating = Some("RED".into()));
+    // A cycle that started before the lock may still be recorded; the next one cannot be.
+    d.next_cycle().await;
+    d.next_cycle().await;
+
+    let (code, body) = d.get("/readyz", None).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("could not be recorded") && body.contains("locked"),
+        "{body}"
+    );
+    let (_, text) = d.get("/metrics", None).await;
+    assert_valid_openmetrics(&text);
+    let errors: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("waba_monitor_store_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(errors >= 1.0, "{text}");
+    let ok_now = sample(
+        &text,
+        "waba_monitor_poll_runs_total{source=\"main\",outcome=\"ok\"}",
+    )
+    .or_else(|| {
+        sample(
+            &text,
+            "waba_monitor_poll_runs_total{outcome=\"ok\",source=\"main\"}",
+        )
+    })
+    .map(str::to_owned);
+    assert!(
+        text.contains("outcome=\"failed\""),
+        "an unrecorded cycle is a failed poll: {text}"
+    );
+    // A cycle may have been recorded between the first sample and the lock, no more.
+    let n = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        n(&ok_now) <= n(&ok_before) + 1.0,
+        "{ok_before:?} -> {ok_now:?}"
+    );
+
+    // The lock goes away: the next cycle records the RED it saw all along.
+    sqlx::query("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .expect("unlock");
+    drop(locker);
+    let mut recorded = false;
+    for _ in 0..5 {
+        if d.next_cycle().await > 0 {
+            recorded = true;
+            break;
+        }
+    }
+    assert!(
+        recorded,
+        "the change is recorded once the database takes writes"
+    );
+    assert_eq!(d.get("/readyz", None).await.0, 200);
     d.stop().await;
 }

@@ -489,6 +489,7 @@ async fn cmd_poll_once(path: &std::path::Path, json: bool) -> anyhow::Result<Exi
         Err(code) => return Ok(code),
     };
     telemetry::init(cfg.daemon.log_format);
+    crate::daemon::warn_if_empty_database(&cfg.daemon.database);
     let store = Store::open(&cfg.daemon.database)
         .await
         .context("could not open the database")?;

@@ -45,6 +45,30 @@ impl Default for RunOptions {
 /// Runs until `shutdown` resolves, then stops cleanly: the in-flight cycle finishes (or is
 /// abandoned after `shutdown_grace`), the HTTP server and the delivery worker stop, and the
 /// database is closed. Binds `[daemon] listen`.
+/// Installs the SIGHUP handler at once, so that a reload signal sent while the process starts
+/// is not fatal (the default action of SIGHUP ends a process). Call first thing in `main`.
+pub fn catch_early_signals() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // The stream itself is not needed: the handler outlives it.
+        if let Err(e) = signal(SignalKind::hangup()) {
+            eprintln!("warning: could not install the SIGHUP handler: {e}");
+        }
+    }
+}
+
+/// Warns when the database file exists but is empty: a lost or truncated database would
+/// otherwise silently start a new history.
+pub fn warn_if_empty_database(path: &std::path::Path) {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+        tracing::warn!(
+            database = %path.display(),
+            "the database file is empty (0 bytes): starting a new history in it; if it should hold data, stop the daemon and restore a backup (`waba-monitor backup` makes them)"
+        );
+    }
+}
+
 pub async fn run(
     cfg: Config,
     opts: RunOptions,
@@ -75,6 +99,7 @@ pub async fn run_with_listener(
     let store = Store::open_with(&cfg.daemon.database, opts.busy_timeout)
         .await
         .context("could not open the database")?;
+    warn_if_empty_database(&cfg.daemon.database);
     let metrics = Arc::new(Metrics::new());
     let first = Arc::new(Poller::from_config_with_metrics(
         &cfg,

@@ -372,6 +372,50 @@ impl Poller {
         }
     }
 
+    /// A cycle that ran past `cycle_timeout` was abandoned: nothing of it was recorded, but it
+    /// counts as a failed poll of every source towards "monitoring blind" (a Graph API that
+    /// hangs on every request must not leave the monitor silently blind). One transaction, like
+    /// a cycle: the source states, the blind alerts and their emails.
+    pub async fn record_abandoned_cycle(&self, why: &str) {
+        let now = Utc::now();
+        let recorded = async {
+            let mut tx = self.store.begin_write().await?;
+            for s in &self.sources {
+                let blind = crate::alerts::record_source_health_in(
+                    &mut tx,
+                    s.name(),
+                    &SourceHealth::Failed {
+                        reason: why.to_owned(),
+                    },
+                    self.alerts.blind_after,
+                    self.policy(),
+                    now,
+                )
+                .await?;
+                self.metrics
+                    .source_blind
+                    .get_or_create(&SourceLabels {
+                        source: s.name().to_owned(),
+                    })
+                    .set(i64::from(blind));
+            }
+            let severities = crate::notify::digest_in(&mut tx, self.email.as_ref(), now).await?;
+            tx.commit().await?;
+            Ok::<usize, crate::store::StoreError>(severities.len())
+        };
+        match recorded.await {
+            Ok(alerts) => {
+                if alerts > 0 {
+                    self.mail_wake.notify_one();
+                }
+            }
+            Err(e) => {
+                self.metrics.store_error("record_cycle");
+                tracing::error!(error = %e, "could not record the abandoned cycle in the database");
+            }
+        }
+    }
+
     /// The database half of a cycle, in one transaction.
     async fn record(
         &self,

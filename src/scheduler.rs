@@ -144,10 +144,18 @@ pub async fn run(
                     }
                     Some(Err(_)) => {
                         stats.cycles_timed_out.fetch_add(1, Ordering::Relaxed);
-                        stats.unrecorded(format!(
+                        let why = format!(
                             "the cycle ran longer than cycle_timeout ({}) and was abandoned",
                             crate::timefmt::format_duration(cfg.cycle_timeout)
-                        ));
+                        );
+                        // Bounded too: a database that hangs must not stall the scheduler.
+                        if tokio::time::timeout(cfg.cycle_timeout, poller.record_abandoned_cycle(&why))
+                            .await
+                            .is_err()
+                        {
+                            tracing::error!("could not record the abandoned cycle in time");
+                        }
+                        stats.unrecorded(why);
                         tracing::warn!(timeout = ?cfg.cycle_timeout, "poll cycle timed out and was abandoned; targets keep their last known state");
                     }
                     None => {}

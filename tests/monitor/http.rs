@@ -504,3 +504,56 @@ async fn a_cycle_the_database_cannot_record_is_a_failed_cycle_everywhere() {
     assert_eq!(d.get("/readyz", None).await.0, 200);
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cycles_that_keep_running_past_their_timeout_make_the_source_blind() {
+    use waba_monitor::sim::{Fault, FaultKind, FaultTarget};
+    let app = TestApp::spawn_with(
+        one_waba(1),
+        &format!("wabas = [\"{WABA1}\"]"),
+        "v24.0",
+        "* * * * * *",
+    )
+    .await;
+    let d = Running::start(&app).await;
+    // Meta now hangs on every request: each cycle runs past its 1 s timeout and is abandoned.
+    app.sim.with_state(|s| {
+        s.add_fault(Fault::always(
+            FaultTarget::Any,
+            FaultKind::Hang(Duration::from_secs(3)),
+        ))
+    });
+    let store = app.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let blind: Option<bool> =
+            sqlx::query_scalar("SELECT blind FROM source_state WHERE source = 'main'")
+                .fetch_optional(store.pool())
+                .await
+                .expect("source state");
+        if blind == Some(true) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "abandoned cycles never made the source blind"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let queued: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE subject LIKE '%blind%'")
+            .fetch_one(store.pool())
+            .await
+            .expect("outbox");
+    let alerts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE topic = 'blind'")
+        .fetch_one(store.pool())
+        .await
+        .expect("alerts");
+    assert!(alerts >= 1 || queued >= 1, "the blind alert is raised");
+    let (code, body) = d.get("/readyz", None).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("cycle_timeout"), "{body}");
+    store.close().await;
+    app.sim.with_state(|s| s.faults.clear());
+    d.stop().await;
+}

@@ -359,3 +359,27 @@ async fn backup_writes_a_consistent_copy_and_retention_prunes_old_history() {
     assert_eq!(store.history_count().await.expect("count"), original - old);
     assert!(store.integrity_ok().await.expect("check"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_while_the_daemon_starts_is_not_fatal() {
+    let app = TestApp::spawn(one_waba(1), &format!("wabas = [\"{W1}\"]")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notify = dir.path().join("notify.sock");
+    let _notes = Notes::listen(&notify);
+    // The old handler was installed only once the database and the sources were up, some
+    // 20 ms after exec; a reload signal before that ended the process.
+    for delay_ms in [5u64, 10, 15, 20, 30] {
+        let mut child = spawn_daemon(&app, &notify, None);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        signal(&child, "-HUP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = child.try_wait().expect("wait");
+        if status.is_some() {
+            let (code, err) = wait_exit(&mut child, Duration::from_secs(1)).await;
+            panic!("SIGHUP {delay_ms} ms after start ended the daemon (exit {code}): {err}");
+        }
+        signal(&child, "-TERM");
+        let (code, err) = wait_exit(&mut child, Duration::from_secs(20)).await;
+        assert_eq!(code, 0, "{err}");
+    }
+}

@@ -276,6 +276,7 @@ impl Deliverer {
     pub async fn run(self, wake: Arc<Notify>, mut shutdown: ShutdownSignal, tick: Duration) {
         loop {
             if let Err(e) = self.deliver_due(Utc::now()).await {
+                self.metrics.store_error("outbox");
                 tracing::error!(error = %e, "could not read or update the outbox");
             }
             tokio::select! {

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 use url::Url;
@@ -862,11 +862,38 @@ impl fmt::Display for ApiVersion {
 }
 
 /// A validated cron schedule (six fields, seconds first, UTC) as tokio-cron-scheduler reads it.
-#[derive(Debug, Clone)]
+///
+/// Cron fields are independent sets: a second fires when its second, minute and hour are in
+/// their fields and its date matches the day fields. So the schedule fires at the same times on
+/// every day it fires on, and every clock hour it fires in holds the same number of firings
+/// (UTC has no daylight saving). The analysis works from the fields, exactly, rather than by
+/// walking firings: croner's iterator skips the second after each firing ("* * * * * *" would
+/// look like one cycle every 2 s), and walking a dense schedule for long is slow.
+#[derive(Clone)]
 pub struct Schedule {
     pub expr: String,
     cron: croner::Cron,
+    /// Firings in each clock hour it fires in: the seconds field × the minutes field.
+    per_hour: u64,
+    /// The shortest gap between two firings of the same day (none if it fires once a day).
+    min_gap_in_day: Option<u32>,
+    /// A day's first and last firing, in seconds after midnight.
+    first_in_day: u32,
+    last_in_day: u32,
 }
+
+impl fmt::Debug for Schedule {
+    /// The expression only: croner's bit fields run to thousands of lines.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Schedule")
+            .field("expr", &self.expr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many days ahead the day fields are examined for the shortest gap between two days'
+/// firings: eight years hold two 29ths of February.
+const SCHEDULE_DAY_WINDOW: u64 = 8 * 366;
 
 impl Schedule {
     pub fn parse(expr: &str) -> Result<Schedule, String> {
@@ -882,48 +909,105 @@ impl Schedule {
             .build()
             .parse(expr)
             .map_err(|e| format!("\"{expr}\" is not a valid cron expression: {e}"))?;
+        let pattern = &cron.pattern;
+        let seconds: Vec<u32> = (0..60)
+            .filter(|s| pattern.second_match(*s).unwrap_or(false))
+            .collect();
+        let minutes: Vec<u32> = (0..60)
+            .filter(|m| pattern.minute_match(*m).unwrap_or(false))
+            .collect();
+        let hours: Vec<u32> = (0..24)
+            .filter(|h| pattern.hour_match(*h).unwrap_or(false))
+            .collect();
+        let (Some(first_s), Some(first_m), Some(first_h), Some(last_s), Some(last_m), Some(last_h)) = (
+            seconds.first(),
+            minutes.first(),
+            hours.first(),
+            seconds.last(),
+            minutes.last(),
+            hours.last(),
+        ) else {
+            return Err(format!(
+                "\"{expr}\" never fires: its seconds, minutes or hours field matches nothing"
+            ));
+        };
+        // The times of one day in order (at most 86,400): the shortest gap between neighbours.
+        let mut previous: Option<u32> = None;
+        let mut min_gap_in_day: Option<u32> = None;
+        for h in &hours {
+            for m in &minutes {
+                for s in &seconds {
+                    let t = h * 3600 + m * 60 + s;
+                    if let Some(p) = previous {
+                        min_gap_in_day = Some(min_gap_in_day.map_or(t - p, |g| g.min(t - p)));
+                    }
+                    previous = Some(t);
+                }
+            }
+        }
         Ok(Schedule {
             expr: expr.to_owned(),
+            per_hour: (seconds.len() * minutes.len()) as u64,
+            min_gap_in_day,
+            first_in_day: first_h * 3600 + first_m * 60 + first_s,
+            last_in_day: last_h * 3600 + last_m * 60 + last_s,
             cron,
         })
     }
 
-    /// The next firing strictly after `t`.
+    /// The next firing strictly after `t`; `None` if the schedule never fires again (the 30th
+    /// of February), which is also when tokio-cron-scheduler would never fire it.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.iter_after(t).next()
+        self.cron.find_next_occurrence(&t, false).ok()
     }
 
-    /// The most cycles the schedule fires in any one clock hour over the next two days (a
-    /// schedule can be dense in some hours only). Capped so a silly schedule cannot hang.
+    /// Whether the schedule fires on `day` (at its times of day).
+    fn fires_on(&self, day: NaiveDate) -> bool {
+        let p = &self.cron.pattern;
+        let (y, m, d) = (day.year(), day.month(), day.day());
+        p.year_match(y).unwrap_or(false)
+            && p.month_match(m).unwrap_or(false)
+            && p.day_match(y, m, d).unwrap_or(false)
+    }
+
+    /// The most cycles the schedule fires in any one clock hour: seconds × minutes for a
+    /// schedule that fires after `from` (every hour it fires in holds that many), 0 for one that
+    /// never fires.
     pub fn max_cycles_per_hour(&self, from: DateTime<Utc>) -> u64 {
-        let start = from
-            .with_minute(0)
-            .and_then(|t| t.with_second(0))
-            .and_then(|t| t.with_nanosecond(0))
-            .unwrap_or(from);
-        let end = start + chrono::Duration::hours(48);
-        let mut per_hour = std::collections::HashMap::<i64, u64>::new();
-        for t in self.cron.iter_after(start).take(200_000) {
-            if t >= end {
-                break;
-            }
-            *per_hour.entry(t.timestamp() / 3600).or_default() += 1;
+        if self.next_after(from).is_some() {
+            self.per_hour
+        } else {
+            0
         }
-        per_hour.values().copied().max().unwrap_or(0)
     }
 
-    /// The shortest gap between two firings over the next two days.
+    /// The shortest gap between two firings: within a day, or from a day's last firing to the
+    /// next firing day's first, over the days of the next eight years from `from` (a schedule
+    /// firing on fewer than two of them reports those eight years).
     pub fn min_interval(&self, from: DateTime<Utc>) -> Duration {
-        let mut prev: Option<DateTime<Utc>> = None;
-        let mut min = Duration::from_secs(48 * 3600);
-        for t in self.cron.iter_after(from).take(10_000) {
-            if let Some(p) = prev {
-                let gap = (t - p).to_std().unwrap_or_default();
-                min = min.min(gap);
+        let mut best = self.min_gap_in_day.map(u64::from);
+        let across =
+            |days: u64| days * DAY + u64::from(self.first_in_day) - u64::from(self.last_in_day);
+        let start = from.date_naive();
+        let mut previous: Option<u64> = None;
+        for i in 0..SCHEDULE_DAY_WINDOW {
+            let Some(day) = start.checked_add_days(chrono::Days::new(i)) else {
+                break;
+            };
+            if !self.fires_on(day) {
+                continue;
             }
-            prev = Some(t);
+            if let Some(p) = previous {
+                let gap = across(i - p);
+                best = Some(best.map_or(gap, |b| b.min(gap)));
+                if i - p == 1 {
+                    // Consecutive days: no two days come closer.
+                    break;
+                }
+            }
+            previous = Some(i);
         }
-        min
+        Duration::from_secs(best.unwrap_or(SCHEDULE_DAY_WINDOW * DAY))
     }
 }
 
@@ -1124,7 +1208,7 @@ impl Config {
         let raw = read_raw(root.get_ref(), &mut p);
         let base_dir = path.parent().unwrap_or(Path::new("."));
         let schedule_span = raw.daemon.poll_schedule.as_ref().map(|s| s.span());
-        let daemon = validate_daemon(raw.daemon, base_dir, &mut p);
+        let daemon = validate_daemon(raw.daemon, base_dir, now, &mut p);
         let mut meta = Vec::new();
         let mut names = BTreeSet::new();
         if raw.meta.is_empty() && raw.bsp.is_empty() {
@@ -1165,7 +1249,7 @@ impl Config {
             }
         }
         if let Some(d) = &daemon {
-            check_budget(d, &meta, schedule_span.clone(), &mut p);
+            check_budget(d, &meta, schedule_span.clone(), now, &mut p);
         }
         let email = raw
             .email
@@ -1288,7 +1372,12 @@ fn int_key(
     }
 }
 
-fn validate_daemon(raw: RawDaemon, base_dir: &Path, p: &mut Problems<'_>) -> Option<DaemonConfig> {
+fn validate_daemon(
+    raw: RawDaemon,
+    base_dir: &Path,
+    now: DateTime<Utc>,
+    p: &mut Problems<'_>,
+) -> Option<DaemonConfig> {
     let database = match raw.database {
         Some(d) if d.get_ref().trim().is_empty() => {
             p.add(
@@ -1321,7 +1410,19 @@ fn validate_daemon(raw: RawDaemon, base_dir: &Path, p: &mut Problems<'_>) -> Opt
     let schedule_raw = raw.poll_schedule;
     let schedule = match &schedule_raw {
         Some(s) => match Schedule::parse(s.get_ref()) {
-            Ok(s) => Some(s),
+            Ok(parsed) if parsed.next_after(now).is_none() => {
+                p.add(
+                    Some(s.span()),
+                    "daemon.poll_schedule",
+                    format!(
+                        "\"{}\" never fires: no date has the day of the month, month and day of the week it asks for, so the daemon would never poll",
+                        s.get_ref()
+                    ),
+                    "use days that exist (February has 28 days, 29 in leap years; April, June, September and November have 30); when both day-of-month and day-of-week are set, a date must match both; e.g. \"0 */5 * * * *\" polls every 5 minutes",
+                );
+                None
+            }
+            Ok(parsed) => Some(parsed),
             Err(e) => {
                 p.add(
                     Some(s.span()),
@@ -1336,7 +1437,7 @@ fn validate_daemon(raw: RawDaemon, base_dir: &Path, p: &mut Problems<'_>) -> Opt
     };
     let interval = schedule
         .as_ref()
-        .map(|s| s.min_interval(Utc::now()))
+        .map(|s| s.min_interval(now))
         .unwrap_or(Duration::from_secs(300));
     let timeout_span = raw.cycle_timeout.as_ref().map(|v| v.span());
     let cycle_timeout = duration_key(
@@ -1669,9 +1770,10 @@ fn check_budget(
     daemon: &DaemonConfig,
     meta: &[MetaSourceConfig],
     schedule_span: Option<std::ops::Range<usize>>,
+    now: DateTime<Utc>,
     p: &mut Problems<'_>,
 ) {
-    let per_hour = daemon.poll_schedule.max_cycles_per_hour(Utc::now());
+    let per_hour = daemon.poll_schedule.max_cycles_per_hour(now);
     for m in meta {
         let budget = u64::from(m.waba_call_budget());
         if per_hour > budget {
@@ -2282,6 +2384,120 @@ wabas = ["987654321"]
         // Dense only from 09:00 to 09:59: the peak hour counts, not the daily average.
         let s = Schedule::parse("0 * 9 * * *").expect("valid");
         assert_eq!(s.max_cycles_per_hour(Utc::now()), 60);
+    }
+
+    /// Firings per clock hour (worst hour) and the shortest gap, counted second by second over
+    /// `hours` hours from `start` with croner's own matcher: the reference the analysis must
+    /// agree with.
+    fn brute_force(s: &Schedule, start: DateTime<Utc>, hours: i64) -> (u64, Option<i64>) {
+        let mut per_hour = std::collections::BTreeMap::<i64, u64>::new();
+        let mut prev: Option<i64> = None;
+        let mut min_gap: Option<i64> = None;
+        for i in 0..hours * 3600 {
+            let t = start + chrono::Duration::seconds(i);
+            if s.cron.is_time_matching(&t).unwrap_or(false) {
+                *per_hour.entry(i / 3600).or_default() += 1;
+                if let Some(p) = prev {
+                    min_gap = Some(min_gap.map_or(i - p, |g| g.min(i - p)));
+                }
+                prev = Some(i);
+            }
+        }
+        (per_hour.values().copied().max().unwrap_or(0), min_gap)
+    }
+
+    #[test]
+    fn adjacent_seconds_each_count_as_a_cycle() {
+        let now = Utc::now();
+        for (expr, per_hour, min_secs) in [
+            ("* * * * * *", 3600, 1),
+            ("0,1 * * * * *", 120, 1),
+            ("0-9 * * * * *", 600, 1),
+            ("*/2 * * * * *", 1800, 2),
+            ("58,59 59 * * * *", 2, 1),
+            ("59 59 * * * *", 1, 3600),
+            ("0 0 0 * * *", 1, 86_400),
+        ] {
+            let s = Schedule::parse(expr).expect("valid");
+            assert_eq!(s.max_cycles_per_hour(now), per_hour, "{expr}");
+            assert_eq!(s.min_interval(now), Duration::from_secs(min_secs), "{expr}");
+        }
+    }
+
+    #[test]
+    fn the_schedule_analysis_agrees_with_a_second_by_second_count() {
+        // Three days over the end of a February: a Saturday, a Sunday, a Monday.
+        let start = day(2027, 2, 27)
+            .and_hms_opt(0, 0, 0)
+            .expect("a time")
+            .and_utc();
+        for expr in [
+            "* * * * * *",
+            "0,1 * * * * *",
+            "*/7 * 9-10 * * *",
+            "0 * 9 * * *",
+            "0 59 23,0 * * *",
+            "30 */20 * * * 1-5",
+            "0 0 12 28 2 *",
+            "15,45 0,1,59 * * * *",
+        ] {
+            let s = Schedule::parse(expr).expect("valid");
+            let (per_hour, gap) = brute_force(&s, start, 72);
+            assert_eq!(s.max_cycles_per_hour(start), per_hour, "{expr}");
+            if let Some(gap) = gap {
+                assert_eq!(
+                    s.min_interval(start),
+                    Duration::from_secs(gap.unsigned_abs()),
+                    "{expr}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_one_second_schedule_is_analysed_quickly() {
+        let started = std::time::Instant::now();
+        let s = Schedule::parse("* * * * * *").expect("valid");
+        for _ in 0..5 {
+            assert_eq!(s.max_cycles_per_hour(Utc::now()), 3600);
+            assert_eq!(s.min_interval(Utc::now()), Duration::from_secs(1));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn two_adjacent_seconds_a_minute_are_over_the_default_budget() {
+        let src = GOOD.replace("0 */5 * * * *", "0,1 * * * * *");
+        let e = Config::from_toml(Path::new("m.toml"), &src).unwrap_err();
+        assert_eq!(located(&e), [("daemon.poll_schedule".to_owned(), Some(4))]);
+        let text = e.to_string();
+        assert!(
+            text.contains("120 calls/hour per WABA, over its budget of 100"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_is_refused_with_its_line_and_a_fix() {
+        for expr in ["0 0 0 30 2 *", "0 0 0 31 4 *", "0 0 0 31 2,4,6 *"] {
+            let src = GOOD.replace("0 */5 * * * *", expr);
+            let e = Config::from_toml(Path::new("m.toml"), &src).unwrap_err();
+            assert_eq!(
+                located(&e),
+                [("daemon.poll_schedule".to_owned(), Some(4))],
+                "{expr}: {e}"
+            );
+            let p = &e.problems[0];
+            assert!(p.message.contains("never"), "{p:?}");
+            assert!(p.fix.as_deref().unwrap_or("").contains("February"), "{p:?}");
+        }
+        // Rare but real: the 29th of February comes every four years.
+        let src = GOOD.replace("0 */5 * * * *", "0 0 0 29 2 *");
+        assert!(Config::from_toml(Path::new("m.toml"), &src).is_ok());
     }
 
     #[test]

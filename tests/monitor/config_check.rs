@@ -368,3 +368,62 @@ async fn the_graph_api_versions_end_of_life_is_a_metric() {
         "{metrics}"
     );
 }
+
+/// A config with one `[[meta]]` source (env token `T`) polled on `schedule`; `quota` adds keys
+/// to the source.
+fn schedule_config(files: &Files, schedule: &str, quota: &str) -> PathBuf {
+    files.config(&format!(
+        "[daemon]\npoll_schedule = \"{schedule}\"\ndatabase = \"monitor.db\"\n\n[[meta]]\nname = \"m\"\naccess_token_env = \"T\"\nwabas = [\"1\"]\n{quota}\n"
+    ))
+}
+
+#[test]
+fn adjacent_seconds_are_each_a_cycle_in_the_budget_and_the_projection() {
+    let files = Files::new();
+    // Two seconds a minute: 120 cycles an hour, over the default budget of 100.
+    let config = schedule_config(&files, "0,1 * * * * *", "");
+    for command in ["check-config", "run"] {
+        let out = binary(&config, &[command], &[("T", "t")]);
+        let (_, stderr) = text(&out);
+        assert_problem(&out, 2, "daemon.poll_schedule");
+        assert!(
+            stderr.contains("120 calls/hour per WABA, over its budget of 100"),
+            "{command}: {stderr}"
+        );
+    }
+    // Within a larger budget, the projection counts every second.
+    let quota = "quota_per_waba_hour = 5000\nquota_share = 1.0";
+    for (schedule, cycles) in [("* * * * * *", 3600), ("0-9 * * * * *", 600)] {
+        let config = schedule_config(&files, schedule, quota);
+        let out = binary(&config, &["check-config"], &[("T", "t")]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!(
+                "every 1s at the shortest, at most {cycles} cycles in an hour"
+            )),
+            "{schedule}: {stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("{cycles} calls/hour per WABA")),
+            "{schedule}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_schedule_that_never_fires_is_refused_by_check_config_and_run() {
+    let files = Files::new();
+    let config = schedule_config(&files, "0 0 0 30 2 *", "");
+    for command in ["check-config", "run"] {
+        let out = binary(&config, &[command], &[("T", "t")]);
+        let (stdout, stderr) = text(&out);
+        assert_problem(&out, 2, "daemon.poll_schedule");
+        assert!(stderr.contains("never fires"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("February has 28 days"),
+            "{command}: {stderr}"
+        );
+        assert!(!stdout.contains("next at never"), "{command}: {stdout}");
+    }
+}

@@ -23,6 +23,7 @@ macro_rules! outln {
         $crate::cli::write_out(format_args!($($arg)*))
     };
 }
+#[cfg(feature = "sim")]
 pub(crate) use outln;
 
 /// Writes one line of command output; see [`outln!`].
@@ -126,6 +127,7 @@ pub enum Command {
     TestEmail,
     /// See it work with no Meta account: the whole daemon against a built-in simulated Graph
     /// API on loopback, with a small fleet whose ratings and statuses change every few seconds.
+    #[cfg(feature = "sim")]
     Demo {
         /// Folder for the demo's database, config and token file.
         #[arg(long, default_value = "waba-monitor-demo")]
@@ -147,8 +149,10 @@ pub fn parse() -> Cli {
 /// The clap command [`parse`] uses.
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
+    let command = Cli::command();
     // The demo gets its own hidden `--config` before the global one would be copied into it.
-    Cli::command().mut_subcommand("demo", |demo| {
+    #[cfg(feature = "sim")]
+    let command = command.mut_subcommand("demo", |demo| {
         demo.arg(
             clap::Arg::new("config")
                 .long("config")
@@ -156,7 +160,8 @@ pub fn command() -> clap::Command {
                 .value_parser(clap::value_parser!(PathBuf))
                 .hide(true),
         )
-    })
+    });
+    command
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -174,6 +179,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         } => cmd_history(&cli.config, id, since, limit, json).await,
         Command::TestEmail => cmd_test_email(&cli.config).await,
         Command::Backup { path } => cmd_backup(&cli.config, &path).await,
+        #[cfg(feature = "sim")]
         Command::Demo { dir, run_for } => crate::demo::run(&dir, run_for.as_deref()).await,
     };
     match result {

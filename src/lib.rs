@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod http;
 pub mod metrics;
@@ -21,6 +22,7 @@ pub mod retry;
 pub mod scheduler;
 pub mod secrets;
 pub mod service;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod sources;
 pub mod store;

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use url::form_urlencoded;
 
-use super::state::SimState;
+use super::SimState;
 
 /// The only path the simulator serves.
 pub const ACCOUNTS_PATH: &str = "/v1/whatsapp/businessAccounts";

@@ -2753,6 +2753,50 @@ repeat_interval = "99999999d"
     }
 
     #[test]
+    fn with_secrets_checked_a_secret_of_two_lines_or_with_a_control_character_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let private = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            path
+        };
+        let meta = private("meta-token", "t0ken-one\nt0ken-two\n");
+        let bsp = private("bsp-token", "t0ken\u{1b}[0m\n");
+        let api = private("api-token", "t0ken\tx");
+        let smtp = private("smtp-password", "pa55word\r\nsecond\r\n");
+        let path = dir.path().join("monitor.toml");
+        std::fs::write(
+            &path,
+            "[daemon]\napi_token_file = \"api-token\"\n\n[[meta]]\nname = \"m\"\naccess_token_file = \"meta-token\"\nwabas = [\"1\"]\n\n[[bsp]]\nkind = \"finedu\"\nname = \"b\"\ntoken_file = \"bsp-token\"\n\n[email]\nsmtp_host = \"smtp.example.com\"\nusername = \"u\"\npassword_file = \"smtp-password\"\nfrom = \"m@example.com\"\nto = [\"o@example.com\"]\n",
+        )
+        .expect("write");
+        assert!(Config::load(&path).is_ok(), "secrets are not read by load");
+        let e = Config::load_for_start(&path).unwrap_err();
+        assert_eq!(
+            located(&e),
+            [
+                ("daemon.api_token_file".to_owned(), Some(2)),
+                ("meta[0].access_token_file".to_owned(), Some(6)),
+                ("bsp[0].token_file".to_owned(), Some(12)),
+                ("email.password_file".to_owned(), Some(17)),
+            ]
+        );
+        let text = e.to_string();
+        for (file, reason) in [
+            (&api, "contains a control character at byte 5"),
+            (&meta, "has 2 lines"),
+            (&bsp, "contains a control character at byte 5"),
+            (&smtp, "has 2 lines"),
+        ] {
+            let named = format!("{} {reason}", file.display());
+            assert!(text.contains(&named), "{named} not in\n{text}");
+        }
+        assert!(!text.contains("t0ken") && !text.contains("pa55"), "{text}");
+    }
+
+    #[test]
     fn duplicate_keys_and_a_single_meta_table_are_problems_with_lines() {
         let src = "[daemon]\ndatabase = \"a.db\"\ndatabase = \"b.db\"\n";
         let e = Config::from_toml(Path::new("m.toml"), src).unwrap_err();

@@ -30,6 +30,65 @@ pub enum SecretError {
     FileTooOpen { path: PathBuf, mode: u32 },
     #[error("secret file {} is empty", .0.display())]
     FileEmpty(PathBuf),
+    #[error("secret file {} is {kind}, not a regular file", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
+    /// A value no server would take as a credential (reasons never quote the value).
+    #[error("secret file {} {reason}", path.display())]
+    FileMalformed { path: PathBuf, reason: Malformed },
+    #[error("environment variable {name} {reason}")]
+    EnvMalformed { name: String, reason: Malformed },
+}
+
+/// What is wrong with a secret's value, in words that quote none of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// More than one line once surrounding whitespace is trimmed.
+    Lines(usize),
+    /// A control character (a tab, an escape, a carriage return inside the value, U+0080–U+009F
+    /// ...) at this byte offset of the file or variable: it cannot go into an HTTP header.
+    Control(usize),
+    /// Not UTF-8: the first bad byte's offset.
+    NotUtf8(usize),
+    /// Longer than [`MAX_SECRET_BYTES`].
+    TooLarge,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Malformed::Lines(n) => write!(f, "has {n} lines; a secret is one line"),
+            Malformed::Control(at) => write!(
+                f,
+                "contains a control character at byte {at}; a secret is printable text on one line"
+            ),
+            Malformed::NotUtf8(at) => write!(f, "is not UTF-8 text (byte {at} is not valid UTF-8)"),
+            Malformed::TooLarge => write!(
+                f,
+                "is larger than {} KiB; a secret is one short line",
+                MAX_SECRET_BYTES / 1024
+            ),
+        }
+    }
+}
+
+/// The most a secret file may hold: a token is a few hundred bytes.
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// Checks a secret's text as read (a file's whole content, a variable's value): surrounding
+/// whitespace (a trailing newline) is allowed and trimmed; what remains must be one line
+/// without control characters, so it can go into an HTTP header (`Authorization: Bearer ...`)
+/// or an SMTP login as it is. Offsets are into `text`. Returns the trimmed value.
+pub fn validate_secret_text(text: &str) -> Result<&str, Malformed> {
+    let trimmed = text.trim();
+    let start = text.len() - text.trim_start().len();
+    let lines = trimmed.split('\n').count();
+    if lines > 1 {
+        return Err(Malformed::Lines(lines));
+    }
+    if let Some((at, _)) = trimmed.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(Malformed::Control(start + at));
+    }
+    Ok(trimmed)
 }
 
 impl SecretError {
@@ -51,6 +110,18 @@ impl SecretError {
             SecretError::FileEmpty(path) => {
                 format!("write the secret into {} (mode 600)", path.display())
             }
+            SecretError::NotAFile { path, .. } => format!(
+                "point the key at a regular file holding only the secret (a symlink to one is fine, as systemd's credentials are), not at {}",
+                path.display()
+            ),
+            SecretError::FileMalformed { path, .. } => format!(
+                "write only the secret into {}, on one line (a final newline is fine), e.g. `printf '%s\\n' \"$TOKEN\" > {}`",
+                path.display(),
+                path.display()
+            ),
+            SecretError::EnvMalformed { name, .. } => format!(
+                "export {name} holding only the secret, on one line, without control characters"
+            ),
         }
     }
 }
@@ -94,7 +165,25 @@ impl SecretSource {
     pub fn load(&self) -> Result<SecretString, SecretError> {
         let secret = match self {
             SecretSource::Env(name) => match std::env::var(name) {
-                Ok(v) if !v.trim().is_empty() => SecretString::from(v.trim().to_owned()),
+                Ok(v) if !v.trim().is_empty() => match validate_secret_text(&v) {
+                    Ok(value) => SecretString::from(value.to_owned()),
+                    Err(reason) => {
+                        return Err(SecretError::EnvMalformed {
+                            name: name.clone(),
+                            reason,
+                        });
+                    }
+                },
+                Err(std::env::VarError::NotUnicode(raw)) => {
+                    use std::os::unix::ffi::OsStrExt;
+                    let at = std::str::from_utf8(raw.as_bytes())
+                        .err()
+                        .map_or(0, |e| e.valid_up_to());
+                    return Err(SecretError::EnvMalformed {
+                        name: name.clone(),
+                        reason: Malformed::NotUtf8(at),
+                    });
+                }
                 _ => return Err(SecretError::EnvMissing(name.clone())),
             },
             SecretSource::File(path) => read_secret_file(path)?,
@@ -121,7 +210,26 @@ impl SecretSource {
     }
 }
 
+/// What a file that is not a regular file is, for the message.
+fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a file"
+    }
+}
+
 fn read_secret_file(path: &Path) -> Result<SecretString, SecretError> {
+    use std::io::Read;
     let unreadable = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => SecretError::FileMissing(path.to_owned()),
         // The io error's text ("Permission denied (os error 13)") carries no secret.
@@ -130,7 +238,15 @@ fn read_secret_file(path: &Path) -> Result<SecretString, SecretError> {
             reason: e.to_string(),
         },
     };
+    // The type first, from the metadata (a symlink is followed): opening a FIFO would wait for
+    // a writer forever, reading a device would never end.
     let meta = std::fs::metadata(path).map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(SecretError::NotAFile {
+            path: path.to_owned(),
+            kind: file_kind(meta.file_type()),
+        });
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -142,12 +258,33 @@ fn read_secret_file(path: &Path) -> Result<SecretString, SecretError> {
             });
         }
     }
-    let text = std::fs::read_to_string(path).map_err(unreadable)?;
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    // Still a regular file once open (it could have been swapped in between).
+    let opened = file.metadata().map_err(unreadable)?;
+    if !opened.is_file() {
+        return Err(SecretError::NotAFile {
+            path: path.to_owned(),
+            kind: file_kind(opened.file_type()),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    let malformed = |reason| SecretError::FileMalformed {
+        path: path.to_owned(),
+        reason,
+    };
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(malformed(Malformed::TooLarge));
+    }
+    let text =
+        std::str::from_utf8(&bytes).map_err(|e| malformed(Malformed::NotUtf8(e.valid_up_to())))?;
+    let value = validate_secret_text(text).map_err(malformed)?;
+    if value.is_empty() {
         return Err(SecretError::FileEmpty(path.to_owned()));
     }
-    Ok(SecretString::from(trimmed.to_owned()))
+    Ok(SecretString::from(value.to_owned()))
 }
 
 #[cfg(test)]
@@ -215,6 +352,138 @@ mod tests {
             .check()
             .unwrap_err();
         assert!(matches!(err, SecretError::FileMissing(_)));
+    }
+
+    /// A private file holding `content`.
+    fn private_file(dir: &tempfile::TempDir, name: &str, content: &[u8]) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    }
+
+    #[test]
+    fn a_secret_file_of_two_lines_is_refused_naming_the_file_and_the_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (content, lines) in [
+            (&b"s3cret-one\ns3cret-two\n"[..], 2),
+            (b"s3cret-one\r\ns3cret-two\r\n", 2),
+            (b"\ns3cret-one\n\ns3cret-two\nthree\n\n", 4),
+        ] {
+            let path = private_file(&dir, "token", content);
+            let err = SecretSource::File(path.clone()).load().unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains(&format!("has {lines} lines")), "{text}");
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(
+                err.fix().contains(&path.display().to_string()),
+                "{}",
+                err.fix()
+            );
+        }
+    }
+
+    #[test]
+    fn a_control_character_in_a_secret_file_is_refused_with_its_byte_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (content, at) in [
+            (&b"s3cret\x07value\n"[..], 6),
+            (b"  s3cret\tvalue", 8),
+            (b"s3cret\rvalue\n", 6),
+            (b"\x00s3cret", 0),
+            (b"s3cret\x7f", 6),
+            ("s3cret\u{85}value".as_bytes(), 6),
+        ] {
+            let path = private_file(&dir, "token", content);
+            let text = SecretSource::File(path.clone())
+                .load()
+                .unwrap_err()
+                .to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(
+                text.contains(&format!("control character at byte {at}")),
+                "{content:?}: {text}"
+            );
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+    }
+
+    #[test]
+    fn surrounding_whitespace_and_one_trailing_newline_are_still_trimmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for content in [
+            &b"s3cret-value\n"[..],
+            b"s3cret-value\r\n",
+            b"  s3cret-value \n\n",
+        ] {
+            let path = private_file(&dir, "token", content);
+            let secret = SecretSource::File(path).load().expect("one line");
+            assert_eq!(secret.expose_secret(), "s3cret-value");
+        }
+    }
+
+    #[test]
+    fn a_secret_file_that_is_not_utf8_is_refused_without_its_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = private_file(&dir, "token", b"s3cret\xff\xfevalue");
+        let text = SecretSource::File(path.clone())
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(
+            text.contains("not UTF-8") && text.contains("byte 6"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    /// Runs `load` on a thread, failing (not hanging) if it has not returned after 10 s.
+    fn load_within_10s(path: PathBuf) -> Result<SecretString, SecretError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(SecretSource::File(path).load());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("loading the secret hung"))
+    }
+
+    #[test]
+    fn a_fifo_or_a_folder_as_the_secret_file_is_refused_without_opening_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("token-fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let folder = dir.path().join("token-dir");
+        std::fs::create_dir(&folder).expect("mkdir");
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        for (path, what) in [(fifo, "a FIFO"), (folder, "a directory")] {
+            let err = load_within_10s(path.clone()).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(
+                text.contains(what) && text.contains("not a regular file"),
+                "{text}"
+            );
+            assert!(err.fix().contains("regular file"), "{}", err.fix());
+        }
+    }
+
+    #[test]
+    fn a_symlink_to_a_private_regular_file_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = private_file(&dir, "real-token", b"s3cret-value\n");
+        let link = dir.path().join("token");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let secret = load_within_10s(link).expect("readable");
+        assert_eq!(secret.expose_secret(), "s3cret-value");
     }
 
     #[test]

@@ -427,3 +427,143 @@ fn a_schedule_that_never_fires_is_refused_by_check_config_and_run() {
         assert!(!stdout.contains("next at never"), "{command}: {stdout}");
     }
 }
+
+/// Asserts that `stderr` says `path` `reason` and holds none of `secrets`.
+fn assert_names(stderr: &str, path: &Path, reason: &str, secrets: &[&str]) {
+    let named = format!("{} {reason}", path.display());
+    assert!(stderr.contains(&named), "{named} not in:\n{stderr}");
+    for s in secrets {
+        assert!(!stderr.contains(s), "a secret was printed:\n{stderr}");
+    }
+}
+
+#[test]
+fn secrets_of_two_lines_or_with_control_characters_are_refused_by_check_config_and_run() {
+    let files = Files::new();
+    let meta = files.write("meta-token", "meta-s3cret-1\nmeta-s3cret-2\n", 0o600);
+    let bsp = files.write("bsp-token", "bsp-s3cret\u{1b}[0m\n", 0o600);
+    let smtp = files.write("smtp-password", "smtp-s3cret\u{7}\n", 0o600);
+    let config = files.config(&format!(
+        r#"[daemon]
+database = "monitor.db"
+api_token_env = "{SET_VAR}"
+
+[[meta]]
+name = "m"
+access_token_file = "meta-token"
+wabas = ["1"]
+
+[[bsp]]
+kind = "finedu"
+name = "b"
+token_file = "bsp-token"
+
+[email]
+smtp_host = "smtp.example.com"
+username = "monitor@example.com"
+password_file = "smtp-password"
+from = "monitor@example.com"
+to = ["ops@example.com"]
+"#
+    ));
+    let secrets = ["s3cret"];
+    for command in ["check-config", "run"] {
+        let out = binary(&config, &[command], &[(SET_VAR, "api-s3cret\nsecond")]);
+        let (stdout, stderr) = text(&out);
+        assert_problem(&out, 3, "daemon.api_token_env");
+        assert_problem(&out, 7, "meta[0].access_token_file");
+        assert_problem(&out, 13, "bsp[0].token_file");
+        assert_problem(&out, 18, "email.password_file");
+        assert!(
+            stderr.contains(&format!("environment variable {SET_VAR} has 2 lines")),
+            "{command}: {stderr}"
+        );
+        assert_names(&stderr, &meta, "has 2 lines", &secrets);
+        assert_names(
+            &stderr,
+            &bsp,
+            "contains a control character at byte 10",
+            &secrets,
+        );
+        assert_names(
+            &stderr,
+            &smtp,
+            "contains a control character at byte 11",
+            &secrets,
+        );
+        assert!(!stdout.contains("readable"), "{command}: {stdout}");
+        assert!(!stdout.contains("s3cret"), "{command}: {stdout}");
+    }
+}
+
+/// Makes a named pipe at `path` with `mkfifo`, mode 600.
+fn mkfifo(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success(), "mkfifo failed");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+#[test]
+fn a_fifo_as_the_token_file_is_refused_at_once_and_a_symlink_to_a_file_is_fine() {
+    let files = Files::new();
+    let fifo = files.path("meta-token");
+    mkfifo(&fifo);
+    let config = files.config(
+        "[daemon]\ndatabase = \"monitor.db\"\n\n[[meta]]\nname = \"m\"\naccess_token_file = \"meta-token\"\nwabas = [\"1\"]\n",
+    );
+    for command in ["check-config", "run"] {
+        let started = Instant::now();
+        let out = binary(&config, &[command], &[]);
+        let (_, stderr) = text(&out);
+        assert_problem(&out, 6, "meta[0].access_token_file");
+        assert_names(
+            &stderr,
+            &fifo,
+            "is a FIFO (named pipe), not a regular file",
+            &[],
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{command} was slow"
+        );
+    }
+    // systemd's credentials may be symlinks: one to a private regular file is read.
+    std::fs::remove_file(&fifo).expect("rm");
+    let real = files.write("real-token", "a-token-value\n", 0o600);
+    std::os::unix::fs::symlink(&real, &fifo).expect("symlink");
+    let out = binary(&config, &["check-config"], &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("(readable)"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_token_file_replaced_by_two_lines_fails_the_poll_naming_the_file_without_a_request() {
+    let app = TestApp::spawn(one_waba(1), &format!("wabas = [\"{WABA1}\"]")).await;
+    let poller = app.poller().await;
+    assert!(poller.poll_once().await.all_ok());
+    app.write_secret(
+        "meta-token",
+        &format!("{}\nsecond-line\n", crate::helpers::TOKEN),
+    );
+    app.sim.reset_counters();
+    let report = poller.poll_once().await;
+    poller.store().close().await;
+    let source = &report.sources[0];
+    assert!(!report.all_ok());
+    let errors: Vec<String> = source
+        .failures
+        .iter()
+        .map(|f| f.error.to_string())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("meta-token has 2 lines")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().all(|e| !e.contains("builder error")),
+        "{errors:?}"
+    );
+    assert_eq!(app.sim.http_requests(), 0, "a request was attempted");
+}

@@ -115,8 +115,7 @@ impl SecretError {
                 path.display()
             ),
             SecretError::FileMalformed { path, .. } => format!(
-                "write only the secret into {}, on one line (a final newline is fine), e.g. `printf '%s\\n' \"$TOKEN\" > {}`",
-                path.display(),
+                "write only the secret into {}, on one line (a final newline is fine), and keep it private (mode 600)",
                 path.display()
             ),
             SecretError::EnvMalformed { name, .. } => format!(
@@ -210,8 +209,9 @@ impl SecretSource {
     }
 }
 
-/// What a file that is not a regular file is, for the message.
-fn file_kind(t: std::fs::FileType) -> &'static str {
+/// What a file that is not a regular file is, for messages ("a directory", "a FIFO (named
+/// pipe)", ...).
+pub(crate) fn file_kind(t: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_dir() {
         "a directory"

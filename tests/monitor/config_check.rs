@@ -567,3 +567,63 @@ async fn a_token_file_replaced_by_two_lines_fails_the_poll_naming_the_file_witho
     );
     assert_eq!(app.sim.http_requests(), 0, "a request was attempted");
 }
+
+#[test]
+fn a_source_name_used_twice_is_reported_at_the_line_of_the_second() {
+    let files = Files::new();
+    let config = files.config(
+        "[daemon]\ndatabase = \"monitor.db\"\n\n[[meta]]\nname = \"main\"\naccess_token_env = \"T\"\nwabas = [\"1\"]\n\n[[meta]]\nname = \"main\"\naccess_token_env = \"T\"\nwabas = [\"2\"]\n",
+    );
+    let out = binary(&config, &["check-config"], &[("T", "t")]);
+    let (_, stderr) = text(&out);
+    assert_problem(&out, 10, "meta[1].name");
+    assert!(stderr.contains("\"main\" is used twice"), "{stderr}");
+}
+
+#[test]
+fn a_config_file_that_is_not_utf8_is_named_so_and_not_as_missing() {
+    let files = Files::new();
+    let path = files.path("monitor.toml");
+    let mut bytes = b"[daemon]\ndatabase = \"monitor.db\"\n\n[[meta]]\nname = \"caf".to_vec();
+    bytes.extend_from_slice(b"\xe9\"\naccess_token_env = \"T\"\nwabas = [\"1\"]\n");
+    std::fs::write(&path, &bytes).expect("write");
+    for command in ["check-config", "run"] {
+        let out = binary(&path, &[command], &[("T", "t")]);
+        let (_, stderr) = text(&out);
+        assert_problem(&out, 5, "(file)");
+        assert!(
+            stderr.contains("not UTF-8") && stderr.contains("byte 54"),
+            "{command}: {stderr}"
+        );
+        assert!(stderr.contains("save it as UTF-8"), "{command}: {stderr}");
+        assert!(!stderr.contains("create it"), "{command}: {stderr}");
+    }
+}
+
+#[test]
+fn a_config_path_that_is_a_folder_or_a_fifo_is_refused_at_once() {
+    let files = Files::new();
+    let fifo = files.path("monitor.toml");
+    mkfifo(&fifo);
+    let folder = files.dir.path().to_owned();
+    for (path, what) in [
+        (&folder, "is a directory"),
+        (&fifo, "is a FIFO (named pipe)"),
+    ] {
+        for command in ["check-config", "run"] {
+            let started = Instant::now();
+            let out = binary(path, &[command], &[]);
+            let (_, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+            assert!(
+                stderr.contains(&format!("{}: `(file)`: this {what}", path.display())),
+                "{command}: {stderr}"
+            );
+            assert!(!stderr.contains("create it"), "{command}: {stderr}");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{command} was slow"
+            );
+        }
+    }
+}

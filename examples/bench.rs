@@ -188,6 +188,7 @@ async fn bench(mode: &str) -> anyhow::Result<()> {
             ready_within: Duration::from_secs(600),
             stale_after: 2,
         },
+        Default::default(),
         shutdown,
     ));
     let http = reqwest::Client::new();

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub delivery_tick: Duration,
     /// How long a database write waits for another process's lock.
     pub busy_timeout: Duration,
+    /// Connection cap and timeouts of the HTTP listener.
+    pub http: http::HttpLimits,
 }
 
 impl Default for RunOptions {
@@ -38,6 +40,7 @@ impl Default for RunOptions {
             email_backoff: Deliverer::default_backoff(),
             delivery_tick: Duration::from_secs(15),
             busy_timeout: Store::BUSY_TIMEOUT,
+            http: http::HttpLimits::default(),
         }
     }
 }
@@ -132,6 +135,7 @@ pub async fn run_with_listener(
             ready_within: allowed,
             stale_after: cfg.daemon.stale_after,
         },
+        opts.http,
         shutdown.clone(),
     ));
     let mut delivery = Delivery::start(&cfg, &store, &opts, &metrics, &mail_wake, &shutdown)?;

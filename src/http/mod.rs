@@ -5,6 +5,9 @@
 //! `{"status":"error","message":...}`. It never returns a token.
 
 mod api;
+mod serve;
+
+pub use serve::{FD_RESERVE, HttpLimits, effective_cap, open_file_limit, serve_router};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -47,15 +50,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown`.
+/// Serves until `shutdown`, with the connection cap and timeouts of `limits` (see
+/// [`serve_router`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
-    mut shutdown: ShutdownSignal,
+    limits: HttpLimits,
+    shutdown: ShutdownSignal,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    serve_router(listener, router(state), limits, shutdown).await
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

@@ -10,6 +10,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod http;
+mod http_load;
 mod install;
 mod mail_safety;
 mod quota;

@@ -9,6 +9,7 @@
 
 pub mod finedu;
 pub mod graph;
+mod server;
 
 pub use finedu::{
     FineduFault, FineduHandle, FineduPhone, FineduRequest, FineduSim, FineduState, FineduWaba,

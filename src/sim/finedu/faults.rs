@@ -43,7 +43,48 @@ fn free_id(start: u64, taken: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// Whether a fault aimed at `page` (`None`: every page) hits a request whose page is `hint`
+/// (see `Incoming::page_hint`).
+fn hits(page: Option<u32>, hint: Option<u32>) -> bool {
+    page.is_none() || page == hint
+}
+
 impl FineduState {
+    /// How long the `Hang` faults delay every request, added up.
+    pub(super) fn hang(&self) -> Duration {
+        self.faults
+            .iter()
+            .map(|fault| match fault {
+                FineduFault::Hang(duration) => *duration,
+                _ => Duration::ZERO,
+            })
+            .sum()
+    }
+
+    /// The status of the first `HtmlError` that hits a request for this page.
+    pub(super) fn html_error(&self, page_hint: Option<u32>) -> Option<u16> {
+        self.faults.iter().find_map(|fault| match fault {
+            FineduFault::HtmlError { status, page } if hits(*page, page_hint) => Some(*status),
+            _ => None,
+        })
+    }
+
+    pub(super) fn unauthorized(&self) -> bool {
+        self.faults.contains(&FineduFault::Unauthorized)
+    }
+
+    /// Whether an `EmptyPage` fault empties this page's `data`.
+    pub(super) fn empties(&self, page_no: u32) -> bool {
+        self.faults.contains(&FineduFault::EmptyPage(page_no))
+    }
+
+    /// Whether a `Malformed` fault cuts the body of a request for this page.
+    pub(super) fn malformed(&self, page_hint: Option<u32>) -> bool {
+        self.faults
+            .iter()
+            .any(|fault| matches!(fault, FineduFault::Malformed { page } if hits(*page, page_hint)))
+    }
+
     /// Runs the faults that act once a page has been answered with a 200.
     pub(super) fn after_serving(&mut self, page: u32) {
         if let Some(index) = self

@@ -2,23 +2,19 @@
 //! in the BSP's shapes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
-use url::form_urlencoded;
 
-use super::faults::FineduFault;
 use super::state::{FineduState, FineduWaba};
-use super::{ACCOUNTS_PATH, FineduRequest, MAX_PAGE_PARAM, Shared, lock};
+use super::{ACCOUNTS_PATH, FineduRequest, MAX_PAGE_PARAM, Shared};
+use crate::sim::server::{HTML_TYPE, authorization, lock, parse_query, response};
 
 const DEFAULT_PAGE_SIZE: u32 = 10;
 const REVIEW_STATUSES: [&str; 3] = ["PENDING", "APPROVED", "REJECTED"];
 const JSON_TYPE: &str = "application/json;charset=UTF-8";
-const HTML_TYPE: &str = "text/html; charset=utf-8";
 
 /// The parameters of a valid listing request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,18 +162,7 @@ impl Reply {
     }
 
     fn into_response(self) -> Response {
-        let mut response = Response::new(Body::from(self.body));
-        *response.status_mut() =
-            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
-        for (name, value) in self.headers {
-            headers.append(name, HeaderValue::from_static(value));
-        }
-        response
+        response(self.status, self.content_type, self.body, &self.headers)
     }
 }
 
@@ -196,30 +181,17 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
     let incoming = Incoming {
         method: parts.method.clone(),
         path: parts.uri.path().to_owned(),
-        query: form_urlencoded::parse(raw_query.as_bytes())
-            .into_owned()
-            .collect(),
-        authorization: parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        query: parse_query(&raw_query),
+        authorization: authorization(&parts.headers),
     };
-    lock(&shared.log).push(FineduRequest {
+    shared.log.record(FineduRequest {
         path: incoming.path.clone(),
         query: raw_query,
         authorization: incoming.authorization.clone(),
     });
     // The hang comes first and the answer is computed after it, so a test that changes the
     // state while a request hangs sees the change in the answer.
-    let hang: Duration = lock(&shared.state)
-        .faults
-        .iter()
-        .map(|fault| match fault {
-            FineduFault::Hang(duration) => *duration,
-            _ => Duration::ZERO,
-        })
-        .sum();
+    let hang = lock(&shared.state).hang();
     if !hang.is_zero() {
         tokio::time::sleep(hang).await;
     }
@@ -240,15 +212,10 @@ impl Shared {
     fn answer(&self, incoming: &Incoming) -> Reply {
         let mut state = lock(&self.state);
         let page_hint = incoming.page_hint();
-        let hits = |page: &Option<u32>| page.is_none() || *page == page_hint;
-        let html = state.faults.iter().find_map(|fault| match fault {
-            FineduFault::HtmlError { status, page } if hits(page) => Some(*status),
-            _ => None,
-        });
-        if let Some(status) = html {
+        if let Some(status) = state.html_error(page_hint) {
             return Reply::html(status);
         }
-        if state.faults.contains(&FineduFault::Unauthorized) || !self.authorized(incoming) {
+        if state.unauthorized() || !self.authorized(incoming) {
             return Reply::error(401, "Unauthorized");
         }
         if incoming.path != ACCOUNTS_PATH {
@@ -262,18 +229,11 @@ impl Shared {
             Err(message) => return Reply::error(400, &message),
         };
         let mut page = state.page(&params);
-        if state
-            .faults
-            .contains(&FineduFault::EmptyPage(params.page_no))
-        {
+        if state.empties(params.page_no) {
             page["data"] = json!([]);
         }
         let mut body = page.to_string();
-        let malformed = state
-            .faults
-            .iter()
-            .any(|fault| matches!(fault, FineduFault::Malformed { page } if hits(page)));
-        if malformed {
+        if state.malformed(page_hint) {
             truncate_half(&mut body);
         }
         state.after_serving(params.page_no);

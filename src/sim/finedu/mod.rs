@@ -31,26 +31,19 @@ mod state;
 mod tests;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
-
-use axum::Router;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use std::sync::{Arc, Mutex};
 
 pub use demo::ids;
 pub use faults::FineduFault;
 pub use state::{FineduPhone, FineduState, FineduWaba};
 
+use super::server::{Loopback, RequestLog, lock};
 use handler::handle;
 
 /// The only path the simulator serves.
 pub const ACCOUNTS_PATH: &str = "/v1/whatsapp/businessAccounts";
 /// The largest `pageNo` and `pageSize` the API accepts.
 pub const MAX_PAGE_PARAM: u32 = 100;
-/// How long `shutdown` waits for requests in flight (a hanging fault, say) before cutting them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// One HTTP request as the simulator received it, for tests to inspect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,53 +59,27 @@ struct Shared {
     token: String,
     url: String,
     state: Mutex<FineduState>,
-    log: Mutex<Vec<FineduRequest>>,
-}
-
-/// A poisoned lock only means a test panicked mid-update; the data is still the best we have.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    log: RequestLog<FineduRequest>,
 }
 
 /// A running simulator. Dropping it stops the server too; `shutdown` does it gracefully.
 pub struct FineduSim {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: Loopback,
 }
 
 impl FineduSim {
     /// Binds `127.0.0.1:0` and serves `state` to requests carrying `Bearer <token>` until
     /// shutdown. It returns once the port is bound, so the URL can be used at once.
     pub async fn start(state: FineduState, token: &str) -> std::io::Result<FineduSim> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
+        let make = |url| Shared {
             token: token.to_owned(),
-            url: format!("http://{addr}"),
+            url,
             state: Mutex::new(state),
-            log: Mutex::new(Vec::new()),
-        });
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&shared));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                // A dropped sender also means stop.
-                let _ = stopped.await;
-            });
-            if let Err(error) = server.await {
-                tracing::warn!(%error, "simulated Finedu API stopped with an error");
-            }
-        });
-        Ok(FineduSim {
-            shared,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+            log: RequestLog::default(),
+        };
+        let (shared, server) = Loopback::start("simulated Finedu API", make, handle).await?;
+        Ok(FineduSim { shared, server })
     }
 
     /// The base URL a client configures, e.g. `http://127.0.0.1:41234`.
@@ -121,7 +88,7 @@ impl FineduSim {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Reads or changes the fleet and the faults; requests wait while `f` runs.
@@ -131,11 +98,11 @@ impl FineduSim {
 
     /// Every HTTP request received since start, in order.
     pub fn requests(&self) -> Vec<FineduRequest> {
-        lock(&self.shared.log).clone()
+        self.shared.log.all()
     }
 
     pub fn request_count(&self) -> u64 {
-        lock(&self.shared.log).len() as u64
+        self.shared.log.count() as u64
     }
 
     /// A cheap handle to the same simulator that a spawned task can own (the demo's stepper
@@ -148,28 +115,8 @@ impl FineduSim {
 
     /// Stops accepting connections, lets requests in flight finish (for at most two seconds)
     /// and waits for the server task.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
-                .await
-                .is_err()
-        {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for FineduSim {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 

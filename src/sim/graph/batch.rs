@@ -13,9 +13,9 @@ use super::faults::{self, Fault};
 use super::render::{self, CallOutput, Effects, LinkCtx, Wire};
 use super::state::SimState;
 use super::{
-    BATCH_ITEM_JSON_TYPE, BUC_HEADER, HTML_TYPE, Incoming, MAX_BATCH_ITEMS, Reply, Shared, lock,
-    parse_pairs, split_path,
+    BATCH_ITEM_JSON_TYPE, BUC_HEADER, Incoming, MAX_BATCH_ITEMS, Reply, Shared, split_path,
 };
+use crate::sim::server::{HTML_TYPE, lock, parse_query};
 
 pub(super) fn is_batch(incoming: &Incoming) -> bool {
     incoming.method == Method::POST && incoming.segments.is_empty()
@@ -133,7 +133,7 @@ impl Shared {
                 &method.to_ascii_lowercase(),
             ));
         }
-        let query = parse_pairs(query);
+        let query = parse_query(query);
         // An item may carry its own token; a wrong one fails that item only.
         if let Some((_, token)) = query.iter().find(|(key, _)| key == "access_token")
             && *token != self.opts.token

@@ -5,7 +5,8 @@
 //! `fields` syntax with nested cursor paging, batch requests, Graph error envelopes and the
 //! usage headers, and it can inject the failures a real deployment meets ([`Fault`]).
 //!
-//! Files, in the order a request meets them: this file is the public API and the HTTP server;
+//! Files, in the order a request meets them: this file is the public API and the handler
+//! (the loopback server itself is `sim/server.rs`, shared with the Finedu simulator);
 //! `batch.rs` unpacks batch requests; `render.rs` answers one GET, using `fields.rs` (the
 //! `fields=` parser), `schema.rs` (each node type's fields and edges) and `faults.rs` (which
 //! call fails how); `errors.rs` builds Graph error envelopes; `usage.rs` counts calls for the
@@ -27,19 +28,14 @@ mod usage;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use url::form_urlencoded;
 
 pub use demo::ids as demo_ids;
 pub use faults::{Fault, FaultKind, FaultTarget};
@@ -50,6 +46,7 @@ pub use state::{
     SimWaba,
 };
 
+use super::server::{HTML_TYPE, Loopback, RequestLog, authorization, lock, parse_query, response};
 use errors::GraphFailure;
 use render::{CallOutput, Effects, LinkCtx, Wire};
 use usage::{Counters, percent};
@@ -58,14 +55,11 @@ use usage::{Counters, percent};
 pub const MAX_BATCH_ITEMS: usize = 50;
 /// Request bodies above this are refused; a batch of 50 GETs is a few kilobytes.
 const MAX_REQUEST_BYTES: usize = 1 << 20;
-/// How long `shutdown` waits for requests in flight (a hanging fault, say) before cutting them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) const BUC_HEADER: &str = "X-Business-Use-Case-Usage";
 const APP_USAGE_HEADER: &str = "X-App-Usage";
 const JSON_TYPE: &str = "application/json; charset=UTF-8";
 const BATCH_ITEM_JSON_TYPE: &str = "text/javascript; charset=UTF-8";
-const HTML_TYPE: &str = "text/html; charset=utf-8";
 
 /// How the simulator behaves.
 #[derive(Clone)]
@@ -119,55 +113,29 @@ struct Shared {
     opts: SimOptions,
     url: String,
     state: Mutex<SimState>,
-    log: Mutex<Vec<RecordedRequest>>,
+    log: RequestLog<RecordedRequest>,
     counters: Mutex<Counters>,
-}
-
-/// A poisoned lock only means a test panicked mid-update; the data is still the best we have.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A running simulator. Dropping it stops the server too; `shutdown` does it gracefully.
 pub struct GraphSim {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: Loopback,
 }
 
 impl GraphSim {
     /// Binds `127.0.0.1:0` and serves `state` until shutdown. It returns once the port is
     /// bound, so the URL can be used at once.
     pub async fn start(state: SimState, opts: SimOptions) -> std::io::Result<GraphSim> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
+        let make = |url| Shared {
             opts,
-            url: format!("http://{addr}"),
+            url,
             state: Mutex::new(state),
-            log: Mutex::new(Vec::new()),
+            log: RequestLog::default(),
             counters: Mutex::new(Counters::default()),
-        });
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&shared));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                // A dropped sender also means stop.
-                let _ = stopped.await;
-            });
-            if let Err(error) = server.await {
-                tracing::warn!(%error, "simulated Graph API stopped with an error");
-            }
-        });
-        Ok(GraphSim {
-            shared,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        };
+        let (shared, server) = Loopback::start("simulated Graph API", make, handle).await?;
+        Ok(GraphSim { shared, server })
     }
 
     /// The base URL a client uses as `graph_url`, e.g. `http://127.0.0.1:41234`.
@@ -176,7 +144,7 @@ impl GraphSim {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     pub fn options(&self) -> &SimOptions {
@@ -198,7 +166,7 @@ impl GraphSim {
 
     /// Every HTTP request received since start (or the last `reset_counters`), in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.log).clone()
+        self.shared.log.all()
     }
 
     pub fn http_requests(&self) -> u64 {
@@ -219,33 +187,13 @@ impl GraphSim {
     /// can look at exactly one poll.
     pub fn reset_counters(&self) {
         *lock(&self.shared.counters) = Counters::default();
-        lock(&self.shared.log).clear();
+        self.shared.log.clear();
     }
 
     /// Stops accepting connections, lets requests in flight finish (for at most two seconds)
     /// and waits for the server task.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
-                .await
-                .is_err()
-        {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for GraphSim {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 
@@ -329,12 +277,6 @@ fn is_version(segment: &str) -> bool {
     major_ok && minor_ok
 }
 
-fn parse_pairs(text: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(text.as_bytes())
-        .into_owned()
-        .collect()
-}
-
 /// The server's answer before headers: what to send, and what to count.
 struct Reply {
     wire: Wire,
@@ -371,14 +313,10 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     let path = parts.uri.path().to_owned();
     let raw_query = parts.uri.query().unwrap_or_default().to_owned();
-    let authorization = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let authorization = authorization(&parts.headers);
     let (version, segments) = split_path(&path);
     let form = if parts.method == Method::POST {
-        parse_pairs(&body)
+        parse_query(&body)
     } else {
         Vec::new()
     };
@@ -386,7 +324,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         method: parts.method.clone(),
         version,
         segments,
-        query: parse_pairs(&raw_query),
+        query: parse_query(&raw_query),
         form,
         authorization: authorization.clone(),
     };
@@ -403,7 +341,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .collect(),
         _ => Vec::new(),
     };
-    lock(&shared.log).push(RecordedRequest {
+    shared.log.record(RecordedRequest {
         method: parts.method.as_str().to_owned(),
         path,
         query: raw_query,
@@ -515,33 +453,8 @@ impl Shared {
             tokio::time::sleep(wire.hang).await;
         }
         let content_type = if wire.html { HTML_TYPE } else { JSON_TYPE };
-        build_response(wire.status, content_type, wire.body, &wire.headers)
+        response(wire.status, content_type, wire.body, &wire.headers)
     }
-}
-
-fn build_response(
-    status: u16,
-    content_type: &str,
-    body: String,
-    headers: &[(String, String)],
-) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let map = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(content_type) {
-        map.insert(header::CONTENT_TYPE, value);
-    }
-    for (name, value) in headers {
-        // A header a test forced with characters HTTP cannot carry is dropped, not fatal.
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            map.append(name, value);
-        }
-    }
-    response
 }
 
 fn plain_response(status: StatusCode, text: &'static str) -> Response {

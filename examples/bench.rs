@@ -174,19 +174,28 @@ async fn bench(mode: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/metrics", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = waba_monitor::scheduler::ShutdownSignal::from_future(async move {
+    let shutdown = waba_monitor::lifecycle::ShutdownSignal::from_future(async move {
         let _ = stop_rx.await;
     });
+    // A runtime of the same config for the HTTP surface; scrapes read the shared metrics.
+    let ground = waba_monitor::runtime::Ground {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        mail_wake: Default::default(),
+        memory: Default::default(),
+        retry: RetryPolicy::default(),
+    };
+    let runtime = waba_monitor::runtime::SharedRuntime::new(waba_monitor::runtime::Runtime::build(
+        cfg.clone(),
+        &ground,
+    )?);
     let server = tokio::spawn(waba_monitor::http::serve(
         listener,
         waba_monitor::http::AppState {
             store: store.clone(),
             metrics: metrics.clone(),
             stats: Default::default(),
-            poller: std::sync::Arc::new(std::sync::RwLock::new(poller.clone())),
-            api_token: None,
-            ready_within: Duration::from_secs(600),
-            stale_after: 2,
+            runtime,
         },
         Default::default(),
         shutdown,

@@ -9,13 +9,15 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::http;
+use crate::lifecycle::{CycleStats, ShutdownSignal};
 use crate::metrics::Metrics;
 use crate::notify::delivery::Deliverer;
-use crate::notify::mailer::Mailer;
-use crate::poller::{CycleReport, Poller, SharedPoller};
+use crate::poller::CycleReport;
 use crate::retry::RetryPolicy;
-use crate::scheduler::{self, CycleStats, ShutdownSignal};
+use crate::runtime::{Ground, Runtime, SharedRuntime};
+use crate::scheduler;
 use crate::service;
+use crate::sources::SourceMemory;
 use crate::store::Store;
 
 /// Knobs the CLI and tests set; production uses the defaults.
@@ -45,9 +47,6 @@ impl Default for RunOptions {
     }
 }
 
-/// Runs until `shutdown` resolves, then stops cleanly: the in-flight cycle finishes (or is
-/// abandoned after `shutdown_grace`), the HTTP server and the delivery worker stop, and the
-/// database is closed. Binds `[daemon] listen`.
 /// Installs the SIGHUP handler at once, so that a reload signal sent while the process starts
 /// is not fatal (the default action of SIGHUP ends a process). Call first thing in `main`.
 pub fn catch_early_signals() {
@@ -72,6 +71,9 @@ pub fn warn_if_empty_database(path: &std::path::Path) {
     }
 }
 
+/// Runs until `shutdown` resolves, then stops cleanly: the in-flight cycle finishes (or is
+/// abandoned after `shutdown_grace`), the HTTP server and the delivery worker stop, and the
+/// database is closed. Binds `[daemon] listen`.
 pub async fn run(
     cfg: Config,
     opts: RunOptions,
@@ -93,113 +95,96 @@ pub async fn run_with_listener(
     mut on_cycle: impl FnMut(&CycleReport) + Send,
 ) -> anyhow::Result<()> {
     let shutdown = ShutdownSignal::from_future(shutdown);
-    let api_token = match &cfg.daemon.api_token {
-        Some(src) => Some(Arc::new(
-            src.load().context("could not read the status API token")?,
-        )),
-        None => None,
-    };
+    warn_if_empty_database(&cfg.daemon.database);
     let store = Store::open_with(&cfg.daemon.database, opts.busy_timeout)
         .await
         .context("could not open the database")?;
-    warn_if_empty_database(&cfg.daemon.database);
-    let metrics = Arc::new(Metrics::new());
-    let first = Arc::new(Poller::from_config_with_metrics(
-        &cfg,
-        store.clone(),
-        opts.retry,
-        metrics.clone(),
-    )?);
-    first.sync_metrics().await;
-    let mail_wake = first.mail_wake();
-    let poller: SharedPoller = Arc::new(std::sync::RwLock::new(first.clone()));
+    // What outlives every configuration; the runtime is what one configuration makes of it.
+    let ground = Ground {
+        store: store.clone(),
+        metrics: Arc::new(Metrics::new()),
+        mail_wake: Arc::new(tokio::sync::Notify::new()),
+        memory: SourceMemory::default(),
+        retry: opts.retry,
+    };
+    let metrics = ground.metrics.clone();
+    let runtime = SharedRuntime::new(Runtime::build(cfg, &ground)?);
+    let first = runtime.current();
+    first.poller.sync_metrics().await;
     let stats = Arc::new(CycleStats::default());
     let addr = listener.local_addr().ok();
-    let targets = count_targets(&cfg);
+    let targets = count_targets(&first.config);
     tracing::info!(
-        database = %cfg.daemon.database.display(),
-        schedule = %cfg.daemon.poll_schedule.expr,
+        database = %first.config.daemon.database.display(),
+        schedule = %first.config.daemon.poll_schedule.expr,
         listen = ?addr,
-        sources = ?first.source_names(),
+        sources = ?first.poller.source_names(),
         "waba-monitor started"
     );
-    let allowed = progress_window(&cfg);
     let http = tokio::spawn(http::serve(
         listener,
         http::AppState {
             store: store.clone(),
             metrics: metrics.clone(),
             stats: stats.clone(),
-            poller: poller.clone(),
-            api_token,
-            ready_within: allowed,
-            stale_after: cfg.daemon.stale_after,
+            runtime: runtime.clone(),
         },
         opts.http,
         shutdown.clone(),
     ));
-    let mut delivery = Delivery::start(&cfg, &store, &opts, &metrics, &mail_wake, &shutdown)?;
-    let watchdog = tokio::spawn(service::watchdog(stats.clone(), allowed, shutdown.clone()));
+    let mut delivery = Delivery::start(&first, &ground, &opts, &shutdown);
+    let watchdog = {
+        let runtime = runtime.clone();
+        tokio::spawn(service::watchdog(
+            stats.clone(),
+            move || runtime.current().progress_window,
+            shutdown.clone(),
+        ))
+    };
     let pruning = tokio::spawn(prune_loop(
         store.clone(),
-        cfg.daemon.retention,
+        first.config.daemon.retention,
         metrics.clone(),
         shutdown.clone(),
     ));
 
-    // SIGHUP: re-read the config and secret files; a bad config keeps the old one running.
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (swapped_tx, mut swapped_rx) = tokio::sync::mpsc::unbounded_channel::<Config>();
+    // SIGHUP: a new runtime from the re-read config and secret files, swapped in whole; a bad
+    // config keeps the old one running. The scheduler and the delivery worker hear of a swap.
+    let (to_scheduler, reloaded_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (to_delivery, mut swapped_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let reloader = tokio::spawn(reload_loop(
-        cfg.path.clone(),
-        cfg.clone(),
-        store.clone(),
-        opts.clone(),
-        metrics.clone(),
-        poller.clone(),
-        reload_tx,
-        swapped_tx,
+        runtime.clone(),
+        ground.clone(),
+        to_scheduler,
+        to_delivery,
         shutdown.clone(),
     ));
     let delivery_task = {
-        let store = store.clone();
+        let runtime = runtime.clone();
+        let ground = ground.clone();
         let opts = opts.clone();
-        let metrics = metrics.clone();
         let shutdown = shutdown.clone();
-        let wake = mail_wake.clone();
         tokio::spawn(async move {
-            // Email settings that changed on reload get a fresh delivery worker.
-            while let Some(new_cfg) = swapped_rx.recv().await {
-                if delivery.config_changed(&new_cfg) {
-                    delivery.stop().await;
-                    match Delivery::start(&new_cfg, &store, &opts, &metrics, &wake, &shutdown) {
-                        Ok(d) => delivery = d,
-                        Err(e) => {
-                            tracing::error!(error = %format!("{e:#}"), "email delivery could not be restarted with the new config")
-                        }
-                    }
-                }
+            // A new runtime brings a new mailer (its password file read again): the worker
+            // is restarted with it, whatever changed. The send in progress finishes first.
+            while let Some(()) = swapped_rx.recv().await {
+                delivery.stop().await;
+                delivery = Delivery::start(&runtime.current(), &ground, &opts, &shutdown);
             }
             delivery
         })
     };
+    drop(first);
 
     service::ready(&format!(
         "polling {targets} configured target(s); first cycle running"
     ));
-    let grace = cfg.daemon.shutdown_grace;
-    let result = scheduler::run(
-        poller.clone(),
-        cfg.daemon.clone(),
-        reload_rx,
-        stats,
-        shutdown,
-        |report| {
-            service::status(&status_line(report));
-            on_cycle(report);
-        },
-    )
+    let result = scheduler::run(runtime.clone(), reloaded_rx, stats, shutdown, |report| {
+        service::status(&status_line(report));
+        on_cycle(report);
+    })
     .await;
+    let grace = runtime.current().config.daemon.shutdown_grace;
     service::stopping();
     reloader.abort();
     let delivery = delivery_task.await.ok();
@@ -231,13 +216,6 @@ fn count_targets(cfg: &Config) -> usize {
         .sum()
 }
 
-/// How long without a finished cycle still counts as progress: two schedule intervals plus a
-/// cycle's timeout. Used for /readyz and the systemd watchdog.
-fn progress_window(cfg: &Config) -> Duration {
-    let interval = cfg.daemon.poll_schedule.min_interval(chrono::Utc::now());
-    interval * 2 + cfg.daemon.cycle_timeout
-}
-
 /// The one-line STATUS= for systemd.
 fn status_line(r: &CycleReport) -> String {
     let numbers: usize = r.sources.iter().map(|s| s.phones).sum();
@@ -258,33 +236,34 @@ fn status_line(r: &CycleReport) -> String {
     )
 }
 
-/// The delivery worker and how to stop it alone (on a reload that changes `[email]`).
+/// The delivery worker and how to stop it alone (when a reload brings a new runtime).
 struct Delivery {
-    email: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Delivery {
+    /// Starts delivering with the runtime's mailer; without `[email]` there is nothing to do.
     fn start(
-        cfg: &Config,
-        store: &Store,
+        rt: &Runtime,
+        ground: &Ground,
         opts: &RunOptions,
-        metrics: &Arc<Metrics>,
-        wake: &Arc<tokio::sync::Notify>,
         shutdown: &ShutdownSignal,
-    ) -> anyhow::Result<Delivery> {
-        let Some(email) = &cfg.email else {
+    ) -> Delivery {
+        let (Some(email), Some(mailer)) = (&rt.config.email, &rt.mailer) else {
             tracing::warn!("no [email] section: alerts are logged and recorded, not emailed");
-            return Ok(Delivery {
-                email: None,
+            return Delivery {
                 stop: None,
                 handle: None,
-            });
+            };
         };
-        let mailer = Mailer::new(email).context("could not set up email delivery")?;
-        let deliverer = Deliverer::new(store.clone(), mailer, email, opts.email_backoff)
-            .with_metrics(metrics.clone());
+        let deliverer = Deliverer::new(
+            ground.store.clone(),
+            (**mailer).clone(),
+            email,
+            opts.email_backoff,
+        )
+        .with_metrics(ground.metrics.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut global = shutdown.clone();
         let own = ShutdownSignal::from_future(async move {
@@ -293,16 +272,11 @@ impl Delivery {
                 _ = stop_rx => {}
             }
         });
-        let handle = tokio::spawn(deliverer.run(wake.clone(), own, opts.delivery_tick));
-        Ok(Delivery {
-            email: Some(format!("{email:?}")),
+        let handle = tokio::spawn(deliverer.run(ground.mail_wake.clone(), own, opts.delivery_tick));
+        Delivery {
             stop: Some(stop_tx),
             handle: Some(handle),
-        })
-    }
-
-    fn config_changed(&self, cfg: &Config) -> bool {
-        self.email != cfg.email.as_ref().map(|e| format!("{e:?}"))
+        }
     }
 
     async fn stop(&mut self) {
@@ -321,17 +295,13 @@ impl Delivery {
     }
 }
 
-/// Waits for SIGHUP and swaps in a poller built from the re-read config.
-#[allow(clippy::too_many_arguments)]
+/// Waits for SIGHUP and swaps in a runtime built from the re-read config. Signals that arrive
+/// while a reload runs are folded into one more reload after it.
 async fn reload_loop(
-    path: std::path::PathBuf,
-    mut current_cfg: Config,
-    store: Store,
-    opts: RunOptions,
-    metrics: Arc<Metrics>,
-    poller: SharedPoller,
-    to_scheduler: tokio::sync::mpsc::UnboundedSender<crate::config::DaemonConfig>,
-    to_delivery: tokio::sync::mpsc::UnboundedSender<Config>,
+    runtime: SharedRuntime,
+    ground: Ground,
+    to_scheduler: tokio::sync::mpsc::UnboundedSender<()>,
+    to_delivery: tokio::sync::mpsc::UnboundedSender<()>,
     mut shutdown: ShutdownSignal,
 ) {
     #[cfg(unix)]
@@ -346,23 +316,26 @@ async fn reload_loop(
                 _ = shutdown.wait() => return,
                 got = hup.recv() => if got.is_none() { return },
             }
-            tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
-            match reload(&path, &current_cfg, &store, &opts, &metrics).await {
-                Ok((cfg, new_poller)) => {
-                    if let Ok(mut p) = poller.write() {
-                        *p = new_poller;
-                    }
-                    let _ = to_scheduler.send(cfg.daemon.clone());
-                    let _ = to_delivery.send(cfg.clone());
-                    metrics.config_reload_ok.set(1);
+            let old = runtime.current();
+            tracing::info!(config = %old.config.path.display(), "SIGHUP: reloading the configuration");
+            service::reloading();
+            match reload(&old, &ground).await {
+                Ok(new) => {
+                    runtime.swap(new);
+                    let _ = to_scheduler.send(());
+                    let _ = to_delivery.send(());
+                    ground.metrics.config_reload_ok.set(1);
                     tracing::info!("configuration reloaded");
-                    current_cfg = cfg;
+                    service::reloaded("configuration reloaded");
                 }
                 Err(e) => {
-                    metrics.config_reload_ok.set(0);
+                    ground.metrics.config_reload_ok.set(0);
                     tracing::error!(
                         error = %format!("{e:#}"),
                         "the new configuration was rejected; the previous one stays in force"
+                    );
+                    service::reloaded(
+                        "the new configuration was rejected; the previous one stays in force",
                     );
                 }
             }
@@ -370,41 +343,30 @@ async fn reload_loop(
     }
     #[cfg(not(unix))]
     {
-        let _ = (
-            path,
-            current_cfg,
-            store,
-            opts,
-            metrics,
-            poller,
-            to_scheduler,
-            to_delivery,
-        );
+        let _ = (runtime, ground, to_scheduler, to_delivery);
         shutdown.wait().await;
     }
 }
 
-async fn reload(
-    path: &std::path::Path,
-    old: &Config,
-    store: &Store,
-    opts: &RunOptions,
-    metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Config, Arc<Poller>)> {
-    let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+/// Builds the runtime of the config file as it is now (secrets read again), or says why not.
+async fn reload(old: &Runtime, ground: &Ground) -> anyhow::Result<Runtime> {
+    let path = old.config.path.clone();
+    let cfg = tokio::task::spawn_blocking(move || Config::load_for_start(&path))
+        .await
+        .context("reading the configuration did not finish")?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (what, changed) in [
-        ("database", cfg.daemon.database != old.daemon.database),
-        ("listen", cfg.daemon.listen != old.daemon.listen),
+        (
+            "database",
+            cfg.daemon.database != old.config.daemon.database,
+        ),
+        ("listen", cfg.daemon.listen != old.config.daemon.listen),
     ] {
         if changed {
             tracing::warn!(key = what, "this setting changes only at the next restart");
         }
     }
-    if let Some(email) = &cfg.email {
-        Mailer::new(email).context("the new [email] settings do not work")?;
-    }
-    let new = Poller::from_config_with_metrics(&cfg, store.clone(), opts.retry, metrics.clone())?;
-    Ok((cfg, Arc::new(new)))
+    Runtime::build(cfg, ground)
 }
 
 /// Prunes history older than `retention` in small batches, hourly, off the poll path.

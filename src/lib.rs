@@ -13,12 +13,14 @@ pub mod daemon;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod poller;
 pub mod redact;
 pub mod retry;
+pub mod runtime;
 pub mod scheduler;
 pub mod secrets;
 pub mod service;

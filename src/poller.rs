@@ -28,7 +28,7 @@ use crate::sources::finedu::FineduSource;
 use crate::sources::graph::ErrorClass;
 use crate::sources::graph::GraphClient;
 use crate::sources::meta::MetaSource;
-use crate::sources::{PollOutcome, Source, SourcePoll, TargetFailure};
+use crate::sources::{PollOutcome, Source, SourceMemory, SourcePoll, TargetFailure};
 use crate::store::{Change, Store};
 
 /// What one source did in one cycle.
@@ -96,17 +96,6 @@ pub struct Poller {
     stale_after: u32,
 }
 
-/// The poller in force; SIGHUP swaps in one built from the new config.
-pub type SharedPoller = Arc<std::sync::RwLock<Arc<Poller>>>;
-
-/// The current poller of a [`SharedPoller`].
-pub fn current(p: &SharedPoller) -> Arc<Poller> {
-    match p.read() {
-        Ok(g) => g.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    }
-}
-
 /// Where "now" comes from: the wall clock in production, a simulated one in the quota
 /// benchmark.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -115,26 +104,45 @@ impl Poller {
     /// Builds the sources of a config; reads their tokens now, so a missing token is an error
     /// at start, not a failure at the first poll.
     pub fn from_config(cfg: &Config, store: Store, retry: RetryPolicy) -> anyhow::Result<Poller> {
-        Self::from_config_with_metrics(cfg, store, retry, Arc::new(Metrics::new()))
+        Self::build(
+            cfg,
+            store,
+            retry,
+            Arc::new(Metrics::new()),
+            Arc::new(Notify::new()),
+            &SourceMemory::default(),
+        )
     }
 
-    /// [`Poller::from_config`] keeping existing metrics (a reload must not reset counters).
-    pub fn from_config_with_metrics(
+    /// The poller of a runtime: it shares the daemon's metrics and delivery wake-up, and its
+    /// sources carry on from `memory` (quota ledger, throttle pauses, a rejected token) — what
+    /// a reload must not forget.
+    pub fn build(
         cfg: &Config,
         store: Store,
         retry: RetryPolicy,
         metrics: Arc<Metrics>,
+        mail_wake: Arc<Notify>,
+        memory: &SourceMemory,
     ) -> anyhow::Result<Poller> {
         let mut sources = Vec::new();
         for m in &cfg.meta {
             let token = m.token.load().with_context(|| {
                 format!("source \"{}\": could not read its access token", m.name)
             })?;
-            let client = GraphClient::new(m, token, retry).with_context(|| {
-                format!("source \"{}\": could not build the HTTP client", m.name)
-            })?;
-            sources.push(Source::Meta(Box::new(MetaSource::new(m.clone(), client))));
+            let mem = memory.meta(&m.name, m.waba_call_budget());
+            let client =
+                GraphClient::with_quota(m, token, retry, mem.quota.clone()).with_context(|| {
+                    format!("source \"{}\": could not build the HTTP client", m.name)
+                })?;
+            sources.push(Source::Meta(Box::new(MetaSource::with_memory(
+                m.clone(),
+                client,
+                mem,
+            ))));
         }
+        let names: Vec<&str> = cfg.meta.iter().map(|m| m.name.as_str()).collect();
+        memory.keep_only(&names);
         for b in &cfg.bsp {
             // Fail at start on an unreadable token, like the Meta sources.
             b.token
@@ -151,7 +159,7 @@ impl Poller {
             sources,
             alerts: cfg.alerts.clone(),
             email: cfg.email.clone(),
-            mail_wake: Arc::new(Notify::new()),
+            mail_wake,
             metrics,
             clock: Arc::new(Utc::now),
             stale_after: cfg.daemon.stale_after,

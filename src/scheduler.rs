@@ -7,86 +7,24 @@
 //! counted. Every cycle is bounded by `cycle_timeout`; at shutdown the in-flight cycle gets
 //! `shutdown_grace` to finish and is then abandoned (its transactions roll back).
 
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::config::DaemonConfig;
-use crate::poller::{CycleReport, SharedPoller, current};
+use crate::poller::CycleReport;
+use crate::runtime::SharedRuntime;
 
-/// Progress counters, read by the daemon's status line (and later metrics and the watchdog).
-#[derive(Debug, Default)]
-pub struct CycleStats {
-    pub ticks: AtomicU64,
-    pub skipped_ticks: AtomicU64,
-    pub cycles_started: AtomicU64,
-    pub cycles_finished: AtomicU64,
-    pub cycles_timed_out: AtomicU64,
-    /// Unix seconds of the last finished cycle (0 = none yet).
-    pub last_finished_unix: AtomicU64,
-    /// Cycles in a row that ended without being recorded in the database — it refused the
-    /// write, or the cycle ran past `cycle_timeout` — so nothing of them was written and no
-    /// alert was sent: 0 once one is recorded again.
-    pub unrecorded_in_a_row: AtomicU64,
-    /// Why the latest unrecorded cycle was not recorded.
-    pub last_store_error: std::sync::Mutex<Option<String>>,
-}
+pub use crate::lifecycle::{CycleStats, ShutdownSignal};
 
-impl CycleStats {
-    /// Counts a cycle that was not recorded, and why.
-    pub fn unrecorded(&self, why: String) {
-        self.unrecorded_in_a_row.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut last) = self.last_store_error.lock() {
-            *last = Some(why);
-        }
-    }
-
-    /// How many cycles in a row were not recorded, and why the latest was not.
-    pub fn store_failure(&self) -> Option<(u64, String)> {
-        let n = self.unrecorded_in_a_row.load(Ordering::Relaxed);
-        if n == 0 {
-            return None;
-        }
-        let why = self
-            .last_store_error
-            .lock()
-            .ok()
-            .and_then(|e| e.clone())
-            .unwrap_or_default();
-        Some((n, why))
-    }
-}
-
-/// A shutdown signal that can be awaited from several places.
-#[derive(Clone)]
-pub struct ShutdownSignal(watch::Receiver<bool>);
-
-impl ShutdownSignal {
-    /// Turns a one-shot future (SIGTERM, a test's oneshot) into a signal many can wait on.
-    pub fn from_future(f: impl Future<Output = ()> + Send + 'static) -> ShutdownSignal {
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            f.await;
-            let _ = tx.send(true);
-        });
-        ShutdownSignal(rx)
-    }
-
-    pub async fn wait(&mut self) {
-        // An error means the sender is gone, which only happens after it sent `true`.
-        let _ = self.0.wait_for(|v| *v).await;
-    }
-}
-
-/// Runs the schedule until `shutdown`; calls `on_cycle` after every cycle.
+/// Runs the schedule of the runtime in force until `shutdown`; calls `on_cycle` after every
+/// cycle. A message on `reloaded` says a new runtime is in force: a changed schedule replaces
+/// the cron job. Every cycle takes the runtime in force when it starts and keeps it to its end.
 pub async fn run(
-    poller: SharedPoller,
-    mut cfg: DaemonConfig,
-    mut reload: mpsc::UnboundedReceiver<DaemonConfig>,
+    runtime: SharedRuntime,
+    mut reloaded: mpsc::UnboundedReceiver<()>,
     stats: Arc<CycleStats>,
     mut shutdown: ShutdownSignal,
     mut on_cycle: impl FnMut(&CycleReport) + Send,
@@ -95,7 +33,8 @@ pub async fn run(
     let mut sched = JobScheduler::new()
         .await
         .context("could not start the scheduler")?;
-    let mut job_id = add_job(&sched, &cfg.poll_schedule.expr, &tick_tx, &stats).await?;
+    let mut expr = runtime.current().config.daemon.poll_schedule.expr.clone();
+    let mut job_id = add_job(&sched, &expr, &tick_tx, &stats).await?;
     sched
         .start()
         .await
@@ -106,22 +45,23 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
-            Some(new) = reload.recv() => {
-                // A reloaded config: a new schedule replaces the cron job (the poller itself
-                // was already swapped by the daemon).
-                if new.poll_schedule.expr != cfg.poll_schedule.expr {
+            Some(()) = reloaded.recv() => {
+                let new = runtime.current().config.daemon.poll_schedule.expr.clone();
+                if new != expr {
                     if let Err(e) = sched.remove(&job_id).await {
                         tracing::warn!(error = %e, "could not remove the old poll job");
                     }
-                    job_id = add_job(&sched, &new.poll_schedule.expr, &tick_tx, &stats).await?;
-                    tracing::info!(schedule = %new.poll_schedule.expr, "poll schedule changed");
+                    job_id = add_job(&sched, &new, &tick_tx, &stats).await?;
+                    tracing::info!(schedule = %new, "poll schedule changed");
+                    expr = new;
                 }
-                cfg = new;
             }
             tick = tick_rx.recv() => {
                 if tick.is_none() { break; }
                 stats.cycles_started.fetch_add(1, Ordering::Relaxed);
-                let poller = current(&poller);
+                let rt = runtime.current();
+                let cfg = &rt.config.daemon;
+                let poller = rt.poller.clone();
                 let cycle = tokio::time::timeout(cfg.cycle_timeout, poller.poll_once());
                 tokio::pin!(cycle);
                 let finished = tokio::select! {
@@ -160,7 +100,7 @@ pub async fn run(
                     }
                     None => {}
                 }
-                if *shutdown.0.borrow() {
+                if shutdown.requested() {
                     break;
                 }
             }

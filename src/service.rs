@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::scheduler::{CycleStats, ShutdownSignal};
+use crate::lifecycle::{CycleStats, ShutdownSignal};
 
 fn notify(state: &[NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
@@ -22,6 +22,20 @@ fn notify(state: &[NotifyState<'_>]) {
 }
 
 pub fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// A reload starts (`RELOADING=1` with the monotonic time, as `Type=notify-reload` wants);
+/// [`reloaded`] ends it.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
+/// A reload ended, applied or refused: the service is ready again.
+pub fn reloaded(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
@@ -67,7 +81,13 @@ pub fn making_progress(last_finished: u64, started: u64, now: u64, allowed: Dura
 
 /// Feeds systemd's watchdog at half its period while cycles make progress. Returns at once if
 /// the watchdog is not enabled.
-pub async fn watchdog(stats: Arc<CycleStats>, allowed: Duration, mut shutdown: ShutdownSignal) {
+/// `window` says how long without a finished cycle still counts as progress; it is asked
+/// every time, so a reloaded schedule changes it.
+pub async fn watchdog(
+    stats: Arc<CycleStats>,
+    window: impl Fn() -> Duration + Send,
+    mut shutdown: ShutdownSignal,
+) {
     let Some(period) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -75,13 +95,14 @@ pub async fn watchdog(stats: Arc<CycleStats>, allowed: Duration, mut shutdown: S
     let every = (period / 2).max(Duration::from_millis(100));
     tracing::info!(
         ?period,
-        ?allowed,
+        allowed = ?window(),
         "systemd watchdog enabled: fed while poll cycles make progress"
     );
     let mut warned = false;
     loop {
         let last = stats.last_finished_unix.load(Ordering::Relaxed);
         let unrecorded = stats.unrecorded_in_a_row.load(Ordering::Relaxed);
+        let allowed = window();
         if should_feed(last, started, unix_now(), allowed, unrecorded) {
             notify(&[NotifyState::Watchdog]);
             warned = false;

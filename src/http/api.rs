@@ -55,7 +55,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.api_token {
+    let rt = s.runtime.current();
+    if let Some(token) = &rt.api_token {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -119,7 +120,11 @@ fn account(e: &StatusEntry) -> Value {
 }
 
 async fn list(State(s): State<AppState>) -> Response {
-    match s.store.status_with(true, s.stale_after).await {
+    match s
+        .store
+        .status_with(true, s.runtime.current().stale_after)
+        .await
+    {
         Ok(entries) => {
             let items: Vec<Value> = entries
                 .iter()
@@ -139,7 +144,7 @@ async fn list(State(s): State<AppState>) -> Response {
 }
 
 async fn find(s: &AppState, id: &str) -> Result<StatusEntry, Response> {
-    match s.store.phone(id, s.stale_after).await {
+    match s.store.phone(id, s.runtime.current().stale_after).await {
         Ok(Some(e)) => Ok(e),
         Ok(None) => Err(error(
             StatusCode::NOT_FOUND,
@@ -201,7 +206,7 @@ async fn test(State(s): State<AppState>, Path(id): Path<String>) -> Response {
         Ok(e) => e,
         Err(r) => return r,
     };
-    let poller = crate::poller::current(&s.poller);
+    let poller = s.runtime.current().poller.clone();
     match poller.read_number(&id, &entry.source).await {
         None => error(
             StatusCode::NOT_FOUND,

@@ -11,17 +11,15 @@ pub use serve::{FD_RESERVE, HttpLimits, effective_cap, open_file_limit, serve_ro
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use secrecy::SecretString;
 
 use crate::metrics::{CONTENT_TYPE, Metrics};
-use crate::poller::SharedPoller;
+use crate::runtime::SharedRuntime;
 use crate::scheduler::{CycleStats, ShutdownSignal};
 use crate::store::Store;
 use crate::timefmt::{parse_rfc3339, unix_now};
@@ -32,13 +30,9 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub stats: Arc<CycleStats>,
-    pub poller: SharedPoller,
-    /// Required as `Authorization: Bearer` on `/api/*` when set.
-    pub api_token: Option<Arc<SecretString>>,
-    /// Ready while the last cycle finished within this long.
-    pub ready_within: Duration,
-    /// `[daemon] stale_after`.
-    pub stale_after: u32,
+    /// The runtime in force: its poller, API token, readiness window and `stale_after` are
+    /// read per request, so a reload applies to the next request.
+    pub runtime: SharedRuntime,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -120,12 +114,13 @@ async fn readyz(State(s): State<AppState>) -> Response {
             .into_response();
     }
     let ago = (unix_now() - last as f64).max(0.0);
-    if ago > s.ready_within.as_secs_f64() {
+    let ready_within = s.runtime.current().progress_window;
+    if ago > ready_within.as_secs_f64() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "not ready: the last poll cycle finished {ago:.0}s ago, more than two intervals ({}s)\n",
-                s.ready_within.as_secs()
+                ready_within.as_secs()
             ),
         )
             .into_response();

@@ -19,7 +19,7 @@ use super::mailer::{Mailer, Outgoing, SendFailure};
 use crate::config::EmailConfig;
 use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
-use crate::scheduler::ShutdownSignal;
+use crate::lifecycle::ShutdownSignal;
 use crate::store::{Store, StoreError};
 use crate::timefmt::{parse_rfc3339, rfc3339};
 

@@ -76,6 +76,11 @@ impl Governor {
         self.budget
     }
 
+    /// A reloaded config may change the budget; the ledger and the pauses stay.
+    pub fn set_budget(&mut self, budget: u32) {
+        self.budget = budget;
+    }
+
     /// Starts a cycle: forgets calls older than an hour and pauses that ran out.
     pub fn begin_cycle(&mut self, now: DateTime<Utc>) {
         self.cycle += 1;

@@ -21,7 +21,7 @@ use super::graph::parse::{self, Anomalies};
 use super::graph::{GraphClient, GraphError, NodeRequest};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -83,11 +83,31 @@ pub struct MetaSource {
     fields: FieldSets,
     /// The client's governor: the cycle's admission decides here, the client charges.
     quota: Quota,
+    /// What this source knows that outlives a config reload.
+    memory: Arc<MetaMemory>,
+}
+
+/// What a `[[meta]]` source has learnt that must survive a reload (which builds a new
+/// source): the quota ledger and throttle pauses, a token Meta rejected, and which WABA each
+/// number is on. Kept by the daemon per source name (see [`super::SourceMemory`]).
+#[derive(Debug)]
+pub struct MetaMemory {
+    pub quota: Quota,
     /// Fingerprint of a token Meta rejected (190): not used again until it changes.
     rejected_token: Mutex<Option<u64>>,
     /// WABA of each number seen under one, so a singly configured number is charged to its
     /// WABA's quota.
     phone_waba: Mutex<HashMap<String, String>>,
+}
+
+impl MetaMemory {
+    pub fn new(budget: u32) -> MetaMemory {
+        MetaMemory {
+            quota: Quota::new(budget),
+            rejected_token: Mutex::new(None),
+            phone_waba: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 fn fingerprint(token: &SecretString) -> u64 {
@@ -143,7 +163,22 @@ fn record_failure(out: &mut SourcePoll, kind: ObjectKind, id: String, error: Gra
 }
 
 impl MetaSource {
+    /// A source with nothing learnt yet.
     pub fn new(cfg: MetaSourceConfig, client: GraphClient) -> MetaSource {
+        let memory = Arc::new(MetaMemory {
+            quota: client.quota().clone(),
+            rejected_token: Mutex::new(None),
+            phone_waba: Mutex::new(HashMap::new()),
+        });
+        Self::with_memory(cfg, client, memory)
+    }
+
+    /// A source that carries on from `memory` (the client must use `memory.quota`).
+    pub fn with_memory(
+        cfg: MetaSourceConfig,
+        client: GraphClient,
+        memory: Arc<MetaMemory>,
+    ) -> MetaSource {
         let fields = FieldSets::for_version(cfg.api_version);
         let quota = client.quota().clone();
         MetaSource {
@@ -151,8 +186,7 @@ impl MetaSource {
             client,
             fields,
             quota,
-            rejected_token: Mutex::new(None),
-            phone_waba: Mutex::new(HashMap::new()),
+            memory,
         }
     }
 
@@ -177,7 +211,12 @@ impl MetaSource {
                 retry_after: None,
             })?;
         let fp = fingerprint(&token);
-        let rejected = self.rejected_token.lock().map(|r| *r).unwrap_or(None);
+        let rejected = self
+            .memory
+            .rejected_token
+            .lock()
+            .map(|r| *r)
+            .unwrap_or(None);
         if rejected == Some(fp) {
             return Err(GraphError::Api {
                 class: super::graph::ErrorClass::Auth,
@@ -194,7 +233,8 @@ impl MetaSource {
     }
 
     fn key_of_phone(&self, id: &str) -> String {
-        self.phone_waba
+        self.memory
+            .phone_waba
             .lock()
             .ok()
             .and_then(|m| m.get(id).cloned())
@@ -236,11 +276,11 @@ impl MetaSource {
         }
         if out.failures.iter().any(|f| {
             f.error.class() == super::graph::ErrorClass::Auth && f.error.code() == Some(190)
-        }) && let Ok(mut r) = self.rejected_token.lock()
+        }) && let Ok(mut r) = self.memory.rejected_token.lock()
         {
             *r = Some(token_fp);
         }
-        if let Ok(mut m) = self.phone_waba.lock() {
+        if let Ok(mut m) = self.memory.phone_waba.lock() {
             for p in &out.phones {
                 if let Some(w) = &p.waba_id {
                     m.insert(p.id.clone(), w.clone());

@@ -132,6 +132,42 @@ impl SourcePoll {
     }
 }
 
+/// What every source has learnt that must outlive a configuration reload, by source name: a
+/// reload builds new sources from the new config and hands each the memory of the source of
+/// the same name.
+#[derive(Debug, Clone, Default)]
+pub struct SourceMemory(
+    std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<meta::MetaMemory>>>,
+    >,
+);
+
+impl SourceMemory {
+    /// The memory of the `[[meta]]` source `name`, its budget set to `budget` (the config may
+    /// have changed it; the ledger and the pauses stay).
+    pub fn meta(&self, name: &str, budget: u32) -> std::sync::Arc<meta::MetaMemory> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = map
+            .entry(name.to_owned())
+            .or_insert_with(|| std::sync::Arc::new(meta::MetaMemory::new(budget)))
+            .clone();
+        m.quota.lock().set_budget(budget);
+        m
+    }
+
+    /// Forgets the sources a new config no longer has.
+    pub fn keep_only(&self, names: &[&str]) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|k, _| names.contains(&k.as_str()));
+    }
+}
+
 /// The answer to "read this one number now" (the status API's connection test).
 #[derive(Debug)]
 pub enum SingleRead {

@@ -14,6 +14,7 @@ mod http_load;
 mod install;
 mod mail_safety;
 mod quota;
+mod reload;
 mod service;
 mod smtp;
 mod trust;

@@ -14,10 +14,10 @@ const W2: &str = "200000000000002";
 
 /// Messages received on a notify socket, with when they arrived.
 #[derive(Clone, Default)]
-struct Notes(Arc<Mutex<Vec<(Instant, String)>>>);
+pub(crate) struct Notes(Arc<Mutex<Vec<(Instant, String)>>>);
 
 impl Notes {
-    fn listen(path: &std::path::Path) -> Notes {
+    pub(crate) fn listen(path: &std::path::Path) -> Notes {
         let sock = UnixDatagram::bind(path).expect("notify socket");
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
@@ -36,7 +36,7 @@ impl Notes {
         notes
     }
 
-    fn has(&self, needle: &str) -> bool {
+    pub(crate) fn has(&self, needle: &str) -> bool {
         self.0
             .lock()
             .expect("notes")
@@ -44,7 +44,7 @@ impl Notes {
             .any(|(_, t)| t.contains(needle))
     }
 
-    fn count_since(&self, since: Instant, needle: &str) -> usize {
+    pub(crate) fn count_since(&self, since: Instant, needle: &str) -> usize {
         self.0
             .lock()
             .expect("notes")
@@ -53,7 +53,7 @@ impl Notes {
             .count()
     }
 
-    async fn wait_for(&self, needle: &str, timeout: Duration) {
+    pub(crate) async fn wait_for(&self, needle: &str, timeout: Duration) {
         let start = Instant::now();
         while !self.has(needle) {
             assert!(
@@ -65,7 +65,7 @@ impl Notes {
     }
 }
 
-fn spawn_daemon(app: &TestApp, notify: &std::path::Path, watchdog_usec: Option<u64>) -> Child {
+pub(crate) fn spawn_daemon(app: &TestApp, notify: &std::path::Path, watchdog_usec: Option<u64>) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_waba-monitor"));
     cmd.arg("--config")
         .arg(&app.config_path)
@@ -80,7 +80,7 @@ fn spawn_daemon(app: &TestApp, notify: &std::path::Path, watchdog_usec: Option<u
     cmd.spawn().expect("daemon starts")
 }
 
-fn signal(child: &Child, sig: &str) {
+pub(crate) fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()
@@ -88,7 +88,7 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok.success());
 }
 
-async fn wait_exit(child: &mut Child, timeout: Duration) -> (i32, String) {
+pub(crate) async fn wait_exit(child: &mut Child, timeout: Duration) -> (i32, String) {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -106,7 +106,7 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> (i32, String) {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

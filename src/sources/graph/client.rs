@@ -99,6 +99,17 @@ impl GraphClient {
         token: SecretString,
         retry: RetryPolicy,
     ) -> Result<GraphClient, GraphError> {
+        Self::with_quota(cfg, token, retry, Quota::new(cfg.waba_call_budget()))
+    }
+
+    /// A client whose requests go through `quota`, a governor that may outlive this client
+    /// (a reload builds a new client; the ledger and the pauses carry on).
+    pub fn with_quota(
+        cfg: &MetaSourceConfig,
+        token: SecretString,
+        retry: RetryPolicy,
+        quota: Quota,
+    ) -> Result<GraphClient, GraphError> {
         let http = http_client(cfg.request_timeout)?;
         Ok(GraphClient {
             http,
@@ -111,7 +122,7 @@ impl GraphClient {
             concurrency: cfg.concurrency,
             counters: Arc::new(CallCounters::default()),
             usage: Arc::default(),
-            quota: Quota::new(cfg.waba_call_budget()),
+            quota,
         })
     }
 

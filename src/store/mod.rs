@@ -9,6 +9,7 @@
 //!   leaves either all of it or none of it, and a restart diffs against what was committed.
 
 mod merge;
+pub mod outbox;
 mod queries;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 pub use merge::{Change, PhoneRow, WabaRow};
+pub use outbox::Tx;
 pub use queries::{HistoryEntry, HistoryFilter, PollRun, StatusEntry};
 
 use crate::alerts::AlertPolicy;

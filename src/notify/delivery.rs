@@ -17,25 +17,18 @@ use tokio::sync::Notify;
 
 use super::mailer::{Mailer, Outgoing, SendFailure};
 use crate::config::EmailConfig;
+use crate::lifecycle::ShutdownSignal;
 use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
-use crate::lifecycle::ShutdownSignal;
 use crate::store::{Store, StoreError};
-use crate::timefmt::{parse_rfc3339, rfc3339};
+use crate::timefmt::parse_rfc3339;
 
 /// Sends of one message that may die with the daemon (started, no outcome recorded) before the
 /// message is given up as the likely cause.
 pub const MAX_INTERRUPTED_SENDS: i64 = 5;
 
-/// A row whose last send started and recorded no outcome.
-#[derive(Debug, sqlx::FromRow)]
-struct Interrupted {
-    id: i64,
-    recipient: String,
-    message_id: String,
-    attempts: i64,
-    interrupted_attempts: i64,
-}
+/// Rows read per pass (the rest wait for the next pass).
+const BATCH: u32 = 100;
 
 /// What one delivery pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -44,18 +37,6 @@ pub struct DeliveryReport {
     pub retrying: usize,
     pub failed: usize,
     pub abandoned: usize,
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct Row {
-    id: i64,
-    recipient: String,
-    message_id: String,
-    subject: String,
-    body: String,
-    references_hdr: Option<String>,
-    created_at: String,
-    attempts: i64,
 }
 
 pub struct Deliverer {
@@ -103,26 +84,16 @@ impl Deliverer {
     /// one that reached [`MAX_INTERRUPTED_SENDS`] is abandoned (logged at error level and
     /// counted in `emails_abandoned`), the others are due again at once.
     async fn settle_interrupted(&self, report: &mut DeliveryReport) -> Result<(), StoreError> {
-        let rows: Vec<Interrupted> = sqlx::query_as(
-            "SELECT id, recipient, message_id, attempts, interrupted_attempts \
-             FROM outbox WHERE state = 'pending' AND in_flight = 1 ORDER BY id",
-        )
-        .fetch_all(self.store.pool())
-        .await?;
+        let rows = self.store.interrupted_sends().await?;
         for row in rows {
             let interrupted = row.interrupted_attempts + 1;
             if interrupted >= MAX_INTERRUPTED_SENDS {
                 let reason = format!(
                     "the daemon stopped during {interrupted} sends of this message; given up so that it cannot stop the daemon again"
                 );
-                sqlx::query(
-                    "UPDATE outbox SET state = 'abandoned', in_flight = 0, interrupted_attempts = ?2, last_error = ?3 WHERE id = ?1",
-                )
-                .bind(row.id)
-                .bind(interrupted)
-                .bind(&reason)
-                .execute(self.store.pool())
-                .await?;
+                self.store
+                    .abandon_interrupted(row.id, interrupted, &reason)
+                    .await?;
                 self.metrics.emails_abandoned.inc();
                 report.abandoned += 1;
                 tracing::error!(
@@ -133,16 +104,12 @@ impl Deliverer {
                     "alert email abandoned: {reason}"
                 );
             } else {
-                sqlx::query(
-                    "UPDATE outbox SET in_flight = 0, interrupted_attempts = ?2, last_error = ?3 WHERE id = ?1",
-                )
-                .bind(row.id)
-                .bind(interrupted)
-                .bind(format!(
+                let note = format!(
                     "the daemon stopped during a send of this message ({interrupted} so far)"
-                ))
-                .execute(self.store.pool())
-                .await?;
+                );
+                self.store
+                    .requeue_interrupted(row.id, interrupted, &note)
+                    .await?;
                 tracing::warn!(
                     to = %row.recipient,
                     message_id = %row.message_id,
@@ -163,27 +130,16 @@ impl Deliverer {
     pub async fn deliver_due(&self, now: DateTime<Utc>) -> Result<DeliveryReport, StoreError> {
         let mut report = DeliveryReport::default();
         self.settle_interrupted(&mut report).await?;
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, recipient, message_id, subject, body, references_hdr, created_at, attempts \
-             FROM outbox WHERE state = 'pending' AND in_flight = 0 AND next_attempt_at <= ?1 \
-             ORDER BY id LIMIT 100",
-        )
-        .bind(rfc3339(now))
-        .fetch_all(self.store.pool())
-        .await?;
+        let rows = self.store.pending_due(now, BATCH).await?;
         for row in rows {
             let created = parse_rfc3339(&row.created_at).unwrap_or(now);
             // Counted and marked in flight before the conversation starts, in its own commit:
             // if the daemon dies during the send, the next start sees it.
-            let started = sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ?2, in_flight = 1 \
-                 WHERE id = ?1 AND state = 'pending' AND in_flight = 0",
-            )
-            .bind(row.id)
-            .bind(rfc3339(Utc::now().max(now)))
-            .execute(self.store.pool())
-            .await?;
-            if started.rows_affected() == 0 {
+            if !self
+                .store
+                .begin_attempt(row.id, Utc::now().max(now))
+                .await?
+            {
                 // Settled or taken since it was read.
                 continue;
             }
@@ -199,30 +155,16 @@ impl Deliverer {
                 })
                 .await;
             let attempts = row.attempts + 1;
-            let done_at = rfc3339(Utc::now().max(now));
+            let done_at = Utc::now().max(now);
             match result {
                 Ok(reply) => {
-                    sqlx::query(
-                        "UPDATE outbox SET state = 'sent', in_flight = 0, attempts = ?2, sent_at = ?3, last_error = NULL WHERE id = ?1",
-                    )
-                    .bind(row.id)
-                    .bind(attempts)
-                    .bind(&done_at)
-                    .execute(self.store.pool())
-                    .await?;
+                    self.store.mark_sent(row.id, attempts, done_at).await?;
                     self.metrics.emails_sent.inc();
                     report.sent += 1;
                     tracing::info!(to = %row.recipient, message_id = %row.message_id, reply = %reply, "alert email delivered");
                 }
                 Err(SendFailure::Permanent(text)) => {
-                    sqlx::query(
-                        "UPDATE outbox SET state = 'failed', in_flight = 0, attempts = ?2, last_error = ?3 WHERE id = ?1",
-                    )
-                    .bind(row.id)
-                    .bind(attempts)
-                    .bind(&text)
-                    .execute(self.store.pool())
-                    .await?;
+                    self.store.mark_failed(row.id, attempts, &text).await?;
                     self.metrics.emails_failed.inc();
                     report.failed += 1;
                     tracing::error!(to = %row.recipient, message_id = %row.message_id, error = %text, "alert email refused for good by the SMTP server; not retried");
@@ -230,29 +172,16 @@ impl Deliverer {
                 Err(SendFailure::Transient(text)) => {
                     let age = (now - created).to_std().unwrap_or_default();
                     if age >= self.max_age {
-                        sqlx::query(
-                            "UPDATE outbox SET state = 'abandoned', in_flight = 0, attempts = ?2, last_error = ?3 WHERE id = ?1",
-                        )
-                        .bind(row.id)
-                        .bind(attempts)
-                        .bind(&text)
-                        .execute(self.store.pool())
-                        .await?;
+                        self.store.mark_abandoned(row.id, attempts, &text).await?;
                         self.metrics.emails_abandoned.inc();
                         report.abandoned += 1;
                         tracing::error!(to = %row.recipient, message_id = %row.message_id, error = %text, attempts, "alert email abandoned after max_age");
                     } else {
                         let wait = self.delay_for(row.attempts.max(0) as usize);
                         let next = crate::timefmt::saturating_after(now, wait);
-                        sqlx::query(
-                            "UPDATE outbox SET in_flight = 0, attempts = ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
-                        )
-                        .bind(row.id)
-                        .bind(attempts)
-                        .bind(&text)
-                        .bind(rfc3339(next))
-                        .execute(self.store.pool())
-                        .await?;
+                        self.store
+                            .schedule_retry(row.id, attempts, &text, next)
+                            .await?;
                         report.retrying += 1;
                         tracing::warn!(to = %row.recipient, message_id = %row.message_id, error = %text, attempts, retry_in = ?wait, "alert email not accepted yet; will retry");
                     }
@@ -262,13 +191,9 @@ impl Deliverer {
         Ok(report)
     }
 
-    /// Oldest pending row's creation time, for "outbox stuck" checks.
+    /// How many rows wait for the SMTP server.
     pub async fn pending(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")
-                .fetch_one(self.store.pool())
-                .await?,
-        )
+        Ok(self.store.outbox_pending().await?.0)
     }
 
     /// Runs until shutdown: a pass when woken (after a cycle queued mail) and every `tick`.

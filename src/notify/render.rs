@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::alerts::rules::Severity;
+use crate::store::outbox::UndigestedAlert;
 use crate::timefmt::{format_duration, parse_rfc3339};
 
 /// The most bytes of one Meta string in a body (the parser's cap, again for rows stored
@@ -60,7 +61,7 @@ fn c(s: &str) -> String {
 }
 
 /// One queued alert with what is known about its target.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AlertItem {
     pub id: i64,
     pub created_at: String,
@@ -78,6 +79,29 @@ pub struct AlertItem {
     pub waba_id: Option<String>,
     pub waba_name: Option<String>,
     pub health_entities: Option<String>,
+}
+
+impl From<UndigestedAlert> for AlertItem {
+    fn from(a: UndigestedAlert) -> AlertItem {
+        AlertItem {
+            id: a.id,
+            created_at: a.created_at,
+            kind: a.kind,
+            target_id: a.target_id,
+            topic: a.topic,
+            severity: a.severity,
+            field: a.field,
+            old: a.old,
+            new: a.new,
+            previous_since: a.previous_since,
+            detail: a.detail,
+            display_phone_number: a.display_phone_number,
+            verified_name: a.verified_name,
+            waba_id: a.waba_id,
+            waba_name: a.waba_name,
+            health_entities: a.health_entities,
+        }
+    }
 }
 
 impl AlertItem {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::outln;
 use crate::config::Config;
 use crate::daemon::{self, RunOptions};
+use crate::output::outln;
 use crate::poller::CycleReport;
 use crate::retry::RetryPolicy;
 use crate::sim::{FineduSim, FineduState, GraphSim, SimOptions, SimState};
@@ -30,7 +30,7 @@ pub async fn run(dir: &Path, run_for: Option<&str>) -> anyhow::Result<ExitCode> 
             return Ok(ExitCode::from(2));
         }
     };
-    crate::cli::init_text_logging();
+    crate::telemetry::init(crate::config::LogFormat::Text);
     std::fs::create_dir_all(dir)
         .with_context(|| format!("could not create the demo folder {}", dir.display()))?;
     let dir = dir
@@ -128,7 +128,7 @@ repeat_interval = "1h"
     outln!("  The simulated fleet changes every few seconds; each change is logged below.");
     outln!(
         "  In another terminal:  {} --config {} status   (or history)",
-        crate::cli::self_command(),
+        crate::output::self_command(),
         config_path.display()
     );
     outln!(
@@ -195,7 +195,7 @@ repeat_interval = "1h"
     );
     outln!(
         "see them with:  {} --config {} history",
-        crate::cli::self_command(),
+        crate::output::self_command(),
         config_path.display()
     );
     Ok(ExitCode::SUCCESS)

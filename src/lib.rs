@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod output;
 pub mod poller;
 pub mod redact;
 pub mod retry;

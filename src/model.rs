@@ -306,6 +306,18 @@ pub struct WabaObservation {
     pub source_updated_at: Option<String>,
 }
 
+/// One change of one tracked field of one target, as the store found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: TargetKind,
+    pub target_id: String,
+    pub field: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    /// When the previous value was first observed (how long it lasted), when it is known.
+    pub previous_since: Option<String>,
+}
+
 /// Kinds of monitored target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

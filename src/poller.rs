@@ -389,7 +389,7 @@ impl Poller {
         let recorded = async {
             let mut tx = self.store.begin_write().await?;
             for s in &self.sources {
-                let blind = crate::alerts::record_source_health_in(
+                let blind = crate::store::alerts::record_source_health_in(
                     &mut tx,
                     s.name(),
                     &SourceHealth::Failed {
@@ -440,11 +440,19 @@ impl Poller {
         for i in order {
             let p = &polled[i];
             let mut report = SourceReport::from_poll(&p.poll);
-            let applied =
-                crate::store::apply_in(&mut tx, p.run_id, &p.poll, p.observed_at, self.policy())
-                    .await?;
+            let applied = crate::store::apply_in(&mut tx, p.run_id, &p.poll, p.observed_at).await?;
+            // The alerts these changes cause, decided by the pure planner from the alerts
+            // still open, written in the same transaction.
+            let open = crate::store::alerts::open_alerts_for(
+                &mut tx,
+                &crate::alerts::keys(&applied.changes),
+            )
+            .await?;
+            let observed = crate::timefmt::rfc3339(p.observed_at);
+            let plan = crate::alerts::plan(&applied.changes, &open, self.policy(), &observed);
+            crate::store::alerts::apply_plan(&mut tx, &plan, &observed).await?;
             let health = source_health(&p.poll);
-            let blind_now = crate::alerts::record_source_health_in(
+            let blind_now = crate::store::alerts::record_source_health_in(
                 &mut tx,
                 &report.source,
                 &health,
@@ -464,7 +472,7 @@ impl Poller {
             by_index[i] = Some(report);
         }
         reports.extend(by_index.into_iter().flatten());
-        crate::alerts::queue_reminders_in(&mut tx, self.alerts.repeat_interval, now).await?;
+        crate::store::alerts::queue_reminders_in(&mut tx, self.alerts.repeat_interval, now).await?;
         let severities = crate::notify::digest_in(&mut tx, self.email.as_ref(), now).await?;
         tx.commit().await?;
         Ok((reports, severities))

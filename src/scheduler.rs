@@ -14,10 +14,9 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
+use crate::lifecycle::{CycleStats, ShutdownSignal};
 use crate::poller::CycleReport;
 use crate::runtime::SharedRuntime;
-
-pub use crate::lifecycle::{CycleStats, ShutdownSignal};
 
 /// Runs the schedule of the runtime in force until `shutdown`; calls `on_cycle` after every
 /// cycle. A message on `reloaded` says a new runtime is in force: a changed schedule replaces

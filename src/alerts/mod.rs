@@ -1,18 +1,20 @@
-//! From changes to alerts. `plan` runs inside the store's apply transaction, so a transition and
-//! the alert it causes are committed together or not at all; `alert_state` remembers what is
-//! open, so a recovery is announced only after an alert, and a restart with unchanged state (no
-//! history row, hence no change) sends nothing.
+//! From changes to alerts, as **pure** functions: [`plan`] turns a cycle's changes and the
+//! alerts still open into the alerts to queue and the open-alert updates; [`blind_step`] does
+//! the same for a source's health ("monitoring blind"); [`reminder`] builds a reminder of an
+//! alert left open. The store reads the open alerts and writes what these decide
+//! (`store::alerts`), inside the cycle's one transaction, so a transition and the alert it
+//! causes are committed together or not at all; open alerts remember what was announced, so a
+//! recovery is announced only after an alert, and a restart with unchanged state (no change)
+//! sends nothing.
 
 pub mod rules;
 
-use chrono::{DateTime, Utc};
-use sqlx::{Sqlite, Transaction};
+use std::collections::HashMap;
 
-use crate::store::Change;
-use crate::timefmt::rfc3339;
+use crate::model::Change;
 use rules::{Severity, Topic, Verdict};
 
-/// Alert behaviour the store needs while applying a poll.
+/// Alert behaviour that the configuration sets.
 #[derive(Debug, Clone, Copy)]
 pub struct AlertPolicy {
     /// Send "resolved" notices.
@@ -25,29 +27,72 @@ impl Default for AlertPolicy {
     }
 }
 
-/// The key of an alert's topic in `alert_state`: limits are tracked per field, so a drop of
-/// the tier and of the portfolio limit are two alerts, each resolved by its own rise.
-fn topic_key(topic: Topic, field: &str) -> String {
+/// The key of an alert's topic among the open alerts: limits are tracked per field, so a drop
+/// of the tier and of the portfolio limit are two alerts, each resolved by its own rise.
+pub fn topic_key(topic: Topic, field: &str) -> String {
     match topic {
         Topic::Limit => format!("limit:{field}"),
         other => other.as_str().to_owned(),
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct OpenAlert {
-    value: Option<String>,
+/// The open alerts `plan` needs, by (target id, topic key): the value each was about.
+pub type OpenAlerts = HashMap<(String, String), Option<String>>;
+
+/// An alert to queue (a row of `alerts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAlert {
+    pub created_at: String,
+    pub kind: String,
+    pub target_id: String,
+    pub topic: String,
+    pub severity: String,
+    pub field: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub previous_since: Option<String>,
+    pub detail: Option<String>,
 }
 
-/// Records the alerts that `changes` cause. Must run before the changes' history rows are
-/// inserted (it reads when the previous value started). Returns how many alerts it queued.
-pub async fn plan(
-    tx: &mut Transaction<'_, Sqlite>,
-    changes: &[Change],
-    now: &str,
-    policy: AlertPolicy,
-) -> Result<usize, sqlx::Error> {
-    let mut queued = 0;
+/// A change to the set of open alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateUpdate {
+    /// Open (or update) the alert on (target, topic), announced now.
+    Open {
+        target_id: String,
+        topic: String,
+        kind: String,
+        severity: Severity,
+        value: String,
+    },
+    /// The alert on (target, topic) is over.
+    Close { target_id: String, topic: String },
+}
+
+/// What a cycle's changes cause.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub alerts: Vec<NewAlert>,
+    pub updates: Vec<StateUpdate>,
+}
+
+/// The open-alert keys `plan` consults for `changes` (so the store reads only those).
+pub fn keys(changes: &[Change]) -> Vec<(String, String)> {
+    changes
+        .iter()
+        .filter_map(|c| {
+            let new = c.new.as_deref()?;
+            let v = rules::verdict(&c.field, c.old.as_deref(), new)?;
+            Some((c.target_id.clone(), topic_key(v.topic, &c.field)))
+        })
+        .collect()
+}
+
+/// The alerts `changes` cause, given the alerts open before them, at `now` (RFC 3339).
+/// Changes are taken in order, each seeing the open alerts as the earlier ones left them.
+pub fn plan(changes: &[Change], open: &OpenAlerts, policy: AlertPolicy, now: &str) -> Plan {
+    let mut open = open.clone();
+    let mut out = Plan::default();
     for c in changes {
         let Some(new) = c.new.as_deref() else {
             continue;
@@ -56,26 +101,21 @@ pub async fn plan(
         else {
             continue;
         };
-        let key = topic_key(topic, &c.field);
-        let open: Option<OpenAlert> =
-            sqlx::query_as("SELECT value FROM alert_state WHERE target_id = ?1 AND topic = ?2")
-                .bind(&c.target_id)
-                .bind(&key)
-                .fetch_optional(&mut **tx)
-                .await?;
-        let send = match (severity, &open) {
+        let key = (c.target_id.clone(), topic_key(topic, &c.field));
+        let was_open = open.get(&key).cloned();
+        let send = match (severity, &was_open) {
             // Already alerted about exactly this value (e.g. RED -> NA -> RED): stay quiet.
-            (s, Some(o)) if s.is_bad() && o.value.as_deref() == Some(new) => None,
+            (s, Some(value)) if s.is_bad() && value.as_deref() == Some(new) => None,
             (Severity::Critical | Severity::Warning, _) => Some(severity),
             // RED -> YELLOW with an alert open is good news, but not the end of it.
             (Severity::Improving, Some(_)) => Some(Severity::Improving),
             (Severity::Improving, None) => Some(Severity::Warning),
             (Severity::Resolved, Some(_)) => {
-                sqlx::query("DELETE FROM alert_state WHERE target_id = ?1 AND topic = ?2")
-                    .bind(&c.target_id)
-                    .bind(&key)
-                    .execute(&mut **tx)
-                    .await?;
+                open.remove(&key);
+                out.updates.push(StateUpdate::Close {
+                    target_id: key.0.clone(),
+                    topic: key.1.clone(),
+                });
                 policy.resolved.then_some(Severity::Resolved)
             }
             (Severity::Resolved, None) => None,
@@ -87,87 +127,29 @@ pub async fn plan(
             } else {
                 send
             };
-            sqlx::query(
-                "INSERT INTO alert_state (target_id, topic, kind, severity, value, opened_at, last_sent_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
-                 ON CONFLICT (target_id, topic) DO UPDATE SET severity = ?4, value = ?5, last_sent_at = ?6",
-            )
-            .bind(&c.target_id)
-            .bind(&key)
-            .bind(c.kind.as_str())
-            .bind(state_severity.as_str())
-            .bind(new)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+            open.insert(key.clone(), Some(new.to_owned()));
+            out.updates.push(StateUpdate::Open {
+                target_id: key.0.clone(),
+                topic: key.1.clone(),
+                kind: c.kind.as_str().to_owned(),
+                severity: state_severity,
+                value: new.to_owned(),
+            });
         }
-        let previous_since: Option<String> = if c.old.is_some() {
-            sqlx::query_scalar(
-                "SELECT observed_at FROM history WHERE target_id = ?1 AND field = ?2 \
-                 ORDER BY seq DESC LIMIT 1",
-            )
-            .bind(&c.target_id)
-            .bind(&c.field)
-            .fetch_optional(&mut **tx)
-            .await?
-        } else {
-            None
-        };
-        insert_alert(
-            tx,
-            NewAlert {
-                created_at: now,
-                kind: c.kind.as_str(),
-                target_id: &c.target_id,
-                topic: &key,
-                severity: send.as_str(),
-                field: &c.field,
-                old: c.old.as_deref(),
-                new: Some(new),
-                previous_since: previous_since.as_deref(),
-                detail: None,
-            },
-        )
-        .await?;
-        queued += 1;
+        out.alerts.push(NewAlert {
+            created_at: now.to_owned(),
+            kind: c.kind.as_str().to_owned(),
+            target_id: key.0,
+            topic: key.1,
+            severity: send.as_str().to_owned(),
+            field: c.field.clone(),
+            old: c.old.clone(),
+            new: Some(new.to_owned()),
+            previous_since: c.previous_since.clone(),
+            detail: None,
+        });
     }
-    Ok(queued)
-}
-
-struct NewAlert<'a> {
-    created_at: &'a str,
-    kind: &'a str,
-    target_id: &'a str,
-    topic: &'a str,
-    severity: &'a str,
-    field: &'a str,
-    old: Option<&'a str>,
-    new: Option<&'a str>,
-    previous_since: Option<&'a str>,
-    detail: Option<&'a str>,
-}
-
-async fn insert_alert(
-    tx: &mut Transaction<'_, Sqlite>,
-    a: NewAlert<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO alerts (created_at, kind, target_id, topic, severity, field, old, new, previous_since, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .bind(a.created_at)
-    .bind(a.kind)
-    .bind(a.target_id)
-    .bind(a.topic)
-    .bind(a.severity)
-    .bind(a.field)
-    .bind(a.old)
-    .bind(a.new)
-    .bind(a.previous_since)
-    .bind(a.detail)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    out
 }
 
 /// How one source's poll went, as far as "monitoring blind" is concerned.
@@ -181,170 +163,279 @@ pub enum SourceHealth {
     Unauthorized { reason: String },
 }
 
-/// Updates a source's failure count and raises or resolves "monitoring blind", in the caller's
-/// transaction. Returns whether the source is blind now.
-pub async fn record_source_health_in(
-    tx: &mut Transaction<'_, Sqlite>,
+/// A source's failure count and blindness, as stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceState {
+    pub consecutive_failures: i64,
+    pub blind: bool,
+}
+
+/// What one poll's health does to a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlindStep {
+    pub state: SourceState,
+    pub reason: Option<String>,
+    /// The alert about it, if blindness began or ended (with resolved notices on).
+    pub alert: Option<NewAlert>,
+    /// The open "blind" alert: opened, closed, or left as it is.
+    pub update: Option<StateUpdate>,
+}
+
+/// The next state of a source after a poll with `health`: blind after `blind_after` failed
+/// polls in a row, at once when the token is refused; an alert when that begins or ends.
+pub fn blind_step(
     source: &str,
+    before: SourceState,
     health: &SourceHealth,
     blind_after: u32,
     policy: AlertPolicy,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let now = rfc3339(now);
-    let (failures, blind): (i64, bool) =
-        sqlx::query_as("SELECT consecutive_failures, blind FROM source_state WHERE source = ?1")
-            .bind(source)
-            .fetch_optional(&mut **tx)
-            .await?
-            .unwrap_or((0, false));
+    now: &str,
+) -> BlindStep {
     let (failures, reason, now_blind) = match health {
         SourceHealth::Seeing => (0, None, false),
         SourceHealth::Failed { reason } => {
-            let n = failures + 1;
+            let n = before.consecutive_failures + 1;
             (n, Some(reason.clone()), n >= i64::from(blind_after))
         }
-        SourceHealth::Unauthorized { reason } => (failures + 1, Some(reason.clone()), true),
+        SourceHealth::Unauthorized { reason } => {
+            (before.consecutive_failures + 1, Some(reason.clone()), true)
+        }
     };
-    sqlx::query(
-        "INSERT INTO source_state (source, consecutive_failures, blind, reason, since) VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT (source) DO UPDATE SET consecutive_failures = ?2, blind = ?3, reason = ?4, \
-         since = CASE WHEN source_state.blind = ?3 THEN source_state.since ELSE ?5 END",
-    )
-    .bind(source)
-    .bind(failures)
-    .bind(now_blind)
-    .bind(&reason)
-    .bind(&now)
-    .execute(&mut **tx)
-    .await?;
-    let severity = match (blind, now_blind) {
+    let topic = Topic::Blind.as_str().to_owned();
+    let update = match (before.blind, now_blind) {
+        (false, true) => Some(StateUpdate::Open {
+            target_id: source.to_owned(),
+            topic: topic.clone(),
+            kind: "source".to_owned(),
+            severity: Severity::Critical,
+            value: "blind".to_owned(),
+        }),
+        (true, false) => Some(StateUpdate::Close {
+            target_id: source.to_owned(),
+            topic: topic.clone(),
+        }),
+        _ => None,
+    };
+    let severity = match (before.blind, now_blind) {
         (false, true) => Some(Severity::Critical),
         (true, false) if policy.resolved => Some(Severity::Resolved),
         _ => None,
     };
-    if let Some(sev) = severity {
-        if sev == Severity::Critical {
-            sqlx::query(
-                "INSERT OR REPLACE INTO alert_state (target_id, topic, kind, severity, value, opened_at, last_sent_at) \
-                 VALUES (?1, 'blind', 'source', 'critical', 'blind', ?2, ?2)",
-            )
-            .bind(source)
-            .bind(&now)
-            .execute(&mut **tx)
-            .await?;
-        } else {
-            sqlx::query("DELETE FROM alert_state WHERE target_id = ?1 AND topic = 'blind'")
-                .bind(source)
-                .execute(&mut **tx)
-                .await?;
+    let alert = severity.map(|sev| NewAlert {
+        created_at: now.to_owned(),
+        kind: "source".to_owned(),
+        target_id: source.to_owned(),
+        topic,
+        severity: sev.as_str().to_owned(),
+        field: "monitoring".to_owned(),
+        old: Some(if before.blind { "blind" } else { "seeing" }.to_owned()),
+        new: Some(if now_blind { "blind" } else { "seeing" }.to_owned()),
+        previous_since: None,
+        detail: reason.clone(),
+    });
+    BlindStep {
+        state: SourceState {
+            consecutive_failures: failures,
+            blind: now_blind,
+        },
+        reason,
+        alert,
+        update,
+    }
+}
+
+/// An alert still open, as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAlert {
+    pub target_id: String,
+    pub topic: String,
+    pub kind: String,
+    pub severity: String,
+    pub value: Option<String>,
+    pub opened_at: String,
+}
+
+/// The reminder of an alert left open.
+pub fn reminder(open: &OpenAlert, now: &str) -> NewAlert {
+    let field = if open.topic == Topic::Blind.as_str() {
+        "monitoring".to_owned()
+    } else if let Some(f) = open.topic.strip_prefix("limit:") {
+        f.to_owned()
+    } else {
+        match open.topic.as_str() {
+            "quality" => crate::model::field::QUALITY_RATING,
+            "status" => crate::model::field::STATUS,
+            "health" => crate::model::field::HEALTH,
+            "review" => crate::model::field::ACCOUNT_REVIEW_STATUS,
+            "verification" => crate::model::field::BUSINESS_VERIFICATION_STATUS,
+            _ => crate::model::field::PRESENCE,
         }
-        insert_alert(
-            tx,
-            NewAlert {
-                created_at: &now,
-                kind: "source",
-                target_id: source,
-                topic: Topic::Blind.as_str(),
-                severity: sev.as_str(),
-                field: "monitoring",
-                old: Some(if blind { "blind" } else { "seeing" }),
-                new: Some(if now_blind { "blind" } else { "seeing" }),
-                previous_since: None,
-                detail: reason.as_deref(),
-            },
-        )
-        .await?;
-    } else if !now_blind && blind {
-        // Recovered with resolved notices off: close the state silently.
-        sqlx::query("DELETE FROM alert_state WHERE target_id = ?1 AND topic = 'blind'")
-            .bind(source)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(now_blind)
-}
-
-/// Queues a reminder for every alert still open and not mentioned for `repeat`. Returns how
-/// many were queued. A zero `repeat` disables reminders.
-pub async fn queue_reminders(
-    pool: &sqlx::SqlitePool,
-    repeat: std::time::Duration,
-    now: DateTime<Utc>,
-) -> Result<usize, sqlx::Error> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let n = queue_reminders_in(&mut tx, repeat, now).await?;
-    tx.commit().await?;
-    Ok(n)
-}
-
-/// [`queue_reminders`] inside the caller's transaction.
-pub async fn queue_reminders_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    repeat: std::time::Duration,
-    now: DateTime<Utc>,
-) -> Result<usize, sqlx::Error> {
-    if repeat.is_zero() {
-        return Ok(0);
-    }
-    // A repeat longer than the calendar goes back: nothing can be due.
-    let Some(cutoff) = crate::timefmt::checked_ago(now, repeat) else {
-        return Ok(0);
+        .to_owned()
     };
-    let now_s = rfc3339(now);
-    #[derive(sqlx::FromRow)]
-    struct Due {
-        target_id: String,
-        topic: String,
-        kind: String,
-        severity: String,
-        value: Option<String>,
-        opened_at: String,
+    NewAlert {
+        created_at: now.to_owned(),
+        kind: open.kind.clone(),
+        target_id: open.target_id.clone(),
+        topic: open.topic.clone(),
+        severity: "reminder".to_owned(),
+        field,
+        old: None,
+        new: open.value.clone(),
+        previous_since: Some(open.opened_at.clone()),
+        detail: Some(open.severity.clone()),
     }
-    let due: Vec<Due> = sqlx::query_as(
-        "SELECT target_id, topic, kind, severity, value, opened_at FROM alert_state WHERE last_sent_at <= ?1",
-    )
-    .bind(rfc3339(cutoff))
-    .fetch_all(&mut **tx)
-    .await?;
-    for d in &due {
-        let field = if d.topic == Topic::Blind.as_str() {
-            "monitoring".to_owned()
-        } else if let Some(f) = d.topic.strip_prefix("limit:") {
-            f.to_owned()
-        } else {
-            match d.topic.as_str() {
-                "quality" => crate::model::field::QUALITY_RATING,
-                "status" => crate::model::field::STATUS,
-                "health" => crate::model::field::HEALTH,
-                "review" => crate::model::field::ACCOUNT_REVIEW_STATUS,
-                "verification" => crate::model::field::BUSINESS_VERIFICATION_STATUS,
-                _ => crate::model::field::PRESENCE,
-            }
-            .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TargetKind;
+
+    fn change(id: &str, field: &str, old: Option<&str>, new: &str) -> Change {
+        Change {
+            kind: TargetKind::PhoneNumber,
+            target_id: id.to_owned(),
+            field: field.to_owned(),
+            old: old.map(str::to_owned),
+            new: Some(new.to_owned()),
+            previous_since: old.map(|_| "2026-11-01T00:00:00.000Z".to_owned()),
+        }
+    }
+
+    const Q: &str = crate::model::field::QUALITY_RATING;
+    const NOW: &str = "2026-12-01T00:00:00.000Z";
+
+    fn open(entries: &[(&str, &str, Option<&str>)]) -> OpenAlerts {
+        entries
+            .iter()
+            .map(|(t, k, v)| (((*t).to_owned(), (*k).to_owned()), v.map(str::to_owned)))
+            .collect()
+    }
+
+    /// (changes, open before, resolved notices) → (severities queued, open updates).
+    #[test]
+    fn the_plan_follows_the_open_alerts() {
+        let cases: Vec<(Vec<Change>, OpenAlerts, bool, Vec<&str>, usize)> = vec![
+            // GREEN -> RED: critical, opened.
+            (
+                vec![change("1", Q, Some("GREEN"), "RED")],
+                open(&[]),
+                true,
+                vec!["critical"],
+                1,
+            ),
+            // RED again while RED is open (RED -> NA -> RED): quiet.
+            (
+                vec![change("1", Q, Some("NA"), "RED")],
+                open(&[("1", "quality", Some("RED"))]),
+                true,
+                vec![],
+                0,
+            ),
+            // RED -> YELLOW with RED open: improving (still open, as warning).
+            (
+                vec![change("1", Q, Some("RED"), "YELLOW")],
+                open(&[("1", "quality", Some("RED"))]),
+                true,
+                vec!["improving"],
+                1,
+            ),
+            // YELLOW -> GREEN with an alert open: resolved, closed.
+            (
+                vec![change("1", Q, Some("YELLOW"), "GREEN")],
+                open(&[("1", "quality", Some("YELLOW"))]),
+                true,
+                vec!["resolved"],
+                1,
+            ),
+            // The same with resolved notices off: closed silently.
+            (
+                vec![change("1", Q, Some("YELLOW"), "GREEN")],
+                open(&[("1", "quality", Some("YELLOW"))]),
+                false,
+                vec![],
+                1,
+            ),
+            // Good news nobody was told the bad news of: nothing.
+            (
+                vec![change("1", Q, Some("YELLOW"), "GREEN")],
+                open(&[]),
+                true,
+                vec![],
+                0,
+            ),
+            // Two changes of one target in one cycle see each other.
+            (
+                vec![
+                    change("1", Q, Some("GREEN"), "RED"),
+                    change("1", Q, Some("RED"), "GREEN"),
+                ],
+                open(&[]),
+                true,
+                vec!["critical", "resolved"],
+                2,
+            ),
+        ];
+        for (i, (changes, before, resolved, want, updates)) in cases.into_iter().enumerate() {
+            let p = plan(&changes, &before, AlertPolicy { resolved }, NOW);
+            let got: Vec<&str> = p.alerts.iter().map(|a| a.severity.as_str()).collect();
+            assert_eq!(got, want, "case {i}");
+            assert_eq!(p.updates.len(), updates, "case {i}: {:?}", p.updates);
+        }
+    }
+
+    #[test]
+    fn an_alert_carries_how_long_the_previous_value_lasted() {
+        let p = plan(
+            &[change("1", Q, Some("GREEN"), "RED")],
+            &open(&[]),
+            AlertPolicy::default(),
+            NOW,
+        );
+        assert_eq!(
+            p.alerts[0].previous_since.as_deref(),
+            Some("2026-11-01T00:00:00.000Z")
+        );
+        assert_eq!(keys(&[change("1", Q, Some("GREEN"), "RED")]).len(), 1);
+    }
+
+    #[test]
+    fn blindness_begins_after_the_failures_and_ends_with_a_notice() {
+        let failed = SourceHealth::Failed {
+            reason: "timeout".into(),
         };
-        insert_alert(
-            tx,
-            NewAlert {
-                created_at: &now_s,
-                kind: &d.kind,
-                target_id: &d.target_id,
-                topic: &d.topic,
-                severity: "reminder",
-                field: &field,
-                old: None,
-                new: d.value.as_deref(),
-                previous_since: Some(&d.opened_at),
-                detail: Some(&d.severity),
-            },
-        )
-        .await?;
-        sqlx::query("UPDATE alert_state SET last_sent_at = ?1 WHERE target_id = ?2 AND topic = ?3")
-            .bind(&now_s)
-            .bind(&d.target_id)
-            .bind(&d.topic)
-            .execute(&mut **tx)
-            .await?;
+        let mut s = SourceState::default();
+        let mut alerts = Vec::new();
+        for _ in 0..3 {
+            let step = blind_step("m", s, &failed, 3, AlertPolicy::default(), NOW);
+            s = step.state;
+            alerts.extend(step.alert);
+        }
+        assert!(s.blind);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].severity, "critical");
+        let step = blind_step(
+            "m",
+            s,
+            &SourceHealth::Seeing,
+            3,
+            AlertPolicy::default(),
+            NOW,
+        );
+        assert!(!step.state.blind);
+        assert_eq!(step.alert.map(|a| a.severity).as_deref(), Some("resolved"));
+        assert!(matches!(step.update, Some(StateUpdate::Close { .. })));
+        let unauthorized = SourceHealth::Unauthorized {
+            reason: "190".into(),
+        };
+        let step = blind_step(
+            "m",
+            SourceState::default(),
+            &unauthorized,
+            3,
+            AlertPolicy::default(),
+            NOW,
+        );
+        assert!(step.state.blind, "a refused token is blind at once");
     }
-    Ok(due.len())
 }

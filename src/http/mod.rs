@@ -20,7 +20,7 @@ use axum::routing::get;
 
 use crate::metrics::{CONTENT_TYPE, Metrics};
 use crate::runtime::SharedRuntime;
-use crate::scheduler::{CycleStats, ShutdownSignal};
+use crate::lifecycle::{CycleStats, ShutdownSignal};
 use crate::store::Store;
 use crate::timefmt::{parse_rfc3339, unix_now};
 

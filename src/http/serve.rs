@@ -39,7 +39,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::scheduler::ShutdownSignal;
+use crate::lifecycle::ShutdownSignal;
 
 /// Descriptors kept for everything but HTTP connections: the two SQLite pools (three files per
 /// connection: database, WAL, shared memory), SMTP, the Graph and BSP clients' connections,

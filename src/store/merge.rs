@@ -5,17 +5,7 @@
 //! WABA, health entities, throughput...) are updated silently. A `None` observation never
 //! overwrites a stored value.
 
-use crate::model::{PhoneObservation, TargetKind, WabaObservation, field};
-
-/// One change of one tracked field of one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub kind: TargetKind,
-    pub target_id: String,
-    pub field: String,
-    pub old: Option<String>,
-    pub new: Option<String>,
-}
+use crate::model::{Change, PhoneObservation, TargetKind, WabaObservation, field};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PhoneRow {
@@ -84,6 +74,7 @@ impl Tracker<'_> {
                 field: name.to_owned(),
                 old: slot.clone(),
                 new: Some(new.clone()),
+                previous_since: None,
             });
             *slot = Some(new);
         }
@@ -199,6 +190,7 @@ impl PhoneRow {
             field: field::PRESENCE.to_owned(),
             old: Some(field::PRESENT.to_owned()),
             new: Some(field::GONE.to_owned()),
+            previous_since: None,
         }
     }
 }
@@ -281,6 +273,7 @@ impl WabaRow {
             field: field::PRESENCE.to_owned(),
             old: Some(field::PRESENT.to_owned()),
             new: Some(field::GONE.to_owned()),
+            previous_since: None,
         }
     }
 }

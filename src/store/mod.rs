@@ -8,6 +8,7 @@
 //! - everything one poll changes is written in one `BEGIN IMMEDIATE` transaction, so a crash
 //!   leaves either all of it or none of it, and a restart diffs against what was committed.
 
+pub mod alerts;
 mod merge;
 pub mod outbox;
 mod queries;
@@ -23,11 +24,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
-pub use merge::{Change, PhoneRow, WabaRow};
+pub use crate::model::Change;
+pub use merge::{PhoneRow, WabaRow};
 pub use outbox::Tx;
 pub use queries::{HistoryEntry, HistoryFilter, PollRun, StatusEntry};
 
-use crate::alerts::AlertPolicy;
 use crate::sources::SourcePoll;
 use crate::timefmt::rfc3339;
 
@@ -58,8 +59,6 @@ pub struct ApplyReport {
     pub gone: usize,
     /// Targets whose state was read and found unchanged.
     pub unchanged: usize,
-    /// Alerts queued by these changes (see `alerts::plan`).
-    pub alerts: usize,
     /// Targets this source reported but a higher-priority source owns (Meta over a BSP):
     /// ignored, so the history never flaps between two views.
     pub shadowed: usize,
@@ -194,14 +193,14 @@ impl Store {
     }
 }
 
-/// Diffs one poll against the stored state, writes the new state, one history row per change
-/// and the alerts they cause, inside the caller's transaction.
+/// Diffs one poll against the stored state and writes the new state and one history row per
+/// change, inside the caller's transaction. Returns the changes, each with when its previous
+/// value began (for the alerts the poller plans from them).
 pub async fn apply_in(
     tx: &mut Transaction<'_, Sqlite>,
     run_id: Option<i64>,
     poll: &SourcePoll,
     observed_at: DateTime<Utc>,
-    policy: AlertPolicy,
 ) -> Result<ApplyReport, StoreError> {
     {
         let now = rfc3339(observed_at);
@@ -361,9 +360,18 @@ pub async fn apply_in(
             .await?;
         }
 
-        // The alerts these changes cause, in the same transaction (before the history rows:
-        // it reads when each previous value began).
-        report.alerts = crate::alerts::plan(tx, &report.changes, &now, policy).await?;
+        // How long each previous value lasted: when its history row was written (read before
+        // this cycle's rows go in).
+        for c in report.changes.iter_mut().filter(|c| c.old.is_some()) {
+            c.previous_since = sqlx::query_scalar(
+                "SELECT observed_at FROM history WHERE target_id = ?1 AND field = ?2 \
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(&c.target_id)
+            .bind(&c.field)
+            .fetch_optional(&mut **tx)
+            .await?;
+        }
 
         for c in &report.changes {
             sqlx::query(

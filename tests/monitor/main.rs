@@ -17,6 +17,7 @@ mod quota;
 mod reload;
 mod service;
 mod smtp;
+mod tidy;
 mod trust;
 
 use helpers::{TOKEN, TestApp, one_waba};

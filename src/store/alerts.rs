@@ -1,0 +1,199 @@
+//! The SQL behind the alert decisions of `alerts`: the open alerts (`alert_state`), the
+//! queued alerts (`alerts`) and each source's failure count (`source_state`), always inside
+//! the caller's transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Sqlite, Transaction};
+
+use crate::alerts::{
+    AlertPolicy, NewAlert, OpenAlert, OpenAlerts, Plan, SourceHealth, SourceState, StateUpdate,
+    blind_step, reminder,
+};
+use crate::timefmt::rfc3339;
+
+type Tx<'a, 'c> = &'a mut Transaction<'c, Sqlite>;
+
+/// The open alerts among `keys` (target id, topic key).
+pub async fn open_alerts_for(
+    tx: Tx<'_, '_>,
+    keys: &[(String, String)],
+) -> Result<OpenAlerts, sqlx::Error> {
+    let mut open = OpenAlerts::new();
+    for (target, topic) in keys {
+        if open.contains_key(&(target.clone(), topic.clone())) {
+            continue;
+        }
+        let value: Option<Option<String>> =
+            sqlx::query_scalar("SELECT value FROM alert_state WHERE target_id = ?1 AND topic = ?2")
+                .bind(target)
+                .bind(topic)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some(value) = value {
+            open.insert((target.clone(), topic.clone()), value);
+        }
+    }
+    Ok(open)
+}
+
+/// Writes what a [`Plan`] decided: the open-alert updates, then the alerts.
+pub async fn apply_plan(tx: Tx<'_, '_>, plan: &Plan, now: &str) -> Result<(), sqlx::Error> {
+    for u in &plan.updates {
+        apply_update(tx, u, now).await?;
+    }
+    for a in &plan.alerts {
+        insert_alert(tx, a).await?;
+    }
+    Ok(())
+}
+
+async fn apply_update(tx: Tx<'_, '_>, u: &StateUpdate, now: &str) -> Result<(), sqlx::Error> {
+    match u {
+        StateUpdate::Open {
+            target_id,
+            topic,
+            kind,
+            severity,
+            value,
+        } => {
+            sqlx::query(
+                "INSERT INTO alert_state (target_id, topic, kind, severity, value, opened_at, last_sent_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+                 ON CONFLICT (target_id, topic) DO UPDATE SET severity = ?4, value = ?5, last_sent_at = ?6",
+            )
+            .bind(target_id)
+            .bind(topic)
+            .bind(kind)
+            .bind(severity.as_str())
+            .bind(value)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateUpdate::Close { target_id, topic } => {
+            sqlx::query("DELETE FROM alert_state WHERE target_id = ?1 AND topic = ?2")
+                .bind(target_id)
+                .bind(topic)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn insert_alert(tx: Tx<'_, '_>, a: &NewAlert) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO alerts (created_at, kind, target_id, topic, severity, field, old, new, previous_since, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .bind(&a.created_at)
+    .bind(&a.kind)
+    .bind(&a.target_id)
+    .bind(&a.topic)
+    .bind(&a.severity)
+    .bind(&a.field)
+    .bind(&a.old)
+    .bind(&a.new)
+    .bind(&a.previous_since)
+    .bind(&a.detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Updates a source's failure count and raises or resolves "monitoring blind" as
+/// [`blind_step`] decides. Returns whether the source is blind now.
+pub async fn record_source_health_in(
+    tx: Tx<'_, '_>,
+    source: &str,
+    health: &SourceHealth,
+    blind_after: u32,
+    policy: AlertPolicy,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let now = rfc3339(now);
+    let before: SourceState = sqlx::query_as::<_, (i64, bool)>(
+        "SELECT consecutive_failures, blind FROM source_state WHERE source = ?1",
+    )
+    .bind(source)
+    .fetch_optional(&mut **tx)
+    .await?
+    .map(|(consecutive_failures, blind)| SourceState {
+        consecutive_failures,
+        blind,
+    })
+    .unwrap_or_default();
+    let step = blind_step(source, before, health, blind_after, policy, &now);
+    sqlx::query(
+        "INSERT INTO source_state (source, consecutive_failures, blind, reason, since) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (source) DO UPDATE SET consecutive_failures = ?2, blind = ?3, reason = ?4, \
+         since = CASE WHEN source_state.blind = ?3 THEN source_state.since ELSE ?5 END",
+    )
+    .bind(source)
+    .bind(step.state.consecutive_failures)
+    .bind(step.state.blind)
+    .bind(&step.reason)
+    .bind(&now)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(u) = &step.update {
+        apply_update(tx, u, &now).await?;
+    }
+    if let Some(a) = &step.alert {
+        insert_alert(tx, a).await?;
+    }
+    Ok(step.state.blind)
+}
+
+/// Queues a reminder for every alert still open and not mentioned for `repeat`, in its own
+/// transaction. Returns how many were queued. A zero `repeat` disables reminders.
+pub async fn queue_reminders(
+    pool: &sqlx::SqlitePool,
+    repeat: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let n = queue_reminders_in(&mut tx, repeat, now).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// [`queue_reminders`] inside the caller's transaction.
+pub async fn queue_reminders_in(
+    tx: Tx<'_, '_>,
+    repeat: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
+    if repeat.is_zero() {
+        return Ok(0);
+    }
+    // A repeat longer than the calendar goes back: nothing can be due.
+    let Some(cutoff) = crate::timefmt::checked_ago(now, repeat) else {
+        return Ok(0);
+    };
+    let now_s = rfc3339(now);
+    let due: Vec<(String, String, String, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT target_id, topic, kind, severity, value, opened_at FROM alert_state WHERE last_sent_at <= ?1",
+    )
+    .bind(rfc3339(cutoff))
+    .fetch_all(&mut **tx)
+    .await?;
+    for (target_id, topic, kind, severity, value, opened_at) in &due {
+        let open = OpenAlert {
+            target_id: target_id.clone(),
+            topic: topic.clone(),
+            kind: kind.clone(),
+            severity: severity.clone(),
+            value: value.clone(),
+            opened_at: opened_at.clone(),
+        };
+        insert_alert(tx, &reminder(&open, &now_s)).await?;
+        sqlx::query("UPDATE alert_state SET last_sent_at = ?1 WHERE target_id = ?2 AND topic = ?3")
+            .bind(&now_s)
+            .bind(target_id)
+            .bind(topic)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(due.len())
+}

@@ -315,7 +315,8 @@ mod tests {
     /// (changes, open before, resolved notices) → (severities queued, open updates).
     #[test]
     fn the_plan_follows_the_open_alerts() {
-        let cases: Vec<(Vec<Change>, OpenAlerts, bool, Vec<&str>, usize)> = vec![
+        type Case = (Vec<Change>, OpenAlerts, bool, Vec<&'static str>, usize);
+        let cases: Vec<Case> = vec![
             // GREEN -> RED: critical, opened.
             (
                 vec![change("1", Q, Some("GREEN"), "RED")],

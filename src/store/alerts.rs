@@ -3,19 +3,17 @@
 //! the caller's transaction.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Sqlite, Transaction};
 
 use crate::alerts::{
     AlertPolicy, NewAlert, OpenAlert, OpenAlerts, Plan, SourceHealth, SourceState, StateUpdate,
     blind_step, reminder,
 };
+use super::Tx;
 use crate::timefmt::rfc3339;
-
-type Tx<'a, 'c> = &'a mut Transaction<'c, Sqlite>;
 
 /// The open alerts among `keys` (target id, topic key).
 pub async fn open_alerts_for(
-    tx: Tx<'_, '_>,
+    tx: &mut Tx<'_>,
     keys: &[(String, String)],
 ) -> Result<OpenAlerts, sqlx::Error> {
     let mut open = OpenAlerts::new();
@@ -37,7 +35,7 @@ pub async fn open_alerts_for(
 }
 
 /// Writes what a [`Plan`] decided: the open-alert updates, then the alerts.
-pub async fn apply_plan(tx: Tx<'_, '_>, plan: &Plan, now: &str) -> Result<(), sqlx::Error> {
+pub async fn apply_plan(tx: &mut Tx<'_>, plan: &Plan, now: &str) -> Result<(), sqlx::Error> {
     for u in &plan.updates {
         apply_update(tx, u, now).await?;
     }
@@ -47,7 +45,7 @@ pub async fn apply_plan(tx: Tx<'_, '_>, plan: &Plan, now: &str) -> Result<(), sq
     Ok(())
 }
 
-async fn apply_update(tx: Tx<'_, '_>, u: &StateUpdate, now: &str) -> Result<(), sqlx::Error> {
+async fn apply_update(tx: &mut Tx<'_>, u: &StateUpdate, now: &str) -> Result<(), sqlx::Error> {
     match u {
         StateUpdate::Open {
             target_id,
@@ -81,7 +79,7 @@ async fn apply_update(tx: Tx<'_, '_>, u: &StateUpdate, now: &str) -> Result<(), 
     Ok(())
 }
 
-async fn insert_alert(tx: Tx<'_, '_>, a: &NewAlert) -> Result<(), sqlx::Error> {
+async fn insert_alert(tx: &mut Tx<'_>, a: &NewAlert) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO alerts (created_at, kind, target_id, topic, severity, field, old, new, previous_since, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -104,7 +102,7 @@ async fn insert_alert(tx: Tx<'_, '_>, a: &NewAlert) -> Result<(), sqlx::Error> {
 /// Updates a source's failure count and raises or resolves "monitoring blind" as
 /// [`blind_step`] decides. Returns whether the source is blind now.
 pub async fn record_source_health_in(
-    tx: Tx<'_, '_>,
+    tx: &mut Tx<'_>,
     source: &str,
     health: &SourceHealth,
     blind_after: u32,
@@ -160,7 +158,7 @@ pub async fn queue_reminders(
 
 /// [`queue_reminders`] inside the caller's transaction.
 pub async fn queue_reminders_in(
-    tx: Tx<'_, '_>,
+    tx: &mut Tx<'_>,
     repeat: std::time::Duration,
     now: DateTime<Utc>,
 ) -> Result<usize, sqlx::Error> {

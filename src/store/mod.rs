@@ -43,6 +43,10 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// The file or its folder cannot be used by this user, said in words before SQLite's
+    /// "unable to open database file" would.
+    #[error("{0}")]
+    Access(String),
     #[error("could not apply the database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -89,7 +93,12 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Creating the folder is what a first start needs; systemd's StateDirectory= does it
             // in production, this covers `demo` and hand-made configs.
-            let _ = std::fs::create_dir_all(dir);
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                return Err(StoreError::Access(format!(
+                    "could not create the database folder {}: {e}; create it, writable by the daemon's user (under systemd, StateDirectory= does)",
+                    dir.display()
+                )));
+            }
         }
         let opts = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|source| StoreError::Open {
@@ -113,6 +122,7 @@ impl Store {
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store { pool })
     }
+        check_access(path)?;
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -446,6 +456,55 @@ async fn upsert_phone(
     .bind(&r.waba_id)
     .bind(&r.display_phone_number)
     .bind(&r.verified_name)
+/// Says in words what SQLite would report as "unable to open database file" or "attempt to
+/// write a readonly database": which path, and which permission is missing. SQLite needs to
+/// write the file and to create `-wal` and `-shm` files next to it.
+fn check_access(path: &Path) -> Result<(), StoreError> {
+    use std::io::ErrorKind;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let denied = |what: String| {
+        StoreError::Access(format!(
+            "{what}: permission denied; the daemon's user needs read and write access to the database file and its folder (SQLite creates {0}-wal and {0}-shm next to it): fix the owner or mode (under systemd, StateDirectory= gives the service its folder)",
+            path.display()
+        ))
+    };
+    if path.exists() {
+        match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                return Err(denied(format!("the database file {} cannot be written", path.display())));
+            }
+            Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => {
+                return Err(StoreError::Access(format!(
+                    "the database file {} is on a read-only filesystem: {e}",
+                    path.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    // Probe the folder: SQLite's journal files are created there.
+    let probe = dir.join(format!(".waba-monitor-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(denied(format!(
+            "the database folder {} does not let this user create files",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => Err(StoreError::Access(format!(
+            "the database folder {} is on a read-only filesystem: {e}",
+            dir.display()
+        ))),
+        // Anything else (it exists already, ...) is SQLite's to report.
+        Err(_) => Ok(()),
+    }
+}
+
     .bind(&r.quality_rating)
     .bind(&r.status)
     .bind(&r.messaging_limit_tier)

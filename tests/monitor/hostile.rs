@@ -140,3 +140,62 @@ async fn an_empty_database_file_is_not_reused_silently() {
         "{err}"
     );
 }
+
+/// Runs the binary as the unprivileged user `nobody` (the tests run as root in CI, and root
+/// ignores file modes).
+fn as_nobody(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_waba-monitor"))
+        .arg("--config")
+        .arg(&app.config_path)
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux) runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_the_user_cannot_write_is_named_with_the_permission_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn(one_waba(1), &format!("wabas = [\"{WABA1}\"]")).await;
+    let dir = app.config_path.parent().expect("dir").to_path_buf();
+    // nobody may read the config and its token, and nothing else.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for f in ["monitor.toml", "meta-token"] {
+        std::os::unix::fs::chown(dir.join(f), Some(65534), Some(65534)).expect("chown");
+    }
+    // The database folder belongs to root: nobody cannot create the file or its journal.
+    let text = std::fs::read_to_string(&app.config_path).expect("config");
+    std::fs::create_dir(dir.join("state")).expect("state dir");
+    std::fs::write(
+        &app.config_path,
+        text.replace(
+            "database = \"monitor.db\"",
+            "database = \"state/monitor.db\"",
+        ),
+    )
+    .expect("config");
+    let out = as_nobody(&app, &["poll-once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&dir.join("state").display().to_string())
+            && err.contains("permission denied")
+            && err.contains("write"),
+        "{err}"
+    );
+
+    // A database file of mode 0444 in a writable folder: named too.
+    std::os::unix::fs::chown(dir.join("state"), Some(65534), Some(65534)).expect("chown");
+    let db = dir.join("state/monitor.db");
+    std::fs::write(&db, b"").expect("db");
+    std::os::unix::fs::chown(&db, Some(0), Some(0)).expect("chown");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    let out = as_nobody(&app, &["poll-once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&db.display().to_string()) && err.contains("cannot be written"),
+        "{err}"
+    );
+}

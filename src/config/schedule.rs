@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
-use super::DAY;
+use super::checks::DAY;
 
 /// A validated cron schedule (six fields, seconds first, UTC) as tokio-cron-scheduler reads it.
 ///

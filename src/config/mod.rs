@@ -31,6 +31,7 @@ pub const DEFAULT_API_VERSION: &str = "v25.0";
 /// Meta's Business Management API quota: calls per hour per app per WABA.
 pub const META_QUOTA_PER_WABA_HOUR: u64 = 200;
 
+mod alerts;
 mod checks;
 mod file;
 pub mod graph_versions;
@@ -40,15 +41,17 @@ mod schedule;
 mod secret_keys;
 mod values;
 
+pub use alerts::AlertsConfig;
+use alerts::validate_alerts;
 use checks::{
-    DAY, MAX_CYCLE_TIMEOUT, MAX_EMAIL_AGE, MAX_REPEAT_INTERVAL, MAX_REQUEST_TIMEOUT, MAX_RETENTION,
-    MAX_SHUTDOWN_GRACE, MAX_SMTP_TIMEOUT, duration_key, int_key, is_loopback_host,
-    max_response_bytes, source_name, unique_name,
+    DAY, MAX_CYCLE_TIMEOUT, MAX_EMAIL_AGE, MAX_REQUEST_TIMEOUT, MAX_RETENTION, MAX_SHUTDOWN_GRACE,
+    MAX_SMTP_TIMEOUT, duration_key, int_key, is_loopback_host, max_response_bytes, source_name,
+    unique_name,
 };
 use file::read_config_file;
 pub use problems::{ConfigError, Problem};
 use problems::{Problems, key_at, line_of};
-use raw::{RawAlerts, RawBsp, RawDaemon, RawEmail, RawMeta, read_raw};
+use raw::{RawBsp, RawDaemon, RawEmail, RawMeta, read_raw};
 pub use schedule::Schedule;
 use secret_keys::{Need, secret_source};
 
@@ -140,26 +143,6 @@ pub struct EmailConfig {
     pub timeout: Duration,
     /// A message not accepted by then is abandoned (logged, counted).
     pub max_age: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertsConfig {
-    /// Reminder while still bad; zero disables reminders.
-    pub repeat_interval: Duration,
-    /// Send a notice when something recovers.
-    pub resolved: bool,
-    /// Failed cycles of a source before a "monitoring blind" alert.
-    pub blind_after: u32,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        AlertsConfig {
-            repeat_interval: Duration::from_secs(24 * 3600),
-            resolved: true,
-            blind_after: 3,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -1147,31 +1130,6 @@ fn validate_email(
         timeout,
         max_age,
     })
-}
-
-fn validate_alerts(raw: Option<RawAlerts>, p: &mut Problems<'_>) -> AlertsConfig {
-    let d = AlertsConfig::default();
-    let Some(raw) = raw else { return d };
-    let repeat_interval = duration_key(
-        raw.repeat_interval,
-        "alerts.repeat_interval",
-        d.repeat_interval,
-        (Duration::ZERO, MAX_REPEAT_INTERVAL),
-        p,
-    );
-    let blind_after = int_key(
-        raw.blind_after,
-        "alerts.blind_after",
-        d.blind_after,
-        1..=1000,
-        "use a number of failed cycles from 1 to 1000 (default 3)",
-        p,
-    );
-    AlertsConfig {
-        repeat_interval,
-        resolved: raw.resolved.map_or(d.resolved, Spanned::into_inner),
-        blind_after,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use toml::de::DeTable;
 use url::Url;
 
 use crate::secrets::SecretSource;
-use crate::timefmt::format_duration;
 
 /// Where `--config` points when not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/waba-monitor/monitor.toml";
@@ -34,6 +32,7 @@ pub const META_QUOTA_PER_WABA_HOUR: u64 = 200;
 mod alerts;
 mod bsp;
 mod checks;
+mod daemon;
 mod email;
 mod file;
 pub mod graph_versions;
@@ -48,15 +47,17 @@ use alerts::validate_alerts;
 use bsp::validate_bsp;
 pub use bsp::{BspKind, BspSourceConfig, DEFAULT_FINEDU_URL};
 use checks::{
-    DAY, MAX_CYCLE_TIMEOUT, MAX_REQUEST_TIMEOUT, MAX_RETENTION, MAX_SHUTDOWN_GRACE, duration_key,
-    int_key, is_loopback_host, max_response_bytes, source_name, unique_name,
+    MAX_REQUEST_TIMEOUT, duration_key, int_key, is_loopback_host, max_response_bytes, source_name,
+    unique_name,
 };
+use daemon::validate_daemon;
+pub use daemon::{DaemonConfig, LogFormat};
 use email::validate_email;
 pub use email::{EmailConfig, SmtpTls};
 use file::read_config_file;
 pub use problems::{ConfigError, Problem};
 use problems::{Problems, key_at, line_of};
-use raw::{RawDaemon, RawMeta, read_raw};
+use raw::{RawMeta, read_raw};
 pub use schedule::Schedule;
 use secret_keys::{Need, secret_source};
 
@@ -76,31 +77,6 @@ pub struct Config {
     /// `None`: alerts are recorded and logged but not emailed.
     pub email: Option<EmailConfig>,
     pub alerts: AlertsConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct DaemonConfig {
-    pub database: PathBuf,
-    pub listen: SocketAddr,
-    pub poll_schedule: Schedule,
-    /// A cycle still running after this long is abandoned (its sources count as failed).
-    pub cycle_timeout: Duration,
-    /// On SIGTERM, how long an in-flight cycle may go on before it is abandoned.
-    pub shutdown_grace: Duration,
-    pub log_format: LogFormat,
-    /// Bearer token required on `/api/*` (mandatory when `listen` is not loopback).
-    pub api_token: Option<SecretSource>,
-    /// A target not read by this many consecutive polls of its source is shown as stale.
-    pub stale_after: u32,
-    /// History, poll records, delivered email and old alerts are pruned after this long; zero
-    /// keeps everything.
-    pub retention: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone)]
@@ -315,174 +291,6 @@ impl Config {
             }),
         }
     }
-}
-
-fn validate_daemon(
-    raw: RawDaemon,
-    base_dir: &Path,
-    now: DateTime<Utc>,
-    p: &mut Problems<'_>,
-) -> Option<DaemonConfig> {
-    let database = match raw.database {
-        Some(d) if d.get_ref().trim().is_empty() => {
-            p.add(
-                Some(d.span()),
-                "daemon.database",
-                "empty path".into(),
-                &format!("write a file path such as \"{DEFAULT_DATABASE}\""),
-            );
-            PathBuf::new()
-        }
-        Some(d) => base_dir.join(d.get_ref()),
-        None => PathBuf::from(DEFAULT_DATABASE),
-    };
-    let listen_span = raw.listen.as_ref().map(|l| l.span());
-    let listen = match raw.listen {
-        Some(l) => match l.get_ref().parse::<SocketAddr>() {
-            Ok(a) => a,
-            Err(_) => {
-                p.add(
-                    Some(l.span()),
-                    "daemon.listen",
-                    format!("\"{}\" is not an IP address with a port", l.get_ref()),
-                    &format!("write \"{DEFAULT_LISTEN}\" (host names are not resolved here)"),
-                );
-                SocketAddr::from(([127, 0, 0, 1], 9717))
-            }
-        },
-        None => SocketAddr::from(([127, 0, 0, 1], 9717)),
-    };
-    let schedule_raw = raw.poll_schedule;
-    let schedule = match &schedule_raw {
-        Some(s) => match Schedule::parse(s.get_ref()) {
-            Ok(parsed) if parsed.next_after(now).is_none() => {
-                p.add(
-                    Some(s.span()),
-                    "daemon.poll_schedule",
-                    format!(
-                        "\"{}\" never fires: no date has the day of the month, month and day of the week it asks for, so the daemon would never poll",
-                        s.get_ref()
-                    ),
-                    "use days that exist (February has 28 days, 29 in leap years; April, June, September and November have 30); when both day-of-month and day-of-week are set, a date must match both; e.g. \"0 */5 * * * *\" polls every 5 minutes",
-                );
-                None
-            }
-            Ok(parsed) => Some(parsed),
-            Err(e) => {
-                p.add(
-                    Some(s.span()),
-                    "daemon.poll_schedule",
-                    e,
-                    "six fields: sec min hour day-of-month month day-of-week, in UTC; \"0 */5 * * * *\" polls every 5 minutes",
-                );
-                None
-            }
-        },
-        None => Schedule::parse(DEFAULT_SCHEDULE).ok(),
-    };
-    let interval = schedule
-        .as_ref()
-        .map(|s| s.min_interval(now))
-        .unwrap_or(Duration::from_secs(300));
-    let timeout_span = raw.cycle_timeout.as_ref().map(|v| v.span());
-    let cycle_timeout = duration_key(
-        raw.cycle_timeout,
-        "daemon.cycle_timeout",
-        interval.clamp(Duration::from_secs(1), Duration::from_secs(600)),
-        (Duration::from_secs(1), MAX_CYCLE_TIMEOUT),
-        p,
-    );
-    if cycle_timeout > interval && timeout_span.is_some() {
-        p.add(
-            timeout_span,
-            "daemon.cycle_timeout",
-            format!(
-                "{} is longer than the {} between two scheduled cycles",
-                format_duration(cycle_timeout),
-                format_duration(interval)
-            ),
-            "make it at most the schedule's interval (cycles never overlap; a late one is skipped)",
-        );
-    }
-    let shutdown_grace = duration_key(
-        raw.shutdown_grace,
-        "daemon.shutdown_grace",
-        Duration::from_secs(20),
-        (Duration::ZERO, MAX_SHUTDOWN_GRACE),
-        p,
-    );
-    let log_format = match raw.log_format {
-        None => LogFormat::Text,
-        Some(f) => match f.get_ref().as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                p.add(
-                    Some(f.span()),
-                    "daemon.log_format",
-                    format!("\"{other}\" is not a log format"),
-                    "use \"text\" or \"json\"",
-                );
-                LogFormat::Text
-            }
-        },
-    };
-    let api_token = secret_source(
-        &raw.api_token_env,
-        &raw.api_token_file,
-        ("daemon.api_token_env", "daemon.api_token_file"),
-        base_dir,
-        Need::Optional,
-        p,
-    );
-    if !listen.ip().is_loopback() && api_token.is_none() {
-        p.add(
-            listen_span,
-            "daemon.listen",
-            format!(
-                "{listen} is reachable from other machines, and the status API would answer anyone"
-            ),
-            "set api_token_env (or api_token_file) in [daemon] so /api/* requires `Authorization: Bearer <token>`, or listen on 127.0.0.1",
-        );
-    }
-    let stale_after = int_key(
-        raw.stale_after,
-        "daemon.stale_after",
-        2,
-        1..=1000,
-        "use a number of polls from 1 to 1000 (default 2)",
-        p,
-    );
-    let retention_span = raw.retention.as_ref().map(|v| v.span());
-    let retention = duration_key(
-        raw.retention,
-        "daemon.retention",
-        Duration::from_secs(400 * DAY),
-        (Duration::ZERO, MAX_RETENTION),
-        p,
-    );
-    if !retention.is_zero() && retention < Duration::from_secs(DAY) {
-        p.add(
-            retention_span,
-            "daemon.retention",
-            format!(
-                "{} would prune history younger than a day",
-                format_duration(retention)
-            ),
-            "keep at least \"1d\" (default \"400d\"), or \"0s\" to keep everything",
-        );
-    }
-    Some(DaemonConfig {
-        database,
-        listen,
-        poll_schedule: schedule?,
-        cycle_timeout,
-        shutdown_grace,
-        log_format,
-        api_token,
-        stale_after,
-        retention,
-    })
 }
 
 fn validate_ids(
@@ -806,25 +614,6 @@ wabas = ["987654321"]
             text.contains("120 calls/hour per WABA, over its budget of 100"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn a_schedule_that_never_fires_is_refused_with_its_line_and_a_fix() {
-        for expr in ["0 0 0 30 2 *", "0 0 0 31 4 *", "0 0 0 31 2,4,6 *"] {
-            let src = GOOD.replace("0 */5 * * * *", expr);
-            let e = Config::from_toml(Path::new("m.toml"), &src).unwrap_err();
-            assert_eq!(
-                located(&e),
-                [("daemon.poll_schedule".to_owned(), Some(4))],
-                "{expr}: {e}"
-            );
-            let p = &e.problems[0];
-            assert!(p.message.contains("never"), "{p:?}");
-            assert!(p.fix.as_deref().unwrap_or("").contains("February"), "{p:?}");
-        }
-        // Rare but real: the 29th of February comes every four years.
-        let src = GOOD.replace("0 */5 * * * *", "0 0 0 29 2 *");
-        assert!(Config::from_toml(Path::new("m.toml"), &src).is_ok());
     }
 
     #[test]

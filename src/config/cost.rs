@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::MetaSourceConfig;
 use super::daemon::DaemonConfig;
+use super::meta::MetaSourceConfig;
 use super::problems::Problems;
 use super::schedule::Schedule;
 

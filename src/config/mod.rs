@@ -1,4 +1,4 @@
-//! Configuration in two stages: [`raw::RawConfig`] mirrors `monitor.toml` (read key by key:
+//! Configuration in two stages: `RawConfig` (`raw.rs`) mirrors `monitor.toml` (read key by key:
 //! unknown keys and wrong types are problems), then [`Config::from_toml`] validates everything —
 //! schedule, URLs, addresses, ids, bounded durations, the Graph API version's end of life, secret
 //! sources — before anything starts. Every problem names the file, the line, the key and a fix,

@@ -11,7 +11,7 @@ macro_rules! outln {
 #[cfg(feature = "sim")]
 pub(crate) use outln;
 
-/// Writes one line of command output; see [`outln!`].
+/// Writes one line of command output (what `outln!` expands to).
 pub fn write_out(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();

@@ -27,7 +27,7 @@ use sqlx::{Sqlite, Transaction};
 pub use crate::model::Change;
 pub use merge::{PhoneRow, WabaRow};
 pub use outbox::Tx;
-pub use queries::{HistoryEntry, HistoryFilter, PollRun, StatusEntry};
+pub use queries::{HistoryEntry, HistoryFilter, Page, PollRun, StatusEntry};
 
 use crate::sources::SourcePoll;
 use crate::timefmt::rfc3339;
@@ -53,6 +53,13 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// Every connection of the pool stayed busy for the whole wait: try again later.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Sql(sqlx::Error::PoolTimedOut))
+    }
+}
+
 /// What applying one poll did.
 #[derive(Debug, Default, Clone)]
 pub struct ApplyReport {
@@ -74,14 +81,29 @@ fn outranked(owner: &str, owner_priority: i64, present: bool, poll: &SourcePoll)
     present && owner != poll.source && owner_priority > i64::from(poll.priority)
 }
 
+/// The database, through three pools so that readers never take the connections the poll
+/// cycle needs (WAL lets readers run beside the writer):
+/// - `pool`: writes and everything of the poll cycle, delivery, pruning and the CLI;
+/// - `reads`: read-only connections for the status API, whose callers may be many;
+/// - `probes`: one read-only connection for `/readyz` and `/metrics`, so a burst of API
+///   readers never delays a health check or a scrape (and a burst of scrapes never touches
+///   the cycle's connections).
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    reads: SqlitePool,
+    probes: SqlitePool,
 }
 
 impl Store {
     /// How long a write waits for another process's lock before it fails.
     pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Connections of the write pool (the cycle, delivery, pruning).
+    pub const WRITE_CONNECTIONS: u32 = 4;
+    /// Read-only connections for the status API.
+    pub const READ_CONNECTIONS: u32 = 2;
+    /// How long an API read waits for a free read connection before it answers "busy".
+    pub const READ_WAIT: Duration = Duration::from_secs(5);
 
     /// Opens (creating if missing) the database, in WAL mode, and applies the migrations.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
@@ -100,6 +122,7 @@ impl Store {
                 )));
             }
         }
+        check_access(path)?;
         let opts = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),
@@ -112,7 +135,7 @@ impl Store {
             .busy_timeout(busy_timeout)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(Self::WRITE_CONNECTIONS)
             .connect_with(opts)
             .await
             .map_err(|source| StoreError::Open {
@@ -120,15 +143,46 @@ impl Store {
                 source,
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        // Readers open the file the writer created and migrated (WAL is a property of the
+        // file), read-only, and only when first used: the CLI's commands never open them.
+        let read_opts = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(busy_timeout);
+        let reads = SqlitePoolOptions::new()
+            .max_connections(Self::READ_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(Self::READ_WAIT)
+            .connect_lazy_with(read_opts.clone());
+        let probes = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Self::READ_WAIT)
+            .connect_lazy_with(read_opts);
+        Ok(Store {
+            pool,
+            reads,
+            probes,
+        })
     }
-        check_access(path)?;
 
+    /// The write pool (the cycle, delivery, pruning, the CLI).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
+    /// The read-only pool of the status API.
+    pub fn read_pool(&self) -> &SqlitePool {
+        &self.reads
+    }
+
     pub async fn close(&self) {
+        self.reads.close().await;
+        self.probes.close().await;
         self.pool.close().await;
     }
 
@@ -402,6 +456,66 @@ pub async fn apply_in(
     }
 }
 
+/// Says in words what SQLite would report as "unable to open database file" or "attempt to
+/// write a readonly database": which path, and which permission is missing. SQLite needs to
+/// write the file and to create `-wal` and `-shm` files next to it.
+fn check_access(path: &Path) -> Result<(), StoreError> {
+    use std::io::ErrorKind;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let denied = |what: String| {
+        StoreError::Access(format!(
+            "{what}: permission denied; the daemon's user needs read and write access to the database file and its folder (SQLite creates {0}-wal and {0}-shm next to it): fix the owner or mode (under systemd, StateDirectory= gives the service its folder)",
+            path.display()
+        ))
+    };
+    if path.exists() {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                return Err(denied(format!(
+                    "the database file {} cannot be written",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => {
+                return Err(StoreError::Access(format!(
+                    "the database file {} is on a read-only filesystem: {e}",
+                    path.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    // Probe the folder: SQLite's journal files are created there.
+    let probe = dir.join(format!(".waba-monitor-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(denied(format!(
+            "the database folder {} does not let this user create files",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => Err(StoreError::Access(format!(
+            "the database folder {} is on a read-only filesystem: {e}",
+            dir.display()
+        ))),
+        // Anything else (it exists already, ...) is SQLite's to report.
+        Err(_) => Ok(()),
+    }
+}
+
 fn json_list(items: &[&str]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
@@ -456,55 +570,6 @@ async fn upsert_phone(
     .bind(&r.waba_id)
     .bind(&r.display_phone_number)
     .bind(&r.verified_name)
-/// Says in words what SQLite would report as "unable to open database file" or "attempt to
-/// write a readonly database": which path, and which permission is missing. SQLite needs to
-/// write the file and to create `-wal` and `-shm` files next to it.
-fn check_access(path: &Path) -> Result<(), StoreError> {
-    use std::io::ErrorKind;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let denied = |what: String| {
-        StoreError::Access(format!(
-            "{what}: permission denied; the daemon's user needs read and write access to the database file and its folder (SQLite creates {0}-wal and {0}-shm next to it): fix the owner or mode (under systemd, StateDirectory= gives the service its folder)",
-            path.display()
-        ))
-    };
-    if path.exists() {
-        match std::fs::OpenOptions::new().read(true).write(true).open(path) {
-            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                return Err(denied(format!("the database file {} cannot be written", path.display())));
-            }
-            Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => {
-                return Err(StoreError::Access(format!(
-                    "the database file {} is on a read-only filesystem: {e}",
-                    path.display()
-                )));
-            }
-            _ => {}
-        }
-    }
-    // Probe the folder: SQLite's journal files are created there.
-    let probe = dir.join(format!(".waba-monitor-probe-{}", std::process::id()));
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(denied(format!(
-            "the database folder {} does not let this user create files",
-            dir.display()
-        ))),
-        Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => Err(StoreError::Access(format!(
-            "the database folder {} is on a read-only filesystem: {e}",
-            dir.display()
-        ))),
-        // Anything else (it exists already, ...) is SQLite's to report.
-        Err(_) => Ok(()),
-    }
-}
-
     .bind(&r.quality_rating)
     .bind(&r.status)
     .bind(&r.messaging_limit_tier)

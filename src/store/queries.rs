@@ -58,6 +58,13 @@ pub struct HistoryEntry {
     pub observed_at: String,
 }
 
+/// One page of a list, and how long the whole list is (read in one snapshot).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
     pub id: Option<String>,
@@ -172,15 +179,23 @@ impl Store {
         health_detail: bool,
         stale_after: u32,
     ) -> Result<Vec<StatusEntry>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
         let wabas: Vec<WabaRow> = sqlx::query_as("SELECT * FROM wabas ORDER BY present DESC, id")
-            .fetch_all(self.pool())
+            .fetch_all(&mut *conn)
             .await?;
         let phones: Vec<PhoneRow> = sqlx::query_as(
             "SELECT * FROM phone_numbers ORDER BY present DESC, waba_id, display_phone_number, id",
         )
-        .fetch_all(self.pool())
+        .fetch_all(&mut *conn)
         .await?;
-        let stale_from = self.stale_from(None, stale_after).await?;
+        let sources = sources_of(
+            wabas
+                .iter()
+                .map(|w| w.source.as_str())
+                .chain(phones.iter().map(|p| p.source.as_str())),
+        );
+        let stale_from = stale_from_in(&mut conn, &sources, stale_after).await?;
+        drop(conn);
         let by_id: HashMap<&str, &WabaRow> = wabas.iter().map(|w| (w.id.as_str(), w)).collect();
         let mut out = Vec::with_capacity(wabas.len() + phones.len());
         for w in &wabas {
@@ -191,27 +206,6 @@ impl Store {
             out.push(phone_entry(p, waba, health_detail, &stale_from));
         }
         Ok(out)
-    }
-
-    /// The start of the `stale_after`-th latest finished poll of each source (or of `source`
-    /// only): a target last read before it was missed by that many polls in a row.
-    async fn stale_from(
-        &self,
-        source: Option<&str>,
-        stale_after: u32,
-    ) -> Result<HashMap<String, String>, StoreError> {
-        Ok(sqlx::query_as::<_, (String, String)>(
-            "SELECT source, started_at FROM (SELECT source, started_at, \
-             ROW_NUMBER() OVER (PARTITION BY source ORDER BY id DESC) AS rn \
-             FROM poll_runs WHERE outcome != 'running' AND (?2 IS NULL OR source = ?2)) \
-             WHERE rn = ?1",
-        )
-        .bind(i64::from(stale_after.max(1)))
-        .bind(source)
-        .fetch_all(self.pool())
-        .await?
-        .into_iter()
-        .collect())
     }
 
     /// The id a user means by `wanted`: a number's or WABA's id as stored, else the number
@@ -266,31 +260,34 @@ impl Store {
             .await?)
     }
 
-    /// Emails waiting for the SMTP server: how many, and when the oldest was queued.
+    /// Emails waiting for the SMTP server: how many, and when the oldest was queued (for
+    /// `/metrics`: on the probe connection, never one of the cycle's).
     pub async fn outbox_pending(&self) -> Result<(i64, Option<String>), StoreError> {
         Ok(
             sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'")
-                .fetch_one(self.pool())
+                .fetch_one(&self.probes)
                 .await?,
         )
     }
 
-    /// Whether the database answers (for readiness).
+    /// Whether the database answers (for readiness: on the probe connection, so neither the
+    /// cycle nor a crowd of API readers delays it).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(self.pool()).await?;
+        sqlx::query("SELECT 1").execute(&self.probes).await?;
         Ok(())
     }
 
     /// One number's state, if known: its row, its WABA's row and its source's staleness
-    /// mark, nothing else.
+    /// mark, nothing else. Status API: read-only pool.
     pub async fn phone(
         &self,
         id: &str,
         stale_after: u32,
     ) -> Result<Option<StatusEntry>, StoreError> {
+        let mut tx = self.reads.begin().await?;
         let Some(p): Option<PhoneRow> = sqlx::query_as("SELECT * FROM phone_numbers WHERE id = ?1")
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await?
         else {
             return Ok(None);
@@ -299,13 +296,92 @@ impl Store {
             Some(w) => {
                 sqlx::query_as("SELECT * FROM wabas WHERE id = ?1")
                     .bind(w)
-                    .fetch_optional(self.pool())
+                    .fetch_optional(&mut *tx)
                     .await?
             }
             None => None,
         };
-        let stale_from = self.stale_from(Some(&p.source), stale_after).await?;
+        let stale_from = stale_from_in(&mut tx, &[p.source.as_str()], stale_after).await?;
+        tx.commit().await?;
         Ok(Some(phone_entry(&p, waba.as_ref(), true, &stale_from)))
+    }
+
+    /// One page of the monitored numbers, in the order of [`Store::status`] (present first,
+    /// by WABA, display number, id), and how many there are, from one snapshot. Status API:
+    /// read-only pool; only the page's rows and their WABAs are read.
+    pub async fn phone_page(
+        &self,
+        limit: u32,
+        offset: u32,
+        stale_after: u32,
+    ) -> Result<Page<StatusEntry>, StoreError> {
+        let mut tx = self.reads.begin().await?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM phone_numbers")
+            .fetch_one(&mut *tx)
+            .await?;
+        let phones: Vec<PhoneRow> = sqlx::query_as(
+            "SELECT * FROM phone_numbers ORDER BY present DESC, waba_id, display_phone_number, id \
+             LIMIT ?1 OFFSET ?2",
+        )
+        .bind(i64::from(limit))
+        .bind(i64::from(offset))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut waba_ids: Vec<&str> = phones.iter().filter_map(|p| p.waba_id.as_deref()).collect();
+        waba_ids.sort_unstable();
+        waba_ids.dedup();
+        let wabas: Vec<WabaRow> = if waba_ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as("SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each(?1))")
+                .bind(serde_json::to_string(&waba_ids).unwrap_or_else(|_| "[]".to_owned()))
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        let sources = sources_of(phones.iter().map(|p| p.source.as_str()));
+        let stale_from = stale_from_in(&mut tx, &sources, stale_after).await?;
+        tx.commit().await?;
+        let by_id: HashMap<&str, &WabaRow> = wabas.iter().map(|w| (w.id.as_str(), w)).collect();
+        let items = phones
+            .iter()
+            .map(|p| {
+                let waba = p.waba_id.as_deref().and_then(|id| by_id.get(id).copied());
+                phone_entry(p, waba, true, &stale_from)
+            })
+            .collect();
+        Ok(Page {
+            items,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    /// One page of a target's changes, newest first, and how many it has. Status API:
+    /// read-only pool.
+    pub async fn history_page(
+        &self,
+        id: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Page<HistoryEntry>, StoreError> {
+        let mut tx = self.reads.begin().await?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM history WHERE target_id = ?1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let items = sqlx::query_as::<_, HistoryEntry>(
+            "SELECT seq, target_id AS id, kind, field, old, new, observed_at FROM history \
+             WHERE target_id = ?1 ORDER BY seq DESC LIMIT ?2 OFFSET ?3",
+        )
+        .bind(id)
+        .bind(i64::from(limit))
+        .bind(i64::from(offset))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Page {
+            items,
+            total: u64::try_from(total).unwrap_or(0),
+        })
     }
 
     /// Deletes at most `batch` rows older than `before` from the history and, with them, old
@@ -362,6 +438,39 @@ impl Store {
                 .await?,
         )
     }
+}
+
+/// The distinct sources among `sources`, in order.
+fn sources_of<'a>(sources: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = sources.collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The start of the `stale_after`-th latest finished poll of each of `sources`: a target
+/// last read before it was missed by that many polls in a row. One indexed look-up per
+/// source (`poll_runs (source, id)`), however many poll records the retention keeps.
+async fn stale_from_in(
+    conn: &mut sqlx::SqliteConnection,
+    sources: &[&str],
+    stale_after: u32,
+) -> Result<HashMap<String, String>, StoreError> {
+    let mut out = HashMap::with_capacity(sources.len());
+    for source in sources {
+        let started: Option<String> = sqlx::query_scalar(
+            "SELECT started_at FROM poll_runs WHERE source = ?1 AND outcome != 'running' \
+             ORDER BY id DESC LIMIT 1 OFFSET ?2",
+        )
+        .bind(*source)
+        .bind(i64::from(stale_after.max(1) - 1))
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(started) = started {
+            out.insert((*source).to_owned(), started);
+        }
+    }
+    Ok(out)
 }
 
 /// One row of `poll_runs`.

@@ -21,8 +21,8 @@ struct Daemon {
     addr: SocketAddr,
     base: String,
     stop: Option<oneshot::Sender<()>>,
-    /// One `all_ok()` per finished cycle.
-    cycles: mpsc::UnboundedReceiver<bool>,
+    /// One `(all_ok(), how long it took)` per finished cycle.
+    cycles: mpsc::UnboundedReceiver<(bool, Duration)>,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -45,7 +45,8 @@ impl Daemon {
                 let _ = stop_rx.await;
             },
             move |r| {
-                let _ = tx.send(r.all_ok());
+                let took = (r.finished_at - r.started_at).to_std().unwrap_or_default();
+                let _ = tx.send((r.all_ok(), took));
             },
         ));
         let mut d = Daemon {
@@ -59,7 +60,7 @@ impl Daemon {
             .await
             .expect("a first cycle in time")
             .expect("daemon running");
-        assert!(first, "the first cycle is ok");
+        assert!(first.0, "the first cycle is ok");
         d
     }
 
@@ -274,4 +275,290 @@ async fn a_keep_alive_connection_serves_requests_and_is_closed_once_idle_for_the
     );
     eprintln!("idle keep-alive connection closed after {closed:?}");
     d.stop().await;
+}
+
+/// Resident memory of this process (kB): (current, peak).
+fn rss_kb() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// `readers` tasks GET `/api/accounts` in a loop for `load_for`: the latencies of the answers
+/// and how many requests failed.
+async fn read_hard(base: String, readers: usize, load_for: Duration) -> (Vec<Duration>, usize) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let until = Instant::now() + load_for;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..readers {
+        let client = client.clone();
+        let url = format!("{base}/api/accounts");
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            let mut failed = 0usize;
+            while Instant::now() < until {
+                let t0 = Instant::now();
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(_) => lat.push(t0.elapsed()),
+                        Err(_) => failed += 1,
+                    },
+                    _ => failed += 1,
+                }
+            }
+            (lat, failed)
+        });
+    }
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    while let Some(r) = tasks.join_next().await {
+        if let Ok((l, f)) = r {
+            lat.extend(l);
+            failed += f;
+        } else {
+            failed += 1;
+        }
+    }
+    (lat, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_readers_never_starve_the_poll_cycle() {
+    const READERS: usize = 100;
+    let load_for = Duration::from_secs(8);
+    // Every 2 s, so cycle_timeout is 2 s: a cycle of 1,000 numbers takes 0.4-0.7 s in a debug
+    // build here, and the CPUs are shared with the readers (and whatever else runs).
+    let app = TestApp::spawn_with(
+        one_waba(1000),
+        &format!("wabas = [\"{WABA1}\"]"),
+        "v24.0",
+        "*/2 * * * * *",
+    )
+    .await;
+    // The fleet is known already (a first sighting of 1,000 numbers is a heavier cycle than
+    // the steady state this test is about).
+    let first = app.poll().await;
+    assert!(first.all_ok());
+    let mut d = Daemon::start(&app, RunOptions::default()).await;
+    // Cycles without readers, for comparison.
+    let mut quiet = Duration::ZERO;
+    for _ in 0..2 {
+        let (all_ok, took) = tokio::time::timeout(Duration::from_secs(10), d.cycles.recv())
+            .await
+            .expect("a cycle in time")
+            .expect("daemon running");
+        assert!(all_ok);
+        quiet = quiet.max(took);
+    }
+    let (rss_before, _) = rss_kb();
+
+    // Readers hammer the account list for `load_for`, each request bounded. They run on a
+    // runtime of their own (like a load generator in another process), so they compete with
+    // the daemon for the CPUs and its HTTP listener, not inside its scheduler.
+    let base = d.base.clone();
+    let (done_tx, done_rx) = oneshot::channel();
+    let load = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("reader runtime");
+        let result = rt.block_on(read_hard(base, READERS, load_for));
+        let _ = done_tx.send(result);
+    });
+    // Cycles finished while they read.
+    let (mut ok, mut not_ok) = (0usize, 0usize);
+    let mut longest = Duration::ZERO;
+    let watch_until = tokio::time::Instant::now() + load_for;
+    while let Ok(Some((all_ok, took))) = tokio::time::timeout_at(watch_until, d.cycles.recv()).await
+    {
+        longest = longest.max(took);
+        if all_ok {
+            ok += 1;
+        } else {
+            not_ok += 1;
+        }
+    }
+    let (mut lat, failed) = tokio::time::timeout(Duration::from_secs(30), done_rx)
+        .await
+        .expect("readers stop in time")
+        .expect("readers ran");
+    load.join().expect("reader thread");
+    let (rss_after, rss_peak) = rss_kb();
+    lat.sort();
+    let p50 = lat.get(lat.len() / 2).copied().unwrap_or_default();
+    let p99 = lat.get(lat.len() * 99 / 100).copied().unwrap_or_default();
+    d.stop().await;
+
+    // A cycle that ran past its timeout left its run `running`, and the next one marked it
+    // `abandoned`; the stop closes the last one.
+    let store = app.store().await;
+    let runs = store.recent_runs(10_000).await.expect("runs");
+    store.close().await;
+    let abandoned = runs.iter().filter(|r| r.outcome == "abandoned").count();
+    eprintln!(
+        "API load: {READERS} readers for {load_for:?}: {} answers ({failed} failed), p50 {p50:?}, p99 {p99:?}; cycles ok {ok} (longest {longest:?}, {quiet:?} without readers), not ok {not_ok}, abandoned {abandoned} (of {} runs); RSS {} -> {} MB (peak {} MB)",
+        lat.len(),
+        runs.len(),
+        rss_before / 1024,
+        rss_after / 1024,
+        rss_peak / 1024
+    );
+    assert_eq!(abandoned, 0, "cycles abandoned under API load");
+    assert_eq!(not_ok, 0, "cycles failed under API load");
+    assert!(ok >= 2, "only {ok} cycles finished in {load_for:?}");
+    assert!(!lat.is_empty(), "no API answer at all");
+}
+
+async fn get_json(base: &str, path: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::get(format!("{base}{path}"))
+        .await
+        .expect("request");
+    let code = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let v =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text:?}"));
+    (code, v)
+}
+
+fn ids(v: &serde_json::Value) -> Vec<String> {
+    v["data"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|a| a["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_list_is_paged_with_a_total_and_bad_paging_answers_a_json_400() {
+    let app = TestApp::spawn(one_waba(250), &format!("wabas = [\"{WABA1}\"]")).await;
+    let d = Daemon::start(&app, RunOptions::default()).await;
+
+    // The default page.
+    let (code, v) = get_json(&d.base, "/api/accounts").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"]["total"], 250);
+    assert_eq!(v["data"]["limit"], 100);
+    assert_eq!(v["data"]["offset"], 0);
+    let first = ids(&v);
+    assert_eq!(first.len(), 100);
+
+    // Pages walk everything once, in one order.
+    let (_, all) = get_json(&d.base, "/api/accounts?limit=1000").await;
+    let all = ids(&all);
+    assert_eq!(all.len(), 250);
+    assert_eq!(first, all[..100]);
+    let mut walked = Vec::new();
+    for offset in [0, 100, 200] {
+        let (code, v) =
+            get_json(&d.base, &format!("/api/accounts?limit=100&offset={offset}")).await;
+        assert_eq!(code, 200);
+        assert_eq!(v["data"]["offset"], offset);
+        assert_eq!(v["data"]["total"], 250);
+        walked.extend(ids(&v));
+    }
+    assert_eq!(walked, all);
+    let (_, v) = get_json(&d.base, "/api/accounts?offset=240&limit=20").await;
+    assert_eq!(ids(&v), all[240..]);
+    for past in [250, 10_000] {
+        let (code, v) = get_json(&d.base, &format!("/api/accounts?offset={past}")).await;
+        assert_eq!(code, 200);
+        assert!(ids(&v).is_empty());
+        assert_eq!(v["data"]["total"], 250);
+    }
+
+    // Bad paging: the JSON error envelope, naming the parameter.
+    for (query, name) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=1.5", "limit"),
+        ("limit=", "limit"),
+        ("offset=-1", "offset"),
+        ("offset=abc", "offset"),
+        ("offset=99999999999999999999", "offset"),
+        ("limit=%ZZ", ""),
+        ("limit=1&limit=2", "limit"),
+        ("page=2", "page"),
+    ] {
+        let (code, v) = get_json(&d.base, &format!("/api/accounts?{query}")).await;
+        assert_eq!(code, 400, "{query}: {v}");
+        assert_eq!(v["status"], "error", "{query}: {v}");
+        let msg = v["message"].as_str().expect("message");
+        assert!(msg.contains(name), "{query}: {msg}");
+    }
+    // The history pages the same way and answers bad values the same way.
+    let p0 = &all[0];
+    let (code, v) = get_json(&d.base, &format!("/api/accounts/{p0}/history?limit=2")).await;
+    assert_eq!(code, 200, "{v}");
+    assert!(v["data"]["items"].as_array().expect("items").len() <= 2);
+    assert!(v["data"]["total"].as_u64().expect("total") >= 1, "{v}");
+    for query in ["limit=abc", "limit=0", "offset=x"] {
+        let (code, v) = get_json(&d.base, &format!("/api/accounts/{p0}/history?{query}")).await;
+        assert_eq!(code, 400, "{query}: {v}");
+        assert_eq!(v["status"], "error");
+    }
+    // A method the API does not have: JSON too.
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/api/accounts", d.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 405);
+    let v: serde_json::Value = resp.json().await.expect("a JSON 405");
+    assert_eq!(v["status"], "error");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_holding_every_read_connection_leave_the_cycle_and_the_probes_theirs() {
+    use waba_monitor::store::Store;
+    let app = TestApp::spawn(one_waba(3), &format!("wabas = [\"{WABA1}\"]")).await;
+    assert!(app.poll().await.all_ok());
+    let store = app.store().await;
+    // Every API read connection taken, each inside a read transaction.
+    let mut held = Vec::new();
+    for _ in 0..Store::READ_CONNECTIONS {
+        let mut tx = store.read_pool().begin().await.expect("read connection");
+        sqlx::query("SELECT COUNT(*) FROM phone_numbers")
+            .execute(&mut *tx)
+            .await
+            .expect("read");
+        held.push(tx);
+    }
+    let quick = Duration::from_secs(2);
+    // The cycle's write transaction, readiness and the scrape's query do not wait for them.
+    let tx = tokio::time::timeout(quick, store.begin_write())
+        .await
+        .expect("the writer is not starved")
+        .expect("write transaction");
+    tx.commit().await.expect("commit");
+    tokio::time::timeout(quick, store.ping())
+        .await
+        .expect("readiness is not starved")
+        .expect("ping");
+    tokio::time::timeout(quick, store.outbox_pending())
+        .await
+        .expect("the scrape is not starved")
+        .expect("outbox");
+    // A reader freed: the API reads again, from its own pool.
+    drop(held.pop());
+    let page = tokio::time::timeout(quick, store.phone_page(10, 0, 2))
+        .await
+        .expect("a page once a read connection is free")
+        .expect("page");
+    assert_eq!((page.items.len(), page.total), (3, 3));
+    drop(held);
+    store.close().await;
 }

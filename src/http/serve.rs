@@ -558,6 +558,50 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_closes_half_open_connections_at_once() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_router(
+            listener,
+            Router::new().route("/", axum::routing::get(|| async { "ok" })),
+            HttpLimits::default(),
+            ShutdownSignal::from_future(async move {
+                let _ = stop_rx.await;
+            }),
+        ));
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("write");
+            held.push(s);
+        }
+        // The server has them all (a full request on a new connection is answered after them).
+        let resp = reqwest::get(format!("http://{addr}/"))
+            .await
+            .expect("answer");
+        assert_eq!(resp.status().as_u16(), 200);
+        let t0 = Instant::now();
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(2), server)
+            .await
+            .expect("stops without waiting for the header timeout (10 s)")
+            .expect("task")
+            .expect("ok");
+        for mut s in held {
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf))
+                .await
+                .expect("closed");
+            assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_handler_is_cut_off_at_the_request_timeout() {
         let router = Router::new()
             .route(

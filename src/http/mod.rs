@@ -18,9 +18,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::lifecycle::{CycleStats, ShutdownSignal};
 use crate::metrics::{CONTENT_TYPE, Metrics};
 use crate::runtime::SharedRuntime;
-use crate::lifecycle::{CycleStats, ShutdownSignal};
 use crate::store::Store;
 use crate::timefmt::{parse_rfc3339, unix_now};
 

@@ -4,11 +4,11 @@
 
 use chrono::{DateTime, Utc};
 
+use super::Tx;
 use crate::alerts::{
     AlertPolicy, NewAlert, OpenAlert, OpenAlerts, Plan, SourceHealth, SourceState, StateUpdate,
     blind_step, reminder,
 };
-use super::Tx;
 use crate::timefmt::rfc3339;
 
 /// The open alerts among `keys` (target id, topic key).

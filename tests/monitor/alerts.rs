@@ -339,16 +339,24 @@ async fn a_reminder_follows_after_repeat_interval_while_still_bad() {
     // Virtual time: 23 h later nothing is due, 25 h later a reminder is.
     let soon = Utc::now() + chrono::Duration::hours(23);
     assert_eq!(
-        waba_monitor::store::alerts::queue_reminders(store.pool(), Duration::from_secs(86_400), soon)
-            .await
-            .expect("reminders"),
+        waba_monitor::store::alerts::queue_reminders(
+            store.pool(),
+            Duration::from_secs(86_400),
+            soon
+        )
+        .await
+        .expect("reminders"),
         0
     );
     let later = Utc::now() + chrono::Duration::hours(25);
     assert_eq!(
-        waba_monitor::store::alerts::queue_reminders(store.pool(), Duration::from_secs(86_400), later)
-            .await
-            .expect("reminders"),
+        waba_monitor::store::alerts::queue_reminders(
+            store.pool(),
+            Duration::from_secs(86_400),
+            later
+        )
+        .await
+        .expect("reminders"),
         1
     );
     let cfg = m.app.config();

@@ -65,7 +65,11 @@ impl Notes {
     }
 }
 
-pub(crate) fn spawn_daemon(app: &TestApp, notify: &std::path::Path, watchdog_usec: Option<u64>) -> Child {
+pub(crate) fn spawn_daemon(
+    app: &TestApp,
+    notify: &std::path::Path,
+    watchdog_usec: Option<u64>,
+) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_waba-monitor"));
     cmd.arg("--config")
         .arg(&app.config_path)

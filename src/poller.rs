@@ -389,23 +389,11 @@ impl Poller {
         let recorded = async {
             let mut tx = self.store.begin_write().await?;
             for s in &self.sources {
-                let blind = crate::store::alerts::record_source_health_in(
-                    &mut tx,
-                    s.name(),
-                    &SourceHealth::Failed {
-                        reason: why.to_owned(),
-                    },
-                    self.alerts.blind_after,
-                    self.policy(),
-                    now,
-                )
-                .await?;
-                self.metrics
-                    .source_blind
-                    .get_or_create(&SourceLabels {
-                        source: s.name().to_owned(),
-                    })
-                    .set(i64::from(blind));
+                let failed = SourceHealth::Failed {
+                    reason: why.to_owned(),
+                };
+                self.record_health_in(&mut tx, s.name(), &failed, now)
+                    .await?;
             }
             let severities = crate::notify::digest_in(&mut tx, self.email.as_ref(), now).await?;
             tx.commit().await?;
@@ -422,6 +410,33 @@ impl Poller {
                 tracing::error!(error = %e, "could not record the abandoned cycle in the database");
             }
         }
+    }
+
+    /// Records a source's health (raising or resolving "monitoring blind") in the cycle's
+    /// transaction and mirrors it in `waba_monitor_source_blind`.
+    async fn record_health_in(
+        &self,
+        tx: &mut crate::store::Tx<'_>,
+        source: &str,
+        health: &SourceHealth,
+        now: DateTime<Utc>,
+    ) -> Result<(), crate::store::StoreError> {
+        let blind = crate::store::alerts::record_source_health_in(
+            tx,
+            source,
+            health,
+            self.alerts.blind_after,
+            self.policy(),
+            now,
+        )
+        .await?;
+        self.metrics
+            .source_blind
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .set(i64::from(blind));
+        Ok(())
     }
 
     /// The database half of a cycle, in one transaction.
@@ -451,22 +466,8 @@ impl Poller {
             let observed = crate::timefmt::rfc3339(p.observed_at);
             let plan = crate::alerts::plan(&applied.changes, &open, self.policy(), &observed);
             crate::store::alerts::apply_plan(&mut tx, &plan, &observed).await?;
-            let health = source_health(&p.poll);
-            let blind_now = crate::store::alerts::record_source_health_in(
-                &mut tx,
-                &report.source,
-                &health,
-                self.alerts.blind_after,
-                self.policy(),
-                now,
-            )
-            .await?;
-            self.metrics
-                .source_blind
-                .get_or_create(&SourceLabels {
-                    source: report.source.clone(),
-                })
-                .set(i64::from(blind_now));
+            self.record_health_in(&mut tx, &report.source, &source_health(&p.poll), now)
+                .await?;
             report.new_targets = applied.new_targets;
             report.changes = applied.changes;
             by_index[i] = Some(report);

@@ -8,7 +8,6 @@ macro_rules! outln {
         $crate::output::write_out(format_args!($($arg)*))
     };
 }
-#[cfg(feature = "sim")]
 pub(crate) use outln;
 
 /// Writes one line of command output (what `outln!` expands to).

@@ -319,6 +319,20 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         }
         None => outln!("  email: none ([email] not configured): alerts are only logged"),
     }
+    match &cfg.webhooks {
+        Some(w) => outln!(
+            "  webhooks: POST/GET {} on {} (behind the TLS proxy); deliveries signed with the app secret from {}; handshake verify token from {}{}",
+            w.path,
+            w.listen,
+            secret(&w.app_secret),
+            secret(&w.verify_token),
+            w.app_id
+                .as_deref()
+                .map(|id| format!("; app {id}"))
+                .unwrap_or_default()
+        ),
+        None => outln!("  webhooks: none ([webhooks] not configured): polling only"),
+    }
     outln!(
         "  alerts: reminders every {}, resolved notices {}, monitoring blind after {} failed cycle(s)",
         if cfg.alerts.repeat_interval.is_zero() {

@@ -11,7 +11,8 @@
 //!   `meta.rs` (with [`ApiVersion`]; [`graph_versions`] is the end-of-life table), `bsp.rs`,
 //!   `email.rs`, `alerts.rs`. `checks.rs` holds the checks they share, `secret_keys.rs` the
 //!   secret keys (each secret read for `load_for_start`), `schedule.rs` the cron analysis and
-//!   `cost.rs` the quota budget and the projection for `check-config`.
+//!   `cost.rs` the quota budget and the projection for `check-config`. `webhooks.rs` is
+//!   `[webhooks]`, the receiver of Meta's webhook deliveries.
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,7 @@ mod raw;
 mod schedule;
 mod secret_keys;
 mod values;
+mod webhooks;
 
 pub use alerts::AlertsConfig;
 pub use bsp::{BspKind, BspSourceConfig, DEFAULT_FINEDU_URL};
@@ -53,6 +55,7 @@ pub use email::{EmailConfig, SmtpTls};
 pub use meta::{ApiVersion, MetaSourceConfig};
 pub use problems::{ConfigError, Problem};
 pub use schedule::Schedule;
+pub use webhooks::{DEFAULT_WEBHOOK_LISTEN, DEFAULT_WEBHOOK_PATH, WebhooksConfig};
 
 use alerts::validate_alerts;
 use bsp::validate_bsp;
@@ -64,6 +67,7 @@ use file::read_config_file;
 use meta::validate_meta;
 use problems::{Problems, key_at, line_of};
 use raw::read_raw;
+use webhooks::validate_webhooks;
 
 /// A byte range of the config text.
 type Span = std::ops::Range<usize>;
@@ -79,6 +83,8 @@ pub struct Config {
     /// `None`: alerts are recorded and logged but not emailed.
     pub email: Option<EmailConfig>,
     pub alerts: AlertsConfig,
+    /// `None`: no webhook receiver (`[webhooks]` absent).
+    pub webhooks: Option<WebhooksConfig>,
 }
 
 impl Config {
@@ -192,6 +198,10 @@ impl Config {
             .email
             .and_then(|e| validate_email(e.span(), e.into_inner(), base_dir, &mut p));
         let alerts = validate_alerts(raw.alerts, &mut p);
+        let webhooks = raw.webhooks.and_then(|w| {
+            let listen = daemon.as_ref().map(|d| d.listen);
+            validate_webhooks(w.span(), w.into_inner(), listen, base_dir, &mut p)
+        });
         // In the order of the file (problems without a line last).
         p.list.append(&mut p.secrets);
         p.list.sort_by_key(|q| (q.line.is_none(), q.line));
@@ -203,6 +213,7 @@ impl Config {
                 bsp,
                 email,
                 alerts,
+                webhooks,
             }),
             _ => Err(ConfigError {
                 path: path.to_owned(),

@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     pub(super) bsp: Vec<Spanned<RawBsp>>,
     pub(super) email: Option<Spanned<RawEmail>>,
     pub(super) alerts: Option<RawAlerts>,
+    pub(super) webhooks: Option<Spanned<RawWebhooks>>,
 }
 
 #[derive(Debug, Default)]
@@ -89,7 +90,18 @@ pub(super) struct RawAlerts {
     pub(super) blind_after: Option<Spanned<i64>>,
 }
 
-const TOP_KEYS: &[&str] = &["daemon", "meta", "bsp", "email", "alerts"];
+#[derive(Debug, Default)]
+pub(super) struct RawWebhooks {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) app_secret_env: Option<Spanned<String>>,
+    pub(super) app_secret_file: Option<Spanned<String>>,
+    pub(super) verify_token_env: Option<Spanned<String>>,
+    pub(super) verify_token_file: Option<Spanned<String>>,
+    pub(super) app_id: Option<Spanned<String>>,
+}
+
+const TOP_KEYS: &[&str] = &["daemon", "meta", "bsp", "email", "alerts", "webhooks"];
 
 const DAEMON_KEYS: &[&str] = &[
     "database",
@@ -147,6 +159,16 @@ const EMAIL_KEYS: &[&str] = &[
 ];
 
 const ALERTS_KEYS: &[&str] = &["repeat_interval", "resolved", "blind_after"];
+
+const WEBHOOKS_KEYS: &[&str] = &[
+    "listen",
+    "path",
+    "app_secret_env",
+    "app_secret_file",
+    "verify_token_env",
+    "verify_token_file",
+    "app_id",
+];
 
 fn read_daemon(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawDaemon {
     let mut raw = RawDaemon::default();
@@ -259,6 +281,25 @@ fn read_alerts(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawAlerts {
     raw
 }
 
+fn read_webhooks(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawWebhooks {
+    let mut raw = RawWebhooks::default();
+    for (k, v) in t.iter() {
+        let name = k.get_ref().as_ref();
+        let key = format!("webhooks.{name}");
+        match name {
+            "listen" => raw.listen = read_str(v, &key, p),
+            "path" => raw.path = read_str(v, &key, p),
+            "app_secret_env" => raw.app_secret_env = read_str(v, &key, p),
+            "app_secret_file" => raw.app_secret_file = read_str(v, &key, p),
+            "verify_token_env" => raw.verify_token_env = read_str(v, &key, p),
+            "verify_token_file" => raw.verify_token_file = read_str(v, &key, p),
+            "app_id" => raw.app_id = read_str(v, &key, p),
+            _ => unknown_key(k, &key, "[webhooks]", WEBHOOKS_KEYS, p),
+        }
+    }
+    raw
+}
+
 pub(super) fn read_raw(root: &DeTable<'_>, p: &mut Problems<'_>) -> RawConfig {
     let mut raw = RawConfig::default();
     for (k, v) in root.iter() {
@@ -284,6 +325,10 @@ pub(super) fn read_raw(root: &DeTable<'_>, p: &mut Problems<'_>) -> RawConfig {
                     read_table(v, name, p).map(|t| Spanned::new(v.span(), read_email(t, p)));
             }
             "alerts" => raw.alerts = read_table(v, name, p).map(|t| read_alerts(t, p)),
+            "webhooks" => {
+                raw.webhooks =
+                    read_table(v, name, p).map(|t| Spanned::new(v.span(), read_webhooks(t, p)));
+            }
             _ => unknown_key(k, name, "the top level", TOP_KEYS, p),
         }
     }

@@ -86,11 +86,33 @@ pub async fn run(
     run_with_listener(cfg, opts, listener, shutdown, on_cycle).await
 }
 
-/// [`run`] on a listener the caller bound (tests bind port 0 and read `local_addr`).
+/// [`run`] on a listener the caller bound (tests bind port 0 and read `local_addr`); binds
+/// `[webhooks] listen` when the section is there.
 pub async fn run_with_listener(
     cfg: Config,
     opts: RunOptions,
     listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_cycle: impl FnMut(&CycleReport) + Send,
+) -> anyhow::Result<()> {
+    let webhooks = match &cfg.webhooks {
+        Some(w) => Some(
+            tokio::net::TcpListener::bind(w.listen)
+                .await
+                .with_context(|| format!("could not listen for webhooks on {}", w.listen))?,
+        ),
+        None => None,
+    };
+    run_with_listeners(cfg, opts, listener, webhooks, shutdown, on_cycle).await
+}
+
+/// [`run_with_listener`] with the webhook listener bound by the caller too (used only when the
+/// config has `[webhooks]`).
+pub async fn run_with_listeners(
+    cfg: Config,
+    opts: RunOptions,
+    listener: tokio::net::TcpListener,
+    webhook_listener: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     mut on_cycle: impl FnMut(&CycleReport) + Send,
 ) -> anyhow::Result<()> {
@@ -132,6 +154,21 @@ pub async fn run_with_listener(
         opts.http,
         shutdown.clone(),
     ));
+    // The webhook receiver on its own listener; its path and listener change at a restart.
+    let webhooks = match (&first.config.webhooks, webhook_listener) {
+        (Some(w), Some(l)) => Some(tokio::spawn(http::webhooks::serve(
+            l,
+            w.path.clone(),
+            http::webhooks::WebhookState {
+                store: store.clone(),
+                metrics: metrics.clone(),
+                runtime: runtime.clone(),
+            },
+            opts.http,
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
     let mut delivery = Delivery::start(&first, &ground, &opts, &shutdown);
     let watchdog = {
         let runtime = runtime.clone();
@@ -200,6 +237,13 @@ pub async fn run_with_listener(
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
         Err(_) => tracing::warn!("HTTP server did not stop within the shutdown grace"),
         _ => {}
+    }
+    if let Some(webhooks) = webhooks {
+        match tokio::time::timeout(grace, webhooks).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "webhook receiver stopped with an error"),
+            Err(_) => tracing::warn!("webhook receiver did not stop within the shutdown grace"),
+            _ => {}
+        }
     }
     watchdog.abort();
     pruning.abort();
@@ -361,6 +405,11 @@ async fn reload(old: &Runtime, ground: &Ground) -> anyhow::Result<Runtime> {
             cfg.daemon.database != old.config.daemon.database,
         ),
         ("listen", cfg.daemon.listen != old.config.daemon.listen),
+        (
+            "webhooks.listen/path",
+            cfg.webhooks.as_ref().map(|w| (w.listen, &w.path))
+                != old.config.webhooks.as_ref().map(|w| (w.listen, &w.path)),
+        ),
     ] {
         if changed {
             tracing::warn!(key = what, "this setting changes only at the next restart");

@@ -45,6 +45,14 @@ pub struct Runtime {
     pub stale_after: u32,
     /// The mailer for `[email]`, built (password read) with this configuration.
     pub mailer: Option<Arc<Mailer>>,
+    /// `[webhooks]` secrets, read with this configuration (the receiver reads them per request).
+    pub webhooks: Option<Arc<WebhookSecrets>>,
+}
+
+/// The app secret (keys the delivery signatures) and the handshake's verify token.
+pub struct WebhookSecrets {
+    pub app_secret: SecretString,
+    pub verify_token: SecretString,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -73,6 +81,19 @@ impl Runtime {
             )),
             None => None,
         };
+        let webhooks = match &cfg.webhooks {
+            Some(w) => Some(Arc::new(WebhookSecrets {
+                app_secret: w
+                    .app_secret
+                    .load()
+                    .context("could not read the [webhooks] app secret")?,
+                verify_token: w
+                    .verify_token
+                    .load()
+                    .context("could not read the [webhooks] verify token")?,
+            })),
+            None => None,
+        };
         let poller = Poller::build(
             &cfg,
             ground.store.clone(),
@@ -86,6 +107,7 @@ impl Runtime {
             stale_after: cfg.daemon.stale_after,
             api_token,
             mailer,
+            webhooks,
             poller: Arc::new(poller),
             config: cfg,
         })

@@ -6,6 +6,7 @@
 
 mod api;
 mod serve;
+pub mod webhooks;
 
 pub use serve::{FD_RESERVE, HttpLimits, effective_cap, open_file_limit, serve_router};
 

@@ -25,7 +25,7 @@ use crate::store::StatusEntry;
 pub use targets::TargetSeries;
 
 /// The database operations `waba_monitor_store_errors_total{op}` counts.
-pub const STORE_OPS: [&str; 7] = [
+pub const STORE_OPS: [&str; 8] = [
     "record_cycle",
     "begin_run",
     "finish_run",
@@ -33,6 +33,7 @@ pub const STORE_OPS: [&str; 7] = [
     "read",
     "outbox",
     "prune",
+    "webhook",
 ];
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -79,6 +80,14 @@ pub struct SeverityLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The first change's `field` (a documented one, `other` or `unknown`).
+    pub field: String,
+    /// accepted, duplicate, bad_signature, too_large, malformed, unknown_field.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
 }
@@ -110,6 +119,10 @@ pub struct Metrics {
     pub store_errors: Family<OpLabels, Counter>,
     /// Per `[[meta]]` source: when its Graph API version stops working (Unix seconds).
     graph_api_end_of_life: Family<SourceLabels, Gauge>,
+    /// Webhook deliveries by first `field` and outcome.
+    pub webhook_events: Family<WebhookLabels, Counter>,
+    /// When the last signed webhook delivery was received (Unix seconds).
+    pub webhook_last_event: FloatGauge,
     targets: RwLock<TargetSeries>,
 }
 
@@ -159,6 +172,8 @@ impl Metrics {
             config_reload_ok: Gauge::default(),
             store_errors: Family::default(),
             graph_api_end_of_life: Family::default(),
+            webhook_events: Family::default(),
+            webhook_last_event: FloatGauge::default(),
             targets: RwLock::new(TargetSeries::default()),
             registry: Registry::default(),
         };
@@ -264,7 +279,7 @@ impl Metrics {
         }
         registry.register(
             "store_errors",
-            "Database operations that failed, by operation (record_cycle, begin_run, finish_run, abandon_runs, read, outbox, prune): a cycle that could not be recorded sent no alert",
+            "Database operations that failed, by operation (record_cycle, begin_run, finish_run, abandon_runs, read, outbox, prune, webhook): a cycle that could not be recorded sent no alert",
             m.store_errors.clone(),
         );
         registry.register(
@@ -277,8 +292,28 @@ impl Metrics {
             "When the Graph API version a source uses reaches its end of life and Meta stops answering it (only for versions whose date Meta announced)",
             m.graph_api_end_of_life.clone(),
         );
+        registry.register(
+            "webhook_events",
+            "Webhook deliveries by the first change's field and outcome (accepted, duplicate, bad_signature, too_large, malformed, unknown_field)",
+            m.webhook_events.clone(),
+        );
+        registry.register(
+            "webhook_last_event_timestamp_seconds",
+            "When the last correctly signed webhook delivery was received",
+            m.webhook_last_event.clone(),
+        );
         m.config_reload_ok.set(1);
         Metrics { registry, ..m }
+    }
+
+    /// Counts a webhook delivery (`field` and `outcome` are bounded labels, never raw text).
+    pub fn webhook_event(&self, field: &str, outcome: &str) {
+        self.webhook_events
+            .get_or_create(&WebhookLabels {
+                field: field.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Sets the end of life of each `[[meta]]` source's Graph API version from the config

@@ -12,6 +12,7 @@ pub mod alerts;
 mod merge;
 pub mod outbox;
 mod queries;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -19,6 +19,7 @@ mod service;
 mod smtp;
 mod tidy;
 mod trust;
+mod webhooks;
 
 use helpers::{TOKEN, TestApp, one_waba};
 use waba_monitor::sim::{Fault, FaultKind, FaultTarget, SimState};

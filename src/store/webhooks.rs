@@ -1,0 +1,199 @@
+//! Webhook deliveries, stored raw (migration 0006): the receiver commits each signed delivery
+//! here before it answers 200; a later processing step takes the unprocessed rows in order and
+//! marks each with its outcome. The same delivery sent again (same body bytes, same SHA-256) is
+//! stored once: the row counts its deliveries.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError};
+use crate::timefmt::rfc3339;
+
+/// A signed delivery as received.
+#[derive(Debug, Clone, Copy)]
+pub struct NewWebhookEvent<'a> {
+    pub received_at: DateTime<Utc>,
+    /// The raw body, exactly the bytes the signature was verified over.
+    pub body: &'a [u8],
+    /// The first change's `field` as a bounded label (`other`, `unknown`), if any.
+    pub field: Option<&'a str>,
+    /// What the receiver made of it: `accepted`, `malformed` or `unknown_field`.
+    pub receipt: &'a str,
+}
+
+/// What storing a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// A new row with this id.
+    New(i64),
+    /// The same body was already stored in this row (now counted once more).
+    Duplicate(i64),
+}
+
+/// A stored delivery.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookEvent {
+    pub id: i64,
+    pub received_at: String,
+    pub body: Vec<u8>,
+    pub body_sha256: String,
+    pub field: Option<String>,
+    pub receipt: String,
+    pub deliveries: i64,
+    pub processed_at: Option<String>,
+    pub outcome: Option<String>,
+}
+
+/// The lowercase hex SHA-256 of `body`: the key deliveries are deduplicated on.
+pub fn body_sha256(body: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = Sha256::digest(body);
+    let mut hex = String::with_capacity(64);
+    for b in digest.iter() {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+impl Store {
+    /// Commits a delivery (or counts a repeat of one already stored) before the receiver
+    /// answers: the commit is synced to disk (`synchronous = FULL` for this statement), so a
+    /// delivery Meta was told we have survives a power cut, not only a crash.
+    pub async fn insert_webhook_event(
+        &self,
+        ev: &NewWebhookEvent<'_>,
+    ) -> Result<Stored, StoreError> {
+        let hash = body_sha256(ev.body);
+        let at = rfc3339(ev.received_at);
+        let mut conn = self.pool().acquire().await?;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        let row: Result<(i64, i64), sqlx::Error> = sqlx::query_as(
+            "INSERT INTO webhook_events (received_at, body, body_sha256, field, receipt, last_received_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?1) \
+             ON CONFLICT (body_sha256) DO UPDATE SET deliveries = deliveries + 1, last_received_at = excluded.last_received_at \
+             RETURNING id, deliveries",
+        )
+        .bind(&at)
+        .bind(ev.body)
+        .bind(&hash)
+        .bind(ev.field)
+        .bind(ev.receipt)
+        .fetch_one(&mut *conn)
+        .await;
+        // Back to the pool's setting whatever happened (a failure here only leaves this
+        // connection syncing more than it needs to).
+        let _ = sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await;
+        let (id, deliveries) = row?;
+        Ok(if deliveries > 1 {
+            Stored::Duplicate(id)
+        } else {
+            Stored::New(id)
+        })
+    }
+
+    /// Up to `limit` deliveries not processed yet, oldest first: what the processing step
+    /// takes next.
+    pub async fn unprocessed_webhook_events(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<WebhookEvent>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, received_at, body, body_sha256, field, receipt, deliveries, processed_at, outcome \
+             FROM webhook_events WHERE processed_at IS NULL ORDER BY id LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Marks a delivery processed with its outcome; false if it was already processed (or
+    /// does not exist).
+    pub async fn mark_webhook_event_processed(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE webhook_events SET processed_at = ?2, outcome = ?3 WHERE id = ?1 AND processed_at IS NULL",
+        )
+        .bind(id)
+        .bind(rfc3339(at))
+        .bind(outcome)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Stored deliveries (each counted once however often it was sent).
+    pub async fn webhook_event_count(&self) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhook_events")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dedupe_key_is_the_hex_sha256_of_the_body() {
+        assert_eq!(
+            body_sha256(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_stored_once_and_listed_until_processed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("m.db")).await.expect("open");
+        let now = Utc::now();
+        let ev = NewWebhookEvent {
+            received_at: now,
+            body: b"{\"object\":\"whatsapp_business_account\"}",
+            field: Some("unknown"),
+            receipt: "malformed",
+        };
+        let first = store.insert_webhook_event(&ev).await.expect("insert");
+        let Stored::New(id) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            store.insert_webhook_event(&ev).await.expect("again"),
+            Stored::Duplicate(id)
+        );
+        assert_eq!(store.webhook_event_count().await.expect("count"), 1);
+        let rows = store.unprocessed_webhook_events(10).await.expect("list");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].deliveries, 2);
+        assert_eq!(rows[0].body, ev.body);
+        assert!(
+            store
+                .mark_webhook_event_processed(id, now, "ignored")
+                .await
+                .expect("mark")
+        );
+        assert!(
+            !store
+                .mark_webhook_event_processed(id, now, "ignored")
+                .await
+                .expect("mark")
+        );
+        assert!(
+            store
+                .unprocessed_webhook_events(10)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        store.close().await;
+    }
+}

@@ -5,10 +5,10 @@ use crate::helpers::{TestApp, one_waba};
 use waba_monitor::sim::{FineduFault, FineduSim, FineduState, SimState};
 use waba_monitor::sources::PollOutcome;
 
-const BSP_TOKEN: &str = "finedu-token-for-tests-123456";
+pub(crate) const BSP_TOKEN: &str = "finedu-token-for-tests-123456";
 const W1: &str = "200000000000001";
 
-async fn with_bsp(
+pub(crate) async fn with_bsp(
     meta: SimState,
     meta_targets: &str,
     bsp: FineduState,

@@ -8,22 +8,17 @@ use crate::helpers::{TestApp, one_waba};
 use waba_monitor::sim::{Fault, FaultKind, FaultTarget, FineduFault, FineduSim, FineduState};
 use waba_monitor::sources::PollOutcome;
 
-const BSP_TOKEN: &str = "finedu-token-for-tests-123456";
 const WABA1: &str = "200000000000001";
 
+/// The Meta fleet of one WABA beside a BSP fleet.
 async fn with_bsp(bsp: FineduState, page_size: u32) -> (TestApp, FineduSim) {
-    let finedu = FineduSim::start(bsp, BSP_TOKEN).await.expect("finedu sim");
-    let app = TestApp::spawn_with_extra(
+    crate::bsp::with_bsp(
         one_waba(1),
         &format!("wabas = [\"{WABA1}\"]"),
-        &format!(
-            "[[bsp]]\nkind = \"finedu\"\nname = \"finedu-main\"\nbase_url = \"{}\"\ntoken_file = \"bsp-token\"\npage_size = {page_size}\nrequest_timeout = \"2s\"\n",
-            finedu.url()
-        ),
+        bsp,
+        page_size,
     )
-    .await;
-    app.write_secret("bsp-token", BSP_TOKEN);
-    (app, finedu)
+    .await
 }
 
 fn bsp(r: &waba_monitor::poller::CycleReport) -> &waba_monitor::poller::SourceReport {

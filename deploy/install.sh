@@ -12,6 +12,8 @@
 #   /etc/waba-monitor/                           0755 (systemd's ConfigurationDirectory= mode)
 #   /etc/waba-monitor/monitor.toml               the example config (0644), ONLY if there is
 #                                                none: an existing config is never overwritten
+#   /etc/waba-monitor/nginx-webhooks.conf.example  the TLS proxy for [webhooks] (0644), an
+#                                                example for /etc/nginx/, ONLY if there is none
 #   /etc/waba-monitor/credentials/               0700, for the secret files of LoadCredential=
 #   systemctl daemon-reload
 # It does not enable, start or restart the service, and never writes a secret.
@@ -58,6 +60,7 @@ done
 # --- Where things come from and where they go ------------------------------------------------
 unit_src="$repo/systemd/waba-monitor.service"
 config_src="$repo/monitor.toml"
+nginx_src="$repo/deploy/nginx-webhooks.conf"
 
 root_missing=0
 if [[ -n "$root" ]]; then
@@ -72,6 +75,7 @@ bin_dst="$root/usr/local/bin/waba-monitor"
 unit_dst="$root/etc/systemd/system/waba-monitor.service"
 etc_dir="$root/etc/waba-monitor"
 config_dst="$etc_dir/monitor.toml"
+nginx_dst="$etc_dir/nginx-webhooks.conf.example"
 cred_dir="$etc_dir/credentials"
 token_file="$cred_dir/meta-token"
 
@@ -200,6 +204,18 @@ else
     run install -m 0644 "$config_src" "$config_dst"
     config_check="$config_src"
 fi
+# The webhook proxy example: copied for reference (nginx reads nothing from here), never over a
+# file that exists, which may be the admin's edited copy.
+if [[ -e "$nginx_dst" ]]; then
+    echo "  kept:      $nginx_dst exists and is NOT overwritten."
+    if ! cmp -s "$nginx_src" "$nginx_dst"; then
+        echo "             To see what the example of this version has:"
+        echo "               diff -u $nginx_dst $nginx_src"
+    fi
+else
+    echo "  creating:  $nginx_dst (TLS proxy example for [webhooks])"
+    run install -m 0644 "$nginx_src" "$nginx_dst"
+fi
 
 # --- 4. Credentials ----------------------------------------------------------------------------
 echo "== credentials"
@@ -220,7 +236,7 @@ else
     token_missing=1
     echo "  missing:   $token_file (the service will not start without it; see below)"
 fi
-for optional in smtp-password api-token; do
+for optional in smtp-password api-token app-secret verify-token; do
     if [[ -f "$cred_dir/$optional" ]]; then
         echo "  exists:    $cred_dir/$optional (load it with a drop-in: see below)"
     fi
@@ -261,6 +277,12 @@ if grep -Eq '^[[:space:]]*api_token_env[[:space:]]*=' "$config_check"; then
          api_token_file = \"/run/credentials/waba-monitor.service/api-token\"
        and load that credential with a drop-in (step 3)")
 fi
+if grep -Eq '^[[:space:]]*app_secret_env[[:space:]]*=' "$config_check"; then
+    config_hints+=("in [webhooks]: replace app_secret_env and verify_token_env with
+         app_secret_file = \"/run/credentials/waba-monitor.service/app-secret\"
+         verify_token_file = \"/run/credentials/waba-monitor.service/verify-token\"
+       and load those credentials with a drop-in (step 3)")
+fi
 
 etc="/etc/waba-monitor"
 echo
@@ -295,6 +317,9 @@ cat <<EOF
        [Service]
        LoadCredential=smtp-password:$etc/credentials/smtp-password
        LoadCredential=api-token:$etc/credentials/api-token
+     With [webhooks]: $etc/credentials/app-secret (the Meta app's secret) and
+     $etc/credentials/verify-token, loaded as app-secret and verify-token the same way; the TLS
+     proxy in front of the receiver: see $etc/nginx-webhooks.conf.example.
 
   4. Check the config (run outside the service, it reports a token under /run/credentials/
      as "a systemd credential: the service receives it at start": expected):

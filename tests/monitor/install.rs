@@ -143,3 +143,52 @@ fn a_dry_run_does_not_create_root() {
         text(&out)
     );
 }
+
+#[test]
+fn the_webhook_proxy_example_is_installed_once_and_never_overwritten() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let binary = tmp.path().join("bin/waba-monitor");
+    fake_binary(&binary);
+    let root = tmp.path().join("stage");
+    let args = [
+        "--binary",
+        binary.to_str().expect("utf-8"),
+        "--root",
+        root.to_str().expect("utf-8"),
+    ];
+    let example = root.join("etc/waba-monitor/nginx-webhooks.conf.example");
+    let shipped =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx-webhooks.conf"))
+            .expect("deploy/nginx-webhooks.conf");
+
+    let out = install(&args, None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&example).expect("installed"),
+        shipped,
+        "{}",
+        text(&out)
+    );
+    let mode = std::fs::metadata(&example)
+        .expect("example")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644, "{}", text(&out));
+
+    // The admin edits it; a second run (an upgrade) keeps the edit and says how to compare.
+    std::fs::write(&example, "# mine\n").expect("edit the example");
+    let out = install(&args, None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&example).expect("kept"),
+        b"# mine\n",
+        "{}",
+        text(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("kept:      {}", example.display())) && stdout.contains("diff -u"),
+        "the second run does not say it kept the example: {}",
+        text(&out)
+    );
+}

@@ -13,13 +13,18 @@ use crate::daemon::{self, RunOptions};
 use crate::output::outln;
 use crate::poller::CycleReport;
 use crate::retry::RetryPolicy;
-use crate::sim::{FineduSim, FineduState, GraphSim, SimOptions, SimState};
+use crate::sim::{FineduSim, FineduState, GraphSim, SimOptions, SimState, WebhookTarget};
 use crate::timefmt::parse_duration;
 
 /// The simulated fleet changes this often; the daemon polls every 5 seconds.
 const STEP_EVERY: Duration = Duration::from_secs(3);
 const DEMO_TOKEN: &str = "demo-token-not-a-real-secret";
 const DEMO_BSP_TOKEN: &str = "demo-bsp-token-not-a-real-secret";
+const DEMO_APP_SECRET: &str = "demo-app-secret-not-a-real-secret";
+const DEMO_VERIFY_TOKEN: &str = "demo-verify-token-not-a-real-secret";
+/// The simulated Meta sends a signed webhook delivery this often.
+const WEBHOOK_EVERY: Duration = Duration::from_secs(4);
+const WEBHOOK_PATH: &str = "/webhooks/meta";
 
 pub async fn run(dir: &Path, run_for: Option<&str>) -> anyhow::Result<ExitCode> {
     let run_for = match run_for.map(parse_duration) {
@@ -39,6 +44,20 @@ pub async fn run(dir: &Path, run_for: Option<&str>) -> anyhow::Result<ExitCode> 
 
     let fleet = SimState::demo();
     let businesses: Vec<String> = fleet.businesses.keys().cloned().collect();
+    // What the simulated Meta sends webhooks about: each WABA, with its first number.
+    let webhook_targets: Vec<WebhookTarget> = fleet
+        .wabas
+        .values()
+        .map(|w| WebhookTarget {
+            waba_id: w.id.clone(),
+            display_phone_number: w
+                .phones
+                .first()
+                .and_then(|p| fleet.phones.get(p))
+                .map(|p| p.display_phone_number.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
     let sim = GraphSim::start(
         fleet,
         SimOptions {
@@ -57,6 +76,15 @@ pub async fn run(dir: &Path, run_for: Option<&str>) -> anyhow::Result<ExitCode> 
             .context("could not listen on loopback")?,
     };
     let listen = listener.local_addr()?;
+    // The webhook receiver's own listener, the same way (9718 is its default).
+    let webhook_listener = match tokio::net::TcpListener::bind("127.0.0.1:9718").await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("could not listen on loopback")?,
+    };
+    let webhook_listen = webhook_listener.local_addr()?;
+    let webhook_url = format!("http://{webhook_listen}{WEBHOOK_PATH}");
     // A BSP customer too, through the simulated Finedu API.
     let finedu = FineduSim::start(FineduState::demo(), DEMO_BSP_TOKEN)
         .await
@@ -64,6 +92,8 @@ pub async fn run(dir: &Path, run_for: Option<&str>) -> anyhow::Result<ExitCode> 
     write_private(&dir.join("finedu-token"), DEMO_BSP_TOKEN)?;
     let token_path = dir.join("meta-token");
     write_private(&token_path, DEMO_TOKEN)?;
+    write_private(&dir.join("app-secret"), DEMO_APP_SECRET)?;
+    write_private(&dir.join("verify-token"), DEMO_VERIFY_TOKEN)?;
     let config_path = dir.join("monitor.toml");
     let config_text = format!(
         r#"# Written by `waba-monitor demo`: a real config, pointed at the built-in simulator.
@@ -97,6 +127,13 @@ to = ["ops@example.com"]
 
 [alerts]
 repeat_interval = "1h"
+
+# Meta's webhooks, sent (signed with the app secret) by the simulated Meta every few seconds.
+[webhooks]
+listen = "{webhook_listen}"
+path = "{WEBHOOK_PATH}"
+app_secret_file = "app-secret"
+verify_token_file = "verify-token"
 "#,
         url = sim.url(),
         bsp_url = finedu.url(),
@@ -120,6 +157,10 @@ repeat_interval = "1h"
         "  metrics:  http://{}/metrics   status API: http://{}/api/accounts",
         cfg.daemon.listen,
         cfg.daemon.listen
+    );
+    outln!(
+        "  webhooks: {webhook_url} (signed deliveries from the simulated Meta every {})",
+        crate::timefmt::format_duration(WEBHOOK_EVERY)
     );
     outln!(
         "  emails:   {} (alerts as .eml files; open them with any mail client)",
@@ -158,6 +199,14 @@ repeat_interval = "1h"
         })
     };
 
+    // The simulated Meta's webhooks: account_update / phone_number_quality_update, signed.
+    let webhook_sender = crate::sim::webhooks::spawn_sender(
+        webhook_url,
+        DEMO_APP_SECRET.to_owned(),
+        webhook_targets,
+        WEBHOOK_EVERY,
+    );
+
     let shutdown = async move {
         match run_for {
             Some(d) => {
@@ -171,13 +220,14 @@ repeat_interval = "1h"
     };
     let mut cycles = 0u64;
     let mut changes = 0usize;
-    let result = daemon::run_with_listener(
+    let result = daemon::run_with_listeners(
         cfg,
         RunOptions {
             retry: RetryPolicy::fast(),
             ..RunOptions::default()
         },
         listener,
+        Some(webhook_listener),
         shutdown,
         |report: &CycleReport| {
             cycles += 1;
@@ -186,6 +236,7 @@ repeat_interval = "1h"
     )
     .await;
     stepper.abort();
+    webhook_sender.abort();
     sim.shutdown().await;
     finedu.shutdown().await;
     result?;

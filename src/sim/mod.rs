@@ -3,6 +3,7 @@
 //!
 //! - `graph/`: Meta's Graph API ([`GraphSim`]), in Meta's real shapes, with fault injection.
 //! - `finedu/`: the Finedu BSP's "Waba account list" API ([`FineduSim`]).
+//! - `webhooks.rs`: Meta's side of webhooks: signed deliveries POSTed to a receiver.
 //!
 //! Everything either simulator offers is re-exported here, so callers name `sim::GraphSim` or
 //! `sim::FineduSim` and never the folder.
@@ -10,6 +11,7 @@
 pub mod finedu;
 pub mod graph;
 mod server;
+pub mod webhooks;
 
 pub use finedu::{
     FineduFault, FineduHandle, FineduPhone, FineduRequest, FineduSim, FineduState, FineduWaba,
@@ -20,3 +22,4 @@ pub use graph::{
     SimBusiness, SimHandle, SimOptions, SimPhone, SimState, SimWaba, demo_ids, fields_to_string,
     health_entity, health_status, parse_fields,
 };
+pub use webhooks::WebhookTarget;

@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub busy_timeout: Duration,
     /// Connection cap and timeouts of the HTTP listener.
     pub http: http::HttpLimits,
+    /// How often stored webhook deliveries (and restriction expiries) are looked for between
+    /// cycles, with `[webhooks]`.
+    pub webhook_tick: Duration,
 }
 
 impl Default for RunOptions {
@@ -43,6 +46,7 @@ impl Default for RunOptions {
             delivery_tick: Duration::from_secs(15),
             busy_timeout: Store::BUSY_TIMEOUT,
             http: http::HttpLimits::default(),
+            webhook_tick: Duration::from_millis(500),
         }
     }
 }
@@ -169,6 +173,14 @@ pub async fn run_with_listeners(
         ))),
         _ => None,
     };
+    // Stored deliveries become facts, history and alerts within a tick of their 200.
+    let webhook_worker = webhooks.as_ref().map(|_| {
+        tokio::spawn(webhook_loop(
+            runtime.clone(),
+            opts.webhook_tick,
+            shutdown.clone(),
+        ))
+    });
     let mut delivery = Delivery::start(&first, &ground, &opts, &shutdown);
     let watchdog = {
         let runtime = runtime.clone();
@@ -243,6 +255,12 @@ pub async fn run_with_listeners(
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "webhook receiver stopped with an error"),
             Err(_) => tracing::warn!("webhook receiver did not stop within the shutdown grace"),
             _ => {}
+        }
+    }
+    if let Some(w) = webhook_worker {
+        // A pass in progress commits or rolls back whole; rows left are taken at the next start.
+        if tokio::time::timeout(grace, w).await.is_err() {
+            tracing::warn!("webhook processing did not stop within the shutdown grace");
         }
     }
     watchdog.abort();
@@ -416,6 +434,19 @@ async fn reload(old: &Runtime, ground: &Ground) -> anyhow::Result<Runtime> {
         }
     }
     Runtime::build(cfg, ground)
+}
+
+/// Processes stored webhook deliveries every `tick` with the runtime in force (an idle pass is
+/// two small reads), until shutdown.
+async fn webhook_loop(runtime: SharedRuntime, tick: Duration, mut shutdown: ShutdownSignal) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        let rt = runtime.current();
+        rt.poller.process_webhooks().await;
+    }
 }
 
 /// Prunes history older than `retention` in small batches, hourly, off the poll path.

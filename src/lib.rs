@@ -31,3 +31,4 @@ pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod timefmt;
+pub mod webhooks;

@@ -359,6 +359,29 @@ pub mod field {
 
     pub const PRESENT: &str = "present";
     pub const GONE: &str = "gone";
+
+    // Facts pushed by webhooks (`webhooks` turns deliveries into these).
+    /// `account_update` DISABLED_UPDATE: `ban_info.waba_ban_state` (DISABLE, REINSTATE,
+    /// SCHEDULE_FOR_DISABLE).
+    pub const BAN_STATE: &str = "ban_state";
+    /// `account_update` ACCOUNT_RESTRICTION: the restriction types, sorted and comma-joined, or
+    /// [`NONE`] once cleared or expired.
+    pub const RESTRICTION: &str = "restriction";
+    /// `account_update` PARTNER_REMOVED / PARTNER_ADDED.
+    pub const PARTNER_REMOVED: &str = "partner_removed";
+    /// `account_alerts`: "SEVERITY ALERT_TYPE".
+    pub const ACCOUNT_ALERT: &str = "account_alert";
+    /// `security`: the event (PIN_CHANGED, PIN_RESET_REQUEST, ...).
+    pub const SECURITY: &str = "security";
+    /// `phone_number_quality_update`: the event (FLAGGED, UNFLAGGED, DOWNGRADE, ...).
+    pub const QUALITY_EVENT: &str = "quality_event";
+    /// `account_review_update`: the decision.
+    pub const REVIEW_DECISION: &str = "review_decision";
+    /// `account_update` ACCOUNT_VIOLATION: the violation type (recorded, not alerted on).
+    pub const VIOLATION: &str = "violation";
+
+    /// A restriction cleared or expired.
+    pub const NONE: &str = "none";
 }
 
 #[cfg(test)]

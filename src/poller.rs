@@ -217,6 +217,35 @@ impl Poller {
         &self.store
     }
 
+    /// Turns stored webhook deliveries into facts, history and alerts (and closes expired
+    /// restrictions), with this runtime's email and alert settings; wakes delivery when it
+    /// queued email. Run after deliveries and at every cycle (rows a crash left are taken then).
+    pub async fn process_webhooks(&self) -> crate::webhooks::Processed {
+        match crate::webhooks::process(&self.store, self.email.as_ref(), self.policy(), Utc::now())
+            .await
+        {
+            Ok(done) => {
+                for sev in &done.alerts {
+                    self.metrics
+                        .alerts
+                        .get_or_create(&SeverityLabels {
+                            severity: sev.clone(),
+                        })
+                        .inc();
+                }
+                if !done.alerts.is_empty() {
+                    self.mail_wake.notify_one();
+                }
+                done
+            }
+            Err(e) => {
+                self.metrics.store_error("webhook_process");
+                tracing::error!(error = %e, "could not process stored webhook deliveries; they stay stored and are taken again later");
+                crate::webhooks::Processed::default()
+            }
+        }
+    }
+
     pub fn source_names(&self) -> Vec<String> {
         self.sources.iter().map(|s| s.name().to_owned()).collect()
     }
@@ -235,6 +264,9 @@ impl Poller {
             self.metrics.store_error("abandon_runs");
             tracing::error!(error = %e, "could not close unfinished poll runs");
         }
+        // Deliveries stored but not processed yet (a crash after the 200) and restrictions
+        // whose expiry passed.
+        self.process_webhooks().await;
         // Boxed futures built in a loop rather than an iterator closure: rustc cannot yet prove
         // a closure-returned future Send for every lifetime (rust-lang/rust#102211).
         let mut polls: Vec<Pin<Box<dyn Future<Output = Polled> + Send + '_>>> =

@@ -52,6 +52,13 @@ pub enum Topic {
     Verification,
     Presence,
     Blind,
+    /// Webhook facts (`account_update`, `account_alerts`, `security`, quality events).
+    Ban,
+    Restriction,
+    Partner,
+    AccountAlert,
+    Security,
+    QualityEvent,
 }
 
 impl Topic {
@@ -65,7 +72,20 @@ impl Topic {
             Topic::Verification => "verification",
             Topic::Presence => "presence",
             Topic::Blind => "blind",
+            Topic::Ban => "ban",
+            Topic::Restriction => "restriction",
+            Topic::Partner => "partner",
+            Topic::AccountAlert => "account_alert",
+            Topic::Security => "security",
+            Topic::QualityEvent => "quality_event",
         }
+    }
+
+    /// A one-off notice rather than a state: its alert is sent but not kept open (nothing
+    /// ever resolves it, so it would be reminded of forever). A repeat of the same event is
+    /// already silenced by the facts store (an equal fact changes nothing).
+    pub fn is_event(self) -> bool {
+        matches!(self, Topic::Security | Topic::AccountAlert)
     }
 }
 
@@ -148,6 +168,42 @@ pub fn verdict(field_name: &str, old: Option<&str>, new: &str) -> Option<Verdict
         field::PRESENCE => match new {
             field::GONE => v(Topic::Presence, Severity::Warning),
             field::PRESENT => v(Topic::Presence, Severity::Resolved),
+            _ => None,
+        },
+        // Facts pushed by webhooks.
+        field::BAN_STATE => match new {
+            "DISABLE" | "SCHEDULE_FOR_DISABLE" => v(Topic::Ban, Severity::Critical),
+            "REINSTATE" => v(Topic::Ban, Severity::Resolved),
+            _ => None,
+        },
+        field::RESTRICTION => match new {
+            field::NONE => v(Topic::Restriction, Severity::Resolved),
+            "" => None,
+            _ => v(Topic::Restriction, Severity::Warning),
+        },
+        field::PARTNER_REMOVED => match new {
+            "PARTNER_REMOVED" => v(Topic::Partner, Severity::Critical),
+            "PARTNER_ADDED" => v(Topic::Partner, Severity::Resolved),
+            _ => None,
+        },
+        field::ACCOUNT_ALERT => match new.split(' ').next().unwrap_or("") {
+            "CRITICAL" => v(Topic::AccountAlert, Severity::Critical),
+            "WARNING" => v(Topic::AccountAlert, Severity::Warning),
+            _ => None,
+        },
+        field::SECURITY => match new {
+            "PIN_CHANGED" | "PIN_RESET_REQUEST" => v(Topic::Security, Severity::Warning),
+            _ => None,
+        },
+        field::QUALITY_EVENT => match new {
+            "FLAGGED" => v(Topic::QualityEvent, Severity::Warning),
+            "UNFLAGGED" => v(Topic::QualityEvent, Severity::Resolved),
+            _ => None,
+        },
+        // The same topic as the polled review status: one open alert whichever told us first.
+        field::REVIEW_DECISION => match new {
+            "REJECTED" => v(Topic::Review, Severity::Critical),
+            "APPROVED" => v(Topic::Review, Severity::Resolved),
             _ => None,
         },
         _ => None,
@@ -276,5 +332,128 @@ mod tests {
         assert_eq!(sev(field::PRESENCE, Some("present"), "gone"), Some(Warning));
         assert_eq!(sev(field::PRESENCE, None, "present"), Some(Resolved));
         assert_eq!(sev("verified_name", Some("a"), "b"), None);
+    }
+
+    /// The webhook facts, as a table: (field, old, new) → (topic, severity).
+    #[test]
+    fn webhook_facts_follow_the_table() {
+        type Row = (
+            &'static str,
+            Option<&'static str>,
+            &'static str,
+            Option<(Topic, Severity)>,
+        );
+        let table: &[Row] = &[
+            (
+                field::BAN_STATE,
+                None,
+                "DISABLE",
+                Some((Topic::Ban, Critical)),
+            ),
+            (
+                field::BAN_STATE,
+                Some("REINSTATE"),
+                "SCHEDULE_FOR_DISABLE",
+                Some((Topic::Ban, Critical)),
+            ),
+            (
+                field::BAN_STATE,
+                Some("DISABLE"),
+                "REINSTATE",
+                Some((Topic::Ban, Resolved)),
+            ),
+            (field::BAN_STATE, None, "SOMETHING_NEW", None),
+            (
+                field::RESTRICTION,
+                None,
+                "RESTRICTED_ADD_PHONE_NUMBER_ACTION",
+                Some((Topic::Restriction, Warning)),
+            ),
+            (
+                field::RESTRICTION,
+                Some("RESTRICTED_BIZ_INITIATED_MESSAGING"),
+                "none",
+                Some((Topic::Restriction, Resolved)),
+            ),
+            (field::RESTRICTION, None, "", None),
+            (
+                field::PARTNER_REMOVED,
+                None,
+                "PARTNER_REMOVED",
+                Some((Topic::Partner, Critical)),
+            ),
+            (
+                field::PARTNER_REMOVED,
+                Some("PARTNER_REMOVED"),
+                "PARTNER_ADDED",
+                Some((Topic::Partner, Resolved)),
+            ),
+            (field::PARTNER_REMOVED, None, "PARTNER_APP_INSTALLED", None),
+            (
+                field::ACCOUNT_ALERT,
+                None,
+                "CRITICAL OBA_REJECTED",
+                Some((Topic::AccountAlert, Critical)),
+            ),
+            (
+                field::ACCOUNT_ALERT,
+                None,
+                "WARNING INCREASED_CAPACITY",
+                Some((Topic::AccountAlert, Warning)),
+            ),
+            (
+                field::ACCOUNT_ALERT,
+                None,
+                "INFORMATIONAL OBA_APPROVED",
+                None,
+            ),
+            (
+                field::SECURITY,
+                None,
+                "PIN_CHANGED",
+                Some((Topic::Security, Warning)),
+            ),
+            (
+                field::SECURITY,
+                Some("PIN_CHANGED"),
+                "PIN_RESET_REQUEST",
+                Some((Topic::Security, Warning)),
+            ),
+            (field::SECURITY, None, "PIN_RESET_SUCCESS", None),
+            (
+                field::QUALITY_EVENT,
+                None,
+                "FLAGGED",
+                Some((Topic::QualityEvent, Warning)),
+            ),
+            (
+                field::QUALITY_EVENT,
+                Some("FLAGGED"),
+                "UNFLAGGED",
+                Some((Topic::QualityEvent, Resolved)),
+            ),
+            (field::QUALITY_EVENT, None, "THROUGHPUT_UPGRADE", None),
+            (field::QUALITY_EVENT, None, "ONBOARDING", None),
+            (
+                field::REVIEW_DECISION,
+                None,
+                "REJECTED",
+                Some((Topic::Review, Critical)),
+            ),
+            (
+                field::REVIEW_DECISION,
+                Some("REJECTED"),
+                "APPROVED",
+                Some((Topic::Review, Resolved)),
+            ),
+            (field::REVIEW_DECISION, None, "DEFERRED", None),
+            (field::VIOLATION, None, "SCAM", None),
+        ];
+        for (f, old, new, want) in table {
+            let got = verdict(f, *old, new).map(|v| (v.topic, v.severity));
+            assert_eq!(got, *want, "{f} {old:?} -> {new}");
+        }
+        assert!(Topic::Security.is_event() && Topic::AccountAlert.is_event());
+        assert!(!Topic::Ban.is_event() && !Topic::Restriction.is_event());
     }
 }

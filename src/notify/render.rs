@@ -167,6 +167,13 @@ impl AlertItem {
             "business_verification_status" => "business verification",
             "presence" => "presence",
             "monitoring" => "monitoring",
+            "ban_state" => "WABA ban",
+            "restriction" => "restriction",
+            "partner_removed" => "partner",
+            "account_alert" => "account alert",
+            "security" => "security",
+            "quality_event" => "quality event",
+            "review_decision" => "review decision",
             other => other,
         }
     }
@@ -245,6 +252,25 @@ impl AlertItem {
             }
             "monitoring" => {
                 "waba-monitor cannot see this source's numbers: renew the token or restore its whatsapp_business_management permission, then run `waba-monitor poll-once`."
+            }
+            "ban_state" => {
+                "The WABA is (or will be) disabled by Meta: see Business Support Home for the reason and appeal there if it is a mistake."
+            }
+            "restriction" => {
+                "Meta restricted this account (see details): messaging or adding numbers is limited until the expiry; see Business Support Home."
+            }
+            "partner_removed" => {
+                "A partner (BSP) was removed from this WABA: check in Meta Business Settings whether that was intended."
+            }
+            "account_alert" => "Read the alert in WhatsApp Manager and Business Support Home.",
+            "security" => {
+                "The number's two-step verification PIN changed or a reset was requested: confirm it was you."
+            }
+            "quality_event" => {
+                "Meta flagged the number's quality: review recent templates and slow campaigns from it."
+            }
+            "review_decision" => {
+                "See Business Support Home for why the account review was rejected and request a new review."
             }
             _ => "Check the number in WhatsApp Manager.",
         }
@@ -366,6 +392,15 @@ pub fn body(items: &[AlertItem]) -> String {
                 out.push_str(&format!("  WABA: {waba}\n"));
             }
             "waba" => out.push_str(&format!("  WABA id: {}\n", c(&i.target_id))),
+            _ => {}
+        }
+        match i.kind.as_str() {
+            // What Meta said with it (a webhook's ban date, restriction types and expiry).
+            "phone_number" | "waba" => {
+                if let Some(detail) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
+                    out.push_str(&format!("  details: {}\n", c(detail)));
+                }
+            }
             _ => {
                 if let Some(reason) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
                     out.push_str(&format!("  reason: {}\n", c(reason)));

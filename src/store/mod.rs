@@ -9,6 +9,7 @@
 //!   leaves either all of it or none of it, and a restart diffs against what was committed.
 
 pub mod alerts;
+pub mod facts;
 mod merge;
 pub mod outbox;
 mod queries;

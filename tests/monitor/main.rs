@@ -19,6 +19,7 @@ mod service;
 mod smtp;
 mod tidy;
 mod trust;
+mod webhook_events;
 mod webhooks;
 
 use helpers::{TOKEN, TestApp, one_waba};

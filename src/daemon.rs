@@ -158,6 +158,9 @@ pub async fn run_with_listeners(
         opts.http,
         shutdown.clone(),
     ));
+    // A new webhook delivery wakes its processing; a fact it changes asks for a cycle now.
+    let webhook_stored = Arc::new(tokio::sync::Notify::new());
+    let poll_now = Arc::new(tokio::sync::Notify::new());
     // The webhook receiver on its own listener; its path and listener change at a restart.
     let webhooks = match (&first.config.webhooks, webhook_listener) {
         (Some(w), Some(l)) => Some(tokio::spawn(http::webhooks::serve(
@@ -167,6 +170,7 @@ pub async fn run_with_listeners(
                 store: store.clone(),
                 metrics: metrics.clone(),
                 runtime: runtime.clone(),
+                stored: webhook_stored.clone(),
             },
             opts.http,
             shutdown.clone(),
@@ -178,6 +182,8 @@ pub async fn run_with_listeners(
         tokio::spawn(webhook_loop(
             runtime.clone(),
             opts.webhook_tick,
+            webhook_stored.clone(),
+            poll_now.clone(),
             shutdown.clone(),
         ))
     });
@@ -228,10 +234,17 @@ pub async fn run_with_listeners(
     service::ready(&format!(
         "polling {targets} configured target(s); first cycle running"
     ));
-    let result = scheduler::run(runtime.clone(), reloaded_rx, stats, shutdown, |report| {
-        service::status(&status_line(report));
-        on_cycle(report);
-    })
+    let result = scheduler::run(
+        runtime.clone(),
+        reloaded_rx,
+        poll_now,
+        stats,
+        shutdown,
+        |report| {
+            service::status(&status_line(report));
+            on_cycle(report);
+        },
+    )
     .await;
     let grace = runtime.current().config.daemon.shutdown_grace;
     service::stopping();
@@ -436,16 +449,38 @@ async fn reload(old: &Runtime, ground: &Ground) -> anyhow::Result<Runtime> {
     Runtime::build(cfg, ground)
 }
 
-/// Processes stored webhook deliveries every `tick` with the runtime in force (an idle pass is
-/// two small reads), until shutdown.
-async fn webhook_loop(runtime: SharedRuntime, tick: Duration, mut shutdown: ShutdownSignal) {
+/// The least time between two cycles a webhook event asks for, so a burst of events cannot
+/// spend the quota on back-to-back cycles (the governor would hold targets back anyway).
+const REPOLL_GAP: Duration = Duration::from_secs(60);
+
+/// Processes stored webhook deliveries as soon as the receiver stores one, and every `tick`
+/// besides (an idle pass is two small reads), with the runtime in force, until shutdown. When
+/// a delivery changed what is known of a WABA or number, a cycle runs at once to confirm it
+/// (through the quota governor), at most one per [`REPOLL_GAP`].
+async fn webhook_loop(
+    runtime: SharedRuntime,
+    tick: Duration,
+    stored: Arc<tokio::sync::Notify>,
+    poll_now: Arc<tokio::sync::Notify>,
+    mut shutdown: ShutdownSignal,
+) {
+    let mut last_repoll: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
+            _ = stored.notified() => {}
             _ = tokio::time::sleep(tick) => {}
         }
         let rt = runtime.current();
-        rt.poller.process_webhooks().await;
+        let done = rt.poller.process_webhooks().await;
+        if !done.changes.is_empty() && last_repoll.is_none_or(|t| t.elapsed() >= REPOLL_GAP) {
+            last_repoll = Some(tokio::time::Instant::now());
+            tracing::info!(
+                changes = done.changes.len(),
+                "webhook events changed what is known: polling now to confirm"
+            );
+            poll_now.notify_one();
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use crate::runtime::SharedRuntime;
 pub async fn run(
     runtime: SharedRuntime,
     mut reloaded: mpsc::UnboundedReceiver<()>,
+    poll_now: Arc<tokio::sync::Notify>,
     stats: Arc<CycleStats>,
     mut shutdown: ShutdownSignal,
     mut on_cycle: impl FnMut(&CycleReport) + Send,
@@ -44,6 +45,8 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
+            // A cycle now (a webhook event to confirm); coalesced like a cron tick.
+            _ = poll_now.notified() => offer_tick(&tick_tx, &stats),
             Some(()) = reloaded.recv() => {
                 let new = runtime.current().config.daemon.poll_schedule.expr.clone();
                 if new != expr {

@@ -72,6 +72,8 @@ pub struct WebhookState {
     /// The runtime in force: the app secret and verify token are read from it per request, so
     /// a reload (secret files re-read) applies to the next delivery.
     pub runtime: SharedRuntime,
+    /// Woken when a new delivery is stored, so it is processed at once.
+    pub stored: Arc<tokio::sync::Notify>,
 }
 
 /// The receiver's routes: `GET` and `POST` on `path` (validated by the config), nothing else.
@@ -290,6 +292,7 @@ async fn receive(State(s): State<WebhookState>, req: Request) -> Response {
         .await;
     let outcome = match stored {
         Ok(Stored::New(id)) => {
+            s.stored.notify_one();
             tracing::info!(
                 id,
                 field,

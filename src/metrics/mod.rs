@@ -25,7 +25,7 @@ use crate::store::StatusEntry;
 pub use targets::TargetSeries;
 
 /// The database operations `waba_monitor_store_errors_total{op}` counts.
-pub const STORE_OPS: [&str; 8] = [
+pub const STORE_OPS: [&str; 9] = [
     "record_cycle",
     "begin_run",
     "finish_run",
@@ -34,6 +34,7 @@ pub const STORE_OPS: [&str; 8] = [
     "outbox",
     "prune",
     "webhook",
+    "webhook_process",
 ];
 
 /// The content type of [`Metrics::encode`]'s output.

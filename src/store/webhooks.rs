@@ -111,6 +111,18 @@ impl Store {
         .await?)
     }
 
+    /// Up to `limit` stored deliveries, processed or not, oldest first (for inspection and
+    /// tests: what was received, as received).
+    pub async fn webhook_events(&self, limit: i64) -> Result<Vec<WebhookEvent>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, received_at, body, body_sha256, field, receipt, deliveries, processed_at, outcome \
+             FROM webhook_events ORDER BY id LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Marks a delivery processed with its outcome; false if it was already processed (or
     /// does not exist).
     pub async fn mark_webhook_event_processed(

@@ -95,6 +95,11 @@ impl Hooks {
     }
 
     async fn start_app(app: TestApp, smtp: SmtpSink) -> Hooks {
+        Self::start_app_with(app, smtp, Duration::from_millis(200)).await
+    }
+
+    /// `webhook_tick`: how often stored deliveries are looked for besides the receiver's wake-up.
+    async fn start_app_with(app: TestApp, smtp: SmtpSink, webhook_tick: Duration) -> Hooks {
         let main = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -111,7 +116,7 @@ impl Hooks {
             RunOptions {
                 retry: RetryPolicy::fast(),
                 delivery_tick: Duration::from_millis(200),
-                webhook_tick: Duration::from_millis(200),
+                webhook_tick,
                 ..RunOptions::default()
             },
             main,
@@ -375,5 +380,29 @@ async fn quality_security_and_account_alerts_in_one_delivery_make_one_digest() {
     let rows = store.unprocessed_webhook_events(10).await.expect("list");
     assert!(rows.is_empty());
     store.close().await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_is_processed_at_once_and_its_waba_re_polled() {
+    // No periodic look for deliveries within the test: only the receiver's wake-up can
+    // process it; the schedule (every 5 minutes) brings no cycle either.
+    let smtp = SmtpSink::start().await;
+    let app = Hooks::app(&smtp).await;
+    let h = Hooks::start_app_with(app, smtp, Duration::from_secs(600)).await;
+    let requests = h.app.sim.http_requests();
+    let t0 = std::time::Instant::now();
+    h.post(&ban(1_739_321_024, "DISABLE", "2026-02-12")).await;
+    h.smtp.wait_for(1, Duration::from_secs(2)).await;
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    // The WABA is read again at once to confirm (a cycle through the quota governor).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while h.app.sim.http_requests() == requests {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WABA was not re-polled after the event"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     h.stop().await;
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::config::{AlertsConfig, Config, EmailConfig};
 use crate::metrics::{
     AppUsageLabels, BusinessUsageLabels, Metrics, OutcomeLabels, ReasonLabels, SeverityLabels,
-    SourceLabels,
+    SourceLabels, WabaLabels,
 };
 use crate::retry::RetryPolicy;
 use crate::sources::finedu::FineduSource;
@@ -135,11 +135,10 @@ impl Poller {
                 GraphClient::with_quota(m, token, retry, mem.quota.clone()).with_context(|| {
                     format!("source \"{}\": could not build the HTTP client", m.name)
                 })?;
-            sources.push(Source::Meta(Box::new(MetaSource::with_memory(
-                m.clone(),
-                client,
-                mem,
-            ))));
+            let app_id = cfg.webhooks.as_ref().and_then(|w| w.app_id.clone());
+            sources.push(Source::Meta(Box::new(
+                MetaSource::with_memory(m.clone(), client, mem).with_subscription_check(app_id),
+            )));
         }
         let names: Vec<&str> = cfg.meta.iter().map(|m| m.name.as_str()).collect();
         memory.keep_only(&names);
@@ -375,7 +374,7 @@ impl Poller {
                 })
                 .inc();
         }
-        for f in &poll.failures {
+        for f in poll.failures.iter().chain(&poll.subscription_failures) {
             m.poll_failures
                 .get_or_create(&ReasonLabels {
                     source: name.clone(),
@@ -387,6 +386,14 @@ impl Poller {
             .get_or_create(&sl)
             .observe(took.as_secs_f64());
         m.graph_calls.get_or_create(&sl).inc_by(poll.calls);
+        for c in &poll.webhook_subscriptions {
+            m.webhook_subscribed
+                .get_or_create(&WabaLabels {
+                    source: name.clone(),
+                    waba_id: c.waba_id.clone(),
+                })
+                .set(i64::from(c.subscribed));
+        }
         let usage = source.usage();
         for (metric, v) in &usage.app {
             m.app_usage
@@ -487,7 +494,13 @@ impl Poller {
         for i in order {
             let p = &polled[i];
             let mut report = SourceReport::from_poll(&p.poll);
-            let applied = crate::store::apply_in(&mut tx, p.run_id, &p.poll, p.observed_at).await?;
+            let mut applied =
+                crate::store::apply_in(&mut tx, p.run_id, &p.poll, p.observed_at).await?;
+            let observed = crate::timefmt::rfc3339(p.observed_at);
+            let details = record_subscriptions_in(&mut tx, &p.poll, &observed).await?;
+            applied
+                .changes
+                .extend(details.iter().map(|(c, _)| c.clone()));
             // The alerts these changes cause, decided by the pure planner from the alerts
             // still open, written in the same transaction.
             let open = crate::store::alerts::open_alerts_for(
@@ -495,8 +508,15 @@ impl Poller {
                 &crate::alerts::keys(&applied.changes),
             )
             .await?;
-            let observed = crate::timefmt::rfc3339(p.observed_at);
-            let plan = crate::alerts::plan(&applied.changes, &open, self.policy(), &observed);
+            let mut plan = crate::alerts::plan(&applied.changes, &open, self.policy(), &observed);
+            for a in &mut plan.alerts {
+                if let Some((_, d)) = details
+                    .iter()
+                    .find(|(c, _)| c.target_id == a.target_id && c.field == a.field)
+                {
+                    a.detail = Some(d.clone());
+                }
+            }
             crate::store::alerts::apply_plan(&mut tx, &plan, &observed).await?;
             self.record_health_in(&mut tx, &report.source, &source_health(&p.poll), now)
                 .await?;
@@ -583,6 +603,32 @@ impl Poller {
             tracing::error!(error = %e, "could not record the end of a poll in the database");
         }
     }
+}
+
+/// Records each WABA's webhook subscription (`[webhooks] app_id`) as a fact of the WABA, in
+/// the cycle's transaction: a new answer writes history and yields a change (with the line its
+/// alert shows); an unchanged one changes nothing.
+async fn record_subscriptions_in(
+    tx: &mut crate::store::Tx<'_>,
+    poll: &SourcePoll,
+    now: &str,
+) -> Result<Vec<(Change, String)>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    for c in &poll.webhook_subscriptions {
+        let fact = crate::store::facts::Fact {
+            kind: crate::model::TargetKind::Waba,
+            target_id: c.waba_id.clone(),
+            field: crate::sources::subscriptions::FIELD.to_owned(),
+            value: c.value().to_owned(),
+            detail: Some(c.detail()),
+            event_time: c.checked_at.timestamp(),
+            expires_at: None,
+        };
+        if let Some(change) = crate::store::facts::record_fact_in(tx, &fact, None, now).await? {
+            out.push((change, c.detail()));
+        }
+    }
+    Ok(out)
 }
 
 /// A source's poll, read but not yet recorded.
@@ -681,6 +727,9 @@ fn log_poll(poll: &SourcePoll) {
             first_error = %first.error,
             "poll incomplete: targets that failed keep their last known state"
         );
+    }
+    for f in &poll.subscription_failures {
+        tracing::warn!(waba = %f.id, reason = f.error.reason(), error = %f.error, "could not read the WABA's subscribed_apps: the last known webhook subscription stands");
     }
     if !poll.deferred.is_empty() {
         let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();

@@ -5,6 +5,7 @@
 //! actually sent depends on an alert having been open (see `alerts::plan`).
 
 use crate::model::{CanSendMessage, MessagingLimit, PhoneStatus, QualityRating, field};
+use crate::sources::subscriptions;
 
 /// How urgent a notification is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -59,6 +60,8 @@ pub enum Topic {
     AccountAlert,
     Security,
     QualityEvent,
+    /// The monitor's app missing from a WABA's `subscribed_apps` (`[webhooks] app_id`).
+    WebhookSubscription,
 }
 
 impl Topic {
@@ -78,6 +81,7 @@ impl Topic {
             Topic::AccountAlert => "account_alert",
             Topic::Security => "security",
             Topic::QualityEvent => "quality_event",
+            Topic::WebhookSubscription => "webhook_subscription",
         }
     }
 
@@ -204,6 +208,12 @@ pub fn verdict(field_name: &str, old: Option<&str>, new: &str) -> Option<Verdict
         field::REVIEW_DECISION => match new {
             "REJECTED" => v(Topic::Review, Severity::Critical),
             "APPROVED" => v(Topic::Review, Severity::Resolved),
+            _ => None,
+        },
+        // Polled hourly with `[webhooks] app_id`: webhooks not subscribed for the WABA.
+        subscriptions::FIELD => match new {
+            subscriptions::NOT_SUBSCRIBED => v(Topic::WebhookSubscription, Severity::Warning),
+            subscriptions::SUBSCRIBED => v(Topic::WebhookSubscription, Severity::Resolved),
             _ => None,
         },
         _ => None,
@@ -455,5 +465,40 @@ mod tests {
         }
         assert!(Topic::Security.is_event() && Topic::AccountAlert.is_event());
         assert!(!Topic::Ban.is_event() && !Topic::Restriction.is_event());
+    }
+
+    #[test]
+    fn webhook_subscription_follows_the_table() {
+        use subscriptions::{FIELD, NOT_SUBSCRIBED, SUBSCRIBED};
+        type Row<'a> = (Option<&'a str>, &'a str, Option<(Topic, Severity)>);
+        let table: &[Row] = &[
+            (
+                None,
+                NOT_SUBSCRIBED,
+                Some((Topic::WebhookSubscription, Warning)),
+            ),
+            (
+                Some(SUBSCRIBED),
+                NOT_SUBSCRIBED,
+                Some((Topic::WebhookSubscription, Warning)),
+            ),
+            (
+                Some(NOT_SUBSCRIBED),
+                SUBSCRIBED,
+                Some((Topic::WebhookSubscription, Resolved)),
+            ),
+            (
+                None,
+                SUBSCRIBED,
+                Some((Topic::WebhookSubscription, Resolved)),
+            ),
+            (Some(SUBSCRIBED), "something_else", None),
+        ];
+        for (old, new, want) in table {
+            let got = verdict(FIELD, *old, new).map(|v| (v.topic, v.severity));
+            assert_eq!(got, *want, "{old:?} -> {new}");
+        }
+        assert!(!Topic::WebhookSubscription.is_event());
+        assert_eq!(Topic::WebhookSubscription.as_str(), "webhook_subscription");
     }
 }

@@ -65,6 +65,12 @@ pub struct BusinessUsageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WabaLabels {
+    pub source: String,
+    pub waba_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppUsageLabels {
     pub source: String,
     pub metric: String,
@@ -124,6 +130,8 @@ pub struct Metrics {
     pub webhook_events: Family<WebhookLabels, Counter>,
     /// When the last signed webhook delivery was received (Unix seconds).
     pub webhook_last_event: FloatGauge,
+    /// With `[webhooks] app_id`: 1 while the app is subscribed to the WABA, 0 when not.
+    pub webhook_subscribed: Family<WabaLabels, Gauge>,
     targets: RwLock<TargetSeries>,
 }
 
@@ -175,6 +183,7 @@ impl Metrics {
             graph_api_end_of_life: Family::default(),
             webhook_events: Family::default(),
             webhook_last_event: FloatGauge::default(),
+            webhook_subscribed: Family::default(),
             targets: RwLock::new(TargetSeries::default()),
             registry: Registry::default(),
         };
@@ -302,6 +311,11 @@ impl Metrics {
             "webhook_last_event_timestamp_seconds",
             "When the last correctly signed webhook delivery was received",
             m.webhook_last_event.clone(),
+        );
+        registry.register(
+            "webhook_subscribed",
+            "With [webhooks] app_id: 1 while GET /{waba}/subscribed_apps lists the app, 0 when it does not (checked hourly)",
+            m.webhook_subscribed.clone(),
         );
         m.config_reload_ok.set(1);
         Metrics { registry, ..m }

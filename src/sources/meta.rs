@@ -29,6 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::budget::Quota;
 use super::graph::usage::UsageSnapshot;
+use super::subscriptions::{self, SubscriptionMemory};
 use super::{Deferred, ObjectKind, SourcePoll, TargetFailure};
 use crate::config::{ApiVersion, MetaSourceConfig};
 use crate::model::{PhoneObservation, WabaObservation};
@@ -85,6 +86,8 @@ pub struct MetaSource {
     quota: Quota,
     /// What this source knows that outlives a config reload.
     memory: Arc<MetaMemory>,
+    /// `[webhooks] app_id`: the app whose subscription to each WABA is checked hourly.
+    app_id: Option<String>,
 }
 
 /// What a `[[meta]]` source has learnt that must survive a reload (which builds a new
@@ -98,6 +101,8 @@ pub struct MetaMemory {
     /// WABA of each number seen under one, so a singly configured number is charged to its
     /// WABA's quota.
     phone_waba: Mutex<HashMap<String, String>>,
+    /// When each WABA's `subscribed_apps` was last asked, and Meta's last answer.
+    subscriptions: Mutex<SubscriptionMemory>,
 }
 
 impl MetaMemory {
@@ -106,6 +111,7 @@ impl MetaMemory {
             quota: Quota::new(budget),
             rejected_token: Mutex::new(None),
             phone_waba: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(SubscriptionMemory::default()),
         }
     }
 }
@@ -169,6 +175,7 @@ impl MetaSource {
             quota: client.quota().clone(),
             rejected_token: Mutex::new(None),
             phone_waba: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(SubscriptionMemory::default()),
         });
         Self::with_memory(cfg, client, memory)
     }
@@ -187,7 +194,14 @@ impl MetaSource {
             fields,
             quota,
             memory,
+            app_id: None,
         }
+    }
+
+    /// Checks hourly that `app_id` (`[webhooks] app_id`) is subscribed to each WABA seen.
+    pub fn with_subscription_check(mut self, app_id: Option<String>) -> MetaSource {
+        self.app_id = app_id;
+        self
     }
 
     /// Calls charged to `key` (a WABA, business or number id) in the last hour.
@@ -249,7 +263,7 @@ impl MetaSource {
         {
             let mut g = self.quota.lock();
             let mut app_throttled = false;
-            for f in &out.failures {
+            for f in out.failures.iter().chain(&out.subscription_failures) {
                 if f.error.class() != super::graph::ErrorClass::RateLimited {
                     continue;
                 }
@@ -413,6 +427,9 @@ impl MetaSource {
         let requests_before = self.client.counters().requests.load(Ordering::Relaxed);
         self.fetch(&businesses, &wabas, &phones, now, &mut out)
             .await;
+        if let Some(app_id) = &self.app_id {
+            self.check_subscriptions(app_id, now, &mut out).await;
+        }
         out.calls = self.client.counters().calls.load(Ordering::Relaxed) - calls_before;
         out.requests = self.client.counters().requests.load(Ordering::Relaxed) - requests_before;
         self.settle(&out, token_fp, now);
@@ -515,6 +532,79 @@ impl MetaSource {
 
         out.anomalies = an.0;
         *out_ref = out;
+    }
+
+    /// Asks `GET /{waba}/subscribed_apps` (and its further pages) of every WABA this poll saw
+    /// and not asked within the hour, concurrently, each request admitted and charged to the
+    /// WABA by the client; then puts the latest known answer of each seen WABA in the poll. A
+    /// held-back request is deferred (asked again next cycle); a failed one is no verdict (asked
+    /// again in an hour; the last answer stands), reported apart from the WABA's failures.
+    async fn check_subscriptions(&self, app_id: &str, now: DateTime<Utc>, out: &mut SourcePoll) {
+        let lock = || {
+            self.memory
+                .subscriptions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let due: Vec<String> = {
+            let memory = lock();
+            out.wabas
+                .iter()
+                .map(|w| w.id.clone())
+                .filter(|w| memory.due(w, now))
+                .collect()
+        };
+        let mut reads: Vec<BoxFuture<'_, (String, Result<bool, GraphError>)>> = Vec::new();
+        for waba in due {
+            reads.push(Box::pin(async move {
+                let req = NodeRequest {
+                    id: format!("{waba}/{}", subscriptions::EDGE),
+                    fields: subscriptions::FIELDS.to_owned(),
+                    key: waba.clone(),
+                };
+                let res = match self.client.get_node(&req, now).await {
+                    Ok(first) => {
+                        let (items, res) = self.collect_edge(Some(first), &waba, now).await;
+                        res.map(|()| subscriptions::lists_app(&items, app_id))
+                    }
+                    Err(e) => Err(e),
+                };
+                (waba, res)
+            }));
+        }
+        let answers: Vec<(String, Result<bool, GraphError>)> = futures_util::stream::iter(reads)
+            .buffer_unordered(self.client.concurrency().max(1))
+            .collect()
+            .await;
+        let mut memory = lock();
+        for (waba, res) in answers {
+            match res {
+                Ok(subscribed) => {
+                    if !subscribed {
+                        tracing::warn!(waba = %waba, app_id, "webhooks not subscribed for this WABA: the app is missing from its subscribed_apps");
+                    }
+                    memory.answered(&waba, subscribed, now);
+                }
+                Err(GraphError::OverQuota { reason, .. }) => out.deferred.push(Deferred {
+                    kind: ObjectKind::Waba,
+                    id: waba,
+                    reason,
+                }),
+                Err(error) => {
+                    memory.asked(&waba, now);
+                    out.subscription_failures.push(TargetFailure {
+                        kind: ObjectKind::Waba,
+                        id: waba,
+                        error,
+                    });
+                }
+            }
+        }
+        out.webhook_subscriptions = out
+            .wabas
+            .iter()
+            .filter_map(|w| memory.known(&w.id, app_id))
+            .collect();
     }
 
     /// Items fetched per wave: as many full batches as may be in flight at once.

@@ -5,6 +5,7 @@ pub mod budget;
 pub mod finedu;
 pub mod graph;
 pub mod meta;
+pub mod subscriptions;
 
 use std::collections::BTreeSet;
 
@@ -81,6 +82,12 @@ pub struct SourcePoll {
     /// Held back by the quota governor: not read, not failed.
     pub deferred: Vec<Deferred>,
     pub anomalies: Vec<Anomaly>,
+    /// With `[webhooks] app_id`: the latest `subscribed_apps` answer of each WABA this poll
+    /// saw that was ever answered (asked at most hourly; a failed read leaves the last one).
+    pub webhook_subscriptions: Vec<subscriptions::SubscriptionCheck>,
+    /// `subscribed_apps` reads that failed: no verdict, and not a failure of the WABA (its
+    /// state was read), so they never make the poll partial nor the source blind.
+    pub subscription_failures: Vec<TargetFailure>,
     /// Graph calls as Meta counts them (batch items one each).
     pub calls: u64,
     pub requests: u64,

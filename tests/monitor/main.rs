@@ -20,6 +20,7 @@ mod smtp;
 mod tidy;
 mod trust;
 mod webhook_events;
+mod webhook_subscriptions;
 mod webhooks;
 
 use helpers::{TOKEN, TestApp, one_waba};

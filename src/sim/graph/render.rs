@@ -11,8 +11,9 @@ use url::form_urlencoded;
 use super::errors::GraphFailure;
 use super::faults::{self, Fault, FaultKind, Scope};
 use super::fields::{FieldSpec, fields_to_string, parse_fields};
+use super::health::SIM_APP_ID;
 use super::schema::{Kind, Node, PORTFOLIO_LIMIT_FIELD, has_portfolio_limit, validate};
-use super::state::SimState;
+use super::state::{SimState, SimWaba};
 
 /// Graph's default page size for edges.
 const DEFAULT_LIMIT: usize = 25;
@@ -152,6 +153,27 @@ fn html_page(status: u16) -> String {
 }
 
 /// Answers a GET of `/{segments...}` (version already stripped).
+/// The WABA edge listing the apps subscribed to its webhooks.
+pub(crate) const SUBSCRIBED_APPS: &str = "subscribed_apps";
+
+/// `GET /{waba}/subscribed_apps` in Meta's shape: the simulated app ([`SIM_APP_ID`]) unless
+/// the WABA's `webhooks_unsubscribed` flag removed it, and always a BSP's app (another app's
+/// subscription must not count).
+fn subscribed_apps(waba: &SimWaba) -> Value {
+    let app = |id: &str, name: &str| {
+        json!({ "whatsapp_business_api_data": {
+            "id": id,
+            "name": name,
+            "link": format!("https://www.facebook.com/games/?app_id={id}"),
+        } })
+    };
+    let mut data = vec![app("990000000000001", "Some BSP")];
+    if !waba.webhooks_unsubscribed {
+        data.push(app(SIM_APP_ID, "waba-monitor (simulated)"));
+    }
+    json!({ "data": data })
+}
+
 pub(crate) fn execute_get(
     state: &SimState,
     faults: &mut Vec<Fault>,
@@ -228,6 +250,20 @@ impl<'a> Renderer<'a> {
                     .lookup(id)
                     .ok_or_else(|| GraphFailure::unknown_object(id, "get"))?;
                 Ok(Value::Object(self.node(node, fields.as_deref())?))
+            }
+            [parent, edge] if edge == SUBSCRIBED_APPS => {
+                self.direct_fault(&Scope::Edge {
+                    parent,
+                    edge,
+                    page: 1,
+                    any: any_faults,
+                })?;
+                let waba = self
+                    .state
+                    .wabas
+                    .get(parent.as_str())
+                    .ok_or_else(|| GraphFailure::unknown_object(parent, "get"))?;
+                Ok(subscribed_apps(waba))
             }
             [parent, edge] => {
                 let limit = parse_limit(param("limit"))?;

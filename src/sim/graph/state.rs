@@ -74,6 +74,9 @@ pub struct SimWaba {
     pub owner_business_id: Option<String>,
     /// Raw field values that replace (or add to) the rendered ones.
     pub overrides: Map<String, Value>,
+    /// `GET /{waba}/subscribed_apps` no longer lists [`SIM_APP_ID`] (the monitor's app was
+    /// unsubscribed from this WABA).
+    pub webhooks_unsubscribed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +224,7 @@ impl SimState {
             phones: Vec::new(),
             owner_business_id: owner,
             overrides: Map::new(),
+            webhooks_unsubscribed: false,
         };
         waba.health = waba_health(id, &waba.business_entity_id());
         match self.wabas.entry(id.to_owned()) {

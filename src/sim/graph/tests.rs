@@ -736,3 +736,48 @@ fn the_demo_fleet_changes_at_every_step_and_the_same_step_gives_the_same_fleet()
     back.demo_step(0);
     assert_eq!(back.phones, SimState::demo().phones);
 }
+
+#[tokio::test]
+async fn subscribed_apps_lists_the_simulated_app_until_the_waba_flag_removes_it() {
+    let sim = start(one_waba(1)).await;
+    let app_ids = |answer: &Answer| -> Vec<String> {
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        answer.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                a["whatsapp_business_api_data"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let listed = app_ids(&get(&sim, "/v24.0/w1/subscribed_apps").await);
+    assert!(listed.contains(&SIM_APP_ID.to_owned()), "{listed:?}");
+    assert_eq!(sim.calls_for_waba("w1"), 1, "charged to the WABA");
+
+    sim.with_state(|s| s.waba_mut("w1").webhooks_unsubscribed = true);
+    let listed = app_ids(&get(&sim, "/v24.0/w1/subscribed_apps").await);
+    assert!(!listed.contains(&SIM_APP_ID.to_owned()), "{listed:?}");
+    assert!(
+        !listed.is_empty(),
+        "another app's subscription stays listed"
+    );
+
+    // In a batch too, and an unknown WABA is Meta's unknown-object error.
+    let answer = batch(&sim, &[batch_get("w1/subscribed_apps")]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()[0]["code"], 200);
+    assert_eq!(get(&sim, "/v24.0/nope/subscribed_apps").await.status, 400);
+
+    // A fault on the edge fails the read.
+    sim.with_state(|s| {
+        s.add_fault(Fault::once(
+            FaultTarget::edge_page("w1", "subscribed_apps", 1),
+            FaultKind::HtmlError(502),
+        ))
+    });
+    assert_eq!(get(&sim, "/v24.0/w1/subscribed_apps").await.status, 502);
+}

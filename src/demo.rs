@@ -134,9 +134,11 @@ listen = "{webhook_listen}"
 path = "{WEBHOOK_PATH}"
 app_secret_file = "app-secret"
 verify_token_file = "verify-token"
+app_id = "{app_id}"
 "#,
         url = sim.url(),
         bsp_url = finedu.url(),
+        app_id = crate::sim::SIM_APP_ID,
     );
     std::fs::write(&config_path, config_text)
         .with_context(|| format!("could not write {}", config_path.display()))?;

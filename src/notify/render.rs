@@ -174,6 +174,7 @@ impl AlertItem {
             "security" => "security",
             "quality_event" => "quality event",
             "review_decision" => "review decision",
+            "webhook_subscription" => "webhooks",
             other => other,
         }
     }
@@ -271,6 +272,9 @@ impl AlertItem {
             }
             "review_decision" => {
                 "See Business Support Home for why the account review was rejected and request a new review."
+            }
+            "webhook_subscription" => {
+                "Meta no longer sends this WABA's webhooks to the monitor's app: subscribe it again with `POST /{waba-id}/subscribed_apps` using the app's token (until then only polling sees changes)."
             }
             _ => "Check the number in WhatsApp Manager.",
         }

@@ -70,18 +70,28 @@ impl Store {
         sqlx::query("PRAGMA synchronous = FULL")
             .execute(&mut *conn)
             .await?;
-        let row: Result<(i64, i64), sqlx::Error> = sqlx::query_as(
-            "INSERT INTO webhook_events (received_at, body, body_sha256, field, receipt, last_received_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?1) \
-             ON CONFLICT (body_sha256) DO UPDATE SET deliveries = deliveries + 1, last_received_at = excluded.last_received_at \
-             RETURNING id, deliveries",
-        )
-        .bind(&at)
-        .bind(ev.body)
-        .bind(&hash)
-        .bind(ev.field)
-        .bind(ev.receipt)
-        .fetch_one(&mut *conn)
+        // An explicit transaction, so a commit that fails (a full disk) is an error here: an
+        // `INSERT … RETURNING` read with `fetch_one` in autocommit hands back its row before
+        // the commit and would miss that failure — and the receiver would answer 200.
+        let row: Result<(i64, i64), sqlx::Error> = async {
+            use sqlx::Connection;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let row = sqlx::query_as(
+                "INSERT INTO webhook_events (received_at, body, body_sha256, field, receipt, last_received_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?1) \
+                 ON CONFLICT (body_sha256) DO UPDATE SET deliveries = deliveries + 1, last_received_at = excluded.last_received_at \
+                 RETURNING id, deliveries",
+            )
+            .bind(&at)
+            .bind(ev.body)
+            .bind(&hash)
+            .bind(ev.field)
+            .bind(ev.receipt)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(row)
+        }
         .await;
         // Back to the pool's setting whatever happened (a failure here only leaves this
         // connection syncing more than it needs to).

@@ -343,21 +343,13 @@ async fn the_connection_test_is_charged_to_the_quota_and_refused_over_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bsp_number_says_why_it_cannot_be_tested_singly() {
-    use waba_monitor::sim::{FineduSim, FineduState};
-    const BSP_TOKEN: &str = "finedu-token-for-tests-123456";
-    let finedu = FineduSim::start(FineduState::fleet(1, 1), BSP_TOKEN)
-        .await
-        .expect("finedu sim");
-    let app = TestApp::spawn_with_extra(
+    let (app, _finedu) = crate::bsp::with_bsp(
         one_waba(1),
         &format!("wabas = [\"{WABA1}\"]"),
-        &format!(
-            "[[bsp]]\nkind = \"finedu\"\nname = \"finedu-main\"\nbase_url = \"{}\"\ntoken_file = \"bsp-token\"\n",
-            finedu.url()
-        ),
+        waba_monitor::sim::FineduState::fleet(1, 1),
+        100,
     )
     .await;
-    app.write_secret("bsp-token", BSP_TOKEN);
     let d = Running::start(&app).await;
     let bsp_number = "600000000000001";
     let (code, body) = d

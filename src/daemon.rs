@@ -167,7 +167,7 @@ pub async fn run_with_listeners(
             l,
             w.path.clone(),
             http::webhooks::WebhookState {
-                store: store.clone(),
+                intake: http::webhooks::Intake::start(store.clone(), metrics.clone()),
                 metrics: metrics.clone(),
                 runtime: runtime.clone(),
                 stored: webhook_stored.clone(),

@@ -64,10 +64,106 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "user_preferences",
 ];
 
+/// The most deliveries committed together in one synced transaction.
+pub const MAX_BATCH: usize = 256;
+
+/// A delivery waiting for its commit.
+struct Pending {
+    received_at: chrono::DateTime<chrono::Utc>,
+    body: Bytes,
+    field: &'static str,
+    receipt: &'static str,
+    reply: tokio::sync::oneshot::Sender<Result<Stored, ()>>,
+}
+
+/// Group commit: one task writes every delivery, and the deliveries that arrive while a
+/// commit is being synced are committed together in the next one. Each handler still answers
+/// only after *its* delivery is on disk; a burst costs one `fsync` per batch instead of one
+/// per delivery (on this 2-core machine's disk, one per delivery capped the receiver near
+/// 1,100/s).
+#[derive(Clone)]
+pub struct Intake {
+    tx: tokio::sync::mpsc::Sender<Pending>,
+}
+
+impl Intake {
+    /// Starts the writer; it ends when every handle is dropped (the listener has stopped).
+    pub fn start(store: Store, metrics: Arc<Metrics>) -> Intake {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(4 * MAX_BATCH);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let events: Vec<NewWebhookEvent<'_>> = batch
+                    .iter()
+                    .map(|p| NewWebhookEvent {
+                        received_at: p.received_at,
+                        body: &p.body,
+                        field: Some(p.field),
+                        receipt: p.receipt,
+                    })
+                    .collect();
+                let result = store.insert_webhook_events(&events).await;
+                drop(events);
+                match result {
+                    Ok(stored) => {
+                        for (p, st) in batch.drain(..).zip(stored) {
+                            // The handler may have gone (client hung up): nothing to tell.
+                            let _ = p.reply.send(Ok(st));
+                        }
+                    }
+                    Err(e) => {
+                        metrics.store_error("webhook");
+                        tracing::error!(
+                            error = %e,
+                            deliveries = batch.len(),
+                            "could not store webhook deliveries; Meta will send them again"
+                        );
+                        for p in batch.drain(..) {
+                            let _ = p.reply.send(Err(()));
+                        }
+                    }
+                }
+                batch.clear();
+            }
+        });
+        Intake { tx }
+    }
+
+    /// Commits one delivery (with whatever else is waiting); `Err` when it could not be.
+    async fn store(
+        &self,
+        received_at: chrono::DateTime<chrono::Utc>,
+        body: Bytes,
+        field: &'static str,
+        receipt: &'static str,
+    ) -> Result<Stored, ()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Pending {
+                received_at,
+                body,
+                field,
+                receipt,
+                reply,
+            })
+            .await
+            .map_err(|_| ())?;
+        answer.await.map_err(|_| ())?
+    }
+}
+
 /// What the webhook handlers share.
 #[derive(Clone)]
 pub struct WebhookState {
-    pub store: Store,
+    /// Where deliveries are committed (group commit over the store).
+    pub intake: Intake,
     pub metrics: Arc<Metrics>,
     /// The runtime in force: the app secret and verify token are read from it per request, so
     /// a reload (secret files re-read) applies to the next delivery.
@@ -282,13 +378,8 @@ async fn receive(State(s): State<WebhookState>, req: Request) -> Response {
     let (field, receipt) = classify(&body);
     let received_at = chrono::Utc::now();
     let stored = s
-        .store
-        .insert_webhook_event(&NewWebhookEvent {
-            received_at,
-            body: &body,
-            field: Some(field),
-            receipt,
-        })
+        .intake
+        .store(received_at, body.clone(), field, receipt)
         .await;
     let outcome = match stored {
         Ok(Stored::New(id)) => {
@@ -306,9 +397,7 @@ async fn receive(State(s): State<WebhookState>, req: Request) -> Response {
             tracing::debug!(id, field, "webhook delivery already stored (a repeat)");
             "duplicate"
         }
-        Err(e) => {
-            s.metrics.store_error("webhook");
-            tracing::error!(error = %e, field, "could not store a webhook delivery; Meta will send it again");
+        Err(()) => {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "could not store the event\n",

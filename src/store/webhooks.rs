@@ -58,14 +58,27 @@ pub fn body_sha256(body: &[u8]) -> String {
 
 impl Store {
     /// Commits a delivery (or counts a repeat of one already stored) before the receiver
-    /// answers: the commit is synced to disk (`synchronous = FULL` for this statement), so a
-    /// delivery Meta was told we have survives a power cut, not only a crash.
+    /// answers; [`Store::insert_webhook_events`] with one.
     pub async fn insert_webhook_event(
         &self,
         ev: &NewWebhookEvent<'_>,
     ) -> Result<Stored, StoreError> {
-        let hash = body_sha256(ev.body);
-        let at = rfc3339(ev.received_at);
+        let mut stored = self.insert_webhook_events(std::slice::from_ref(ev)).await?;
+        stored
+            .pop()
+            .ok_or(StoreError::Sql(sqlx::Error::RowNotFound))
+    }
+
+    /// Commits deliveries (or counts repeats of ones already stored, including a repeat
+    /// within `evs`) in **one** transaction, before the receiver answers any of them: the
+    /// commit is synced to disk (`synchronous = FULL` for it), so a delivery Meta was told we
+    /// have survives a power cut, not only a crash. One synced commit for many concurrent
+    /// deliveries is what lets the receiver keep up with a burst (group commit). Either every
+    /// delivery is stored or none is (and each gets the error).
+    pub async fn insert_webhook_events(
+        &self,
+        evs: &[NewWebhookEvent<'_>],
+    ) -> Result<Vec<Stored>, StoreError> {
         let mut conn = self.pool().acquire().await?;
         sqlx::query("PRAGMA synchronous = FULL")
             .execute(&mut *conn)
@@ -73,24 +86,28 @@ impl Store {
         // An explicit transaction, so a commit that fails (a full disk) is an error here: an
         // `INSERT … RETURNING` read with `fetch_one` in autocommit hands back its row before
         // the commit and would miss that failure — and the receiver would answer 200.
-        let row: Result<(i64, i64), sqlx::Error> = async {
+        let rows: Result<Vec<(i64, i64)>, sqlx::Error> = async {
             use sqlx::Connection;
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let row = sqlx::query_as(
-                "INSERT INTO webhook_events (received_at, body, body_sha256, field, receipt, last_received_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?1) \
-                 ON CONFLICT (body_sha256) DO UPDATE SET deliveries = deliveries + 1, last_received_at = excluded.last_received_at \
-                 RETURNING id, deliveries",
-            )
-            .bind(&at)
-            .bind(ev.body)
-            .bind(&hash)
-            .bind(ev.field)
-            .bind(ev.receipt)
-            .fetch_one(&mut *tx)
-            .await?;
+            let mut rows = Vec::with_capacity(evs.len());
+            for ev in evs {
+                let row = sqlx::query_as(
+                    "INSERT INTO webhook_events (received_at, body, body_sha256, field, receipt, last_received_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?1) \
+                     ON CONFLICT (body_sha256) DO UPDATE SET deliveries = deliveries + 1, last_received_at = excluded.last_received_at \
+                     RETURNING id, deliveries",
+                )
+                .bind(rfc3339(ev.received_at))
+                .bind(ev.body)
+                .bind(body_sha256(ev.body))
+                .bind(ev.field)
+                .bind(ev.receipt)
+                .fetch_one(&mut *tx)
+                .await?;
+                rows.push(row);
+            }
             tx.commit().await?;
-            Ok(row)
+            Ok(rows)
         }
         .await;
         // Back to the pool's setting whatever happened (a failure here only leaves this
@@ -98,12 +115,16 @@ impl Store {
         let _ = sqlx::query("PRAGMA synchronous = NORMAL")
             .execute(&mut *conn)
             .await;
-        let (id, deliveries) = row?;
-        Ok(if deliveries > 1 {
-            Stored::Duplicate(id)
-        } else {
-            Stored::New(id)
-        })
+        Ok(rows?
+            .into_iter()
+            .map(|(id, deliveries)| {
+                if deliveries > 1 {
+                    Stored::Duplicate(id)
+                } else {
+                    Stored::New(id)
+                }
+            })
+            .collect())
     }
 
     /// Up to `limit` deliveries not processed yet, oldest first: what the processing step
@@ -216,6 +237,56 @@ mod tests {
                 .expect("list")
                 .is_empty()
         );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_one_transaction_and_dedupes_within_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("m.db")).await.expect("open");
+        let now = Utc::now();
+        let ev = |body: &'static [u8]| NewWebhookEvent {
+            received_at: now,
+            body,
+            field: Some("account_update"),
+            receipt: "accepted",
+        };
+        let stored = store
+            .insert_webhook_events(&[ev(b"{\"a\":1}"), ev(b"{\"b\":2}"), ev(b"{\"a\":1}")])
+            .await
+            .expect("insert");
+        let (Stored::New(a), Stored::New(b)) = (stored[0], stored[1]) else {
+            panic!("{stored:?}")
+        };
+        assert_ne!(a, b);
+        assert_eq!(stored[2], Stored::Duplicate(a));
+        assert_eq!(store.webhook_event_count().await.expect("count"), 2);
+
+        // A batch that cannot be committed stores none of its deliveries.
+        let mut lock = store.pool().acquire().await.expect("conn");
+        let other = Store::open_with(
+            &dir.path().join("m.db"),
+            std::time::Duration::from_millis(50),
+        )
+        .await
+        .expect("second handle");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *lock)
+            .await
+            .expect("lock");
+        assert!(
+            other
+                .insert_webhook_events(&[ev(b"{\"c\":3}"), ev(b"{\"d\":4}")])
+                .await
+                .is_err()
+        );
+        sqlx::query("ROLLBACK")
+            .execute(&mut *lock)
+            .await
+            .expect("unlock");
+        drop(lock);
+        assert_eq!(store.webhook_event_count().await.expect("count"), 2);
+        other.close().await;
         store.close().await;
     }
 }

@@ -380,6 +380,12 @@ pub mod field {
     /// `account_update` ACCOUNT_VIOLATION: the violation type (recorded, not alerted on).
     pub const VIOLATION: &str = "violation";
 
+    /// `account_update` ACCOUNT_OFFBOARDED / ACCOUNT_RECONNECTED / ACCOUNT_DELETED: the event.
+    pub const CONNECTION: &str = "connection";
+    /// `business_capability_update`: `max_daily_conversations_per_business` (a TIER_* string
+    /// or a number, as Meta sent it).
+    pub const BUSINESS_CAPABILITY: &str = "business_capability";
+
     /// A restriction cleared or expired.
     pub const NONE: &str = "none";
 }

@@ -243,7 +243,26 @@ fn change_facts(name: &str, v: &Value, waba: &str, time: i64) -> Option<Vec<Pars
                     Some(vec![fact(on_waba()?, field::VIOLATION, t, None)])
                 }
                 "PARTNER_REMOVED" | "PARTNER_ADDED" => {
-                    Some(vec![fact(on_waba()?, field::PARTNER_REMOVED, event, None)])
+                    // 2026: why (PRIMARY_INACTIVITY, CHANGE_NUMBER...) and who (SYSTEM, USER).
+                    let detail = v.get("disconnection_info").and_then(|d| {
+                        let mut parts = Vec::new();
+                        if let Some(r) = text(d, "reason") {
+                            parts.push(format!("reason {r}"));
+                        }
+                        if let Some(by) = text(d, "initiated_by").or_else(|| text(d, "initiator")) {
+                            parts.push(format!("initiated by {by}"));
+                        }
+                        (!parts.is_empty()).then(|| parts.join(", "))
+                    });
+                    Some(vec![fact(
+                        on_waba()?,
+                        field::PARTNER_REMOVED,
+                        event,
+                        detail,
+                    )])
+                }
+                "ACCOUNT_OFFBOARDED" | "ACCOUNT_RECONNECTED" | "ACCOUNT_DELETED" => {
+                    Some(vec![fact(on_waba()?, field::CONNECTION, event, None)])
                 }
                 _ => None,
             }
@@ -302,6 +321,25 @@ fn change_facts(name: &str, v: &Value, waba: &str, time: i64) -> Option<Vec<Pars
             let detail = (!parts.is_empty()).then(|| parts.join("; "));
             let value = format!("{severity} {kind}");
             Some(vec![fact(target, field::ACCOUNT_ALERT, &value, detail)])
+        }
+        "business_capability_update" => {
+            let limit = text_or_number(v, "max_daily_conversations_per_business")?;
+            let mut parts = Vec::new();
+            for key in [
+                "max_phone_numbers_per_waba",
+                "max_phone_numbers_per_business",
+            ] {
+                if let Some(n) = text_or_number(v, key) {
+                    parts.push(format!("{} {n}", key.replace('_', " ")));
+                }
+            }
+            let detail = (!parts.is_empty()).then(|| parts.join(", "));
+            Some(vec![fact(
+                on_waba()?,
+                field::BUSINESS_CAPABILITY,
+                &limit,
+                detail,
+            )])
         }
         "account_review_update" => {
             let decision = text(v, "decision")?;
@@ -546,13 +584,14 @@ mod tests {
         assert!(!p.malformed);
         assert_eq!(p.changes, 9);
         assert_eq!(p.templates, 1);
-        assert_eq!(p.unhandled, 5, "4 bad changes + 1 entry without changes");
+        assert_eq!(p.unhandled, 4, "3 bad changes + 1 entry without changes");
         let fields: Vec<&str> = p.facts.iter().map(|f| f.field).collect();
         assert_eq!(
             fields,
             [
                 field::QUALITY_EVENT,
                 field::SECURITY,
+                field::CONNECTION,
                 field::ACCOUNT_ALERT,
                 field::REVIEW_DECISION
             ]
@@ -564,8 +603,48 @@ mod tests {
                 digits: "15550100".into()
             }
         );
-        assert_eq!(p.facts[2].value, "CRITICAL OBA_REJECTED");
-        assert_eq!(p.facts[2].event_time, 99, "no time: the receipt time");
+        assert_eq!(p.facts[2].value, "ACCOUNT_DELETED");
+        assert_eq!(p.facts[3].value, "CRITICAL OBA_REJECTED");
+        assert_eq!(p.facts[3].event_time, 99, "no time: the receipt time");
+    }
+
+    #[test]
+    fn disconnections_offboarding_and_capability_limits_are_facts() {
+        let body = envelope(
+            r#"{"id":"7","time":20,"changes":[
+                 {"field":"account_update","value":{"event":"PARTNER_REMOVED","disconnection_info":{"reason":"PRIMARY_INACTIVITY","initiated_by":"SYSTEM"}}},
+                 {"field":"account_update","value":{"event":"ACCOUNT_OFFBOARDED"}},
+                 {"field":"account_update","value":{"event":"ACCOUNT_RECONNECTED"}},
+                 {"field":"business_capability_update","value":{"max_daily_conversations_per_business":2000,"max_phone_numbers_per_waba":25}},
+                 {"field":"business_capability_update","value":{"max_daily_conversations_per_business":"TIER_10K"}},
+                 {"field":"business_capability_update","value":{"max_phone_numbers_per_waba":25}}]}"#,
+        );
+        let p = parse(&body, 0);
+        assert_eq!(p.unhandled, 1, "a capability update without the limit");
+        let got: Vec<(&str, &str, Option<&str>)> = p
+            .facts
+            .iter()
+            .map(|f| (f.field, f.value.as_str(), f.detail.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    field::PARTNER_REMOVED,
+                    "PARTNER_REMOVED",
+                    Some("reason PRIMARY_INACTIVITY, initiated by SYSTEM")
+                ),
+                (field::CONNECTION, "ACCOUNT_OFFBOARDED", None),
+                (field::CONNECTION, "ACCOUNT_RECONNECTED", None),
+                (
+                    field::BUSINESS_CAPABILITY,
+                    "2000",
+                    Some("max phone numbers per waba 25")
+                ),
+                (field::BUSINESS_CAPABILITY, "TIER_10K", None),
+            ]
+        );
+        assert!(p.facts.iter().all(|f| f.target == Target::Waba("7".into())));
     }
 
     #[test]

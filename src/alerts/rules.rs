@@ -62,6 +62,8 @@ pub enum Topic {
     QualityEvent,
     /// The monitor's app missing from a WABA's `subscribed_apps` (`[webhooks] app_id`).
     WebhookSubscription,
+    /// The WABA offboarded or deleted (`account_update`), until reconnected.
+    Connection,
 }
 
 impl Topic {
@@ -82,6 +84,7 @@ impl Topic {
             Topic::Security => "security",
             Topic::QualityEvent => "quality_event",
             Topic::WebhookSubscription => "webhook_subscription",
+            Topic::Connection => "connection",
         }
     }
 
@@ -190,6 +193,29 @@ pub fn verdict(field_name: &str, old: Option<&str>, new: &str) -> Option<Verdict
             "PARTNER_ADDED" => v(Topic::Partner, Severity::Resolved),
             _ => None,
         },
+        field::CONNECTION => match new {
+            "ACCOUNT_OFFBOARDED" | "ACCOUNT_DELETED" => v(Topic::Connection, Severity::Critical),
+            "ACCOUNT_RECONNECTED" => v(Topic::Connection, Severity::Resolved),
+            _ => None,
+        },
+        // The business's daily limit pushed by `business_capability_update` (a TIER_* string
+        // or a number): lowered → warning, raised → resolved, like the polled limits.
+        field::BUSINESS_CAPABILITY => {
+            let daily = |s: &str| {
+                s.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .or_else(|| MessagingLimit::parse(s).daily_limit())
+            };
+            let (old, new) = (daily(old?)?, daily(new)?);
+            if new < old {
+                v(Topic::Limit, Severity::Warning)
+            } else if new > old {
+                v(Topic::Limit, Severity::Resolved)
+            } else {
+                None
+            }
+        }
         field::ACCOUNT_ALERT => match new.split(' ').next().unwrap_or("") {
             "CRITICAL" => v(Topic::AccountAlert, Severity::Critical),
             "WARNING" => v(Topic::AccountAlert, Severity::Warning),
@@ -399,6 +425,40 @@ mod tests {
                 Some((Topic::Partner, Resolved)),
             ),
             (field::PARTNER_REMOVED, None, "PARTNER_APP_INSTALLED", None),
+            (
+                field::CONNECTION,
+                None,
+                "ACCOUNT_OFFBOARDED",
+                Some((Topic::Connection, Critical)),
+            ),
+            (
+                field::CONNECTION,
+                Some("ACCOUNT_RECONNECTED"),
+                "ACCOUNT_DELETED",
+                Some((Topic::Connection, Critical)),
+            ),
+            (
+                field::CONNECTION,
+                Some("ACCOUNT_OFFBOARDED"),
+                "ACCOUNT_RECONNECTED",
+                Some((Topic::Connection, Resolved)),
+            ),
+            (field::CONNECTION, None, "ACCOUNT_SOMETHING", None),
+            (field::BUSINESS_CAPABILITY, None, "TIER_2K", None),
+            (
+                field::BUSINESS_CAPABILITY,
+                Some("TIER_10K"),
+                "2000",
+                Some((Topic::Limit, Warning)),
+            ),
+            (
+                field::BUSINESS_CAPABILITY,
+                Some("2000"),
+                "TIER_100K",
+                Some((Topic::Limit, Resolved)),
+            ),
+            (field::BUSINESS_CAPABILITY, Some("2000"), "TIER_2K", None),
+            (field::BUSINESS_CAPABILITY, Some("TIER_2K"), "LOTS", None),
             (
                 field::ACCOUNT_ALERT,
                 None,

@@ -175,6 +175,8 @@ impl AlertItem {
             "quality_event" => "quality event",
             "review_decision" => "review decision",
             "webhook_subscription" => "webhooks",
+            "connection" => "connection",
+            "business_capability" => "business messaging limit",
             other => other,
         }
     }
@@ -214,9 +216,12 @@ impl AlertItem {
             (_, "quality_rating") => format!("numbers {new}"),
             (_, "status") => new.to_owned(),
             (_, "health") => format!("health {new}"),
-            (_, "messaging_limit_tier" | "whatsapp_business_manager_messaging_limit") => {
-                "limits lowered".into()
-            }
+            (
+                _,
+                "messaging_limit_tier"
+                | "whatsapp_business_manager_messaging_limit"
+                | "business_capability",
+            ) => "limits lowered".into(),
             (_, "presence") => "numbers gone".into(),
             (_, "monitoring") => "sources blind".into(),
             (_, "account_review_status") => format!("reviews {new}"),
@@ -239,7 +244,9 @@ impl AlertItem {
             "health" => {
                 "Apply Meta's possible solution above; sending is at risk until can_send_message is AVAILABLE again."
             }
-            "messaging_limit_tier" | "whatsapp_business_manager_messaging_limit" => {
+            "messaging_limit_tier"
+            | "whatsapp_business_manager_messaging_limit"
+            | "business_capability" => {
                 "Fewer business-initiated conversations are allowed per 24 h: slow campaigns down to stay within the new limit."
             }
             "account_review_status" => {
@@ -262,6 +269,9 @@ impl AlertItem {
             }
             "partner_removed" => {
                 "A partner (BSP) was removed from this WABA: check in Meta Business Settings whether that was intended."
+            }
+            "connection" => {
+                "The WABA was offboarded or deleted: nothing can be sent from its numbers until it is reconnected; check Meta Business Settings and your BSP."
             }
             "account_alert" => "Read the alert in WhatsApp Manager and Business Support Home.",
             "security" => {

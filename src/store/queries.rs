@@ -385,11 +385,27 @@ impl Store {
     }
 
     /// Deletes at most `batch` rows older than `before` from the history and, with them, old
-    /// poll records, digested alerts and finished outbox rows. Small batches in short
-    /// transactions, so pruning never holds the write lock long. Returns rows deleted.
+    /// poll records, digested alerts, finished outbox rows and processed webhook deliveries
+    /// (those last kept at least [`WEBHOOK_DEDUPE_WINDOW`] after their last receipt, so a
+    /// retry of one is still known as a repeat). Small batches in short transactions, so
+    /// pruning never holds the write lock long. Returns rows deleted.
     pub async fn prune_batch(&self, before: DateTime<Utc>, batch: u32) -> Result<u64, StoreError> {
         let cutoff = rfc3339(before);
         let mut deleted = 0;
+        {
+            let webhook_cutoff = rfc3339(before.min(Utc::now() - WEBHOOK_DEDUPE_WINDOW));
+            let mut tx = self.begin_write().await?;
+            let r = sqlx::query(
+                "DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events \
+                 WHERE processed_at IS NOT NULL AND last_received_at < ?1 ORDER BY id LIMIT ?2)",
+            )
+            .bind(&webhook_cutoff)
+            .bind(i64::from(batch))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            deleted += r.rows_affected();
+        }
         for sql in [
             "DELETE FROM history WHERE seq IN (SELECT seq FROM history WHERE observed_at < ?1 ORDER BY seq LIMIT ?2)",
             "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE digested = 1 AND created_at < ?1 ORDER BY id LIMIT ?2)",
@@ -439,6 +455,10 @@ impl Store {
         )
     }
 }
+
+/// How long a processed webhook delivery is kept whatever the retention: Meta retries a
+/// delivery for up to 7 days, and a retry must still be recognised as a repeat.
+pub const WEBHOOK_DEDUPE_WINDOW: chrono::Duration = chrono::Duration::days(8);
 
 /// The distinct sources among `sources`, in order.
 fn sources_of<'a>(sources: impl Iterator<Item = &'a str>) -> Vec<&'a str> {

@@ -289,4 +289,59 @@ mod tests {
         other.close().await;
         store.close().await;
     }
+
+    #[tokio::test]
+    async fn processed_deliveries_past_retention_and_meta_s_retry_window_are_pruned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("m.db")).await.expect("open");
+        let now = Utc::now();
+        let ev = |body: &'static [u8], days: i64| NewWebhookEvent {
+            received_at: now - chrono::Duration::days(days),
+            body,
+            field: Some("account_update"),
+            receipt: "accepted",
+        };
+        let stored = store
+            .insert_webhook_events(&[
+                ev(b"old processed", 30),
+                ev(b"old unprocessed", 30),
+                ev(b"within meta's retries", 5),
+                ev(b"new", 0),
+            ])
+            .await
+            .expect("insert");
+        for st in &stored {
+            let Stored::New(id) = st else {
+                panic!("{st:?}")
+            };
+            if *id != 2 {
+                store
+                    .mark_webhook_event_processed(*id, now, "processed")
+                    .await
+                    .expect("mark");
+            }
+        }
+        // Retention of one day: the 5-day-old delivery is kept all the same, so a retry of it
+        // within Meta's 7 days is still recognised as a repeat.
+        store
+            .prune_batch(now - chrono::Duration::days(1), 100)
+            .await
+            .expect("prune");
+        let left: Vec<Vec<u8>> = store
+            .webhook_events(10)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|e| e.body)
+            .collect();
+        assert_eq!(
+            left,
+            [
+                b"old unprocessed".to_vec(),
+                b"within meta's retries".to_vec(),
+                b"new".to_vec()
+            ]
+        );
+        store.close().await;
+    }
 }

@@ -406,3 +406,74 @@ async fn a_delivery_is_processed_at_once_and_its_waba_re_polled() {
     }
     h.stop().await;
 }
+
+#[tokio::test]
+async fn offboarding_partner_removal_and_a_lowered_business_limit_are_alerted_with_their_details() {
+    let h = Hooks::start().await;
+    h.post(&envelope(
+        1_800_000_000,
+        "account_update",
+        r#"{"event":"PARTNER_REMOVED","disconnection_info":{"reason":"PRIMARY_INACTIVITY","initiated_by":"SYSTEM"}}"#,
+    ))
+    .await;
+    let mails = h.smtp.wait_for(1, Duration::from_secs(3)).await;
+    let text = mails[0].body();
+    assert!(text.contains("CRITICAL"), "{text}");
+    assert!(
+        text.contains("reason PRIMARY_INACTIVITY, initiated by SYSTEM"),
+        "{text}"
+    );
+
+    h.post(&envelope(
+        1_800_000_010,
+        "account_update",
+        r#"{"event":"ACCOUNT_OFFBOARDED"}"#,
+    ))
+    .await;
+    let mails = h.smtp.wait_for(2, Duration::from_secs(3)).await;
+    let text = mails[1].body();
+    assert!(text.contains("CRITICAL"), "{text}");
+    assert!(text.contains("ACCOUNT_OFFBOARDED"), "{text}");
+    assert!(text.contains("offboarded or deleted"), "{text}");
+
+    // The business limit: first sighting recorded quietly, then lowered (number after TIER_*).
+    h.post(&envelope(
+        1_800_000_020,
+        "business_capability_update",
+        r#"{"max_daily_conversations_per_business":"TIER_10K","max_phone_numbers_per_waba":25}"#,
+    ))
+    .await;
+    h.settled().await;
+    h.post(&envelope(
+        1_800_000_030,
+        "business_capability_update",
+        r#"{"max_daily_conversations_per_business":2000,"max_phone_numbers_per_waba":25}"#,
+    ))
+    .await;
+    let mails = h.smtp.wait_for(3, Duration::from_secs(3)).await;
+    let text = mails[2].body();
+    assert!(text.contains("WARNING"), "{text}");
+    assert!(
+        text.contains("business messaging limit TIER_10K → 2000"),
+        "{text}"
+    );
+    assert_eq!(
+        h.history(WABA1, field::BUSINESS_CAPABILITY).await,
+        vec![
+            (None, Some("TIER_10K".to_owned())),
+            (Some("TIER_10K".to_owned()), Some("2000".to_owned())),
+        ]
+    );
+
+    h.post(&envelope(
+        1_800_000_040,
+        "account_update",
+        r#"{"event":"ACCOUNT_RECONNECTED"}"#,
+    ))
+    .await;
+    let mails = h.smtp.wait_for(4, Duration::from_secs(3)).await;
+    let text = mails[3].body();
+    assert!(text.contains("RESOLVED"), "{text}");
+    assert!(text.contains("ACCOUNT_RECONNECTED"), "{text}");
+    h.stop().await;
+}

@@ -402,6 +402,8 @@ async fn cmd_test_email(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         waba_id: Some("102290129340398".into()),
         waba_name: Some("Example WABA".into()),
         health_entities: None,
+        template_name: None,
+        template_language: None,
     };
     // Not the alert's own subject: a test must not trip filters that page on CRITICAL.
     let subject = format!(

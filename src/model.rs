@@ -306,6 +306,44 @@ pub struct WabaObservation {
     pub source_updated_at: Option<String>,
 }
 
+/// What one poll (or a template webhook) saw of a message template.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TemplateObservation {
+    /// Meta's template id.
+    pub id: String,
+    pub waba_id: String,
+    pub name: Option<String>,
+    pub language: Option<String>,
+    /// APPROVED, PENDING, REJECTED, PAUSED, DISABLED, FLAGGED, IN_APPEAL, LIMIT_EXCEEDED, ...
+    /// (kept open: an unknown value is recorded as sent).
+    pub status: Option<String>,
+    /// `quality_score.score`: GREEN, YELLOW, RED, UNKNOWN.
+    pub quality: Option<String>,
+    /// UTILITY, MARKETING, AUTHENTICATION.
+    pub category: Option<String>,
+    pub rejected_reason: Option<String>,
+    pub previous_category: Option<String>,
+}
+
+impl TemplateObservation {
+    /// Whether the template is as it should be: APPROVED (or not yet known) with GREEN or no
+    /// quality score. Only the others get a series of their own in `/metrics`.
+    pub fn is_healthy(status: Option<&str>, quality: Option<&str>) -> bool {
+        matches!(status, None | Some("APPROVED"))
+            && matches!(quality, None | Some("GREEN" | "UNKNOWN"))
+    }
+}
+
+/// The tracked fields of a template (`kind = "template"` in the history).
+pub mod template_field {
+    pub const STATUS: &str = "status";
+    /// `quality_score.score`.
+    pub const QUALITY: &str = "quality_score";
+    pub const CATEGORY: &str = "category";
+    /// `present` / `gone` from its WABA's complete listing (shared with the other kinds).
+    pub const PRESENCE: &str = super::field::PRESENCE;
+}
+
 /// One change of one tracked field of one target, as the store found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -324,6 +362,8 @@ pub struct Change {
 pub enum TargetKind {
     PhoneNumber,
     Waba,
+    /// A message template of a WABA (Meta's template id).
+    Template,
 }
 
 impl TargetKind {
@@ -331,6 +371,7 @@ impl TargetKind {
         match self {
             TargetKind::PhoneNumber => "phone_number",
             TargetKind::Waba => "waba",
+            TargetKind::Template => "template",
         }
     }
 
@@ -338,6 +379,7 @@ impl TargetKind {
         match s {
             "phone_number" => Some(TargetKind::PhoneNumber),
             "waba" => Some(TargetKind::Waba),
+            "template" => Some(TargetKind::Template),
             _ => None,
         }
     }

@@ -374,7 +374,12 @@ impl Poller {
                 })
                 .inc();
         }
-        for f in poll.failures.iter().chain(&poll.subscription_failures) {
+        for f in poll
+            .failures
+            .iter()
+            .chain(&poll.subscription_failures)
+            .chain(&poll.template_failures)
+        {
             m.poll_failures
                 .get_or_create(&ReasonLabels {
                     source: name.clone(),
@@ -516,6 +521,19 @@ impl Poller {
                 {
                     a.detail = Some(d.clone());
                 }
+            }
+            for a in plan.alerts.iter_mut().filter(|a| {
+                a.kind == "template"
+                    && a.field == crate::model::template_field::STATUS
+                    && a.new.as_deref() == Some("PAUSED")
+            }) {
+                let pauses =
+                    crate::store::templates::pauses_before_in(&mut tx, &a.target_id).await?;
+                a.detail = Some(crate::alerts::template_pause_detail(
+                    None,
+                    pauses,
+                    p.observed_at,
+                ));
             }
             crate::store::alerts::apply_plan(&mut tx, &plan, &observed).await?;
             self.record_health_in(&mut tx, &report.source, &source_health(&p.poll), now)
@@ -727,6 +745,9 @@ fn log_poll(poll: &SourcePoll) {
             first_error = %first.error,
             "poll incomplete: targets that failed keep their last known state"
         );
+    }
+    for f in &poll.template_failures {
+        tracing::warn!(waba = %f.id, reason = f.error.reason(), error = %f.error, "could not read the WABA's templates to the end: its templates keep their last known state and none is marked gone");
     }
     for f in &poll.subscription_failures {
         tracing::warn!(waba = %f.id, reason = f.error.reason(), error = %f.error, "could not read the WABA's subscribed_apps: the last known webhook subscription stands");

@@ -503,7 +503,7 @@ async fn plan_in(
     let events: Vec<String> = changes
         .iter()
         .filter_map(|c| {
-            let v = rules::verdict(&c.field, c.old.as_deref(), c.new.as_deref()?)?;
+            let v = rules::verdict_for(c.kind, &c.field, c.old.as_deref(), c.new.as_deref()?)?;
             v.topic.is_event().then(|| topic_key(v.topic, &c.field))
         })
         .collect();

@@ -82,7 +82,7 @@ pub fn keys(changes: &[Change]) -> Vec<(String, String)> {
         .iter()
         .filter_map(|c| {
             let new = c.new.as_deref()?;
-            let v = rules::verdict(&c.field, c.old.as_deref(), new)?;
+            let v = rules::verdict_for(c.kind, &c.field, c.old.as_deref(), new)?;
             Some((c.target_id.clone(), topic_key(v.topic, &c.field)))
         })
         .collect()
@@ -97,7 +97,8 @@ pub fn plan(changes: &[Change], open: &OpenAlerts, policy: AlertPolicy, now: &st
         let Some(new) = c.new.as_deref() else {
             continue;
         };
-        let Some(Verdict { topic, severity }) = rules::verdict(&c.field, c.old.as_deref(), new)
+        let Some(Verdict { topic, severity }) =
+            rules::verdict_for(c.kind, &c.field, c.old.as_deref(), new)
         else {
             continue;
         };
@@ -150,6 +151,36 @@ pub fn plan(changes: &[Change], open: &OpenAlerts, policy: AlertPolicy, now: &st
         });
     }
     out
+}
+
+/// What a template's PAUSED alert says: which pause it is and until when. `title` is Meta's
+/// `other_info.title` when a webhook said it (FIRST_PAUSE, SECOND_PAUSE, RATE_LIMITING_PAUSE);
+/// otherwise `pauses` — how many times the history has seen it go to PAUSED, this one included
+/// — stands in. Meta pauses a template for 3 h the first time and 6 h the second; the third
+/// time it disables it.
+pub fn template_pause_detail(
+    title: Option<&str>,
+    pauses: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let until = |hours: i64| crate::timefmt::rfc3339(at + chrono::Duration::hours(hours));
+    match (title, pauses) {
+        (Some("RATE_LIMITING_PAUSE"), _) => {
+            "paused for rate limiting (too many sends of it): it resumes by itself once the rate falls".to_owned()
+        }
+        (Some("FIRST_PAUSE"), _) | (None, 1) => format!(
+            "first pause: Meta pauses a template for 3 h the first time, so until about {} (UTC); a third pause disables it",
+            until(3)
+        ),
+        (Some("SECOND_PAUSE"), _) | (None, 2) => format!(
+            "second pause: Meta pauses it for 6 h, so until about {} (UTC); the next pause disables it",
+            until(6)
+        ),
+        (Some(other), _) => format!("Meta says: {other}"),
+        (None, n) => format!(
+            "pause {n} seen by this monitor: Meta usually disables a template at its third pause"
+        ),
+    }
 }
 
 /// How one source's poll went, as far as "monitoring blind" is concerned.
@@ -283,6 +314,25 @@ pub fn reminder(open: &OpenAlert, now: &str) -> NewAlert {
         new: open.value.clone(),
         previous_since: Some(open.opened_at.clone()),
         detail: Some(open.severity.clone()),
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_says_which_it_is_and_until_when() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_default();
+        let first = template_pause_detail(None, 1, at);
+        assert!(first.starts_with("first pause"), "{first}");
+        assert!(first.contains("2026-12-01T13:00:00.000Z"), "{first}");
+        let second = template_pause_detail(Some("SECOND_PAUSE"), 1, at);
+        assert!(second.contains("2026-12-01T16:00:00.000Z"), "{second}");
+        assert!(template_pause_detail(None, 3, at).contains("pause 3"));
+        assert!(template_pause_detail(Some("RATE_LIMITING_PAUSE"), 2, at).contains("rate"));
     }
 }
 

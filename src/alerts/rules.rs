@@ -4,7 +4,7 @@
 //! computed from the field, the old and the new value alone; whether a "resolved" notice is
 //! actually sent depends on an alert having been open (see `alerts::plan`).
 
-use crate::model::{CanSendMessage, MessagingLimit, PhoneStatus, QualityRating, field};
+use crate::model::{CanSendMessage, MessagingLimit, PhoneStatus, QualityRating, TargetKind, field};
 use crate::sources::subscriptions;
 
 /// How urgent a notification is.
@@ -64,6 +64,8 @@ pub enum Topic {
     WebhookSubscription,
     /// The WABA offboarded or deleted (`account_update`), until reconnected.
     Connection,
+    /// A template's category changed (what each send costs changes): a one-off notice.
+    TemplateCategory,
 }
 
 impl Topic {
@@ -85,6 +87,7 @@ impl Topic {
             Topic::QualityEvent => "quality_event",
             Topic::WebhookSubscription => "webhook_subscription",
             Topic::Connection => "connection",
+            Topic::TemplateCategory => "template_category",
         }
     }
 
@@ -92,7 +95,10 @@ impl Topic {
     /// ever resolves it, so it would be reminded of forever). A repeat of the same event is
     /// already silenced by the facts store (an equal fact changes nothing).
     pub fn is_event(self) -> bool {
-        matches!(self, Topic::Security | Topic::AccountAlert)
+        matches!(
+            self,
+            Topic::Security | Topic::AccountAlert | Topic::TemplateCategory
+        )
     }
 }
 
@@ -123,6 +129,52 @@ pub fn status_severity(s: &PhoneStatus) -> Option<Severity> {
 
 /// The verdict for a change of `field` from `old` to `new` (raw stored strings; `old` is
 /// `None` on the first sighting). `None`: nothing to say.
+/// The rule table's answer for a change of `kind`: templates have rules of their own (their
+/// `status` values mean other things than a number's), every other kind shares [`verdict`].
+pub fn verdict_for(
+    kind: TargetKind,
+    field_name: &str,
+    old: Option<&str>,
+    new: &str,
+) -> Option<Verdict> {
+    match kind {
+        TargetKind::Template => template_verdict(field_name, old, new),
+        _ => verdict(field_name, old, new),
+    }
+}
+
+/// Templates. Status: PAUSED, REJECTED, FLAGGED, LIMIT_EXCEEDED warning, DISABLED critical,
+/// APPROVED (again) resolved. Quality: YELLOW warning, RED critical (RED → YELLOW improving),
+/// GREEN resolved. Category changed: a warning (a one-off notice). A template seen for the
+/// first time alerts only when it is already PAUSED, DISABLED or RED: a fleet's old rejected
+/// or yellow templates are recorded, not announced at the first start. A template gone from
+/// its WABA closes its status alert; anything else is history only.
+pub fn template_verdict(field_name: &str, old: Option<&str>, new: &str) -> Option<Verdict> {
+    use crate::model::template_field as tf;
+    let first = old.is_none();
+    match field_name {
+        tf::STATUS => match new {
+            "DISABLED" => v(Topic::Status, Severity::Critical),
+            "PAUSED" => v(Topic::Status, Severity::Warning),
+            "REJECTED" | "FLAGGED" | "LIMIT_EXCEEDED" if !first => {
+                v(Topic::Status, Severity::Warning)
+            }
+            "APPROVED" | "REINSTATED" if !first => v(Topic::Status, Severity::Resolved),
+            _ => None,
+        },
+        tf::QUALITY => match new {
+            "RED" => v(Topic::Quality, Severity::Critical),
+            "YELLOW" if old == Some("RED") => v(Topic::Quality, Severity::Improving),
+            "YELLOW" if !first => v(Topic::Quality, Severity::Warning),
+            "GREEN" if !first => v(Topic::Quality, Severity::Resolved),
+            _ => None,
+        },
+        tf::CATEGORY if !first => v(Topic::TemplateCategory, Severity::Warning),
+        field::PRESENCE if new == field::GONE => v(Topic::Status, Severity::Resolved),
+        _ => None,
+    }
+}
+
 pub fn verdict(field_name: &str, old: Option<&str>, new: &str) -> Option<Verdict> {
     match field_name {
         field::QUALITY_RATING => {
@@ -368,6 +420,119 @@ mod tests {
         assert_eq!(sev(field::PRESENCE, Some("present"), "gone"), Some(Warning));
         assert_eq!(sev(field::PRESENCE, None, "present"), Some(Resolved));
         assert_eq!(sev("verified_name", Some("a"), "b"), None);
+    }
+
+    /// Template rules, as a table: (field, old, new) → (topic, severity).
+    #[test]
+    fn template_changes_follow_their_own_table() {
+        use crate::model::template_field as tf;
+        let table: &[(&str, Option<&str>, &str, Option<(Topic, Severity)>)] = &[
+            (
+                tf::STATUS,
+                Some("APPROVED"),
+                "PAUSED",
+                Some((Topic::Status, Warning)),
+            ),
+            (
+                tf::STATUS,
+                Some("PAUSED"),
+                "APPROVED",
+                Some((Topic::Status, Resolved)),
+            ),
+            (
+                tf::STATUS,
+                Some("PAUSED"),
+                "DISABLED",
+                Some((Topic::Status, Critical)),
+            ),
+            (
+                tf::STATUS,
+                Some("APPROVED"),
+                "REJECTED",
+                Some((Topic::Status, Warning)),
+            ),
+            (
+                tf::STATUS,
+                Some("APPROVED"),
+                "FLAGGED",
+                Some((Topic::Status, Warning)),
+            ),
+            (
+                tf::STATUS,
+                Some("APPROVED"),
+                "LIMIT_EXCEEDED",
+                Some((Topic::Status, Warning)),
+            ),
+            (tf::STATUS, Some("APPROVED"), "IN_APPEAL", None),
+            (tf::STATUS, Some("APPROVED"), "SOMETHING_NEW", None),
+            (tf::STATUS, None, "PAUSED", Some((Topic::Status, Warning))),
+            (
+                tf::STATUS,
+                None,
+                "DISABLED",
+                Some((Topic::Status, Critical)),
+            ),
+            (tf::STATUS, None, "REJECTED", None),
+            (tf::STATUS, None, "APPROVED", None),
+            (
+                tf::QUALITY,
+                Some("GREEN"),
+                "YELLOW",
+                Some((Topic::Quality, Warning)),
+            ),
+            (
+                tf::QUALITY,
+                Some("GREEN"),
+                "RED",
+                Some((Topic::Quality, Critical)),
+            ),
+            (
+                tf::QUALITY,
+                Some("RED"),
+                "YELLOW",
+                Some((Topic::Quality, Improving)),
+            ),
+            (
+                tf::QUALITY,
+                Some("RED"),
+                "GREEN",
+                Some((Topic::Quality, Resolved)),
+            ),
+            (tf::QUALITY, None, "RED", Some((Topic::Quality, Critical))),
+            (tf::QUALITY, None, "YELLOW", None),
+            (tf::QUALITY, Some("GREEN"), "UNKNOWN", None),
+            (
+                tf::CATEGORY,
+                Some("UTILITY"),
+                "MARKETING",
+                Some((Topic::TemplateCategory, Warning)),
+            ),
+            (tf::CATEGORY, None, "MARKETING", None),
+            (
+                tf::PRESENCE,
+                Some("present"),
+                "gone",
+                Some((Topic::Status, Resolved)),
+            ),
+            (tf::PRESENCE, Some("gone"), "present", None),
+        ];
+        for (f, old, new, want) in table {
+            let got =
+                verdict_for(TargetKind::Template, f, *old, new).map(|v| (v.topic, v.severity));
+            assert_eq!(got, *want, "template {f} {old:?} -> {new}");
+        }
+        // A number's FLAGGED status is critical; a template's is a warning.
+        assert_eq!(
+            verdict_for(
+                TargetKind::PhoneNumber,
+                field::STATUS,
+                Some("CONNECTED"),
+                "FLAGGED"
+            )
+            .map(|v| v.severity),
+            Some(Critical)
+        );
+        assert!(Topic::TemplateCategory.is_event());
     }
 
     /// The webhook facts, as a table: (field, old, new) → (topic, severity).

@@ -36,6 +36,10 @@ pub struct MetaSourceConfig {
     pub quota_per_waba_hour: u32,
     /// The share of that quota the daemon allows itself (0 < share <= 1).
     pub quota_share: f64,
+    /// Read every WABA's message templates (`templates = false` turns it off).
+    pub templates: bool,
+    /// Read them every N-th cycle (1 = every cycle).
+    pub templates_every: u32,
 }
 
 impl MetaSourceConfig {
@@ -287,6 +291,15 @@ pub(super) fn validate_meta(
             0.5
         }
     };
+    let templates = raw.templates.map_or(true, Spanned::into_inner);
+    let templates_every = int_key(
+        raw.templates_every,
+        &k("templates_every"),
+        1,
+        1..=10_000,
+        "use a number of cycles from 1 (every cycle, the default) to 10000, e.g. 12 to read templates once an hour with a 5-minute schedule; templates = false turns template reads off",
+        p,
+    );
     if p.has_under(&k("")) {
         return None;
     }
@@ -303,6 +316,8 @@ pub(super) fn validate_meta(
         concurrency,
         quota_per_waba_hour,
         quota_share,
+        templates,
+        templates_every,
     })
 }
 
@@ -331,6 +346,29 @@ mod tests {
         assert!(p.message.contains("2026-09-24"), "{p:?}");
         let fix = p.fix.clone().unwrap_or_default();
         assert!(fix.contains("api_version = \"v2"), "{fix}");
+    }
+
+    #[test]
+    fn templates_are_read_every_cycle_by_default_and_a_bad_interval_names_its_line() {
+        let c = Config::from_toml(Path::new("m.toml"), GOOD).expect("valid");
+        assert!(c.meta[0].templates);
+        assert_eq!(c.meta[0].templates_every, 1);
+        let src = GOOD.replace(
+            "name = \"main\"",
+            "name = \"main\"\ntemplates = false\ntemplates_every = 12",
+        );
+        let c = Config::from_toml(Path::new("m.toml"), &src).expect("valid");
+        assert!(!c.meta[0].templates);
+        assert_eq!(c.meta[0].templates_every, 12);
+        let src = GOOD.replace("name = \"main\"", "name = \"main\"\ntemplates_every = 0");
+        let e = Config::from_toml(Path::new("m.toml"), &src).unwrap_err();
+        assert_eq!(
+            located(&e),
+            [("meta[0].templates_every".to_owned(), Some(8))]
+        );
+        let src = GOOD.replace("name = \"main\"", "name = \"main\"\ntemplates = \"yes\"");
+        let e = Config::from_toml(Path::new("m.toml"), &src).unwrap_err();
+        assert_eq!(located(&e), [("meta[0].templates".to_owned(), Some(8))]);
     }
 
     #[test]

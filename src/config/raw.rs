@@ -53,6 +53,8 @@ pub(super) struct RawMeta {
     pub(super) concurrency: Option<Spanned<i64>>,
     pub(super) quota_per_waba_hour: Option<Spanned<i64>>,
     pub(super) quota_share: Option<Spanned<f64>>,
+    pub(super) templates: Option<Spanned<bool>>,
+    pub(super) templates_every: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +132,8 @@ const META_KEYS: &[&str] = &[
     "concurrency",
     "quota_per_waba_hour",
     "quota_share",
+    "templates",
+    "templates_every",
 ];
 
 const BSP_KEYS: &[&str] = &[
@@ -216,6 +220,8 @@ fn read_meta(i: usize, t: &DeTable<'_>, p: &mut Problems<'_>) -> RawMeta {
             "concurrency" => raw.concurrency = read_int(v, &key, p),
             "quota_per_waba_hour" => raw.quota_per_waba_hour = read_int(v, &key, p),
             "quota_share" => raw.quota_share = read_float(v, &key, p),
+            "templates" => raw.templates = read_bool(v, &key, p),
+            "templates_every" => raw.templates_every = read_int(v, &key, p),
             _ => unknown_key(k, &key, "[[meta]]", META_KEYS, p),
         }
     }

@@ -79,6 +79,9 @@ pub struct AlertItem {
     pub waba_id: Option<String>,
     pub waba_name: Option<String>,
     pub health_entities: Option<String>,
+    /// A template's name and language (kind `template`).
+    pub template_name: Option<String>,
+    pub template_language: Option<String>,
 }
 
 impl From<UndigestedAlert> for AlertItem {
@@ -100,6 +103,8 @@ impl From<UndigestedAlert> for AlertItem {
             waba_id: a.waba_id,
             waba_name: a.waba_name,
             health_entities: a.health_entities,
+            template_name: a.template_name,
+            template_language: a.template_language,
         }
     }
 }
@@ -151,11 +156,27 @@ impl AlertItem {
                 Some(n) => format!("WABA {} ({id})", clean(n, max)),
                 None => format!("WABA {id}"),
             },
+            "template" => self.template_within(max),
             _ => format!("source {id}"),
         }
     }
 
+    /// "template order_update (en_US)", or "template {id}" before its name is known.
+    fn template_within(&self, max: usize) -> String {
+        let name = match &self.template_name {
+            Some(n) => format!("template {}", clean(n, max)),
+            None => format!("template {}", clean(&self.target_id, max)),
+        };
+        match &self.template_language {
+            Some(l) => format!("{name} ({})", clean(l, max)),
+            None => name,
+        }
+    }
+
     fn field_label(&self) -> &str {
+        if self.kind == "template" && self.field == "quality_score" {
+            return "quality";
+        }
         match self.field.as_str() {
             "quality_rating" => "quality",
             "status" => "status",
@@ -194,6 +215,9 @@ impl AlertItem {
             return format!("{} still {new}", self.field_label());
         }
         match (self.field.as_str(), new.as_str()) {
+            ("presence", "gone") if self.kind == "template" => {
+                "deleted (gone from its WABA's templates)".to_owned()
+            }
             ("presence", "gone") => "gone from its WABA".to_owned(),
             ("presence", _) => "listed on its WABA again".to_owned(),
             ("monitoring", "blind") => "monitoring blind".to_owned(),
@@ -213,6 +237,9 @@ impl AlertItem {
             ("resolved", _) => "resolved".into(),
             ("improving", _) => "improving".into(),
             ("reminder", _) => "still open".into(),
+            (_, "status") if self.kind == "template" => format!("templates {new}"),
+            (_, "quality_score") => format!("templates {new}"),
+            (_, "category") if self.kind == "template" => "templates recategorised".into(),
             (_, "quality_rating") => format!("numbers {new}"),
             (_, "status") => new.to_owned(),
             (_, "health") => format!("health {new}"),
@@ -233,6 +260,26 @@ impl AlertItem {
     fn advice(&self) -> &'static str {
         if self.severity == "resolved" {
             return "Nothing to do.";
+        }
+        if self.kind == "template" {
+            return match (self.field.as_str(), self.new.as_deref().unwrap_or("")) {
+                ("status", "PAUSED") => {
+                    "Business-initiated sends of this template fail (error 132015) while it is paused: switch campaigns to another approved template and look at its recent feedback (blocks, reports) in WhatsApp Manager > Message templates."
+                }
+                ("status", "DISABLED") => {
+                    "Sends of this template fail for good (error 132016): create a new template (a new name) and move every flow that used it; appeal in WhatsApp Manager if it is a mistake."
+                }
+                ("status", _) => {
+                    "Open WhatsApp Manager > Message templates for Meta's reason; edit and resubmit or appeal."
+                }
+                ("quality_score", _) => {
+                    "Recipients block or report this template: review its wording and audience and slow its sends, or it will be paused."
+                }
+                ("category", _) => {
+                    "Meta recategorised this template: what each send costs changed; check it is still the template you want to send."
+                }
+                _ => "Check the template in WhatsApp Manager > Message templates.",
+            };
         }
         match self.field.as_str() {
             "quality_rating" => {
@@ -382,7 +429,8 @@ fn health_lines(item: &AlertItem) -> Vec<String> {
     out
 }
 
-/// The plain-text body.
+/// The plain-text body: the worst first; the templates of one WABA are one section (however
+/// many changed), ranked by its worst item.
 pub fn body(items: &[AlertItem]) -> String {
     let mut out = String::new();
     let n = items.len();
@@ -391,49 +439,106 @@ pub fn body(items: &[AlertItem]) -> String {
         if n == 1 { "" } else { "s" },
         if n == 1 { "s" } else { "" }
     ));
-    let mut sorted: Vec<&AlertItem> = items.iter().collect();
-    sorted.sort_by(|a, b| b.rank().cmp(&a.rank()).then(a.id.cmp(&b.id)));
-    for i in sorted {
-        out.push_str(&format!("{}  {}: {}\n", i.label(), i.target(), i.what()));
-        match i.kind.as_str() {
-            "phone_number" => {
-                out.push_str(&format!("  phone number id: {}\n", c(&i.target_id)));
-                let waba = match (&i.waba_name, &i.waba_id) {
-                    (Some(n), Some(id)) => format!("{} ({})", c(n), c(id)),
-                    (None, Some(id)) => c(id),
-                    _ => "unknown".into(),
-                };
-                out.push_str(&format!("  WABA: {waba}\n"));
-            }
-            "waba" => out.push_str(&format!("  WABA id: {}\n", c(&i.target_id))),
-            _ => {}
+    // (rank, first alert id, text) per block: an item, or a WABA's templates.
+    let mut blocks: Vec<(Severity, i64, String)> = Vec::new();
+    let mut templates: BTreeMap<String, Vec<&AlertItem>> = BTreeMap::new();
+    for i in items {
+        if i.kind == "template" {
+            templates
+                .entry(i.waba_id.clone().unwrap_or_default())
+                .or_default()
+                .push(i);
+        } else {
+            blocks.push((i.rank(), i.id, item_text(i)));
         }
-        match i.kind.as_str() {
-            // What Meta said with it (a webhook's ban date, restriction types and expiry).
-            "phone_number" | "waba" => {
-                if let Some(detail) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
-                    out.push_str(&format!("  details: {}\n", c(detail)));
-                }
+    }
+    for (waba_id, mut group) in templates {
+        group.sort_by(|a, b| b.rank().cmp(&a.rank()).then(a.id.cmp(&b.id)));
+        let worst = group[0];
+        let waba = match (&worst.waba_name, waba_id.is_empty()) {
+            (Some(name), false) => format!("WABA {} ({})", c(name), c(&waba_id)),
+            (None, false) => format!("WABA {}", c(&waba_id)),
+            _ => "an unknown WABA".to_owned(),
+        };
+        let k = group.len();
+        let mut text = format!(
+            "{}  templates of {waba}: {k} change{}\n",
+            worst.label(),
+            if k == 1 { "" } else { "s" }
+        );
+        let mut advice: Vec<&str> = Vec::new();
+        for i in &group {
+            text.push_str(&format!("  {}  {}: {}\n", i.label(), i.target(), i.what()));
+            text.push_str(&format!("    template id: {}\n", c(&i.target_id)));
+            if let Some(detail) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
+                text.push_str(&format!("    details: {}\n", c(detail)));
             }
-            _ => {
-                if let Some(reason) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
-                    out.push_str(&format!("  reason: {}\n", c(reason)));
-                }
+            if let Some(line) = since_line(i) {
+                text.push_str(&format!("    {line}\n"));
+            }
+            if !advice.contains(&i.advice()) {
+                advice.push(i.advice());
             }
         }
-        out.push_str(&format!("  detected at: {} (UTC)\n", i.created_at));
-        if let Some(line) = since_line(i) {
-            out.push_str(&format!("  {line}\n"));
+        text.push_str(&format!("  detected at: {} (UTC)\n", worst.created_at));
+        for a in advice {
+            text.push_str(&format!("  what to do: {a}\n"));
         }
-        if i.field == "health" || i.rank() >= Severity::Warning {
-            for line in health_lines(i) {
-                out.push_str(&line);
-                out.push('\n');
-            }
-        }
-        out.push_str(&format!("  what to do: {}\n\n", i.advice()));
+        text.push('\n');
+        blocks.push((
+            worst.rank(),
+            group.iter().map(|i| i.id).min().unwrap_or(0),
+            text,
+        ));
+    }
+    blocks.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, _, text) in blocks {
+        out.push_str(&text);
     }
     out.push_str("-- \nwaba-monitor. `waba-monitor status` and `waba-monitor history --id ID` show the full picture.\n");
+    out
+}
+
+/// One number's, WABA's or source's item of the body.
+fn item_text(i: &AlertItem) -> String {
+    let mut out = format!("{}  {}: {}\n", i.label(), i.target(), i.what());
+    match i.kind.as_str() {
+        "phone_number" => {
+            out.push_str(&format!("  phone number id: {}\n", c(&i.target_id)));
+            let waba = match (&i.waba_name, &i.waba_id) {
+                (Some(n), Some(id)) => format!("{} ({})", c(n), c(id)),
+                (None, Some(id)) => c(id),
+                _ => "unknown".into(),
+            };
+            out.push_str(&format!("  WABA: {waba}\n"));
+        }
+        "waba" => out.push_str(&format!("  WABA id: {}\n", c(&i.target_id))),
+        _ => {}
+    }
+    match i.kind.as_str() {
+        // What Meta said with it (a webhook's ban date, restriction types and expiry).
+        "phone_number" | "waba" => {
+            if let Some(detail) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
+                out.push_str(&format!("  details: {}\n", c(detail)));
+            }
+        }
+        _ => {
+            if let Some(reason) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
+                out.push_str(&format!("  reason: {}\n", c(reason)));
+            }
+        }
+    }
+    out.push_str(&format!("  detected at: {} (UTC)\n", i.created_at));
+    if let Some(line) = since_line(i) {
+        out.push_str(&format!("  {line}\n"));
+    }
+    if i.field == "health" || i.rank() >= Severity::Warning {
+        for line in health_lines(i) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!("  what to do: {}\n\n", i.advice()));
     out
 }
 
@@ -521,7 +626,59 @@ mod tests {
             waba_id: Some("113".into()),
             waba_name: Some("Acme".into()),
             health_entities: None,
+            template_name: None,
+            template_language: None,
         }
+    }
+
+    fn template(id: i64, severity: &str, field: &str, old: &str, new: &str) -> AlertItem {
+        AlertItem {
+            kind: "template".into(),
+            target_id: format!("77{id}"),
+            template_name: Some(format!("order_update_{id}")),
+            template_language: Some("en_US".into()),
+            display_phone_number: None,
+            verified_name: None,
+            ..item(id, severity, field, Some(old), new)
+        }
+    }
+
+    #[test]
+    fn a_waba_s_templates_are_one_section_ranked_by_its_worst() {
+        let items = vec![
+            item(1, "warning", "quality_rating", Some("GREEN"), "YELLOW"),
+            template(2, "warning", "status", "APPROVED", "PAUSED"),
+            template(3, "critical", "quality_score", "GREEN", "RED"),
+            template(4, "warning", "category", "UTILITY", "MARKETING"),
+        ];
+        let text = body(&items);
+        assert_eq!(
+            text.matches("templates of WABA Acme (113)").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("CRITICAL  templates of WABA Acme (113): 3 changes"),
+            "{text}"
+        );
+        for line in [
+            "WARNING  template order_update_2 (en_US): status APPROVED → PAUSED",
+            "CRITICAL  template order_update_3 (en_US): quality GREEN → RED",
+            "WARNING  template order_update_4 (en_US): category UTILITY → MARKETING",
+            "template id: 772",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        // The section (critical) comes before the number's warning.
+        let section = text.find("templates of WABA").unwrap_or(usize::MAX);
+        let number = text.find("+1 555-0100").unwrap_or(0);
+        assert!(section < number, "{text}");
+        assert!(text.contains("132015"), "the pause advice: {text}");
+        let subject = subject(&items);
+        assert!(
+            subject.contains("1 templates RED") || subject.contains("templates RED"),
+            "{subject}"
+        );
     }
 
     #[test]

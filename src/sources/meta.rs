@@ -48,7 +48,18 @@ pub struct FieldSets {
     pub waba: String,
     pub waba_with_numbers: String,
     pub business: String,
+    /// The same WABA and business reads with each WABA's first page of message templates
+    /// expanded inside (no extra call), for the cycles that read templates.
+    pub waba_with_templates: String,
+    pub business_with_templates: String,
 }
+
+/// What is asked of each message template.
+pub const TEMPLATE_FIELDS: &str =
+    "id,name,language,status,category,quality_score,rejected_reason,previous_category";
+
+/// The templates edge of a WABA.
+pub const TEMPLATES_EDGE: &str = "message_templates";
 
 impl FieldSets {
     pub fn for_version(v: ApiVersion) -> FieldSets {
@@ -65,15 +76,24 @@ name_status,code_verification_status,throughput,account_mode,health_status{limit
             "id,name,account_review_status,business_verification_status,ownership_type,health_status{limit}"
         );
         let waba_with_numbers = format!("{waba},phone_numbers.limit({PAGE_LIMIT}){{{phone}}}");
-        let business = format!(
-            "id,owned_whatsapp_business_accounts.limit({PAGE_LIMIT}){{{waba_with_numbers}}},\
-client_whatsapp_business_accounts.limit({PAGE_LIMIT}){{{waba_with_numbers}}}"
+        let business_of = |waba: &str| {
+            format!(
+                "id,owned_whatsapp_business_accounts.limit({PAGE_LIMIT}){{{waba}}},\
+client_whatsapp_business_accounts.limit({PAGE_LIMIT}){{{waba}}}"
+            )
+        };
+        let business = business_of(&waba_with_numbers);
+        let waba_with_templates = format!(
+            "{waba_with_numbers},{TEMPLATES_EDGE}.limit({PAGE_LIMIT}){{{TEMPLATE_FIELDS}}}"
         );
+        let business_with_templates = business_of(&waba_with_templates);
         FieldSets {
             phone,
             waba,
             waba_with_numbers,
             business,
+            waba_with_templates,
+            business_with_templates,
         }
     }
 }
@@ -103,6 +123,8 @@ pub struct MetaMemory {
     phone_waba: Mutex<HashMap<String, String>>,
     /// When each WABA's `subscribed_apps` was last asked, and Meta's last answer.
     subscriptions: Mutex<SubscriptionMemory>,
+    /// Polls made so far: templates are read when it is a multiple of `templates_every`.
+    polls: std::sync::atomic::AtomicU64,
 }
 
 impl MetaMemory {
@@ -112,6 +134,7 @@ impl MetaMemory {
             rejected_token: Mutex::new(None),
             phone_waba: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(SubscriptionMemory::default()),
+            polls: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -157,6 +180,8 @@ fn max_usage(m: &std::collections::BTreeMap<String, f64>) -> Option<f64> {
 struct Seen {
     wabas: HashSet<String>,
     phones: HashSet<String>,
+    /// This poll reads templates (the WABA reads expand them).
+    templates: bool,
 }
 
 /// Where a failed read goes: held back by the governor is *deferred* (not a failure, no pause,
@@ -176,6 +201,7 @@ impl MetaSource {
             rejected_token: Mutex::new(None),
             phone_waba: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(SubscriptionMemory::default()),
+            polls: std::sync::atomic::AtomicU64::new(0),
         });
         Self::with_memory(cfg, client, memory)
     }
@@ -263,7 +289,12 @@ impl MetaSource {
         {
             let mut g = self.quota.lock();
             let mut app_throttled = false;
-            for f in out.failures.iter().chain(&out.subscription_failures) {
+            for f in out
+                .failures
+                .iter()
+                .chain(&out.subscription_failures)
+                .chain(&out.template_failures)
+            {
                 if f.error.class() != super::graph::ErrorClass::RateLimited {
                     continue;
                 }
@@ -425,7 +456,9 @@ impl MetaSource {
 
         let calls_before = self.client.counters().calls.load(Ordering::Relaxed);
         let requests_before = self.client.counters().requests.load(Ordering::Relaxed);
-        self.fetch(&businesses, &wabas, &phones, now, &mut out)
+        let n = self.memory.polls.fetch_add(1, Ordering::Relaxed);
+        let templates = self.cfg.templates && n % u64::from(self.cfg.templates_every.max(1)) == 0;
+        self.fetch(&businesses, &wabas, &phones, templates, now, &mut out)
             .await;
         if let Some(app_id) = &self.app_id {
             self.check_subscriptions(app_id, now, &mut out).await;
@@ -441,11 +474,23 @@ impl MetaSource {
         businesses: &[String],
         wabas_to_read: &[String],
         phones_to_read: &[String],
+        templates: bool,
         now: DateTime<Utc>,
         out: &mut SourcePoll,
     ) {
         let mut an = Anomalies::default();
-        let mut seen = Seen::default();
+        let mut seen = Seen {
+            templates,
+            ..Seen::default()
+        };
+        let (business_fields, waba_fields) = if templates {
+            (
+                &self.fields.business_with_templates,
+                &self.fields.waba_with_templates,
+            )
+        } else {
+            (&self.fields.business, &self.fields.waba_with_numbers)
+        };
         let out_ref = out;
         let mut out = std::mem::take(out_ref);
 
@@ -454,7 +499,7 @@ impl MetaSource {
         for b in businesses {
             let req = NodeRequest {
                 id: b.clone(),
-                fields: self.fields.business.clone(),
+                fields: business_fields.clone(),
                 key: b.clone(),
             };
             fetches.push(Box::pin(async move {
@@ -485,7 +530,7 @@ impl MetaSource {
             .filter(|w| !seen.wabas.contains(*w))
             .map(|w| NodeRequest {
                 id: w.clone(),
-                fields: self.fields.waba_with_numbers.clone(),
+                fields: waba_fields.clone(),
                 key: w.clone(),
             })
             .collect();
@@ -698,6 +743,25 @@ impl MetaSource {
                 out.phones.push(p);
             }
         }
+        if seen.templates {
+            // The first page came with the WABA (Meta leaves the edge out when there is none);
+            // further pages cost one call each, charged to the WABA.
+            let (items, res) = self
+                .collect_edge(node.get_mut(TEMPLATES_EDGE).map(Value::take), &w.id, now)
+                .await;
+            out.templates
+                .extend(items.iter().filter_map(|t| parse::template(t, &w.id, an)));
+            match res {
+                Ok(()) => {
+                    out.complete_template_wabas.insert(w.id.clone());
+                }
+                Err(error) => out.template_failures.push(TargetFailure {
+                    kind: ObjectKind::Waba,
+                    id: w.id.clone(),
+                    error,
+                }),
+            }
+        }
         out.wabas.push(w);
     }
 
@@ -798,5 +862,10 @@ mod tests {
             v23.business
                 .contains("client_whatsapp_business_accounts.limit(100){")
         );
+        assert!(!v23.business.contains("message_templates"));
+        assert!(!v23.waba_with_numbers.contains("message_templates"));
+        let expansion = "message_templates.limit(100){id,name,language,status,category,quality_score,rejected_reason,previous_category}";
+        assert!(v24.waba_with_templates.ends_with(expansion));
+        assert_eq!(v24.business_with_templates.matches(expansion).count(), 2);
     }
 }

@@ -9,7 +9,7 @@ pub mod subscriptions;
 
 use std::collections::BTreeSet;
 
-use crate::model::{PhoneObservation, WabaObservation};
+use crate::model::{PhoneObservation, TemplateObservation, WabaObservation};
 use graph::GraphError;
 use graph::parse::Anomaly;
 
@@ -88,6 +88,15 @@ pub struct SourcePoll {
     /// `subscribed_apps` reads that failed: no verdict, and not a failure of the WABA (its
     /// state was read), so they never make the poll partial nor the source blind.
     pub subscription_failures: Vec<TargetFailure>,
+    /// Message templates read this poll (`[[meta]] templates`, every `templates_every`
+    /// cycles), of the WABAs in `template_wabas`.
+    pub templates: Vec<TemplateObservation>,
+    /// WABAs whose template listing was read to the end: only for these may a template missing
+    /// from it be recorded as gone.
+    pub complete_template_wabas: BTreeSet<String>,
+    /// Template listings that failed part-way: no verdict (templates keep their state, none is
+    /// marked gone), and not a failure of the WABA, whose own state was read.
+    pub template_failures: Vec<TargetFailure>,
     /// Graph calls as Meta counts them (batch items one each).
     pub calls: u64,
     pub requests: u64,

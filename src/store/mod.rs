@@ -13,6 +13,7 @@ pub mod facts;
 mod merge;
 pub mod outbox;
 mod queries;
+pub mod templates;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -424,6 +425,12 @@ pub async fn apply_in(
             .bind(json_list(&touched_phones))
             .execute(&mut **tx)
             .await?;
+        }
+
+        // Message templates (only the WABAs whose templates this poll read).
+        if !poll.templates.is_empty() || !poll.complete_template_wabas.is_empty() {
+            let found = templates::apply_polled_in(tx, poll, &now, observed_at.timestamp()).await?;
+            report.changes.extend(found);
         }
 
         // How long each previous value lasted: when its history row was written (read before

@@ -36,6 +36,9 @@ pub struct UndigestedAlert {
     pub waba_id: Option<String>,
     pub waba_name: Option<String>,
     pub health_entities: Option<String>,
+    /// A template's name and language (kind `template`).
+    pub template_name: Option<String>,
+    pub template_language: Option<String>,
 }
 
 /// One digest email for one recipient, ready to be queued.
@@ -80,13 +83,16 @@ pub async fn undigested_alerts(tx: &mut Tx<'_>) -> Result<Vec<UndigestedAlert>, 
         "SELECT a.id, a.created_at, a.kind, a.target_id, a.topic, a.severity, a.field, a.old, a.new, \
                 a.previous_since, a.detail, \
                 p.display_phone_number, p.verified_name, \
-                COALESCE(p.waba_id, w.id) AS waba_id, \
-                COALESCE(pw.name, w.name) AS waba_name, \
-                COALESCE(p.health_entities, w.health_entities) AS health_entities \
+                COALESCE(p.waba_id, t.waba_id, w.id) AS waba_id, \
+                COALESCE(pw.name, tw.name, w.name) AS waba_name, \
+                COALESCE(p.health_entities, w.health_entities) AS health_entities, \
+                t.name AS template_name, t.language AS template_language \
          FROM alerts a \
          LEFT JOIN phone_numbers p ON a.kind = 'phone_number' AND p.id = a.target_id \
          LEFT JOIN wabas pw ON pw.id = p.waba_id \
          LEFT JOIN wabas w ON a.kind = 'waba' AND w.id = a.target_id \
+         LEFT JOIN templates t ON a.kind = 'template' AND t.id = a.target_id \
+         LEFT JOIN wabas tw ON tw.id = t.waba_id \
          WHERE a.digested = 0 ORDER BY a.id",
     )
     .fetch_all(&mut **tx)

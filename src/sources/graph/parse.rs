@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::model::{
     CanSendMessage, CodeVerificationStatus, Health, HealthEntity, HealthError, MessagingLimit,
-    NameStatus, PhoneObservation, PhoneStatus, QualityRating, ReviewStatus, ThroughputLevel,
-    VerificationStatus, WabaObservation,
+    NameStatus, PhoneObservation, PhoneStatus, QualityRating, ReviewStatus, TemplateObservation,
+    ThroughputLevel, VerificationStatus, WabaObservation,
 };
 
 /// Something odd in an answer, counted and logged by the poller.
@@ -356,10 +356,120 @@ pub fn waba(obj: &Value, business_id: Option<&str>, an: &mut Anomalies) -> Optio
     })
 }
 
+/// Template statuses Meta documents; another is kept as sent (an anomaly `unknown_value`).
+pub const TEMPLATE_STATUSES: &[&str] = &[
+    "APPROVED",
+    "PENDING",
+    "REJECTED",
+    "PAUSED",
+    "DISABLED",
+    "FLAGGED",
+    "IN_APPEAL",
+    "LIMIT_EXCEEDED",
+    "PENDING_DELETION",
+    "DELETED",
+    "ARCHIVED",
+    "REINSTATED",
+];
+
+/// Template quality scores Meta documents.
+pub const TEMPLATE_SCORES: &[&str] = &["GREEN", "YELLOW", "RED", "UNKNOWN"];
+
+/// An upper-case enum string kept open: a known value as is, another recorded as sent and
+/// noted (so a new value is history, never a crash).
+fn open_value(
+    obj: &Value,
+    raw: Option<String>,
+    field: &'static str,
+    known: &[&str],
+    an: &mut Anomalies,
+) -> Option<String> {
+    let raw = raw?;
+    if !known.contains(&raw.as_str()) {
+        an.push(
+            "unknown_value",
+            field,
+            format!("{} = {}", id_of(obj), truncate_str(&raw, DETAIL_BYTES)),
+        );
+    }
+    Some(raw)
+}
+
+/// Reads an item of `GET /{waba}/message_templates` (or of the WABA's `message_templates`
+/// expansion). `quality_score` is `{score, date}`; a bare string is accepted too.
+pub fn template(obj: &Value, waba_id: &str, an: &mut Anomalies) -> Option<TemplateObservation> {
+    let id = object_id(obj, an)?;
+    let status = string(obj, "status", an);
+    let status = open_value(obj, status, "status", TEMPLATE_STATUSES, an);
+    let score = match obj.get("quality_score") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(capped(s, "quality_score", &id, an)),
+        Some(q @ Value::Object(_)) => match q.get("score") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(capped(s, "quality_score", &id, an)),
+            Some(other) => {
+                an.push(
+                    "wrong_type",
+                    "quality_score",
+                    format!("{id} = {}", truncate_json(other)),
+                );
+                None
+            }
+        },
+        Some(other) => {
+            an.push(
+                "wrong_type",
+                "quality_score",
+                format!("{id} = {}", truncate_json(other)),
+            );
+            None
+        }
+    };
+    let quality = open_value(obj, score, "quality_score", TEMPLATE_SCORES, an);
+    Some(TemplateObservation {
+        waba_id: truncate_str(waba_id, MAX_STRING_BYTES).into_owned(),
+        name: string(obj, "name", an),
+        language: string(obj, "language", an),
+        status,
+        quality,
+        category: string(obj, "category", an),
+        rejected_reason: string(obj, "rejected_reason", an),
+        previous_category: string(obj, "previous_category", an),
+        id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_template_item_is_read_and_odd_values_are_noted_not_fatal() {
+        let v = json!({"id": "1234", "name": "order_update", "language": "en_US",
+            "status": "PAUSED", "category": "UTILITY",
+            "quality_score": {"score": "RED", "date": 1767225600},
+            "rejected_reason": "NONE"});
+        let mut an = Anomalies::default();
+        let t = template(&v, "9", &mut an).expect("template");
+        assert!(an.0.is_empty(), "{:?}", an.0);
+        assert_eq!(t.id, "1234");
+        assert_eq!(t.waba_id, "9");
+        assert_eq!(t.status.as_deref(), Some("PAUSED"));
+        assert_eq!(t.quality.as_deref(), Some("RED"));
+        assert_eq!(t.category.as_deref(), Some("UTILITY"));
+        assert_eq!(t.name.as_deref(), Some("order_update"));
+
+        let odd = json!({"id": 77, "status": "SOMETHING_NEW", "quality_score": 5, "name": ["x"]});
+        let t = template(&odd, "9", &mut an).expect("template");
+        assert_eq!(t.id, "77");
+        assert_eq!(t.status.as_deref(), Some("SOMETHING_NEW"));
+        assert_eq!(t.quality, None);
+        assert_eq!(t.name, None);
+        let reasons: Vec<&str> = an.0.iter().map(|a| a.reason).collect();
+        assert_eq!(reasons, ["unknown_value", "wrong_type", "wrong_type"]);
+        assert!(template(&json!({"name": "no id"}), "9", &mut an).is_none());
+    }
 
     #[test]
     fn a_full_phone_node_is_read() {

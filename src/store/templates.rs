@@ -1,0 +1,286 @@
+//! Message templates (migration 0008): the latest state of every template of the monitored
+//! WABAs, merged from polls (inside the cycle's transaction, by [`super::apply_in`]) and from
+//! template webhooks (by the processing step, in the delivery's transaction).
+//!
+//! Tracked fields — `status`, `quality_score`, `category`, and `presence` when a template
+//! leaves or comes back to its WABA's complete listing — yield a [`Change`] (and a history row,
+//! `kind = "template"`) when they change; name, language and the rest describe the template.
+//! An unchanged poll writes no history. A template listing that failed part-way changes
+//! nothing it did not read, and never marks a template gone. A webhook older than the state
+//! already known (`state_time`) never moves it backwards.
+
+use std::collections::HashMap;
+
+use super::{StoreError, Tx};
+use crate::model::{Change, TargetKind, TemplateObservation, field, template_field};
+use crate::sources::SourcePoll;
+
+/// Templates read from the database per statement while a poll is merged.
+const CHUNK: usize = 500;
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TemplateRow {
+    pub id: String,
+    pub source: String,
+    pub waba_id: String,
+    pub name: Option<String>,
+    pub language: Option<String>,
+    pub status: Option<String>,
+    pub quality: Option<String>,
+    pub category: Option<String>,
+    pub rejected_reason: Option<String>,
+    pub previous_category: Option<String>,
+    pub present: bool,
+    pub state_time: i64,
+    pub first_seen_at: String,
+    pub last_polled_at: String,
+    pub last_changed_at: String,
+}
+
+impl TemplateRow {
+    fn new(o: &TemplateObservation, source: &str, now: &str, state_time: i64) -> TemplateRow {
+        TemplateRow {
+            id: o.id.clone(),
+            source: source.to_owned(),
+            waba_id: o.waba_id.clone(),
+            name: None,
+            language: None,
+            status: None,
+            quality: None,
+            category: None,
+            rejected_reason: None,
+            previous_category: None,
+            present: true,
+            state_time,
+            first_seen_at: now.to_owned(),
+            last_polled_at: now.to_owned(),
+            last_changed_at: now.to_owned(),
+        }
+    }
+
+    /// Merges an observation: a reported value that differs from the stored one is a change
+    /// (a first sighting reports each known field with no old value); a `None` never
+    /// overwrites. A template back in its listing is a presence change.
+    fn merge(&mut self, o: &TemplateObservation, now: &str) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut track = |name: &str, slot: &mut Option<String>, new: &Option<String>| {
+            if let Some(new) = new
+                && slot.as_deref() != Some(new.as_str())
+            {
+                changes.push(Change {
+                    kind: TargetKind::Template,
+                    target_id: o.id.clone(),
+                    field: name.to_owned(),
+                    old: slot.clone(),
+                    new: Some(new.clone()),
+                    previous_since: None,
+                });
+                *slot = Some(new.clone());
+            }
+        };
+        if !self.present {
+            let mut presence = Some(field::GONE.to_owned());
+            track(
+                template_field::PRESENCE,
+                &mut presence,
+                &Some(field::PRESENT.to_owned()),
+            );
+            self.present = true;
+        }
+        track(template_field::STATUS, &mut self.status, &o.status);
+        track(template_field::QUALITY, &mut self.quality, &o.quality);
+        track(template_field::CATEGORY, &mut self.category, &o.category);
+        for (slot, new) in [
+            (&mut self.name, &o.name),
+            (&mut self.language, &o.language),
+            (&mut self.rejected_reason, &o.rejected_reason),
+            (&mut self.previous_category, &o.previous_category),
+        ] {
+            if new.is_some() {
+                slot.clone_from(new);
+            }
+        }
+        if !o.waba_id.is_empty() {
+            self.waba_id.clone_from(&o.waba_id);
+        }
+        if !changes.is_empty() {
+            self.last_changed_at = now.to_owned();
+        }
+        changes
+    }
+}
+
+fn json_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    serde_json::to_string(&items.collect::<Vec<_>>()).unwrap_or_else(|_| "[]".to_owned())
+}
+
+async fn upsert(tx: &mut Tx<'_>, r: &TemplateRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO templates (id, source, waba_id, name, language, status, quality, \
+         category, rejected_reason, previous_category, present, state_time, first_seen_at, \
+         last_polled_at, last_changed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )
+    .bind(&r.id)
+    .bind(&r.source)
+    .bind(&r.waba_id)
+    .bind(&r.name)
+    .bind(&r.language)
+    .bind(&r.status)
+    .bind(&r.quality)
+    .bind(&r.category)
+    .bind(&r.rejected_reason)
+    .bind(&r.previous_category)
+    .bind(r.present)
+    .bind(r.state_time)
+    .bind(&r.first_seen_at)
+    .bind(&r.last_polled_at)
+    .bind(&r.last_changed_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Merges a poll's templates in the cycle's transaction at `now` (`now_unix` the same instant
+/// in seconds) and returns their changes (the caller writes their history). Templates missing
+/// from a complete listing of their WABA are recorded gone.
+pub(super) async fn apply_polled_in(
+    tx: &mut Tx<'_>,
+    poll: &SourcePoll,
+    now: &str,
+    now_unix: i64,
+) -> Result<Vec<Change>, StoreError> {
+    let mut changes = Vec::new();
+    let mut touched: Vec<&str> = Vec::new();
+    for chunk in poll.templates.chunks(CHUNK) {
+        let mut rows: HashMap<String, TemplateRow> = sqlx::query_as::<_, TemplateRow>(
+            "SELECT * FROM templates WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(chunk.iter().map(|t| t.id.as_str())))
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+        for obs in chunk {
+            let existing = rows.remove(&obs.id);
+            let is_new = existing.is_none();
+            let mut row =
+                existing.unwrap_or_else(|| TemplateRow::new(obs, &poll.source, now, now_unix));
+            let before = row.clone();
+            let found = row.merge(obs, now);
+            row.source.clone_from(&poll.source);
+            if is_new || row != before {
+                row.state_time = now_unix;
+                row.last_polled_at = now.to_owned();
+                upsert(tx, &row).await?;
+            } else {
+                touched.push(obs.id.as_str());
+            }
+            changes.extend(found);
+        }
+    }
+    // Read but unchanged: one statement per chunk, not one per template.
+    for chunk in touched.chunks(CHUNK) {
+        sqlx::query(
+            "UPDATE templates SET last_polled_at = ?1, state_time = ?2 \
+             WHERE id IN (SELECT value FROM json_each(?3))",
+        )
+        .bind(now)
+        .bind(now_unix)
+        .bind(json_list(chunk.iter().copied()))
+        .execute(&mut **tx)
+        .await?;
+    }
+    // Gone from a listing read to its end.
+    if !poll.complete_template_wabas.is_empty() {
+        let missing: Vec<TemplateRow> = sqlx::query_as::<_, TemplateRow>(
+            "SELECT * FROM templates WHERE present = 1 \
+             AND waba_id IN (SELECT value FROM json_each(?1)) \
+             AND id NOT IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(json_list(
+            poll.complete_template_wabas.iter().map(String::as_str),
+        ))
+        .bind(json_list(poll.templates.iter().map(|t| t.id.as_str())))
+        .fetch_all(&mut **tx)
+        .await?;
+        for mut row in missing {
+            row.present = false;
+            row.state_time = now_unix;
+            row.last_polled_at = now.to_owned();
+            row.last_changed_at = now.to_owned();
+            upsert(tx, &row).await?;
+            changes.push(Change {
+                kind: TargetKind::Template,
+                target_id: row.id,
+                field: template_field::PRESENCE.to_owned(),
+                old: Some(field::PRESENT.to_owned()),
+                new: Some(field::GONE.to_owned()),
+                previous_since: None,
+            });
+        }
+    }
+    Ok(changes)
+}
+
+/// Applies what a template webhook says (`obs` carries only the fields it states) as of
+/// `event_time` (unix seconds), at `now` (RFC 3339), in the delivery's transaction: nothing
+/// when the stored state is newer; otherwise the changes, each written to the history here.
+/// A template not known yet is recorded from the event (`source` "webhook").
+pub async fn apply_event_in(
+    tx: &mut Tx<'_>,
+    obs: &TemplateObservation,
+    event_time: i64,
+    now: &str,
+) -> Result<Vec<Change>, StoreError> {
+    let existing: Option<TemplateRow> =
+        sqlx::query_as::<_, TemplateRow>("SELECT * FROM templates WHERE id = ?1")
+            .bind(&obs.id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if existing.as_ref().is_some_and(|r| r.state_time > event_time) {
+        return Ok(Vec::new());
+    }
+    let mut row = existing.unwrap_or_else(|| TemplateRow::new(obs, "webhook", now, event_time));
+    let mut changes = row.merge(obs, now);
+    row.state_time = event_time;
+    upsert(tx, &row).await?;
+    for c in &mut changes {
+        if c.old.is_some() {
+            c.previous_since = sqlx::query_scalar(
+                "SELECT observed_at FROM history WHERE target_id = ?1 AND field = ?2 \
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(&c.target_id)
+            .bind(&c.field)
+            .fetch_optional(&mut **tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO history (kind, target_id, field, old, new, observed_at, poll_run_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
+        )
+        .bind(c.kind.as_str())
+        .bind(&c.target_id)
+        .bind(&c.field)
+        .bind(&c.old)
+        .bind(&c.new)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(changes)
+}
+
+/// How many times a template went to PAUSED before, by the history (which pause this is,
+/// when Meta's webhook did not say).
+pub async fn pauses_before_in(tx: &mut Tx<'_>, template_id: &str) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM history WHERE kind = 'template' AND target_id = ?1 \
+         AND field = 'status' AND new = 'PAUSED'",
+    )
+    .bind(template_id)
+    .fetch_one(&mut **tx)
+    .await?)
+}

@@ -17,9 +17,10 @@ pub use finedu::{
     FineduFault, FineduHandle, FineduPhone, FineduRequest, FineduSim, FineduState, FineduWaba,
 };
 pub use graph::{
-    DEFAULT_APP_CALL_BUDGET, DEFAULT_WABA_CALL_BUDGET, Fault, FaultKind, FaultTarget, FieldSpec,
-    FieldsError, GraphSim, HealthError, MAX_BATCH_ITEMS, RecordedRequest, Relation, SIM_APP_ID,
-    SimBusiness, SimHandle, SimOptions, SimPhone, SimState, SimWaba, demo_ids, fields_to_string,
-    health_entity, health_status, parse_fields,
+    DEFAULT_APP_CALL_BUDGET, DEFAULT_WABA_CALL_BUDGET, FIRST_TEMPLATE_ID, Fault, FaultKind,
+    FaultTarget, FieldSpec, FieldsError, GraphSim, HealthError, MAX_BATCH_ITEMS, RecordedRequest,
+    Relation, SIM_APP_ID, SimBusiness, SimHandle, SimOptions, SimPhone, SimState, SimTemplate,
+    SimWaba, TEMPLATE_QUALITY_DATE, demo_ids, fields_to_string, health_entity, health_status,
+    parse_fields,
 };
 pub use webhooks::WebhookTarget;

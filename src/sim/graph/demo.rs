@@ -27,13 +27,89 @@ pub mod ids {
         ),
         (GLOBEX, "106540352242908", "+1 555-0142", "Globex Orders"),
     ];
+    /// (WABA id, template id, name, language, category): three to four templates a WABA.
+    pub const TEMPLATES: [(&str, &str, &str, &str, &str); 10] = [
+        (
+            SUPPORT,
+            PAUSING_TEMPLATE,
+            "order_confirmation",
+            "en_US",
+            "UTILITY",
+        ),
+        (
+            SUPPORT,
+            QUALITY_TEMPLATE,
+            "delivery_update",
+            "en_US",
+            "UTILITY",
+        ),
+        (
+            SUPPORT,
+            RECATEGORISED_TEMPLATE,
+            "account_alert",
+            "es_ES",
+            "UTILITY",
+        ),
+        (
+            SUPPORT,
+            "1689556908129804",
+            "login_code",
+            "en_US",
+            "AUTHENTICATION",
+        ),
+        (
+            MARKETING,
+            "1689556908129811",
+            "spring_sale",
+            "en_US",
+            "MARKETING",
+        ),
+        (
+            MARKETING,
+            "1689556908129812",
+            "newsletter",
+            "en_GB",
+            "MARKETING",
+        ),
+        (
+            MARKETING,
+            PENDING_TEMPLATE,
+            "summer_preview",
+            "en_US",
+            "MARKETING",
+        ),
+        (
+            GLOBEX,
+            "1689556908129821",
+            "bestellbestaetigung",
+            "de",
+            "UTILITY",
+        ),
+        (GLOBEX, "1689556908129822", "versand_info", "de", "UTILITY"),
+        (
+            GLOBEX,
+            "1689556908129823",
+            "order_update",
+            "en_US",
+            "UTILITY",
+        ),
+    ];
+    /// Paused, unpaused, paused again, then DISABLED, over every 16 steps.
+    pub const PAUSING_TEMPLATE: &str = "1689556908129801";
+    /// Quality GREEN → YELLOW → RED → GREEN, a notch every 2 steps.
+    pub const QUALITY_TEMPLATE: &str = "1689556908129802";
+    /// Re-categorised UTILITY → MARKETING once, from step 5 on.
+    pub const RECATEGORISED_TEMPLATE: &str = "1689556908129803";
+    /// Still in review (PENDING, quality UNKNOWN); never changes.
+    pub const PENDING_TEMPLATE: &str = "1689556908129813";
 }
 
 use ids as demo;
 
 impl SimState {
     /// A small fleet for the `demo` command: the "Acme Corp" portfolio owning two WABAs, plus
-    /// one WABA a client shared with it, eight numbers in all. It is `demo_step(0)`: healthy.
+    /// one WABA a client shared with it, eight numbers and ten message templates in all. It is
+    /// `demo_step(0)`: healthy.
     pub fn demo() -> SimState {
         let mut s = SimState::default();
         s.add_business(demo::BUSINESS, "Acme Corp");
@@ -67,6 +143,13 @@ impl SimState {
         // one whose token no longer receives the deprecated tier.
         s.phone_mut(demo::PHONES[7].1).name_status = Some("PENDING_REVIEW".to_owned());
         s.phone_mut(demo::PHONES[6].1).messaging_limit_tier = None;
+        for (waba, id, name, language, category) in demo::TEMPLATES {
+            s.add_template(waba, id, name, language, category);
+        }
+        // A template still in review has no status of its own yet, nor a quality.
+        let pending = s.template_mut(demo::PENDING_TEMPLATE);
+        pending.status = "PENDING".to_owned();
+        pending.quality = Some("UNKNOWN".to_owned());
         // Meta allows 5,000 calls an hour to a WABA with a registered number; with the default
         // 200 a demo left running would report its budget spent within the hour.
         s.waba_call_budget = Some(5_000);
@@ -81,9 +164,16 @@ impl SimState {
     /// - `+44 20 7946 0123` is RESTRICTED (health BLOCKED) during steps 6–11 of every 12;
     /// - the Globex WABA is LIMITED by a payment-method error during steps 5–9 of every 10;
     /// - the Acme portfolio's messaging limit drops from TIER_10K to TIER_2K during steps 7–13
-    ///   of every 14, and one number's legacy tier from TIER_10K to TIER_1K with it.
+    ///   of every 14, and one number's legacy tier from TIER_10K to TIER_1K with it;
+    /// - the template `order_confirmation` follows Meta's pause escalation over every 16 steps:
+    ///   APPROVED (0–2), PAUSED (3–4, first pause), APPROVED (5–6, unpaused), PAUSED (7–9,
+    ///   second pause), APPROVED (10), DISABLED (11–15), then the story starts again;
+    /// - the template `delivery_update` moves one notch along GREEN → YELLOW → RED → GREEN
+    ///   every 2 steps;
+    /// - the template `account_alert` is re-categorised UTILITY → MARKETING at step 5 and stays
+    ///   MARKETING (with `previous_category` UTILITY) from then on.
     ///
-    /// Numbers or WABAs a caller removed are skipped.
+    /// Numbers, WABAs or templates a caller removed are skipped.
     pub fn demo_step(&mut self, step: u64) {
         const QUALITY: [&str; 3] = ["GREEN", "YELLOW", "RED"];
         for (k, (_, id, _, _)) in demo::PHONES.iter().take(3).enumerate() {
@@ -150,6 +240,28 @@ impl SimState {
         if let Some(phone) = self.phones.get_mut(demo::PHONES[1].1) {
             phone.messaging_limit_tier =
                 Some(if lowered { "TIER_1K" } else { "TIER_10K" }.to_owned());
+        }
+
+        if let Some(template) = self.templates.get_mut(demo::PAUSING_TEMPLATE) {
+            template.status = match step % 16 {
+                3..=4 | 7..=9 => "PAUSED",
+                11..=15 => "DISABLED",
+                _ => "APPROVED",
+            }
+            .to_owned();
+        }
+        if let Some(template) = self.templates.get_mut(demo::QUALITY_TEMPLATE) {
+            template.quality = Some(QUALITY[(step / 2 % 3) as usize].to_owned());
+        }
+        if let Some(template) = self.templates.get_mut(demo::RECATEGORISED_TEMPLATE) {
+            let recategorised = step >= 5;
+            template.category = if recategorised {
+                "MARKETING"
+            } else {
+                "UTILITY"
+            }
+            .to_owned();
+            template.previous_category = recategorised.then(|| "UTILITY".to_owned());
         }
     }
 }

@@ -53,7 +53,10 @@ pub enum FaultTarget {
     /// One page of an edge. Page 1 is the first page nested inside the parent's field expansion
     /// (the whole request carrying that expansion fails, as at Meta) and also a direct
     /// `GET /{parent}/{edge}` without a cursor; page `k >= 2` is the request for the `k`-th page,
-    /// i.e. the one a client makes by following `paging.next`.
+    /// i.e. the one a client makes by following `paging.next`. Pages count from 1; page 0
+    /// matches nothing. The same holds for every edge: `phone_numbers`, `message_templates`
+    /// (nested in a WABA's expansion, itself possibly nested in a business's), the business
+    /// edges listing WABAs, and `subscribed_apps` (page 1 only).
     EdgePage {
         parent: String,
         edge: String,

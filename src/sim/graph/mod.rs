@@ -10,8 +10,15 @@
 //! `batch.rs` unpacks batch requests; `render.rs` answers one GET, using `fields.rs` (the
 //! `fields=` parser), `schema.rs` (each node type's fields and edges) and `faults.rs` (which
 //! call fails how); `errors.rs` builds Graph error envelopes; `usage.rs` counts calls for the
-//! usage headers. The fleet lives in `state.rs`, with `health.rs` for `health_status` objects
-//! and `demo.rs` for the demo fleet.
+//! usage headers. The fleet (businesses, WABAs, numbers, message templates) lives in
+//! `state.rs`, with `health.rs` for `health_status` objects and `demo.rs` for the demo fleet.
+//!
+//! Message templates: `GET /{waba}/message_templates` pages like `phone_numbers` (same cursors,
+//! `limit` 25 by default and at most 100) and the WABA's `fields=message_templates.limit(n){..}`
+//! embeds the first page (left out when the WABA has none). A direct page is one call charged
+//! to the WABA; the expansion is part of the WABA's read. `FaultTarget::edge_page(waba,
+//! "message_templates", 1)` fails the first page (the embedding request, or a direct GET
+//! without a cursor), page `k >= 2` the `k`-th direct page.
 
 mod batch;
 mod demo;
@@ -42,8 +49,8 @@ pub use faults::{Fault, FaultKind, FaultTarget};
 pub use fields::{FieldSpec, FieldsError, fields_to_string, parse_fields};
 pub use health::{HealthError, SIM_APP_ID, health_entity, health_status};
 pub use state::{
-    DEFAULT_APP_CALL_BUDGET, DEFAULT_WABA_CALL_BUDGET, Relation, SimBusiness, SimPhone, SimState,
-    SimWaba,
+    DEFAULT_APP_CALL_BUDGET, DEFAULT_WABA_CALL_BUDGET, FIRST_TEMPLATE_ID, Relation, SimBusiness,
+    SimPhone, SimState, SimTemplate, SimWaba, TEMPLATE_QUALITY_DATE,
 };
 
 use super::server::{HTML_TYPE, Loopback, RequestLog, authorization, lock, parse_query, response};
@@ -109,6 +116,28 @@ pub struct RecordedRequest {
     pub body: String,
 }
 
+impl RecordedRequest {
+    /// The Graph calls in this request that read the edge `edge` directly
+    /// (`GET /{id}/{edge}`, e.g. `message_templates`): 1 for such a plain GET, the number of
+    /// such items for a batch, 0 otherwise. An edge embedded in a field expansion
+    /// (`fields=message_templates{...}`) is not a call of its own and is not counted.
+    pub fn edge_calls(&self, edge: &str) -> usize {
+        let reads = |path: &str| {
+            let path = path.split('?').next().unwrap_or_default();
+            let (_, segments) = split_path(path);
+            segments.len() == 2 && segments[1] == edge
+        };
+        if self.batch_items > 0 {
+            self.batch_relative_urls
+                .iter()
+                .filter(|url| reads(url))
+                .count()
+        } else {
+            usize::from(self.method == "GET" && reads(&self.path))
+        }
+    }
+}
+
 struct Shared {
     opts: SimOptions,
     url: String,
@@ -171,6 +200,12 @@ impl GraphSim {
 
     pub fn http_requests(&self) -> u64 {
         lock(&self.shared.counters).http_requests
+    }
+
+    /// Direct reads of an edge (`GET /{id}/{edge}`, plain or as batch items) among the
+    /// recorded requests; see [`RecordedRequest::edge_calls`].
+    pub fn edge_calls(&self, edge: &str) -> usize {
+        self.requests().iter().map(|r| r.edge_calls(edge)).sum()
     }
 
     /// Graph calls as Meta counts them: one per plain request, one per batch item.

@@ -12,7 +12,9 @@ use super::errors::GraphFailure;
 use super::faults::{self, Fault, FaultKind, Scope};
 use super::fields::{FieldSpec, fields_to_string, parse_fields};
 use super::health::SIM_APP_ID;
-use super::schema::{Kind, Node, PORTFOLIO_LIMIT_FIELD, has_portfolio_limit, validate};
+use super::schema::{
+    Kind, MESSAGE_TEMPLATES, Node, PORTFOLIO_LIMIT_FIELD, has_portfolio_limit, validate,
+};
 use super::state::{SimState, SimWaba};
 
 /// Graph's default page size for edges.
@@ -332,8 +334,10 @@ impl<'a> Renderer<'a> {
             Some(Node::Business(b))
         } else if let Some(w) = state.wabas.get(id) {
             Some(Node::Waba(w))
+        } else if let Some(p) = state.phones.get(id) {
+            Some(Node::Phone(p))
         } else {
-            state.phones.get(id).map(Node::Phone)
+            state.templates.get(id).map(Node::Template)
         }
     }
 
@@ -343,6 +347,7 @@ impl<'a> Renderer<'a> {
             Kind::Business => state.businesses.get(id).map(Node::Business),
             Kind::Waba => state.wabas.get(id).map(Node::Waba),
             Kind::Phone => state.phones.get(id).map(Node::Phone),
+            Kind::Template => state.templates.get(id).map(Node::Template),
         }
     }
 
@@ -356,12 +361,14 @@ impl<'a> Renderer<'a> {
             ) => &b.owned,
             (Node::Business(b), "client_whatsapp_business_accounts") => &b.client,
             (Node::Waba(w), "phone_numbers") => &w.phones,
+            (Node::Waba(w), MESSAGE_TEMPLATES) => &w.templates,
             _ => &[],
         };
-        let exists = |id: &String| match node {
-            Node::Business(_) => state.wabas.contains_key(id),
-            Node::Waba(_) => state.phones.contains_key(id),
-            Node::Phone(_) => false,
+        let exists = |id: &String| match node.kind().edge(edge) {
+            Some(Kind::Waba) => state.wabas.contains_key(id),
+            Some(Kind::Phone) => state.phones.contains_key(id),
+            Some(Kind::Template) => state.templates.contains_key(id),
+            Some(Kind::Business) | None => false,
         };
         ids.iter()
             .filter(|id| exists(id))

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::errors::GraphFailure;
 use super::fields::FieldSpec;
-use super::state::{SimBusiness, SimPhone, SimWaba};
+use super::state::{SimBusiness, SimPhone, SimTemplate, SimWaba, TEMPLATE_QUALITY_DATE};
 
 /// The field that exists only from Graph API v24.0 on.
 pub(crate) const PORTFOLIO_LIMIT_FIELD: &str = "whatsapp_business_manager_messaging_limit";
@@ -30,7 +30,11 @@ pub(crate) enum Kind {
     Business,
     Waba,
     Phone,
+    Template,
 }
+
+/// The WABA edge listing its message templates.
+pub(crate) const MESSAGE_TEMPLATES: &str = "message_templates";
 
 impl Kind {
     pub(crate) fn type_name(self) -> &'static str {
@@ -38,6 +42,7 @@ impl Kind {
             Kind::Business => "Business",
             Kind::Waba => "WhatsAppBusinessAccount",
             Kind::Phone => "WhatsAppBusinessPhoneNumber",
+            Kind::Template => "WhatsAppMessageTemplate",
         }
     }
 
@@ -51,6 +56,7 @@ impl Kind {
                 | "whatsapp_business_accounts",
             ) => Some(Kind::Waba),
             (Kind::Waba, "phone_numbers") => Some(Kind::Phone),
+            (Kind::Waba, MESSAGE_TEMPLATES) => Some(Kind::Template),
             _ => None,
         }
     }
@@ -91,6 +97,16 @@ impl Kind {
                 "certificate",
                 "health_status",
             ],
+            Kind::Template => &[
+                "id",
+                "name",
+                "language",
+                "status",
+                "category",
+                "quality_score",
+                "rejected_reason",
+                "previous_category",
+            ],
         }
     }
 
@@ -116,6 +132,8 @@ impl Kind {
                 "platform_type",
                 "throughput",
             ],
+            // Meta also sends `components` and `parameter_format`, which the simulator lacks.
+            Kind::Template => &["id", "name", "language", "status", "category"],
         }
     }
 }
@@ -125,6 +143,7 @@ pub(crate) enum Node<'a> {
     Business(&'a SimBusiness),
     Waba(&'a SimWaba),
     Phone(&'a SimPhone),
+    Template(&'a SimTemplate),
 }
 
 impl<'a> Node<'a> {
@@ -133,6 +152,7 @@ impl<'a> Node<'a> {
             Node::Business(_) => Kind::Business,
             Node::Waba(_) => Kind::Waba,
             Node::Phone(_) => Kind::Phone,
+            Node::Template(_) => Kind::Template,
         }
     }
 
@@ -141,6 +161,7 @@ impl<'a> Node<'a> {
             Node::Business(b) => &b.id,
             Node::Waba(w) => &w.id,
             Node::Phone(p) => &p.id,
+            Node::Template(t) => &t.id,
         }
     }
 
@@ -149,6 +170,7 @@ impl<'a> Node<'a> {
             Node::Business(b) => &b.overrides,
             Node::Waba(w) => &w.overrides,
             Node::Phone(p) => &p.overrides,
+            Node::Template(t) => &t.overrides,
         }
     }
 
@@ -159,6 +181,7 @@ impl<'a> Node<'a> {
             Node::Business(b) => business_field(b, name),
             Node::Waba(w) => waba_field(w, name),
             Node::Phone(p) => phone_field(p, name),
+            Node::Template(t) => template_field(t, name),
         }
     }
 }
@@ -225,6 +248,24 @@ fn phone_field(p: &SimPhone, name: &str) -> Option<Option<Value>> {
         "is_official_business_account" => Some(Value::Bool(p.is_official_business_account)),
         "certificate" => opt(&p.certificate),
         "health_status" => object(&p.health),
+        _ => return None,
+    })
+}
+
+fn template_field(t: &SimTemplate, name: &str) -> Option<Option<Value>> {
+    Some(match name {
+        "id" => text(&t.id),
+        "name" => text(&t.name),
+        "language" => text(&t.language),
+        "status" => text(&t.status),
+        "category" => text(&t.category),
+        "quality_score" => t
+            .quality
+            .as_ref()
+            .map(|score| json!({ "score": score, "date": TEMPLATE_QUALITY_DATE })),
+        // Meta sends the text NONE for a template that was never rejected.
+        "rejected_reason" => text(t.rejected_reason.as_deref().unwrap_or("NONE")),
+        "previous_category" => opt(&t.previous_category),
         _ => return None,
     })
 }

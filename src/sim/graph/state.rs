@@ -1,5 +1,5 @@
-//! The simulated fleet: business portfolios, WABAs and phone numbers, and the builders tests,
-//! the demo and the benchmark use to shape it.
+//! The simulated fleet: business portfolios, WABAs, phone numbers and message templates, and the
+//! builders tests, the demo and the benchmark use to shape it.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -22,6 +22,8 @@ pub struct SimState {
     pub businesses: BTreeMap<String, SimBusiness>,
     pub wabas: BTreeMap<String, SimWaba>,
     pub phones: BTreeMap<String, SimPhone>,
+    /// Message templates by id; each WABA lists its own in `SimWaba::templates`.
+    pub templates: BTreeMap<String, SimTemplate>,
     pub faults: Vec<Fault>,
     /// Calls per WABA that make `X-Business-Use-Case-Usage` report 100 %; `None` = 200.
     pub waba_call_budget: Option<u64>,
@@ -70,6 +72,8 @@ pub struct SimWaba {
     pub health: Value,
     /// Phone number ids, in the order the `phone_numbers` edge lists them.
     pub phones: Vec<String>,
+    /// Message template ids, in the order the `message_templates` edge lists them.
+    pub templates: Vec<String>,
     /// The business that owns this WABA; used for the `BUSINESS` health entity.
     pub owner_business_id: Option<String>,
     /// Raw field values that replace (or add to) the rendered ones.
@@ -107,6 +111,37 @@ pub struct SimPhone {
     /// to send a wrong type.
     pub overrides: Map<String, Value>,
 }
+
+/// A message template of a WABA, served by `GET /{waba}/message_templates` in Meta's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimTemplate {
+    /// Numeric like Meta's (webhooks send it as a JSON number when it parses as one).
+    pub id: String,
+    pub waba_id: String,
+    pub name: String,
+    /// e.g. `en_US`.
+    pub language: String,
+    /// APPROVED, PENDING, REJECTED, PAUSED, DISABLED, FLAGGED, IN_APPEAL, LIMIT_EXCEEDED, ...
+    /// (open: any text is served as is).
+    pub status: String,
+    /// UTILITY, MARKETING, AUTHENTICATION.
+    pub category: String,
+    /// `quality_score.score`: GREEN, YELLOW, RED, UNKNOWN; `None` leaves `quality_score` out.
+    pub quality: Option<String>,
+    /// Rendered as `"NONE"` when `None`, as Meta does for a template that was not rejected.
+    pub rejected_reason: Option<String>,
+    /// Left out when `None`.
+    pub previous_category: Option<String>,
+    /// Raw field values that replace (or add to) the rendered ones, e.g. `{"status": 3}`.
+    pub overrides: Map<String, Value>,
+}
+
+/// `quality_score.date` of every simulated template: 2026-01-01T00:00:00Z.
+pub const TEMPLATE_QUALITY_DATE: i64 = 1_767_225_600;
+
+/// The first id [`SimState::add_templates`] hands out; ids count up from here, skipping any
+/// already taken, so they stay numeric (15 digits) and apart from the fleet's other ids.
+pub const FIRST_TEMPLATE_ID: u64 = 800_000_000_000_001;
 
 impl SimWaba {
     fn business_entity_id(&self) -> String {
@@ -222,6 +257,7 @@ impl SimState {
             is_enabled_for_insights: true,
             health: Value::Null,
             phones: Vec::new(),
+            templates: Vec::new(),
             owner_business_id: owner,
             overrides: Map::new(),
             webhooks_unsubscribed: false,
@@ -229,8 +265,10 @@ impl SimState {
         waba.health = waba_health(id, &waba.business_entity_id());
         match self.wabas.entry(id.to_owned()) {
             Entry::Occupied(mut slot) => {
-                // Replacing a WABA keeps its numbers, so a test can redefine one in place.
+                // Replacing a WABA keeps its numbers and templates, so a test can redefine one
+                // in place.
                 waba.phones = std::mem::take(&mut slot.get_mut().phones);
+                waba.templates = std::mem::take(&mut slot.get_mut().templates);
                 slot.insert(waba);
                 slot.into_mut()
             }
@@ -311,11 +349,14 @@ impl SimState {
         }
     }
 
-    /// Removes a WABA, its phone numbers, and its listing under every business.
+    /// Removes a WABA, its phone numbers, its templates, and its listing under every business.
     pub fn remove_waba(&mut self, id: &str) {
         if let Some(waba) = self.wabas.remove(id) {
             for phone in &waba.phones {
                 self.phones.remove(phone);
+            }
+            for template in &waba.templates {
+                self.templates.remove(template);
             }
         }
         for business in self.businesses.values_mut() {
@@ -332,6 +373,102 @@ impl SimState {
         match self.phones.get_mut(id) {
             Some(phone) => phone,
             None => panic!("phone number {id} is not in the simulated fleet"),
+        }
+    }
+
+    /// Adds (or replaces) an APPROVED template with quality GREEN at the end of its WABA's
+    /// list (a replaced one keeps its place; one re-added under another WABA moves there).
+    ///
+    /// # Panics
+    /// When the WABA is not in the fleet: that is a mistake in the test that set it up.
+    pub fn add_template(
+        &mut self,
+        waba_id: &str,
+        id: &str,
+        name: &str,
+        language: &str,
+        category: &str,
+    ) -> &mut SimTemplate {
+        let waba = self.waba_mut(waba_id);
+        if !waba.templates.iter().any(|t| t == id) {
+            waba.templates.push(id.to_owned());
+        }
+        if let Some(old_waba) = self.templates.get(id).map(|t| t.waba_id.clone())
+            && old_waba != waba_id
+            && let Some(waba) = self.wabas.get_mut(&old_waba)
+        {
+            waba.templates.retain(|t| t != id);
+        }
+        let template = SimTemplate {
+            id: id.to_owned(),
+            waba_id: waba_id.to_owned(),
+            name: name.to_owned(),
+            language: language.to_owned(),
+            status: "APPROVED".to_owned(),
+            category: category.to_owned(),
+            quality: Some("GREEN".to_owned()),
+            rejected_reason: None,
+            previous_category: None,
+            overrides: Map::new(),
+        };
+        match self.templates.entry(id.to_owned()) {
+            Entry::Occupied(mut slot) => {
+                slot.insert(template);
+                slot.into_mut()
+            }
+            Entry::Vacant(slot) => slot.insert(template),
+        }
+    }
+
+    /// Adds `count` APPROVED, GREEN templates at the end of a WABA's list. The `i`-th template
+    /// of the WABA (counting those it already has) is named `template_{i}`, in `en_US` for even
+    /// `i` and `es_ES` for odd, UTILITY for even and MARKETING for odd. Ids are numeric, from
+    /// [`FIRST_TEMPLATE_ID`] + the number of templates in the fleet, skipping taken ones: the
+    /// same sequence of calls always gives the same ids.
+    ///
+    /// # Panics
+    /// When the WABA is not in the fleet: that is a mistake in the test that set it up.
+    pub fn add_templates(&mut self, waba_id: &str, count: usize) {
+        let first = self.waba_mut(waba_id).templates.len();
+        let mut next = FIRST_TEMPLATE_ID + self.templates.len() as u64;
+        for i in first..first + count {
+            while self.templates.contains_key(&next.to_string()) {
+                next += 1;
+            }
+            let (language, category) = if i % 2 == 0 {
+                ("en_US", "UTILITY")
+            } else {
+                ("es_ES", "MARKETING")
+            };
+            self.add_template(
+                waba_id,
+                &next.to_string(),
+                &format!("template_{i}"),
+                language,
+                category,
+            );
+            next += 1;
+        }
+    }
+
+    /// Removes a template from the fleet and from its WABA's list; an unknown id changes
+    /// nothing.
+    pub fn remove_template(&mut self, id: &str) {
+        if let Some(template) = self.templates.remove(id)
+            && let Some(waba) = self.wabas.get_mut(&template.waba_id)
+        {
+            waba.templates.retain(|t| t != id);
+        }
+    }
+
+    /// The template with this id.
+    ///
+    /// # Panics
+    /// When the id is not in the fleet: that is a mistake in the test that set it up.
+    pub fn template_mut(&mut self, id: &str) -> &mut SimTemplate {
+        match self.templates.get_mut(id) {
+            Some(template) => template,
+            None => panic!("template {id} is not in the simulated fleet"),
         }
     }
 
@@ -429,12 +566,15 @@ impl SimState {
         }
     }
 
-    /// The WABA a call about `id` is counted against: the WABA itself, or a number's WABA.
+    /// The WABA a call about `id` is counted against: the WABA itself, or a number's or a
+    /// template's WABA.
     pub fn waba_of<'a>(&'a self, id: &'a str) -> Option<&'a str> {
         if self.wabas.contains_key(id) {
             Some(id)
+        } else if let Some(phone) = self.phones.get(id) {
+            Some(phone.waba_id.as_str())
         } else {
-            self.phones.get(id).map(|p| p.waba_id.as_str())
+            self.templates.get(id).map(|t| t.waba_id.as_str())
         }
     }
 
@@ -467,6 +607,22 @@ impl SimState {
                     &format!("Fleet {} Line {}", w + 1, p + 1),
                 );
             }
+        }
+        state
+    }
+
+    /// [`SimState::fleet`] with `templates_per_waba` templates in each WABA (see
+    /// [`SimState::add_templates`]; WABA `w` (0-based) holds ids
+    /// `FIRST_TEMPLATE_ID + w * templates_per_waba ..`).
+    pub fn fleet_with_templates(
+        wabas: usize,
+        phones_per_waba: usize,
+        templates_per_waba: usize,
+    ) -> SimState {
+        let mut state = SimState::fleet(wabas, phones_per_waba);
+        let waba_ids: Vec<String> = state.wabas.keys().cloned().collect();
+        for waba_id in waba_ids {
+            state.add_templates(&waba_id, templates_per_waba);
         }
         state
     }

@@ -781,3 +781,548 @@ async fn subscribed_apps_lists_the_simulated_app_until_the_waba_flag_removes_it(
     });
     assert_eq!(get(&sim, "/v24.0/w1/subscribed_apps").await.status, 502);
 }
+
+// ---- message templates ----
+
+const ALL_TEMPLATE_FIELDS: &str =
+    "id,name,language,status,category,quality_score,rejected_reason,previous_category";
+
+/// `one_waba(0)` with `count` templates in `w1`.
+fn templates_waba(count: usize) -> SimState {
+    let mut state = one_waba(0);
+    state.add_templates("w1", count);
+    state
+}
+
+/// Follows `paging.next` from `page` to the end; the ids seen and the size of each page.
+async fn walk(sim: &GraphSim, mut page: Value, edge_path: &str) -> (Vec<String>, Vec<usize>) {
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let data = page["data"].as_array().unwrap();
+        sizes.push(data.len());
+        seen.extend(data.iter().map(|t| t["id"].as_str().unwrap().to_owned()));
+        assert!(page["paging"]["cursors"]["before"].is_string(), "{page}");
+        assert!(page["paging"]["cursors"]["after"].is_string(), "{page}");
+        let Some(next) = page["paging"]["next"].as_str() else {
+            break;
+        };
+        assert!(
+            next.starts_with(&format!("{}/v24.0/{edge_path}?", sim.url())),
+            "{next}"
+        );
+        assert!(next.contains("limit=100"), "{next}");
+        let answer = get_url(&without_token(next)).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        page = answer.json();
+    }
+    (seen, sizes)
+}
+
+#[tokio::test]
+async fn the_template_edge_pages_250_templates_by_100_and_each_page_is_one_call() {
+    let state = templates_waba(250);
+    let expected = state.wabas["w1"].templates.clone();
+    let sim = start(state).await;
+    let first = get(
+        &sim,
+        "/v24.0/w1/message_templates?fields=id,name,status&limit=100",
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let first = first.json();
+    assert_eq!(first["data"][0]["name"], "template_0");
+    assert_eq!(first["data"][0]["status"], "APPROVED");
+    let (seen, sizes) = walk(&sim, first, "w1/message_templates").await;
+    assert_eq!(sizes, vec![100, 100, 50]);
+    assert_eq!(seen, expected);
+    assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 250);
+    assert_eq!(sim.calls_for_waba("w1"), 3, "one call per page");
+    assert_eq!(sim.graph_calls(), 3);
+    assert_eq!(sim.edge_calls("message_templates"), 3);
+    assert_eq!(sim.edge_calls("phone_numbers"), 0);
+    // The page after the last is empty, like the other edges.
+    let past = get(
+        &sim,
+        &format!(
+            "/v24.0/w1/message_templates?limit=100&after={}",
+            render::encode_cursor(249)
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(past, json!({ "data": [] }));
+}
+
+#[tokio::test]
+async fn a_waba_expansion_embeds_the_first_100_templates_and_next_continues_the_listing() {
+    let state = templates_waba(250);
+    let expected = state.wabas["w1"].templates.clone();
+    let sim = start(state).await;
+    let body = get(
+        &sim,
+        &format!("/v24.0/w1?fields=id,name,message_templates.limit(100){{{ALL_TEMPLATE_FIELDS}}}"),
+    )
+    .await
+    .json();
+    assert_eq!(body["name"], "Acme Support");
+    let embedded = body["message_templates"].clone();
+    assert_eq!(embedded["data"].as_array().unwrap().len(), 100);
+    let next = embedded["paging"]["next"].as_str().unwrap();
+    // The link carries the nested fields, as Meta's do.
+    let query: Vec<(String, String)> = url::Url::parse(next)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    assert!(query.contains(&("fields".to_owned(), ALL_TEMPLATE_FIELDS.to_owned())));
+    assert_eq!(
+        sim.calls_for_waba("w1"),
+        1,
+        "the expansion is part of the read"
+    );
+    assert_eq!(sim.edge_calls("message_templates"), 0);
+
+    let (seen, sizes) = walk(&sim, embedded, "w1/message_templates").await;
+    assert_eq!(sizes, vec![100, 100, 50]);
+    assert_eq!(seen, expected);
+    assert_eq!(sim.calls_for_waba("w1"), 3, "the read and two more pages");
+    assert_eq!(sim.edge_calls("message_templates"), 2);
+}
+
+#[tokio::test]
+async fn templates_nest_inside_a_business_expansion_next_to_the_numbers() {
+    let mut state = one_waba(2);
+    state.add_templates("w1", 3);
+    state.add_waba(Some(("b1", Relation::Owned)), "w2", "Acme Marketing");
+    let sim = start(state).await;
+    let body = get(
+        &sim,
+        "/v24.0/b1?fields=id,owned_whatsapp_business_accounts.limit(100){id,phone_numbers.limit(100){id},message_templates.limit(100){name,status}}",
+    )
+    .await
+    .json();
+    let wabas = body["owned_whatsapp_business_accounts"]["data"]
+        .as_array()
+        .unwrap();
+    assert_eq!(wabas.len(), 2);
+    let templates = wabas[0]["message_templates"]["data"].as_array().unwrap();
+    let names: Vec<&str> = templates
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["template_0", "template_1", "template_2"]);
+    assert!(templates.iter().all(|t| t["status"] == "APPROVED"));
+    assert!(
+        wabas[0]["message_templates"]["paging"]
+            .get("next")
+            .is_none()
+    );
+    assert_eq!(
+        wabas[0]["phone_numbers"]["data"].as_array().unwrap().len(),
+        2
+    );
+    // A WABA without templates (or numbers) leaves the edges out, as Meta does.
+    assert_eq!(wabas[1], json!({ "id": "w2" }));
+    assert_eq!(sim.graph_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_waba_without_templates_leaves_the_edge_out_and_lists_nothing_on_its_own() {
+    let sim = start(one_waba(1)).await;
+    let expanded = get(&sim, "/v24.0/w1?fields=id,message_templates{id,status}")
+        .await
+        .json();
+    assert_eq!(expanded, json!({ "id": "w1" }));
+    let edge = get(&sim, "/v24.0/w1/message_templates?fields=id,status")
+        .await
+        .json();
+    assert_eq!(edge, json!({ "data": [] }));
+    // A typo still fails on an empty edge.
+    let typo = get(&sim, "/v24.0/w1?fields=message_templates{id,stauts}").await;
+    assert_eq!(typo.status, 400);
+}
+
+#[tokio::test]
+async fn template_fields_render_in_metas_shapes_and_only_the_ones_asked_for() {
+    let mut state = templates_waba(3);
+    let ids = state.wabas["w1"].templates.clone();
+    {
+        let t = state.template_mut(&ids[1]);
+        t.status = "REJECTED".to_owned();
+        t.rejected_reason = Some("INVALID_FORMAT".to_owned());
+        t.quality = None;
+        t.previous_category = Some("UTILITY".to_owned());
+    }
+    state
+        .template_mut(&ids[2])
+        .overrides
+        .insert("status".to_owned(), json!(7));
+    let sim = start(state).await;
+    let body = get(
+        &sim,
+        &format!("/v24.0/w1/message_templates?fields={ALL_TEMPLATE_FIELDS}"),
+    )
+    .await
+    .json();
+    assert_eq!(
+        body["data"][0],
+        json!({
+            "id": ids[0],
+            "name": "template_0",
+            "language": "en_US",
+            "status": "APPROVED",
+            "category": "UTILITY",
+            "quality_score": { "score": "GREEN", "date": 1_767_225_600 },
+            "rejected_reason": "NONE",
+        })
+    );
+    assert_eq!(
+        body["data"][1],
+        json!({
+            "id": ids[1],
+            "name": "template_1",
+            "language": "es_ES",
+            "status": "REJECTED",
+            "category": "MARKETING",
+            "rejected_reason": "INVALID_FORMAT",
+            "previous_category": "UTILITY",
+        })
+    );
+    assert_eq!(
+        body["data"][2]["status"], 7,
+        "an override replaces the value"
+    );
+
+    let narrow = get(&sim, "/v24.0/w1/message_templates?fields=status")
+        .await
+        .json();
+    assert_eq!(
+        narrow["data"][0],
+        json!({ "id": ids[0], "status": "APPROVED" }),
+        "only the asked-for fields, plus id"
+    );
+    // Without fields=, Meta's default subset (no quality_score).
+    let default = get(&sim, "/v24.0/w1/message_templates").await.json();
+    assert_eq!(default["data"][0]["category"], "UTILITY");
+    assert!(default["data"][0].get("quality_score").is_none());
+    // A template is a node of its own too, charged to its WABA.
+    sim.reset_counters();
+    let node = get(&sim, &format!("/v24.0/{}?fields=name,status", ids[1]))
+        .await
+        .json();
+    assert_eq!(node["status"], "REJECTED");
+    assert_eq!(sim.calls_for_waba("w1"), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_template_field_is_metas_nonexisting_field_error() {
+    let sim = start(templates_waba(2)).await;
+    let message = "(#100) Tried accessing nonexisting field (components_x) on node type (WhatsAppMessageTemplate)";
+    let direct = get(&sim, "/v24.0/w1/message_templates?fields=id,components_x").await;
+    assert_eq!(direct.status, 400);
+    assert_eq!(direct.json()["error"]["code"], 100);
+    assert_eq!(direct.json()["error"]["message"], message);
+    let nested = get(&sim, "/v24.0/w1?fields=message_templates{id,components_x}").await;
+    assert_eq!(nested.status, 400);
+    assert_eq!(nested.json()["error"]["message"], message);
+    // The edge exists only on WABAs.
+    let on_business = get(&sim, "/v24.0/b1?fields=message_templates{id}").await;
+    assert_eq!(on_business.status, 400);
+    assert!(
+        on_business.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(message_templates) on node type (Business)")
+    );
+}
+
+#[tokio::test]
+async fn the_template_page_size_defaults_to_25_and_is_capped_at_100() {
+    let sim = start(templates_waba(250)).await;
+    let default = get(&sim, "/v24.0/w1/message_templates?fields=id")
+        .await
+        .json();
+    assert_eq!(default["data"].as_array().unwrap().len(), 25);
+    assert!(
+        default["paging"]["next"]
+            .as_str()
+            .unwrap()
+            .contains("limit=25")
+    );
+    let big = get(&sim, "/v24.0/w1/message_templates?fields=id&limit=500")
+        .await
+        .json();
+    assert_eq!(big["data"].as_array().unwrap().len(), 100);
+    assert!(
+        big["paging"]["next"]
+            .as_str()
+            .unwrap()
+            .contains("limit=100")
+    );
+    let nested = get(&sim, "/v24.0/w1?fields=message_templates.limit(1000){id}")
+        .await
+        .json();
+    assert_eq!(
+        nested["message_templates"]["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
+    let nested_default = get(&sim, "/v24.0/w1?fields=message_templates{id}")
+        .await
+        .json();
+    assert_eq!(
+        nested_default["message_templates"]["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        25
+    );
+}
+
+#[tokio::test]
+async fn a_template_expansion_inside_a_batch_item_is_embedded_and_costs_one_call() {
+    let mut state = templates_waba(120);
+    state.add_waba(Some(("b1", Relation::Owned)), "w2", "Acme Marketing");
+    state.add_templates("w2", 2);
+    let sim = start(state).await;
+    let answer = batch(
+        &sim,
+        &[
+            batch_get("v24.0/w1?fields=id,message_templates.limit(100){id,status}"),
+            batch_get("v24.0/w2/message_templates?fields=id,category&limit=100"),
+            batch_get(
+                "v24.0/b1?fields=owned_whatsapp_business_accounts{message_templates.limit(100){id}}",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let items = answer.json();
+    let bodies: Vec<Value> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            assert_eq!(item["code"], 200, "{item}");
+            serde_json::from_str(item["body"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    let embedded = &bodies[0]["message_templates"];
+    assert_eq!(embedded["data"].as_array().unwrap().len(), 100);
+    assert!(
+        embedded["paging"]["next"]
+            .as_str()
+            .unwrap()
+            .contains("/v24.0/w1/message_templates?")
+    );
+    assert_eq!(bodies[1]["data"].as_array().unwrap().len(), 2);
+    assert_eq!(bodies[1]["data"][1]["category"], "MARKETING");
+    assert!(bodies[1]["paging"].get("next").is_none());
+    let nested = bodies[2]["owned_whatsapp_business_accounts"]["data"]
+        .as_array()
+        .unwrap();
+    assert_eq!(nested.len(), 2);
+    assert_eq!(
+        nested[0]["message_templates"]["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        100
+    );
+    assert_eq!(sim.graph_calls(), 3, "one per item");
+    assert_eq!(sim.calls_for_waba("w1"), 1);
+    assert_eq!(sim.calls_for_waba("w2"), 1);
+    assert_eq!(
+        sim.edge_calls("message_templates"),
+        1,
+        "only the direct item"
+    );
+}
+
+#[tokio::test]
+async fn template_page_faults_hit_the_expansion_or_the_page_that_follows_next() {
+    let mut state = templates_waba(250);
+    state.add_fault(Fault::once(
+        FaultTarget::edge_page("w1", "message_templates", 1),
+        FaultKind::transient(),
+    ));
+    state.add_fault(Fault::once(
+        FaultTarget::edge_page("w1", "message_templates", 3),
+        FaultKind::HtmlError(502),
+    ));
+    // A fault on the numbers' edge does not touch the templates.
+    state.add_fault(Fault::always(
+        FaultTarget::edge_page("w1", "phone_numbers", 2),
+        FaultKind::transient(),
+    ));
+    let sim = start(state).await;
+    let path =
+        "/v24.0/b1?fields=owned_whatsapp_business_accounts{message_templates.limit(100){id}}";
+    let failed = get(&sim, path).await;
+    assert_eq!(failed.status, 503, "page 1 is the embedded page");
+    assert_eq!(failed.json()["error"]["code"], 2);
+    let body = get(&sim, path).await;
+    assert_eq!(body.status, 200);
+    let first =
+        body.json()["owned_whatsapp_business_accounts"]["data"][0]["message_templates"].clone();
+    let second = get_url(&without_token(first["paging"]["next"].as_str().unwrap())).await;
+    assert_eq!(second.status, 200, "page 2 has no fault");
+    let third_link = second.json()["paging"]["next"].as_str().unwrap().to_owned();
+    let third = get_url(&without_token(&third_link)).await;
+    assert_eq!(third.status, 502);
+    assert!(third.text.contains("<html"));
+    let again = get_url(&without_token(&third_link)).await;
+    assert_eq!(again.status, 200, "the fault was once");
+    assert_eq!(again.json()["data"].as_array().unwrap().len(), 50);
+    // Page 1 of a direct GET without a cursor is the same target as the embedded page.
+    sim.with_state(|s| {
+        s.add_fault(Fault::once(
+            FaultTarget::edge_page("w1", "message_templates", 1),
+            FaultKind::permission_denied(),
+        ))
+    });
+    assert_eq!(get(&sim, "/v24.0/w1/message_templates").await.status, 403);
+    assert_eq!(
+        sim.with_state(|s| s.faults.len()),
+        1,
+        "only the phone_numbers fault is left"
+    );
+}
+
+#[test]
+fn template_builders_keep_the_waba_lists_and_the_fleet_in_step() {
+    let state = SimState::fleet_with_templates(3, 2, 4);
+    assert_eq!(state.templates.len(), 12);
+    assert_eq!(state.phones.len(), 6);
+    let first_waba = &state.wabas["200000000000001"];
+    assert_eq!(
+        first_waba.templates,
+        (0..4)
+            .map(|i| (FIRST_TEMPLATE_ID + i).to_string())
+            .collect::<Vec<_>>()
+    );
+    let t1 = &state.templates[&first_waba.templates[1]];
+    assert_eq!(
+        (
+            t1.name.as_str(),
+            t1.language.as_str(),
+            t1.category.as_str(),
+            t1.status.as_str(),
+            t1.quality.as_deref()
+        ),
+        (
+            "template_1",
+            "es_ES",
+            "MARKETING",
+            "APPROVED",
+            Some("GREEN")
+        )
+    );
+    assert!(
+        state
+            .templates
+            .keys()
+            .all(|id| id.bytes().all(|b| b.is_ascii_digit()))
+    );
+    assert!(SimState::fleet(2, 1).templates.is_empty());
+
+    let mut state = state;
+    // More templates later continue the names and never reuse an id.
+    state.add_templates("200000000000002", 2);
+    let second = &state.wabas["200000000000002"].templates;
+    assert_eq!(second.len(), 6);
+    assert_eq!(state.templates[&second[5]].name, "template_5");
+    assert_eq!(state.templates.len(), 14);
+    let gone = second[0].clone();
+    state.remove_template(&gone);
+    assert!(!state.templates.contains_key(&gone));
+    assert!(!state.wabas["200000000000002"].templates.contains(&gone));
+    state.remove_waba("200000000000001");
+    assert_eq!(state.templates.len(), 9);
+    assert!(
+        state
+            .templates
+            .values()
+            .all(|t| t.waba_id != "200000000000001")
+    );
+    // Replacing a WABA keeps its templates.
+    state.add_waba(None, "200000000000003", "Renamed");
+    assert_eq!(state.wabas["200000000000003"].templates.len(), 4);
+    // A template re-added under another WABA moves there.
+    let moved = state.wabas["200000000000003"].templates[0].clone();
+    state.add_template("200000000000002", &moved, "moved", "en_US", "UTILITY");
+    assert!(!state.wabas["200000000000003"].templates.contains(&moved));
+    assert_eq!(
+        state.wabas["200000000000002"].templates.last(),
+        Some(&moved)
+    );
+    assert_eq!(state.template_mut(&moved).waba_id, "200000000000002");
+}
+
+#[test]
+#[should_panic(expected = "WABA nope is not in the simulated fleet")]
+fn a_template_for_an_unknown_waba_is_a_mistake_in_the_test() {
+    SimState::default().add_template("nope", "1", "t", "en_US", "UTILITY");
+}
+
+#[test]
+fn the_demo_templates_pause_escalate_flip_quality_and_get_recategorised_once() {
+    use demo_ids::{PAUSING_TEMPLATE, QUALITY_TEMPLATE, RECATEGORISED_TEMPLATE};
+    let mut fleet = SimState::demo();
+    for waba in fleet.wabas.values() {
+        assert!((3..=5).contains(&waba.templates.len()), "{}", waba.id);
+    }
+    assert!(
+        fleet
+            .templates
+            .values()
+            .all(|t| t.status == "APPROVED" || t.id == demo_ids::PENDING_TEMPLATE)
+    );
+    let mut statuses = Vec::new();
+    let mut qualities = Vec::new();
+    let mut categories = Vec::new();
+    for step in 0..=40 {
+        fleet.demo_step(step);
+        statuses.push(fleet.templates[PAUSING_TEMPLATE].status.clone());
+        qualities.push(fleet.templates[QUALITY_TEMPLATE].quality.clone().unwrap());
+        categories.push(fleet.templates[RECATEGORISED_TEMPLATE].category.clone());
+    }
+    // Collapse runs: the story each template tells.
+    let story = |values: &[String]| {
+        let mut out: Vec<String> = Vec::new();
+        for v in values {
+            if out.last() != Some(v) {
+                out.push(v.clone());
+            }
+        }
+        out
+    };
+    assert_eq!(
+        story(&statuses[..=16]),
+        [
+            "APPROVED", "PAUSED", "APPROVED", "PAUSED", "APPROVED", "DISABLED", "APPROVED"
+        ]
+    );
+    assert_eq!(statuses[3], "PAUSED");
+    assert_eq!(statuses[11], "DISABLED");
+    assert_eq!(story(&qualities[..=6]), ["GREEN", "YELLOW", "RED", "GREEN"]);
+    assert_eq!(story(&categories), ["UTILITY", "MARKETING"]);
+    assert_eq!(categories[4], "UTILITY");
+    assert_eq!(categories[5], "MARKETING");
+    assert_eq!(
+        fleet.templates[RECATEGORISED_TEMPLATE]
+            .previous_category
+            .as_deref(),
+        Some("UTILITY")
+    );
+
+    // The same step gives the same templates, and step 0 is the starting fleet.
+    let mut replay = SimState::demo();
+    replay.demo_step(40);
+    assert_eq!(replay.templates, fleet.templates);
+    fleet.demo_step(0);
+    assert_eq!(fleet.templates, SimState::demo().templates);
+}

@@ -201,7 +201,14 @@ app_id = "{app_id}"
         })
     };
 
-    // The simulated Meta's webhooks: account_update / phone_number_quality_update, signed.
+    // The simulated Meta's webhooks: the template changes the demo steps make, as they happen.
+    let template_sender = crate::sim::webhooks::spawn_template_sender(
+        webhook_url.clone(),
+        DEMO_APP_SECRET.to_owned(),
+        sim.clone_handle(),
+        WEBHOOK_EVERY,
+    );
+    // And account_update / phone_number_quality_update, signed.
     let webhook_sender = crate::sim::webhooks::spawn_sender(
         webhook_url,
         DEMO_APP_SECRET.to_owned(),
@@ -239,6 +246,7 @@ app_id = "{app_id}"
     .await;
     stepper.abort();
     webhook_sender.abort();
+    template_sender.abort();
     sim.shutdown().await;
     finedu.shutdown().await;
     result?;

@@ -192,6 +192,19 @@ impl Poller {
                 tracing::error!(error = %e, "could not read the state for metrics");
             }
         }
+        self.sync_template_metrics().await;
+    }
+
+    /// Loads the template series from the database (after a cycle, and after webhooks
+    /// changed templates).
+    pub async fn sync_template_metrics(&self) {
+        match self.store.template_metrics().await {
+            Ok(t) => self.metrics.sync_templates(&t),
+            Err(e) => {
+                self.metrics.store_error("read");
+                tracing::error!(error = %e, "could not read the templates for metrics");
+            }
+        }
     }
 
     /// Reads one number now through the source that watches it (the status API's connection
@@ -234,6 +247,13 @@ impl Poller {
                 }
                 if !done.alerts.is_empty() {
                     self.mail_wake.notify_one();
+                }
+                if done
+                    .changes
+                    .iter()
+                    .any(|c| c.kind == crate::model::TargetKind::Template)
+                {
+                    self.sync_template_metrics().await;
                 }
                 done
             }

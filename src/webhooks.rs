@@ -8,20 +8,24 @@
 //! digest and marks the delivery processed. Then it closes restrictions whose expiry passed
 //! (a new fact "none", so "resolved" follows the warning).
 //!
+//! Template fields (`message_template_status_update`, `message_template_quality_update`,
+//! `template_category_update`) update the template's state through `store::templates` with
+//! the same event-time rule, and go through the same rules and digest.
+//!
 //! Anything it does not understand — an unknown field or event, a wrong type, a body that is not
 //! Meta's envelope — is counted in the delivery's outcome and left in the stored body: never a
-//! crash, never an alert. Template fields are counted only (another step handles them).
+//! crash, never an alert.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::alerts::{AlertPolicy, StateUpdate, rules, topic_key};
+use crate::alerts::AlertPolicy;
 use crate::config::EmailConfig;
-use crate::model::{Change, TargetKind, field};
+use crate::model::{Change, TargetKind, TemplateObservation, field, template_field};
 use crate::store::facts::{self, Fact};
-use crate::store::{Store, StoreError, Tx};
+use crate::store::{Store, StoreError, Tx, templates};
 use crate::timefmt::{parse_rfc3339, rfc3339};
 
 /// Deliveries read per batch.
@@ -29,13 +33,24 @@ const BATCH: i64 = 50;
 /// The longest value or detail kept from Meta's strings (bytes, cut at a char boundary).
 const MAX_TEXT: usize = 1024;
 
-/// Template fields: stored and counted here, handled elsewhere.
+/// Template fields: they update the template's state (`store::templates`).
 pub const TEMPLATE_FIELDS: &[&str] = &[
     "message_template_status_update",
     "message_template_quality_update",
-    "message_template_components_update",
     "template_category_update",
 ];
+
+/// What a template webhook says of one template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateEvent {
+    /// Only the fields the event states (the rest `None`: never overwritten).
+    pub obs: TemplateObservation,
+    pub event_time: i64,
+    /// Meta's reason, description, disable date, previous value: shown in the email.
+    pub detail: Option<String>,
+    /// `other_info.title` (FIRST_PAUSE, SECOND_PAUSE, RATE_LIMITING_PAUSE, UNPAUSE, DISABLED).
+    pub title: Option<String>,
+}
 
 /// Whom a change is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +83,9 @@ pub struct Parsed {
     /// `changes[]` items seen.
     pub changes: usize,
     pub facts: Vec<ParsedFact>,
-    /// Template changes (counted only).
+    /// Template changes read.
     pub templates: usize,
+    pub template_events: Vec<TemplateEvent>,
     /// Changes of a field or event this version does not turn into facts, or of a wrong shape.
     pub unhandled: usize,
 }
@@ -164,7 +180,13 @@ pub fn parse(body: &[u8], received: i64) -> Parsed {
             let name = change.get("field").and_then(Value::as_str).unwrap_or("");
             let value = change.get("value").unwrap_or(&Value::Null);
             if TEMPLATE_FIELDS.contains(&name) {
-                out.templates += 1;
+                match template_event(name, value, &waba, time) {
+                    Some(ev) => {
+                        out.templates += 1;
+                        out.template_events.push(ev);
+                    }
+                    None => out.unhandled += 1,
+                }
                 continue;
             }
             match change_facts(name, value, &waba, time) {
@@ -174,6 +196,68 @@ pub fn parse(body: &[u8], received: i64) -> Parsed {
         }
     }
     out
+}
+
+/// A template webhook's change; `None` for a shape not handled (no template id).
+fn template_event(name: &str, v: &Value, waba: &str, time: i64) -> Option<TemplateEvent> {
+    let id = text_or_number(v, "message_template_id")?;
+    let mut obs = TemplateObservation {
+        id: cut(&id),
+        waba_id: cut(waba),
+        name: text(v, "message_template_name").map(cut),
+        language: text(v, "message_template_language").map(cut),
+        ..TemplateObservation::default()
+    };
+    let mut parts = Vec::new();
+    let mut title = None;
+    match name {
+        "message_template_status_update" => {
+            let event = text(v, "event")?;
+            // Reinstated after an appeal: approved again.
+            obs.status = Some(cut(if event == "REINSTATED" {
+                "APPROVED"
+            } else {
+                event
+            }));
+            if let Some(r) = text(v, "reason").filter(|r| *r != "NONE") {
+                parts.push(format!("reason {r}"));
+            }
+            if let Some(info) = v.get("other_info") {
+                title = text(info, "title").map(cut);
+                if let Some(d) = text(info, "description") {
+                    parts.push(d.to_owned());
+                }
+            }
+            if let Some(d) = v
+                .get("disable_info")
+                .and_then(|d| d.get("disable_date"))
+                .and_then(unix_time)
+            {
+                parts.push(format!("disabled on {}", at(d)));
+            }
+        }
+        "message_template_quality_update" => {
+            obs.quality = Some(cut(text(v, "new_quality_score")?));
+            if let Some(p) = text(v, "previous_quality_score") {
+                parts.push(format!("Meta says the score was {p}"));
+            }
+        }
+        "template_category_update" => {
+            let new = text(v, "new_category").or_else(|| text(v, "correct_category"))?;
+            obs.category = Some(cut(new));
+            if let Some(p) = text(v, "previous_category") {
+                obs.previous_category = Some(cut(p));
+                parts.push(format!("recategorised from {p} to {new}"));
+            }
+        }
+        _ => return None,
+    }
+    Some(TemplateEvent {
+        obs,
+        event_time: time,
+        detail: (!parts.is_empty()).then(|| cut(&parts.join("; "))),
+        title,
+    })
 }
 
 /// The facts of one change; `None` for a field, event or shape not handled.
@@ -401,6 +485,27 @@ pub async fn process(
                     recorded.push((c, fact.detail.clone()));
                 }
             }
+            for ev in &parsed.template_events {
+                let changes =
+                    templates::apply_event_in(&mut tx, &ev.obs, ev.event_time, &stamp).await?;
+                for c in changes {
+                    let detail = if c.field == template_field::STATUS
+                        && c.new.as_deref() == Some("PAUSED")
+                    {
+                        let pauses = templates::pauses_before_in(&mut tx, &c.target_id).await?;
+                        let when = DateTime::<Utc>::from_timestamp(ev.event_time, 0).unwrap_or(now);
+                        let pause =
+                            crate::alerts::template_pause_detail(ev.title.as_deref(), pauses, when);
+                        Some(match &ev.detail {
+                            Some(d) => format!("{pause}; {d}"),
+                            None => pause,
+                        })
+                    } else {
+                        ev.detail.clone()
+                    };
+                    recorded.push((c, detail));
+                }
+            }
             let outcome = parsed.outcome(recorded.len());
             facts::set_outcome_in(&mut tx, row.id, &outcome).await?;
             plan_in(&mut tx, &recorded, policy, &stamp).await?;
@@ -477,8 +582,7 @@ async fn resolve(tx: &mut Tx<'_>, f: &ParsedFact) -> Result<Fact, StoreError> {
 }
 
 /// The alerts of `recorded` changes, decided by the same pure planner as a poll's, written in
-/// the delivery's transaction; each alert carries its fact's detail. A one-off notice
-/// (`Topic::is_event`) is sent but not kept open.
+/// the delivery's transaction; each alert carries its fact's detail.
 async fn plan_in(
     tx: &mut Tx<'_>,
     recorded: &[(Change, Option<String>)],
@@ -500,15 +604,6 @@ async fn plan_in(
             a.detail = (*d).clone();
         }
     }
-    let events: Vec<String> = changes
-        .iter()
-        .filter_map(|c| {
-            let v = rules::verdict_for(c.kind, &c.field, c.old.as_deref(), c.new.as_deref()?)?;
-            v.topic.is_event().then(|| topic_key(v.topic, &c.field))
-        })
-        .collect();
-    plan.updates
-        .retain(|u| !matches!(u, StateUpdate::Open { topic, .. } if events.contains(topic)));
     crate::store::alerts::apply_plan(tx, &plan, now).await?;
     Ok(())
 }
@@ -571,7 +666,7 @@ mod tests {
             r#"{"id":"1","time":5,"changes":[
                  {"field":"phone_number_quality_update","value":{"display_phone_number":"1 555-0100","event":"FLAGGED","current_limit":"TIER_1K"}},
                  {"field":"security","value":{"display_phone_number":"15550100","event":"PIN_CHANGED","requester":"12345"}},
-                 {"field":"message_template_status_update","value":{"event":"APPROVED"}},
+                 {"field":"message_template_status_update","value":{"event":"APPROVED","message_template_id":41,"message_template_name":"t","message_template_language":"en_US"}},
                  {"field":"brand_new_field","value":{"x":1}},
                  {"field":"account_update","value":{"event":"ACCOUNT_DELETED"}},
                  {"field":"account_update","value":{"event":"DISABLED_UPDATE","ban_info":{"waba_ban_state":42}}},
@@ -645,6 +740,48 @@ mod tests {
             ]
         );
         assert!(p.facts.iter().all(|f| f.target == Target::Waba("7".into())));
+    }
+
+    #[test]
+    fn template_webhooks_become_template_events_with_their_details() {
+        let body = envelope(
+            r#"{"id":"5","time":30,"changes":[
+                 {"field":"message_template_status_update","value":{"event":"PAUSED","message_template_id":1234567,"message_template_name":"order_update","message_template_language":"en_US","reason":null,"other_info":{"title":"SECOND_PAUSE","description":"Paused for 6 hours due to low quality"}}},
+                 {"field":"message_template_status_update","value":{"event":"DISABLED","message_template_id":"1234567","message_template_name":"order_update","message_template_language":"en_US","reason":"NONE","disable_info":{"disable_date":1800000000}}},
+                 {"field":"message_template_quality_update","value":{"previous_quality_score":"GREEN","new_quality_score":"RED","message_template_id":1234567,"message_template_name":"order_update","message_template_language":"en_US"}},
+                 {"field":"template_category_update","value":{"message_template_id":1234567,"message_template_name":"order_update","message_template_language":"en_US","previous_category":"UTILITY","new_category":"MARKETING"}},
+                 {"field":"message_template_status_update","value":{"event":"REINSTATED","message_template_id":1234567}},
+                 {"field":"message_template_status_update","value":{"event":"PAUSED"}}]}"#,
+        );
+        let p = parse(&body, 0);
+        assert_eq!(p.templates, 5);
+        assert_eq!(p.unhandled, 1, "no template id");
+        let ev = &p.template_events;
+        assert!(
+            ev.iter()
+                .all(|e| e.obs.id == "1234567" && e.obs.waba_id == "5")
+        );
+        assert!(ev.iter().all(|e| e.event_time == 30));
+        assert_eq!(ev[0].obs.status.as_deref(), Some("PAUSED"));
+        assert_eq!(ev[0].title.as_deref(), Some("SECOND_PAUSE"));
+        assert_eq!(ev[0].obs.name.as_deref(), Some("order_update"));
+        assert_eq!(
+            ev[0].obs.quality, None,
+            "never overwritten by a status event"
+        );
+        assert_eq!(
+            ev[0].detail.as_deref(),
+            Some("Paused for 6 hours due to low quality")
+        );
+        assert_eq!(ev[1].obs.status.as_deref(), Some("DISABLED"));
+        assert_eq!(
+            ev[1].detail.as_deref(),
+            Some("disabled on 2027-01-15T08:00:00.000Z")
+        );
+        assert_eq!(ev[2].obs.quality.as_deref(), Some("RED"));
+        assert_eq!(ev[2].obs.status, None);
+        assert_eq!(ev[3].obs.category.as_deref(), Some("MARKETING"));
+        assert_eq!(ev[4].obs.status.as_deref(), Some("APPROVED"));
     }
 
     #[test]

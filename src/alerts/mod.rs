@@ -122,7 +122,9 @@ pub fn plan(changes: &[Change], open: &OpenAlerts, policy: AlertPolicy, now: &st
             (Severity::Resolved, None) => None,
         };
         let Some(send) = send else { continue };
-        if send != Severity::Resolved {
+        // A one-off notice (`Topic::is_event`) is sent but not kept open: nothing would ever
+        // resolve it, and it would be reminded of forever.
+        if send != Severity::Resolved && !topic.is_event() {
             let state_severity = if send == Severity::Improving {
                 Severity::Warning
             } else {

@@ -426,7 +426,8 @@ mod tests {
     #[test]
     fn template_changes_follow_their_own_table() {
         use crate::model::template_field as tf;
-        let table: &[(&str, Option<&str>, &str, Option<(Topic, Severity)>)] = &[
+        type Row<'a> = (&'a str, Option<&'a str>, &'a str, Option<(Topic, Severity)>);
+        let table: &[Row<'_>] = &[
             (
                 tf::STATUS,
                 Some("APPROVED"),

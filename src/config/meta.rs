@@ -291,7 +291,7 @@ pub(super) fn validate_meta(
             0.5
         }
     };
-    let templates = raw.templates.map_or(true, Spanned::into_inner);
+    let templates = raw.templates.is_none_or(Spanned::into_inner);
     let templates_every = int_key(
         raw.templates_every,
         &k("templates_every"),

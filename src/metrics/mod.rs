@@ -71,6 +71,38 @@ pub struct WabaLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateStatusLabels {
+    pub waba_id: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateQualityLabels {
+    pub waba_id: String,
+    pub score: String,
+}
+
+/// One unhealthy template (only those have a series: 10,000 healthy templates cost none).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateLabels {
+    pub waba_id: String,
+    pub template_id: String,
+    pub template: String,
+    pub language: String,
+    pub status: String,
+    pub score: String,
+    pub category: String,
+}
+
+/// The template series last set, so a sync removes the ones that no longer apply.
+#[derive(Debug, Default)]
+struct TemplateSeries {
+    by_status: std::collections::HashSet<TemplateStatusLabels>,
+    by_quality: std::collections::HashSet<TemplateQualityLabels>,
+    unhealthy: std::collections::HashSet<TemplateLabels>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppUsageLabels {
     pub source: String,
     pub metric: String,
@@ -132,6 +164,13 @@ pub struct Metrics {
     pub webhook_last_event: FloatGauge,
     /// With `[webhooks] app_id`: 1 while the app is subscribed to the WABA, 0 when not.
     pub webhook_subscribed: Family<WabaLabels, Gauge>,
+    /// Present templates per WABA and status.
+    pub templates: Family<TemplateStatusLabels, Gauge>,
+    /// Present templates per WABA and quality score.
+    pub templates_quality: Family<TemplateQualityLabels, Gauge>,
+    /// 1 per template that is not APPROVED with a GREEN/UNKNOWN score.
+    pub template_unhealthy: Family<TemplateLabels, Gauge>,
+    template_series: std::sync::Mutex<TemplateSeries>,
     targets: RwLock<TargetSeries>,
 }
 
@@ -184,6 +223,10 @@ impl Metrics {
             webhook_events: Family::default(),
             webhook_last_event: FloatGauge::default(),
             webhook_subscribed: Family::default(),
+            templates: Family::default(),
+            templates_quality: Family::default(),
+            template_unhealthy: Family::default(),
+            template_series: std::sync::Mutex::new(TemplateSeries::default()),
             targets: RwLock::new(TargetSeries::default()),
             registry: Registry::default(),
         };
@@ -317,6 +360,21 @@ impl Metrics {
             "With [webhooks] app_id: 1 while GET /{waba}/subscribed_apps lists the app, 0 when it does not (checked hourly)",
             m.webhook_subscribed.clone(),
         );
+        registry.register(
+            "templates",
+            "Message templates of the WABA (present in its listing), by status",
+            m.templates.clone(),
+        );
+        registry.register(
+            "templates_quality",
+            "Message templates of the WABA (present in its listing), by quality_score.score (UNKNOWN when Meta gives none)",
+            m.templates_quality.clone(),
+        );
+        registry.register(
+            "template_unhealthy",
+            "1 for each template that is not APPROVED with a GREEN or UNKNOWN score (paused, disabled, rejected, flagged, yellow, red...); healthy templates have no series",
+            m.template_unhealthy.clone(),
+        );
         m.config_reload_ok.set(1);
         Metrics { registry, ..m }
     }
@@ -353,6 +411,54 @@ impl Metrics {
         if let Ok(mut t) = self.targets.write() {
             t.sync(entries);
         }
+    }
+
+    /// Sets the template series from the store's figures, removing the ones that no longer
+    /// apply (a template recovered, a WABA without templates of a status any more).
+    pub fn sync_templates(&self, t: &crate::store::templates::TemplateMetrics) {
+        let Ok(mut last) = self.template_series.lock() else {
+            return;
+        };
+        let mut next = TemplateSeries::default();
+        for (waba_id, status, n) in &t.by_status {
+            let l = TemplateStatusLabels {
+                waba_id: waba_id.clone(),
+                status: status.clone(),
+            };
+            self.templates.get_or_create(&l).set(*n);
+            next.by_status.insert(l);
+        }
+        for (waba_id, score, n) in &t.by_quality {
+            let l = TemplateQualityLabels {
+                waba_id: waba_id.clone(),
+                score: score.clone(),
+            };
+            self.templates_quality.get_or_create(&l).set(*n);
+            next.by_quality.insert(l);
+        }
+        for r in &t.unhealthy {
+            let l = TemplateLabels {
+                waba_id: r.waba_id.clone(),
+                template_id: r.id.clone(),
+                template: r.name.clone().unwrap_or_default(),
+                language: r.language.clone().unwrap_or_default(),
+                status: r.status.clone().unwrap_or_else(|| "UNKNOWN".into()),
+                score: r.quality.clone().unwrap_or_else(|| "UNKNOWN".into()),
+                category: r.category.clone().unwrap_or_default(),
+            };
+            self.template_unhealthy.get_or_create(&l).set(1);
+            next.unhealthy.insert(l);
+        }
+        for l in last.by_status.difference(&next.by_status) {
+            self.templates.remove(l);
+        }
+        for l in last.by_quality.difference(&next.by_quality) {
+            self.templates_quality.remove(l);
+        }
+        for l in last.unhealthy.difference(&next.unhealthy) {
+            self.template_unhealthy.remove(l);
+        }
+        *last = next;
     }
 
     /// How many targets have series (for tests and the benchmark).

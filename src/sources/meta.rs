@@ -457,7 +457,8 @@ impl MetaSource {
         let calls_before = self.client.counters().calls.load(Ordering::Relaxed);
         let requests_before = self.client.counters().requests.load(Ordering::Relaxed);
         let n = self.memory.polls.fetch_add(1, Ordering::Relaxed);
-        let templates = self.cfg.templates && n % u64::from(self.cfg.templates_every.max(1)) == 0;
+        let templates =
+            self.cfg.templates && n.is_multiple_of(u64::from(self.cfg.templates_every.max(1)));
         self.fetch(&businesses, &wabas, &phones, templates, now, &mut out)
             .await;
         if let Some(app_id) = &self.app_id {

@@ -284,3 +284,71 @@ pub async fn pauses_before_in(tx: &mut Tx<'_>, template_id: &str) -> Result<i64,
     .fetch_one(&mut **tx)
     .await?)
 }
+
+/// What `/metrics` shows of templates: counts per WABA, and the templates that are not
+/// healthy (not APPROVED, or scored YELLOW/RED), one series each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TemplateMetrics {
+    /// (waba_id, status, templates), present templates only.
+    pub by_status: Vec<(String, String, i64)>,
+    /// (waba_id, score, templates); no score is counted as `UNKNOWN`.
+    pub by_quality: Vec<(String, String, i64)>,
+    pub unhealthy: Vec<TemplateRow>,
+}
+
+/// The unhealthy-template filter, in SQL (see `TemplateObservation::is_healthy`).
+macro_rules! unhealthy {
+    () => {
+        "present = 1 AND (COALESCE(status, 'APPROVED') <> 'APPROVED' \
+         OR COALESCE(quality, 'GREEN') NOT IN ('GREEN', 'UNKNOWN'))"
+    };
+}
+
+impl super::Store {
+    /// The template figures for `/metrics`.
+    pub async fn template_metrics(&self) -> Result<TemplateMetrics, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        let by_status = sqlx::query_as(
+            "SELECT waba_id, COALESCE(status, 'UNKNOWN'), COUNT(*) FROM templates \
+             WHERE present = 1 GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let by_quality = sqlx::query_as(
+            "SELECT waba_id, COALESCE(quality, 'UNKNOWN'), COUNT(*) FROM templates \
+             WHERE present = 1 GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let unhealthy = sqlx::query_as(concat!(
+            "SELECT * FROM templates WHERE ",
+            unhealthy!(),
+            " ORDER BY waba_id, name, language, id"
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(TemplateMetrics {
+            by_status,
+            by_quality,
+            unhealthy,
+        })
+    }
+
+    /// Templates, of one WABA or all, present ones first; `problems_only` keeps the unhealthy
+    /// ones (`status` and the status API).
+    pub async fn templates(
+        &self,
+        waba_id: Option<&str>,
+        problems_only: bool,
+    ) -> Result<Vec<TemplateRow>, StoreError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT * FROM templates WHERE (?1 IS NULL OR waba_id = ?1) AND (?2 = 0 OR (",
+            unhealthy!(),
+            ")) ORDER BY present DESC, waba_id, name, language, id"
+        ))
+        .bind(waba_id)
+        .bind(problems_only)
+        .fetch_all(self.read_pool())
+        .await?)
+    }
+}

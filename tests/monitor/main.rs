@@ -17,6 +17,7 @@ mod quota;
 mod reload;
 mod service;
 mod smtp;
+mod templates;
 mod tidy;
 mod trust;
 mod webhook_events;

@@ -53,6 +53,10 @@ pub enum Command {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// List every message template (name, language, status, quality, category) instead
+        /// of the numbers and WABAs.
+        #[arg(long)]
+        templates: bool,
     },
     /// Show recorded changes, newest first.
     History {
@@ -125,7 +129,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Run => cmd_run(&cli.config).await,
         Command::CheckConfig => cmd_check_config(&cli.config),
         Command::PollOnce { json } => cmd_poll_once(&cli.config, json).await,
-        Command::Status { json } => cmd_status(&cli.config, json).await,
+        Command::Status { json, templates } => cmd_status(&cli.config, json, templates).await,
         Command::History {
             id,
             since,
@@ -258,6 +262,20 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             est.requests_per_cycle,
             est.calls_per_cycle * est.cycles_per_hour
         );
+        if m.templates {
+            let every = match m.templates_every {
+                1 => "every cycle".to_owned(),
+                n => format!(
+                    "every {n} cycles (at most {} times an hour)",
+                    est.cycles_per_hour.div_ceil(u64::from(n))
+                ),
+            };
+            outln!(
+                "    templates: read {every}, inside each WABA's read (its first 100 templates cost no extra call; each further page of 100 is 1 call charged to the WABA, through the quota governor)"
+            );
+        } else {
+            outln!("    templates: not read (templates = false)");
+        }
         let quota_note = if u64::from(m.quota_per_waba_hour) == META_QUOTA_PER_WABA_HOUR {
             ", Meta's default"
         } else {
@@ -580,12 +598,27 @@ async fn open_existing_store(path: &std::path::Path) -> Result<(Config, Store), 
     }
 }
 
-async fn cmd_status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+async fn cmd_status(
+    path: &std::path::Path,
+    json: bool,
+    templates: bool,
+) -> anyhow::Result<ExitCode> {
     let (cfg, store) = match open_existing_store(path).await {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
+    if templates {
+        let all = store.templates(None, false).await?;
+        store.close().await;
+        if json {
+            outln!("{}", serde_json::to_string_pretty(&all)?);
+        } else {
+            print_templates(&all);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let entries = store.status_with(true, cfg.daemon.stale_after).await?;
+    let problems = store.templates(None, true).await?;
     store.close().await;
     if json {
         outln!("{}", serde_json::to_string_pretty(&entries)?);
@@ -631,7 +664,43 @@ async fn cmd_status(path: &std::path::Path, json: bool) -> anyhow::Result<ExitCo
             e.last_changed_at
         );
     }
+    if !problems.is_empty() {
+        outln!("");
+        outln!(
+            "Templates that stop sends or are at risk ({}; `status --templates` lists them all):",
+            problems.len()
+        );
+        print_templates(&problems);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The template table of `status`.
+fn print_templates(rows: &[crate::store::templates::TemplateRow]) {
+    outln!(
+        "{:<17} {:<17} {:<28} {:<8} {:<15} {:<8} {:<15} LAST CHANGE",
+        "WABA",
+        "TEMPLATE ID",
+        "NAME",
+        "LANG",
+        "STATUS",
+        "QUALITY",
+        "CATEGORY"
+    );
+    for t in rows {
+        outln!(
+            "{:<17} {:<17} {:<28} {:<8} {:<15} {:<8} {:<15} {}{}",
+            t.waba_id,
+            t.id,
+            truncate(t.name.as_deref().unwrap_or("-"), 28),
+            t.language.as_deref().unwrap_or("-"),
+            t.status.as_deref().unwrap_or("-"),
+            t.quality.as_deref().unwrap_or("-"),
+            t.category.as_deref().unwrap_or("-"),
+            t.last_changed_at,
+            if t.present { "" } else { " (deleted)" }
+        );
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {

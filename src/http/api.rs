@@ -341,11 +341,31 @@ async fn find(s: &AppState, id: &str) -> Result<StatusEntry, Response> {
     }
 }
 
+/// `GET /api/accounts/{id}`: the number, and the templates of its WABA that are not
+/// healthy (`template_problems`: paused, disabled, rejected, flagged, yellow, red...), since a
+/// number in good health sends nothing through a paused template.
 async fn one(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
-    match find(&s, &id).await {
-        Ok(e) => success_of(account(&e)),
-        Err(r) => r,
+    #[derive(Serialize)]
+    struct WithTemplates<'a> {
+        #[serde(flatten)]
+        account: Account<'a>,
+        template_problems: Vec<crate::store::templates::TemplateRow>,
     }
+    let e = match find(&s, &id).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let template_problems = match e.waba_id.as_deref() {
+        Some(waba) => match s.store.templates(Some(waba), true).await {
+            Ok(t) => t,
+            Err(err) => return store_error(&err, "the templates"),
+        },
+        None => Vec::new(),
+    };
+    success_of(WithTemplates {
+        account: account(&e),
+        template_problems,
+    })
 }
 
 /// `GET /api/accounts/{id}/history[?limit=N&offset=M]`: its changes, newest first, paged

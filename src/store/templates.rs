@@ -18,7 +18,7 @@ use crate::sources::SourcePoll;
 /// Templates read from the database per statement while a poll is merged.
 const CHUNK: usize = 500;
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct TemplateRow {
     pub id: String,
     pub source: String,

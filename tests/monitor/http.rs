@@ -201,8 +201,11 @@ async fn health_endpoints_report_alive_and_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_api_speaks_the_accounts_shape_and_its_codes() {
     let app = TestApp::spawn(one_waba(2), &format!("wabas = [\"{WABA1}\"]")).await;
-    app.sim
-        .with_state(|s| s.phone_mut(P1).status = Some("BANNED".into()));
+    app.sim.with_state(|s| {
+        s.phone_mut(P1).status = Some("BANNED".into());
+        s.add_templates(WABA1, 2);
+        s.template_mut("800000000000001").status = "PAUSED".into();
+    });
     let d = Running::start(&app).await;
 
     let (code, body) = d.get("/api/accounts", None).await;
@@ -222,6 +225,14 @@ async fn the_status_api_speaks_the_accounts_shape_and_its_codes() {
     assert_eq!(a["meta_status"], "BANNED");
     assert_eq!(a["quality_rating"], "GREEN");
     assert!(a["messaging_limit"].is_string());
+    // The WABA's paused template is shown with the number; its healthy one is not.
+    let problems = a["template_problems"]
+        .as_array()
+        .expect("template_problems");
+    assert_eq!(problems.len(), 1, "{a}");
+    assert_eq!(problems[0]["status"], "PAUSED");
+    assert_eq!(problems[0]["name"], "template_0");
+    assert_eq!(problems[0]["language"], "en_US");
 
     let (code, body) = d.get(&format!("/api/accounts/{P1}/history"), None).await;
     assert_eq!(code, 200);

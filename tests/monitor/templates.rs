@@ -348,3 +348,45 @@ fn asks_templates(r: &waba_monitor::sim::RecordedRequest) -> bool {
             .iter()
             .any(|u| u.contains("message_templates"))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_template_problems_and_status_templates_lists_them_all() {
+    let mut state = fleet(3);
+    state.template_mut(T1).status = "PAUSED".into();
+    state.template_mut("800000000000002").quality = Some("YELLOW".into());
+    let app = TestApp::spawn(state, &format!("wabas = [\"{WABA1}\"]")).await;
+    app.poll().await;
+
+    let out = app.cli(&["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let section = text
+        .split("Templates that stop sends or are at risk (2;")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no template section:\n{text}"));
+    assert!(section.contains(T1) && section.contains("PAUSED"), "{text}");
+    assert!(section.contains("YELLOW"), "{text}");
+    assert!(!section.contains("800000000000003"), "healthy: {text}");
+
+    let out = app.cli(&["status", "--templates", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let all = v.as_array().expect("array");
+    assert_eq!(all.len(), 3);
+    for key in [
+        "id", "waba_id", "name", "language", "status", "quality", "category", "present",
+    ] {
+        assert!(all[0].get(key).is_some(), "{key} missing: {}", all[0]);
+    }
+
+    let out = app.cli(&["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("templates: read every cycle, inside each WABA's read"),
+        "{text}"
+    );
+}

@@ -1,8 +1,8 @@
 -- Message templates of the monitored WABAs (issue 14): the latest state of each, as the last
 -- poll or template webhook gave it. Tracked fields (status, quality_score, category, presence)
 -- write history rows with kind = 'template' when they change; name and language describe it.
--- `state_time` (unix seconds) is when that state was true: a poll's time, or a webhook's
--- `entry[].time`; a webhook older than it never moves the state backwards.
+-- `state_time` (unix seconds) is when that state began to be known: the poll that last changed
+-- it, or a webhook's `entry[].time`; a webhook older than it never moves the state backwards.
 CREATE TABLE templates (
     id                TEXT PRIMARY KEY NOT NULL,
     source            TEXT NOT NULL,

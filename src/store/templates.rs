@@ -7,7 +7,8 @@
 //! `kind = "template"`) when they change; name, language and the rest describe the template.
 //! An unchanged poll writes no history. A template listing that failed part-way changes
 //! nothing it did not read, and never marks a template gone. A webhook older than the state
-//! already known (`state_time`) never moves it backwards.
+//! already known (`state_time`: when a poll last changed it, or the newest applied webhook's
+//! event time) never moves it backwards.
 
 use std::collections::HashMap;
 
@@ -171,7 +172,12 @@ pub(super) async fn apply_polled_in(
             let found = row.merge(obs, now);
             row.source.clone_from(&poll.source);
             if is_new || row != before {
-                row.state_time = now_unix;
+                // The time of the state is when a poll last *changed* it: an unchanged read
+                // does not push it forward, so a webhook about a change Meta's API did not
+                // show yet (its event older than this read) still applies.
+                if is_new || !found.is_empty() {
+                    row.state_time = now_unix;
+                }
                 row.last_polled_at = now.to_owned();
                 upsert(tx, &row).await?;
             } else {
@@ -183,11 +189,9 @@ pub(super) async fn apply_polled_in(
     // Read but unchanged: one statement per chunk, not one per template.
     for chunk in touched.chunks(CHUNK) {
         sqlx::query(
-            "UPDATE templates SET last_polled_at = ?1, state_time = ?2 \
-             WHERE id IN (SELECT value FROM json_each(?3))",
+            "UPDATE templates SET last_polled_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
         )
         .bind(now)
-        .bind(now_unix)
         .bind(json_list(chunk.iter().copied()))
         .execute(&mut **tx)
         .await?;

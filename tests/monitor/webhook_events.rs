@@ -477,3 +477,77 @@ async fn offboarding_partner_removal_and_a_lowered_business_limit_are_alerted_wi
     assert!(text.contains("ACCOUNT_RECONNECTED"), "{text}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_template_paused_by_webhook_is_emailed_at_once_and_an_older_event_changes_nothing() {
+    const T1: &str = "800000000000001";
+    let smtp = SmtpSink::start().await;
+    let app = Hooks::app(&smtp).await;
+    app.sim.with_state(|s| s.add_templates(WABA1, 2));
+    let h = Hooks::start_app(app, smtp).await;
+    assert_eq!(
+        h.history(T1, "status").await,
+        vec![(None, Some("APPROVED".to_owned()))],
+        "the first cycle read the templates"
+    );
+    // Meta pauses it (its API says so too, for the confirming poll).
+    h.app
+        .sim
+        .with_state(|s| s.template_mut(T1).status = "PAUSED".into());
+    let now = chrono::Utc::now().timestamp();
+    let template = r#""message_template_id":800000000000001,"message_template_name":"template_0","message_template_language":"en_US""#;
+    let before = h.smtp.messages().len();
+    let t0 = std::time::Instant::now();
+    h.post(&envelope(
+        now,
+        "message_template_status_update",
+        &format!(
+            r#"{{"event":"PAUSED",{template},"reason":null,"other_info":{{"title":"FIRST_PAUSE","description":"Paused for 3 hours due to low quality"}}}}"#
+        ),
+    ))
+    .await;
+    let mails = h.smtp.wait_for(before + 1, Duration::from_secs(2)).await;
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    let text = mails[before].body();
+    assert!(
+        text.contains("template template_0 (en_US): status APPROVED → PAUSED"),
+        "{text}"
+    );
+    assert!(text.contains("first pause"), "{text}");
+    assert!(
+        text.contains("Paused for 3 hours due to low quality"),
+        "{text}"
+    );
+
+    // Delivered late: an approval from before the pause.
+    h.post(&envelope(
+        now - 600,
+        "message_template_status_update",
+        &format!(r#"{{"event":"APPROVED",{template},"reason":null}}"#),
+    ))
+    .await;
+    // And the quality drop, newer.
+    h.app
+        .sim
+        .with_state(|s| s.template_mut(T1).quality = Some("RED".into()));
+    h.post(&envelope(
+        now + 1,
+        "message_template_quality_update",
+        &format!(r#"{{"previous_quality_score":"GREEN","new_quality_score":"RED",{template}}}"#),
+    ))
+    .await;
+    let mails = h.smtp.wait_for(before + 2, Duration::from_secs(3)).await;
+    let text = mails[before + 1].body();
+    assert!(text.contains("CRITICAL"), "{text}");
+    assert!(text.contains("quality GREEN → RED"), "{text}");
+    h.settled().await;
+    assert_eq!(
+        h.history(T1, "status").await,
+        vec![
+            (None, Some("APPROVED".to_owned())),
+            (Some("APPROVED".to_owned()), Some("PAUSED".to_owned())),
+        ],
+        "the late approval moved nothing back"
+    );
+    h.stop().await;
+}

@@ -16,6 +16,10 @@ CREATE TABLE templates (
     previous_category TEXT,
     present           INTEGER NOT NULL DEFAULT 1,
     state_time        INTEGER NOT NULL,
+    -- A fingerprint of the last poll observation merged into the row (NULL after a webhook
+    -- changed it): a poll whose observation has the same fingerprint changes nothing, so an
+    -- unchanged fleet is compared without reading its rows.
+    obs_hash          INTEGER,
     first_seen_at     TEXT NOT NULL,
     last_polled_at    TEXT NOT NULL,
     last_changed_at   TEXT NOT NULL

@@ -307,7 +307,7 @@ pub struct WabaObservation {
 }
 
 /// What one poll (or a template webhook) saw of a message template.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TemplateObservation {
     /// Meta's template id.
     pub id: String,

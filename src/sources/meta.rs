@@ -182,7 +182,14 @@ struct Seen {
     phones: HashSet<String>,
     /// This poll reads templates (the WABA reads expand them).
     templates: bool,
+    /// WABAs whose template listing goes on past the page that came with the WABA: that
+    /// page's `paging` (its data already read), followed after all WABAs are read,
+    /// concurrently.
+    template_tails: Vec<(String, Value)>,
 }
+
+/// An edge read to its end (or not) for one object: its id, the items, and whether complete.
+type EdgeRead = (String, Vec<Value>, Result<(), GraphError>);
 
 /// Where a failed read goes: held back by the governor is *deferred* (not a failure, no pause,
 /// the target keeps its state); anything else is a failure of the target.
@@ -548,6 +555,37 @@ impl MetaSource {
             }
         }
 
+        // Template listings longer than the page that came with their WABA.
+        let tails = std::mem::take(&mut seen.template_tails);
+        let mut reads: Vec<BoxFuture<'_, EdgeRead>> = Vec::with_capacity(tails.len());
+        for (waba, page) in tails {
+            reads.push(Box::pin(async move {
+                let (items, res) = self.collect_edge(Some(page), &waba, now).await;
+                (waba, items, res)
+            }));
+        }
+        let tails: Vec<EdgeRead> = futures_util::stream::iter(reads)
+            .buffer_unordered(self.client.concurrency().max(1))
+            .collect()
+            .await;
+        for (waba, items, res) in tails {
+            out.templates.extend(
+                items
+                    .iter()
+                    .filter_map(|t| parse::template(t, &waba, &mut an)),
+            );
+            match res {
+                Ok(()) => {
+                    out.complete_template_wabas.insert(waba);
+                }
+                Err(error) => out.template_failures.push(TargetFailure {
+                    kind: ObjectKind::Waba,
+                    id: waba,
+                    error,
+                }),
+            }
+        }
+
         // 3. Configured single numbers not already seen under a WABA.
         let phones: Vec<NodeRequest> = phones_to_read
             .iter()
@@ -746,21 +784,30 @@ impl MetaSource {
         }
         if seen.templates {
             // The first page came with the WABA (Meta leaves the edge out when there is none);
-            // further pages cost one call each, charged to the WABA.
-            let (items, res) = self
-                .collect_edge(node.get_mut(TEMPLATES_EDGE).map(Value::take), &w.id, now)
-                .await;
-            out.templates
-                .extend(items.iter().filter_map(|t| parse::template(t, &w.id, an)));
-            match res {
-                Ok(()) => {
+            // further pages are fetched once every WABA is read, concurrently, one call each
+            // charged to the WABA.
+            match node.get_mut(TEMPLATES_EDGE).map(Value::take) {
+                None => {
                     out.complete_template_wabas.insert(w.id.clone());
                 }
-                Err(error) => out.template_failures.push(TargetFailure {
-                    kind: ObjectKind::Waba,
-                    id: w.id.clone(),
-                    error,
-                }),
+                Some(mut page) => match page.get_mut("data").map(Value::take) {
+                    Some(Value::Array(items)) => {
+                        out.templates
+                            .extend(items.iter().filter_map(|t| parse::template(t, &w.id, an)));
+                        let more = page.get("paging").and_then(|p| p.get("next")).is_some();
+                        if more {
+                            page["data"] = Value::Array(Vec::new());
+                            seen.template_tails.push((w.id.clone(), page));
+                        } else {
+                            out.complete_template_wabas.insert(w.id.clone());
+                        }
+                    }
+                    _ => out.template_failures.push(TargetFailure {
+                        kind: ObjectKind::Waba,
+                        id: w.id.clone(),
+                        error: GraphError::Malformed("edge page without a data array".into()),
+                    }),
+                },
             }
         }
         out.wabas.push(w);

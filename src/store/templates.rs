@@ -5,7 +5,9 @@
 //! Tracked fields — `status`, `quality_score`, `category`, and `presence` when a template
 //! leaves or comes back to its WABA's complete listing — yield a [`Change`] (and a history row,
 //! `kind = "template"`) when they change; name, language and the rest describe the template.
-//! An unchanged poll writes no history. A template listing that failed part-way changes
+//! An unchanged poll writes no history and no row: each row keeps a fingerprint of the last
+//! observation merged into it, and a poll's templates are compared by fingerprint, the whole
+//! fleet in one statement; only those that differ are read and merged. A template listing that failed part-way changes
 //! nothing it did not read, and never marks a template gone. A webhook older than the state
 //! already known (`state_time`: when a poll last changed it, or the newest applied webhook's
 //! event time) never moves it backwards.
@@ -17,7 +19,7 @@ use crate::model::{Change, TargetKind, TemplateObservation, field, template_fiel
 use crate::sources::SourcePoll;
 
 /// Templates read from the database per statement while a poll is merged.
-const CHUNK: usize = 500;
+const CHUNK: usize = 2_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct TemplateRow {
@@ -33,7 +35,9 @@ pub struct TemplateRow {
     pub previous_category: Option<String>,
     pub present: bool,
     pub state_time: i64,
+    pub obs_hash: Option<i64>,
     pub first_seen_at: String,
+    /// The last poll that wrote the row (first saw it, or changed it).
     pub last_polled_at: String,
     pub last_changed_at: String,
 }
@@ -53,6 +57,7 @@ impl TemplateRow {
             previous_category: None,
             present: true,
             state_time,
+            obs_hash: None,
             first_seen_at: now.to_owned(),
             last_polled_at: now.to_owned(),
             last_changed_at: now.to_owned(),
@@ -111,6 +116,35 @@ impl TemplateRow {
     }
 }
 
+/// FNV-1a (64 bits) of what a poll observed of a template, and the source that observed it:
+/// stable across runs and versions (it is stored).
+fn fingerprint(source: &str, t: &TemplateObservation) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |s: Option<&str>| {
+        // A field boundary, and `None` distinct from `Some("")`.
+        for b in s.map_or(&[0xff_u8][..], str::as_bytes) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0x1f;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    for f in [
+        Some(source),
+        Some(t.waba_id.as_str()),
+        t.name.as_deref(),
+        t.language.as_deref(),
+        t.status.as_deref(),
+        t.quality.as_deref(),
+        t.category.as_deref(),
+        t.rejected_reason.as_deref(),
+        t.previous_category.as_deref(),
+    ] {
+        eat(f);
+    }
+    h as i64
+}
+
 fn json_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
     serde_json::to_string(&items.collect::<Vec<_>>()).unwrap_or_else(|_| "[]".to_owned())
 }
@@ -119,8 +153,8 @@ async fn upsert(tx: &mut Tx<'_>, r: &TemplateRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT OR REPLACE INTO templates (id, source, waba_id, name, language, status, quality, \
          category, rejected_reason, previous_category, present, state_time, first_seen_at, \
-         last_polled_at, last_changed_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         last_polled_at, last_changed_at, obs_hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )
     .bind(&r.id)
     .bind(&r.source)
@@ -137,6 +171,7 @@ async fn upsert(tx: &mut Tx<'_>, r: &TemplateRow) -> Result<(), sqlx::Error> {
     .bind(&r.first_seen_at)
     .bind(&r.last_polled_at)
     .bind(&r.last_changed_at)
+    .bind(r.obs_hash)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -151,50 +186,64 @@ pub(super) async fn apply_polled_in(
     now: &str,
     now_unix: i64,
 ) -> Result<Vec<Change>, StoreError> {
+    // An unchanged template is not written at all (a fleet's 20,000 templates would otherwise
+    // rewrite 20,000 rows every cycle): `last_polled_at` is the last poll that wrote it.
     let mut changes = Vec::new();
-    let mut touched: Vec<&str> = Vec::new();
-    for chunk in poll.templates.chunks(CHUNK) {
+    // The fingerprints of the last observations merged, for the WABAs read, in one string
+    // (one row crosses from SQLite, not one per template): a template whose observation has
+    // the same fingerprint is unchanged and costs nothing more.
+    let wabas: std::collections::BTreeSet<&str> =
+        poll.templates.iter().map(|t| t.waba_id.as_str()).collect();
+    let known: Option<String> = sqlx::query_scalar(
+        "SELECT group_concat(id || ' ' || obs_hash, ' ') FROM templates \
+         WHERE present = 1 AND obs_hash IS NOT NULL \
+         AND waba_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json_list(wabas.iter().copied()))
+    .fetch_one(&mut **tx)
+    .await?;
+    let known: HashMap<&str, i64> = known
+        .as_deref()
+        .unwrap_or("")
+        .split(' ')
+        .collect::<Vec<_>>()
+        .chunks_exact(2)
+        .filter_map(|p| Some((p[0], p[1].parse().ok()?)))
+        .collect();
+    let differing: Vec<(&TemplateObservation, i64)> = poll
+        .templates
+        .iter()
+        .map(|t| (t, fingerprint(&poll.source, t)))
+        .filter(|(t, h)| known.get(t.id.as_str()) != Some(h))
+        .collect();
+    for chunk in differing.chunks(CHUNK) {
         let mut rows: HashMap<String, TemplateRow> = sqlx::query_as::<_, TemplateRow>(
             "SELECT * FROM templates WHERE id IN (SELECT value FROM json_each(?1))",
         )
-        .bind(json_list(chunk.iter().map(|t| t.id.as_str())))
+        .bind(json_list(chunk.iter().map(|(t, _)| t.id.as_str())))
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
         .map(|r| (r.id.clone(), r))
         .collect();
-        for obs in chunk {
+        for (obs, hash) in chunk {
             let existing = rows.remove(&obs.id);
             let is_new = existing.is_none();
             let mut row =
                 existing.unwrap_or_else(|| TemplateRow::new(obs, &poll.source, now, now_unix));
-            let before = row.clone();
             let found = row.merge(obs, now);
             row.source.clone_from(&poll.source);
-            if is_new || row != before {
-                // The time of the state is when a poll last *changed* it: an unchanged read
-                // does not push it forward, so a webhook about a change Meta's API did not
-                // show yet (its event older than this read) still applies.
-                if is_new || !found.is_empty() {
-                    row.state_time = now_unix;
-                }
-                row.last_polled_at = now.to_owned();
-                upsert(tx, &row).await?;
-            } else {
-                touched.push(obs.id.as_str());
+            // The time of the state is when a poll last *changed* it: an unchanged read does
+            // not push it forward, so a webhook about a change Meta's API did not show yet
+            // (its event older than this read) still applies.
+            if is_new || !found.is_empty() {
+                row.state_time = now_unix;
             }
+            row.obs_hash = Some(*hash);
+            row.last_polled_at = now.to_owned();
+            upsert(tx, &row).await?;
             changes.extend(found);
         }
-    }
-    // Read but unchanged: one statement per chunk, not one per template.
-    for chunk in touched.chunks(CHUNK) {
-        sqlx::query(
-            "UPDATE templates SET last_polled_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(now)
-        .bind(json_list(chunk.iter().copied()))
-        .execute(&mut **tx)
-        .await?;
     }
     // Gone from a listing read to its end.
     if !poll.complete_template_wabas.is_empty() {
@@ -249,6 +298,8 @@ pub async fn apply_event_in(
     let mut row = existing.unwrap_or_else(|| TemplateRow::new(obs, "webhook", now, event_time));
     let mut changes = row.merge(obs, now);
     row.state_time = event_time;
+    // The next poll compares its observation with the row again, field by field.
+    row.obs_hash = None;
     upsert(tx, &row).await?;
     for c in &mut changes {
         if c.old.is_some() {

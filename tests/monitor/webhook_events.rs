@@ -551,3 +551,36 @@ async fn a_template_paused_by_webhook_is_emailed_at_once_and_an_older_event_chan
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn the_confirming_poll_overrules_a_template_webhook_meta_s_api_does_not_bear_out() {
+    const T1: &str = "800000000000001";
+    let smtp = SmtpSink::start().await;
+    let app = Hooks::app(&smtp).await;
+    app.sim.with_state(|s| s.add_templates(WABA1, 1));
+    let h = Hooks::start_app(app, smtp).await;
+    // A pause is pushed, but Meta's API (the simulator) still says APPROVED: the poll the
+    // webhook triggers reads it, and the template is APPROVED again (its alert resolved).
+    h.post(&envelope(
+        chrono::Utc::now().timestamp(),
+        "message_template_status_update",
+        r#"{"event":"PAUSED","message_template_id":800000000000001,"message_template_name":"template_0","message_template_language":"en_US","reason":null}"#,
+    ))
+    .await;
+    let mails = h.smtp.wait_for(2, Duration::from_secs(5)).await;
+    assert!(
+        mails[0].body().contains("APPROVED → PAUSED"),
+        "{}",
+        mails[0].body()
+    );
+    assert!(mails[1].body().contains("RESOLVED"), "{}", mails[1].body());
+    assert_eq!(
+        h.history(T1, "status").await,
+        vec![
+            (None, Some("APPROVED".to_owned())),
+            (Some("APPROVED".to_owned()), Some("PAUSED".to_owned())),
+            (Some("PAUSED".to_owned()), Some("APPROVED".to_owned())),
+        ]
+    );
+    h.stop().await;
+}

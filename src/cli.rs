@@ -422,6 +422,8 @@ async fn cmd_test_email(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         health_entities: None,
         template_name: None,
         template_language: None,
+        business_id: None,
+        source: None,
     };
     // Not the alert's own subject: a test must not trip filters that page on CRITICAL.
     let subject = format!(

@@ -18,10 +18,10 @@ use tokio::sync::Notify;
 use crate::alerts::{AlertPolicy, SourceHealth};
 use std::time::Duration;
 
-use crate::config::{AlertsConfig, Config, EmailConfig};
+use crate::config::{AlertsConfig, Config};
 use crate::metrics::{
-    AppUsageLabels, BusinessUsageLabels, Metrics, OutcomeLabels, ReasonLabels, SeverityLabels,
-    SourceLabels, WabaLabels,
+    AppUsageLabels, BusinessUsageLabels, Metrics, OutcomeLabels, ReasonLabels, SourceLabels,
+    WabaLabels,
 };
 use crate::retry::RetryPolicy;
 use crate::sources::finedu::FineduSource;
@@ -88,7 +88,8 @@ pub struct Poller {
     store: Store,
     sources: Vec<Source>,
     alerts: AlertsConfig,
-    email: Option<EmailConfig>,
+    /// Where alerts go: `[email]`, the routes, the escalation list.
+    routing: crate::notify::Routing,
     /// Woken after a cycle queued email, so delivery does not wait for its next tick.
     mail_wake: Arc<Notify>,
     metrics: Arc<Metrics>,
@@ -157,7 +158,7 @@ impl Poller {
             store,
             sources,
             alerts: cfg.alerts.clone(),
-            email: cfg.email.clone(),
+            routing: crate::notify::Routing::from_config(cfg),
             mail_wake,
             metrics,
             clock: Arc::new(Utc::now),
@@ -233,19 +234,11 @@ impl Poller {
     /// restrictions), with this runtime's email and alert settings; wakes delivery when it
     /// queued email. Run after deliveries and at every cycle (rows a crash left are taken then).
     pub async fn process_webhooks(&self) -> crate::webhooks::Processed {
-        match crate::webhooks::process(&self.store, self.email.as_ref(), self.policy(), Utc::now())
-            .await
+        match crate::webhooks::process(&self.store, &self.routing, self.policy(), Utc::now()).await
         {
             Ok(done) => {
-                for sev in &done.alerts {
-                    self.metrics
-                        .alerts
-                        .get_or_create(&SeverityLabels {
-                            severity: sev.clone(),
-                        })
-                        .inc();
-                }
-                if !done.alerts.is_empty() {
+                self.metrics.count_alerts(&done.alerts);
+                if done.alerts.iter().any(|a| !a.silenced) {
                     self.mail_wake.notify_one();
                 }
                 if done
@@ -306,16 +299,9 @@ impl Poller {
 
         let now = Utc::now();
         let (mut sources, alerts) = match self.record(&polled, now).await {
-            Ok((reports, severities)) => {
-                for sev in &severities {
-                    self.metrics
-                        .alerts
-                        .get_or_create(&SeverityLabels {
-                            severity: sev.clone(),
-                        })
-                        .inc();
-                }
-                (reports, severities.len())
+            Ok((reports, taken)) => {
+                self.metrics.count_alerts(&taken);
+                (reports, taken.iter().filter(|a| !a.silenced).count())
             }
             Err(e) => {
                 self.metrics.store_error("record_cycle");
@@ -459,9 +445,9 @@ impl Poller {
                 self.record_health_in(&mut tx, s.name(), &failed, now)
                     .await?;
             }
-            let severities = crate::notify::digest_in(&mut tx, self.email.as_ref(), now).await?;
+            let taken = crate::notify::digest_in(&mut tx, &self.routing, now).await?;
             tx.commit().await?;
-            Ok::<usize, crate::store::StoreError>(severities.len())
+            Ok::<usize, crate::store::StoreError>(taken.iter().filter(|a| !a.silenced).count())
         };
         match recorded.await {
             Ok(alerts) => {
@@ -508,7 +494,7 @@ impl Poller {
         &self,
         polled: &[Polled],
         now: DateTime<Utc>,
-    ) -> Result<(Vec<SourceReport>, Vec<String>), crate::store::StoreError> {
+    ) -> Result<(Vec<SourceReport>, Vec<crate::notify::Digested>), crate::store::StoreError> {
         let mut tx = self.store.begin_write().await?;
         let mut reports = Vec::with_capacity(polled.len());
         // Higher-priority sources (Meta) first, so that in this very cycle a BSP's view of a
@@ -564,9 +550,13 @@ impl Poller {
         }
         reports.extend(by_index.into_iter().flatten());
         crate::store::alerts::queue_reminders_in(&mut tx, self.alerts.repeat_interval, now).await?;
-        let severities = crate::notify::digest_in(&mut tx, self.email.as_ref(), now).await?;
+        if let Some(after) = self.alerts.escalate_after {
+            crate::store::alerts::queue_escalations_in(&mut tx, after, now).await?;
+        }
+        crate::store::alerts::queue_silence_ends_in(&mut tx, now).await?;
+        let taken = crate::notify::digest_in(&mut tx, &self.routing, now).await?;
         tx.commit().await?;
-        Ok((reports, severities))
+        Ok((reports, taken))
     }
 
     /// Counts a source's poll by its final outcome: one that read everything but could not be

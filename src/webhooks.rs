@@ -22,7 +22,6 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::alerts::AlertPolicy;
-use crate::config::EmailConfig;
 use crate::model::{Change, TargetKind, TemplateObservation, field, template_field};
 use crate::store::facts::{self, Fact};
 use crate::store::{Store, StoreError, Tx, templates};
@@ -445,8 +444,8 @@ pub struct Processed {
     pub changes: Vec<Change>,
     /// Restrictions closed because their expiry passed.
     pub expired: usize,
-    /// Severities of the alerts the digests took.
-    pub alerts: Vec<String>,
+    /// The alerts the digests took.
+    pub alerts: Vec<crate::notify::Digested>,
 }
 
 /// Serialises processing passes (the worker woken by deliveries and the cycle's pass).
@@ -456,7 +455,7 @@ static PASS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// pass costs two small reads and takes no write lock.
 pub async fn process(
     store: &Store,
-    email: Option<&EmailConfig>,
+    routing: &crate::notify::Routing,
     policy: AlertPolicy,
     now: DateTime<Utc>,
 ) -> Result<Processed, StoreError> {
@@ -509,7 +508,7 @@ pub async fn process(
             let outcome = parsed.outcome(recorded.len());
             facts::set_outcome_in(&mut tx, row.id, &outcome).await?;
             plan_in(&mut tx, &recorded, policy, &stamp).await?;
-            let severities = crate::notify::digest_in(&mut tx, email, now).await?;
+            let severities = crate::notify::digest_in(&mut tx, routing, now).await?;
             tx.commit().await?;
             tracing::info!(id = row.id, outcome = %outcome, alerts = severities.len(), "webhook delivery processed");
             if parsed.unhandled > 0 {
@@ -543,7 +542,7 @@ pub async fn process(
         }
         out.expired = recorded.len();
         plan_in(&mut tx, &recorded, policy, &stamp).await?;
-        let severities = crate::notify::digest_in(&mut tx, email, now).await?;
+        let severities = crate::notify::digest_in(&mut tx, routing, now).await?;
         tx.commit().await?;
         out.alerts.extend(severities);
         out.changes.extend(recorded.into_iter().map(|(c, _)| c));

@@ -39,6 +39,13 @@ pub fn topic_key(topic: Topic, field: &str) -> String {
 /// The open alerts `plan` needs, by (target id, topic key): the value each was about.
 pub type OpenAlerts = HashMap<(String, String), Option<String>>;
 
+/// One alert a digest took: its severity, and whether a silence kept it from being sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digested {
+    pub severity: String,
+    pub silenced: bool,
+}
+
 /// An alert to queue (a row of `alerts`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAlert {
@@ -296,6 +303,8 @@ pub fn reminder(open: &OpenAlert, now: &str) -> NewAlert {
         f.to_owned()
     } else {
         match open.topic.as_str() {
+            "quality" if open.kind == "template" => crate::model::template_field::QUALITY,
+            "template_category" => crate::model::template_field::CATEGORY,
             "quality" => crate::model::field::QUALITY_RATING,
             "status" => crate::model::field::STATUS,
             "health" => crate::model::field::HEALTH,
@@ -316,6 +325,15 @@ pub fn reminder(open: &OpenAlert, now: &str) -> NewAlert {
         new: open.value.clone(),
         previous_since: Some(open.opened_at.clone()),
         detail: Some(open.severity.clone()),
+    }
+}
+
+/// The escalation of a critical alert left open past `[alerts] escalate_after`: like a
+/// reminder, sent once, to the escalation list.
+pub fn escalation(open: &OpenAlert, now: &str) -> NewAlert {
+    NewAlert {
+        severity: "escalation".to_owned(),
+        ..reminder(open, now)
     }
 }
 

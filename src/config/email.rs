@@ -50,12 +50,15 @@ pub struct EmailConfig {
     pub timeout: Duration,
     /// A message not accepted by then is abandoned (logged, counted).
     pub max_age: Duration,
+    /// Linked from every email (`[email] dashboard_url`), e.g. the Grafana dashboard.
+    pub dashboard_url: Option<url::Url>,
 }
 
 pub(super) fn validate_email(
     section: Span,
     raw: RawEmail,
     base_dir: &Path,
+    has_routes: bool,
     p: &mut Problems<'_>,
 ) -> Option<EmailConfig> {
     let file_dir = raw.file_dir.as_ref().map(|d| base_dir.join(d.get_ref()));
@@ -170,14 +173,14 @@ pub(super) fn validate_email(
     }
     let mut to = Vec::new();
     match &raw.to {
-        Some(list) if list.get_ref().is_empty() => p.add(
+        Some(list) if list.get_ref().is_empty() && !has_routes => p.add(
             Some(list.span()),
             "email.to",
             "no recipient".into(),
             "list at least one address, e.g. to = [\"ops@example.com\"]",
         ),
         Some(_) => {}
-        None if p.has("email.to") => {}
+        None if p.has("email.to") || has_routes => {}
         None => p.add(
             Some(section.clone()),
             "email.to",
@@ -216,6 +219,23 @@ pub(super) fn validate_email(
         (Duration::from_secs(60), MAX_EMAIL_AGE),
         p,
     );
+    let dashboard_url = match &raw.dashboard_url {
+        None => None,
+        Some(u) => match url::Url::parse(u.get_ref().trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Some(url)
+            }
+            _ => {
+                p.add(
+                    Some(u.span()),
+                    "email.dashboard_url",
+                    format!("\"{}\" is not an http(s) URL", u.get_ref()),
+                    "write the full address of your dashboard, e.g. \"https://grafana.example.com/d/waba-monitor\"",
+                );
+                None
+            }
+        },
+    };
     if p.has_under("email.") {
         return None;
     }
@@ -230,6 +250,7 @@ pub(super) fn validate_email(
         to,
         timeout,
         max_age,
+        dashboard_url,
     })
 }
 

@@ -42,6 +42,7 @@ pub mod graph_versions;
 mod meta;
 mod problems;
 mod raw;
+mod routes;
 mod schedule;
 mod secret_keys;
 mod values;
@@ -54,6 +55,7 @@ pub use daemon::{DaemonConfig, LogFormat};
 pub use email::{EmailConfig, SmtpTls};
 pub use meta::{ApiVersion, MetaSourceConfig};
 pub use problems::{ConfigError, Problem};
+pub use routes::{HeartbeatConfig, MinSeverity, RouteConfig, TargetRef, WebhookFormat};
 pub use schedule::Schedule;
 pub use webhooks::{DEFAULT_WEBHOOK_LISTEN, DEFAULT_WEBHOOK_PATH, WebhooksConfig};
 
@@ -85,6 +87,10 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// `None`: no webhook receiver (`[webhooks]` absent).
     pub webhooks: Option<WebhooksConfig>,
+    /// `[[route]]`s, in the file's order.
+    pub routes: Vec<RouteConfig>,
+    /// `[heartbeat]`.
+    pub heartbeat: Option<HeartbeatConfig>,
 }
 
 impl Config {
@@ -194,9 +200,23 @@ impl Config {
         if let Some(d) = &daemon {
             check_budget(d, &meta, schedule_span.clone(), now, &mut p);
         }
+        let has_routes = !raw.routes.is_empty();
         let email = raw
             .email
-            .and_then(|e| validate_email(e.span(), e.into_inner(), base_dir, &mut p));
+            .and_then(|e| validate_email(e.span(), e.into_inner(), base_dir, has_routes, &mut p));
+        let routes =
+            routes::validate_routes(raw.routes, &meta, &bsp, |at| line_of(src, at), &mut p);
+        if routes.iter().any(|r| !r.email_to.is_empty()) && email.is_none() && !p.has("email") {
+            p.add(
+                None,
+                "email",
+                "a [[route]] has email_to but there is no [email] section to send through".into(),
+                "add [email] with smtp_host and from (its to may be empty when every target is routed)",
+            );
+        }
+        let heartbeat = raw
+            .heartbeat
+            .and_then(|h| routes::validate_heartbeat(h.get_ref().clone(), h.span(), &mut p));
         let alerts = validate_alerts(raw.alerts, &mut p);
         let webhooks = raw.webhooks.and_then(|w| {
             let listen = daemon.as_ref().map(|d| d.listen);
@@ -214,6 +234,8 @@ impl Config {
                 email,
                 alerts,
                 webhooks,
+                routes,
+                heartbeat,
             }),
             _ => Err(ConfigError {
                 path: path.to_owned(),

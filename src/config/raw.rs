@@ -22,6 +22,28 @@ pub(super) struct RawConfig {
     pub(super) email: Option<Spanned<RawEmail>>,
     pub(super) alerts: Option<RawAlerts>,
     pub(super) webhooks: Option<Spanned<RawWebhooks>>,
+    pub(super) routes: Vec<Spanned<RawRoute>>,
+    pub(super) heartbeat: Option<Spanned<RawHeartbeat>>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct RawRoute {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) businesses: Vec<Spanned<String>>,
+    pub(super) wabas: Vec<Spanned<String>>,
+    pub(super) numbers: Vec<Spanned<String>>,
+    pub(super) sources: Vec<Spanned<String>>,
+    pub(super) min_severity: Option<Spanned<String>>,
+    pub(super) email_to: Vec<Spanned<String>>,
+    pub(super) webhook_url: Option<Spanned<String>>,
+    pub(super) webhook_format: Option<Spanned<String>>,
+    pub(super) continue_: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct RawHeartbeat {
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +105,7 @@ pub(super) struct RawEmail {
     pub(super) to: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) timeout: Option<Spanned<String>>,
     pub(super) max_age: Option<Spanned<String>>,
+    pub(super) dashboard_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +113,8 @@ pub(super) struct RawAlerts {
     pub(super) repeat_interval: Option<Spanned<String>>,
     pub(super) resolved: Option<Spanned<bool>>,
     pub(super) blind_after: Option<Spanned<i64>>,
+    pub(super) escalate_after: Option<Spanned<String>>,
+    pub(super) escalate_to: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Default)]
@@ -103,7 +128,31 @@ pub(super) struct RawWebhooks {
     pub(super) app_id: Option<Spanned<String>>,
 }
 
-const TOP_KEYS: &[&str] = &["daemon", "meta", "bsp", "email", "alerts", "webhooks"];
+const TOP_KEYS: &[&str] = &[
+    "daemon",
+    "meta",
+    "bsp",
+    "email",
+    "alerts",
+    "webhooks",
+    "route",
+    "heartbeat",
+];
+
+const ROUTE_KEYS: &[&str] = &[
+    "name",
+    "businesses",
+    "wabas",
+    "numbers",
+    "sources",
+    "min_severity",
+    "email_to",
+    "webhook_url",
+    "webhook_format",
+    "continue",
+];
+
+const HEARTBEAT_KEYS: &[&str] = &["url", "timeout"];
 
 const DAEMON_KEYS: &[&str] = &[
     "database",
@@ -160,9 +209,16 @@ const EMAIL_KEYS: &[&str] = &[
     "to",
     "timeout",
     "max_age",
+    "dashboard_url",
 ];
 
-const ALERTS_KEYS: &[&str] = &["repeat_interval", "resolved", "blind_after"];
+const ALERTS_KEYS: &[&str] = &[
+    "repeat_interval",
+    "resolved",
+    "blind_after",
+    "escalate_after",
+    "escalate_to",
+];
 
 const WEBHOOKS_KEYS: &[&str] = &[
     "listen",
@@ -266,6 +322,7 @@ fn read_email(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawEmail {
             "to" => raw.to = read_str_list(v, &key, p),
             "timeout" => raw.timeout = read_duration(v, &key, "s", p),
             "max_age" => raw.max_age = read_duration(v, &key, "h", p),
+            "dashboard_url" => raw.dashboard_url = read_str(v, &key, p),
             _ => unknown_key(k, &key, "[email]", EMAIL_KEYS, p),
         }
     }
@@ -281,7 +338,50 @@ fn read_alerts(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawAlerts {
             "repeat_interval" => raw.repeat_interval = read_duration(v, &key, "h", p),
             "resolved" => raw.resolved = read_bool(v, &key, p),
             "blind_after" => raw.blind_after = read_int(v, &key, p),
+            "escalate_after" => raw.escalate_after = read_duration(v, &key, "h", p),
+            "escalate_to" => raw.escalate_to = read_str_list(v, &key, p),
             _ => unknown_key(k, &key, "[alerts]", ALERTS_KEYS, p),
+        }
+    }
+    raw
+}
+
+fn read_route(i: usize, t: &DeTable<'_>, p: &mut Problems<'_>) -> RawRoute {
+    let mut raw = RawRoute::default();
+    for (k, v) in t.iter() {
+        let name = k.get_ref().as_ref();
+        let key = format!("route[{i}].{name}");
+        let list = |p: &mut Problems<'_>| {
+            read_str_list(v, &key, p)
+                .map(Spanned::into_inner)
+                .unwrap_or_default()
+        };
+        match name {
+            "name" => raw.name = read_str(v, &key, p),
+            "businesses" => raw.businesses = list(p),
+            "wabas" => raw.wabas = list(p),
+            "numbers" => raw.numbers = list(p),
+            "sources" => raw.sources = list(p),
+            "min_severity" => raw.min_severity = read_str(v, &key, p),
+            "email_to" => raw.email_to = list(p),
+            "webhook_url" => raw.webhook_url = read_str(v, &key, p),
+            "webhook_format" => raw.webhook_format = read_str(v, &key, p),
+            "continue" => raw.continue_ = read_bool(v, &key, p),
+            _ => unknown_key(k, &key, "[[route]]", ROUTE_KEYS, p),
+        }
+    }
+    raw
+}
+
+fn read_heartbeat(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawHeartbeat {
+    let mut raw = RawHeartbeat::default();
+    for (k, v) in t.iter() {
+        let name = k.get_ref().as_ref();
+        let key = format!("heartbeat.{name}");
+        match name {
+            "url" => raw.url = read_str(v, &key, p),
+            "timeout" => raw.timeout = read_duration(v, &key, "s", p),
+            _ => unknown_key(k, &key, "[heartbeat]", HEARTBEAT_KEYS, p),
         }
     }
     raw
@@ -334,6 +434,15 @@ pub(super) fn read_raw(root: &DeTable<'_>, p: &mut Problems<'_>) -> RawConfig {
             "webhooks" => {
                 raw.webhooks =
                     read_table(v, name, p).map(|t| Spanned::new(v.span(), read_webhooks(t, p)));
+            }
+            "route" => {
+                for (i, (span, t)) in read_table_list(v, name, p).into_iter().enumerate() {
+                    raw.routes.push(Spanned::new(span, read_route(i, t, p)));
+                }
+            }
+            "heartbeat" => {
+                raw.heartbeat =
+                    read_table(v, name, p).map(|t| Spanned::new(v.span(), read_heartbeat(t, p)));
             }
             _ => unknown_key(k, name, "the top level", TOP_KEYS, p),
         }

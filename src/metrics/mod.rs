@@ -116,6 +116,8 @@ pub struct OpLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SeverityLabels {
     pub severity: String,
+    /// "true" when a silence kept the alert from being sent.
+    pub silenced: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -459,6 +461,18 @@ impl Metrics {
             self.template_unhealthy.remove(l);
         }
         *last = next;
+    }
+
+    /// Counts the alerts a digest took, by severity and whether they were silenced.
+    pub fn count_alerts(&self, taken: &[crate::alerts::Digested]) {
+        for d in taken {
+            self.alerts
+                .get_or_create(&SeverityLabels {
+                    severity: d.severity.clone(),
+                    silenced: d.silenced.to_string(),
+                })
+                .inc();
+        }
     }
 
     /// How many targets have series (for tests and the benchmark).

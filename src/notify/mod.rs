@@ -5,14 +5,17 @@
 //! a message resent after a crash between "accepted" and "marked sent" is recognisably the same.
 
 pub mod delivery;
+pub mod hook;
 pub mod mailer;
 pub mod render;
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
-use crate::config::EmailConfig;
+use crate::config::{Config, EmailConfig, RouteConfig, WebhookFormat};
 use crate::store::outbox::{self, NewMessage};
-use crate::store::{Store, StoreError, Tx};
+use crate::store::{Store, StoreError, Tx, silences};
 use render::AlertItem;
 
 /// The domain used in Message-IDs and References: the sender's, so ids look local to the
@@ -25,27 +28,94 @@ pub fn id_domain(email: &EmailConfig) -> String {
         .unwrap_or_else(|_| "waba-monitor.invalid".to_owned())
 }
 
-/// Puts every alert not yet digested into one email per recipient (or, with no `[email]`,
-/// only logs them), in one transaction. Returns how many alerts it took.
+/// Where alerts go: `[email]` (its `to` gets what no route takes), the `[[route]]`s in order,
+/// and the escalation list. Built from a config; the poller and the webhook processing keep
+/// one.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    pub email: Option<EmailConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub escalate_to: Vec<String>,
+}
+
+impl Routing {
+    pub fn from_config(cfg: &Config) -> Routing {
+        Routing {
+            email: cfg.email.clone(),
+            routes: cfg.routes.clone(),
+            escalate_to: cfg.alerts.escalate_to.clone(),
+        }
+    }
+
+    /// Only `[email]`, no routes (tests, and the CLI's digest).
+    pub fn email_only(email: Option<&EmailConfig>) -> Routing {
+        Routing {
+            email: email.cloned(),
+            ..Routing::default()
+        }
+    }
+}
+
+pub use crate::alerts::Digested;
+
+/// Where one alert goes.
+#[derive(Debug, Default)]
+struct Destinations {
+    emails: Vec<String>,
+    webhooks: Vec<(String, WebhookFormat)>,
+}
+
+/// The routes an alert takes, in order (stopping at the first without `continue`); none
+/// taking it sends it to `[email] to`. An escalation goes to `escalate_to` only.
+fn destinations(routing: &Routing, item: &AlertItem, opened: Option<&str>) -> Destinations {
+    let mut d = Destinations::default();
+    if item.severity == "escalation" {
+        d.emails = routing.escalate_to.clone();
+        return d;
+    }
+    let target = item.target_ref();
+    let mut taken = false;
+    for r in &routing.routes {
+        if !r.matches(&target) || !r.takes(&item.severity, opened) {
+            continue;
+        }
+        taken = true;
+        d.emails.extend(r.email_to.iter().cloned());
+        if let Some(u) = &r.webhook_url {
+            d.webhooks.push((u.to_string(), r.webhook_format));
+        }
+        if !r.continue_ {
+            break;
+        }
+    }
+    if !taken && let Some(email) = &routing.email {
+        d.emails.extend(email.to.iter().cloned());
+    }
+    d
+}
+
+/// Puts every alert not yet digested into one digest per recipient — an email address or a
+/// webhook URL, as the routes say — (or, with nowhere to send, only logs them), in one
+/// transaction. Returns how many alerts it took.
 pub async fn digest(
     store: &Store,
-    email: Option<&EmailConfig>,
+    routing: &Routing,
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let mut tx = store.begin_write().await?;
-    let severities = digest_in(&mut tx, email, now).await?;
+    let taken = digest_in(&mut tx, routing, now).await?;
     tx.commit().await?;
-    Ok(severities.len())
+    Ok(taken.len())
 }
 
 /// [`digest`] inside the caller's transaction (the poller's cycle transaction, so the
-/// transitions and their emails are committed together). Returns the severity of each alert
-/// it took.
+/// transitions and their emails are committed together). Alerts of a target an active silence
+/// matches are recorded as silenced and sent nowhere. Returns each alert it took.
 pub async fn digest_in(
     tx: &mut Tx<'_>,
-    email: Option<&EmailConfig>,
+    routing: &Routing,
     now: DateTime<Utc>,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<Digested>, StoreError> {
     let items: Vec<AlertItem> = outbox::undigested_alerts(tx)
         .await?
         .into_iter()
@@ -54,7 +124,19 @@ pub async fn digest_in(
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    for i in &items {
+    let active = silences::active_in(tx, now).await?;
+    let (silenced, live): (Vec<AlertItem>, Vec<AlertItem>) = items
+        .into_iter()
+        .partition(|i| active.iter().any(|s| s.matchers.matches(&i.target_ref())));
+    for i in &silenced {
+        tracing::info!(
+            severity = %i.severity,
+            target = %i.target(),
+            what = %i.what(),
+            "alert silenced (recorded, not sent)"
+        );
+    }
+    for i in &live {
         tracing::warn!(
             severity = %i.severity,
             target = %i.target(),
@@ -62,26 +144,101 @@ pub async fn digest_in(
             "alert"
         );
     }
-    if let Some(email) = email {
-        let domain = id_domain(email);
-        let subject = render::subject(&items);
-        let body = render::body(&items);
-        let references = render::references(&items, &domain);
-        for rcpt in &email.to {
-            // A digest redone after a crash before commit produces the same Message-ID, and
-            // the store keeps one row per Message-ID.
-            let message_id = render::message_id(&items, rcpt, &domain);
-            let message = NewMessage {
+    let domain = routing
+        .email
+        .as_ref()
+        .map_or_else(|| "waba-monitor.invalid".to_owned(), id_domain);
+    let mut by_email: BTreeMap<String, Vec<&AlertItem>> = BTreeMap::new();
+    let mut by_hook: BTreeMap<(String, &'static str), (WebhookFormat, Vec<&AlertItem>)> =
+        BTreeMap::new();
+    for i in &live {
+        let opened = match i.severity.as_str() {
+            "resolved" | "improving" => {
+                outbox::opened_severity_in(tx, &i.target_id, &i.topic, i.id).await?
+            }
+            "reminder" => i.detail.clone(),
+            _ => None,
+        };
+        let d = destinations(routing, i, opened.as_deref());
+        if routing.email.is_some() {
+            for rcpt in d.emails {
+                let list = by_email.entry(rcpt).or_default();
+                if !list.iter().any(|x| x.id == i.id) {
+                    list.push(i);
+                }
+            }
+        }
+        for (url, format) in d.webhooks {
+            let entry = by_hook
+                .entry((url, format.as_str()))
+                .or_insert_with(|| (format, Vec::new()));
+            if !entry.1.iter().any(|x| x.id == i.id) {
+                entry.1.push(i);
+            }
+        }
+    }
+    let dashboard = routing
+        .email
+        .as_ref()
+        .and_then(|e| e.dashboard_url.as_ref());
+    for (rcpt, list) in &by_email {
+        let owned: Vec<AlertItem> = list.iter().map(|i| (*i).clone()).collect();
+        let subject = render::subject(&owned);
+        let body = render::body(&owned);
+        let html = render::html(&owned, dashboard);
+        let references = render::references(&owned, &domain);
+        // A digest redone after a crash before commit produces the same Message-ID, and the
+        // store keeps one row per Message-ID.
+        let message_id = render::message_id(&owned, rcpt, &domain);
+        outbox::queue_digest(
+            tx,
+            &NewMessage {
                 recipient: rcpt,
                 message_id: &message_id,
                 subject: &subject,
                 body: &body,
                 references: &references,
-            };
-            outbox::queue_digest(tx, &message, now).await?;
-        }
+                channel: "email",
+                content_type: None,
+                html: Some(&html),
+            },
+            now,
+        )
+        .await?;
     }
-    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    for ((url, _), (format, list)) in &by_hook {
+        let owned: Vec<AlertItem> = list.iter().map(|i| (*i).clone()).collect();
+        let key = render::message_id(&owned, url, &domain);
+        let (payload, content_type) = hook::payload(&owned, *format, &key, dashboard);
+        outbox::queue_digest(
+            tx,
+            &NewMessage {
+                recipient: url,
+                message_id: &key,
+                subject: &render::subject(&owned),
+                body: &payload,
+                references: "",
+                channel: "webhook",
+                content_type: Some(content_type),
+                html: None,
+            },
+            now,
+        )
+        .await?;
+    }
+    let silenced_ids: Vec<i64> = silenced.iter().map(|i| i.id).collect();
+    outbox::mark_silenced(tx, &silenced_ids).await?;
+    let ids: Vec<i64> = live.iter().map(|i| i.id).collect();
     outbox::mark_digested(tx, &ids).await?;
-    Ok(items.into_iter().map(|i| i.severity).collect())
+    Ok(live
+        .into_iter()
+        .map(|i| Digested {
+            severity: i.severity,
+            silenced: false,
+        })
+        .chain(silenced.into_iter().map(|i| Digested {
+            severity: i.severity,
+            silenced: true,
+        }))
+        .collect())
 }

@@ -82,6 +82,9 @@ pub struct AlertItem {
     /// A template's name and language (kind `template`).
     pub template_name: Option<String>,
     pub template_language: Option<String>,
+    /// For routes and silences: the portfolio of its WABA, and its source.
+    pub business_id: Option<String>,
+    pub source: Option<String>,
 }
 
 impl From<UndigestedAlert> for AlertItem {
@@ -105,15 +108,30 @@ impl From<UndigestedAlert> for AlertItem {
             health_entities: a.health_entities,
             template_name: a.template_name,
             template_language: a.template_language,
+            business_id: a.business_id,
+            source: a.source,
         }
     }
 }
 
 impl AlertItem {
+    /// What the item is about, for routes and silences.
+    pub fn target_ref(&self) -> crate::config::TargetRef<'_> {
+        crate::config::TargetRef {
+            business_id: self.business_id.as_deref(),
+            waba_id: match self.kind.as_str() {
+                "waba" => Some(self.target_id.as_str()),
+                _ => self.waba_id.as_deref(),
+            },
+            number_id: (self.kind == "phone_number").then_some(self.target_id.as_str()),
+            source: self.source.as_deref(),
+        }
+    }
+
     /// The severity that ranks this item: a reminder ranks as what it reminds of.
     pub fn rank(&self) -> Severity {
         match self.severity.as_str() {
-            "reminder" => self
+            "reminder" | "escalation" => self
                 .detail
                 .as_deref()
                 .and_then(Severity::parse)
@@ -128,8 +146,15 @@ impl AlertItem {
             "warning" => "WARNING",
             "improving" => "IMPROVING",
             "resolved" => "RESOLVED",
+            "escalation" => "ESCALATED",
             _ => "REMINDER",
         }
+    }
+
+    /// A reminder or an escalation: about an alert already open, its `detail` is the
+    /// severity it was opened with.
+    pub fn is_follow_up(&self) -> bool {
+        matches!(self.severity.as_str(), "reminder" | "escalation")
     }
 
     /// "+1 555-0100 (Support)", "WABA Acme Support (1134…)", "source main"; each Meta string
@@ -211,7 +236,7 @@ impl AlertItem {
     /// [`AlertItem::what`] with each value cut to `max` bytes.
     fn what_within(&self, max: usize) -> String {
         let new = clean(self.new.as_deref().unwrap_or("?"), max);
-        if self.severity == "reminder" {
+        if self.is_follow_up() {
             return format!("{} still {new}", self.field_label());
         }
         match (self.field.as_str(), new.as_str()) {
@@ -236,7 +261,7 @@ impl AlertItem {
         match (self.severity.as_str(), self.field.as_str()) {
             ("resolved", _) => "resolved".into(),
             ("improving", _) => "improving".into(),
-            ("reminder", _) => "still open".into(),
+            ("reminder" | "escalation", _) => "still open".into(),
             (_, "status") if self.kind == "template" => format!("templates {new}"),
             (_, "quality_score") => format!("templates {new}"),
             (_, "category") if self.kind == "template" => "templates recategorised".into(),
@@ -356,7 +381,9 @@ fn subject_text(items: &[AlertItem]) -> String {
         Severity::Resolved => "RESOLVED",
     };
     if let [one] = items {
-        let label = if one.severity == "reminder" {
+        let label = if one.severity == "escalation" {
+            format!("ESCALATED {top_label}")
+        } else if one.severity == "reminder" {
             format!("REMINDER {top_label}")
         } else {
             one.label().to_owned()
@@ -386,7 +413,7 @@ fn since_line(item: &AlertItem) -> Option<String> {
         return None;
     };
     let lasted = (to - from).to_std().unwrap_or_default();
-    let what = if item.severity == "reminder" {
+    let what = if item.is_follow_up() {
         "open since"
     } else {
         "previous state since"
@@ -470,7 +497,7 @@ pub fn body(items: &[AlertItem]) -> String {
         for i in &group {
             text.push_str(&format!("  {}  {}: {}\n", i.label(), i.target(), i.what()));
             text.push_str(&format!("    template id: {}\n", c(&i.target_id)));
-            if let Some(detail) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
+            if let Some(detail) = i.detail.as_deref().filter(|_| !i.is_follow_up()) {
                 text.push_str(&format!("    details: {}\n", c(detail)));
             }
             if let Some(line) = since_line(i) {
@@ -518,12 +545,12 @@ fn item_text(i: &AlertItem) -> String {
     match i.kind.as_str() {
         // What Meta said with it (a webhook's ban date, restriction types and expiry).
         "phone_number" | "waba" => {
-            if let Some(detail) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
+            if let Some(detail) = i.detail.as_deref().filter(|_| !i.is_follow_up()) {
                 out.push_str(&format!("  details: {}\n", c(detail)));
             }
         }
         _ => {
-            if let Some(reason) = i.detail.as_deref().filter(|_| i.severity != "reminder") {
+            if let Some(reason) = i.detail.as_deref().filter(|_| !i.is_follow_up()) {
                 out.push_str(&format!("  reason: {}\n", c(reason)));
             }
         }
@@ -539,6 +566,27 @@ fn item_text(i: &AlertItem) -> String {
         }
     }
     out.push_str(&format!("  what to do: {}\n\n", i.advice()));
+    out
+}
+
+/// The `text/html` alternative of an email: the same items as the plain text.
+pub fn html(items: &[AlertItem], dashboard: Option<&url::Url>) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut out = String::from("<!DOCTYPE html><html><body><pre>");
+    out.push_str(&esc(&body(items)));
+    out.push_str("</pre>");
+    if let Some(d) = dashboard {
+        out.push_str(&format!(
+            "<p><a href=\"{}\">dashboard</a></p>",
+            esc(d.as_str())
+        ));
+    }
+    out.push_str("</body></html>");
     out
 }
 
@@ -628,6 +676,8 @@ mod tests {
             health_entities: None,
             template_name: None,
             template_language: None,
+            business_id: None,
+            source: None,
         }
     }
 

@@ -195,3 +195,116 @@ pub async fn queue_reminders_in(
     }
     Ok(due.len())
 }
+
+/// Critical alerts open since before `now - after` and not escalated yet: each gets one
+/// escalation alert (to `[alerts] escalate_to`) and is marked escalated.
+pub async fn queue_escalations_in(
+    tx: &mut Tx<'_>,
+    after: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
+    let Some(cutoff) = crate::timefmt::checked_ago(now, after) else {
+        return Ok(0);
+    };
+    let now_s = rfc3339(now);
+    let due: Vec<(String, String, String, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT target_id, topic, kind, severity, value, opened_at FROM alert_state \
+         WHERE severity = 'critical' AND escalated_at IS NULL AND opened_at <= ?1",
+    )
+    .bind(rfc3339(cutoff))
+    .fetch_all(&mut **tx)
+    .await?;
+    for (target_id, topic, kind, severity, value, opened_at) in &due {
+        let open = OpenAlert {
+            target_id: target_id.clone(),
+            topic: topic.clone(),
+            kind: kind.clone(),
+            severity: severity.clone(),
+            value: value.clone(),
+            opened_at: opened_at.clone(),
+        };
+        insert_alert(tx, &crate::alerts::escalation(&open, &now_s)).await?;
+        sqlx::query("UPDATE alert_state SET escalated_at = ?1 WHERE target_id = ?2 AND topic = ?3")
+            .bind(&now_s)
+            .bind(target_id)
+            .bind(topic)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(due.len())
+}
+
+#[derive(sqlx::FromRow)]
+struct OpenWithTarget {
+    target_id: String,
+    topic: String,
+    kind: String,
+    severity: String,
+    value: Option<String>,
+    opened_at: String,
+    waba_id: Option<String>,
+    business_id: Option<String>,
+    source: Option<String>,
+}
+
+/// When silences ended (by time or early): every alert still open on a target one of them
+/// matched — and no silence still in force matches — gets one notice now ("still ..."): it
+/// went unsent while silenced. A target that recovered during the silence has no open alert:
+/// nothing is sent.
+pub async fn queue_silence_ends_in(
+    tx: &mut Tx<'_>,
+    now: DateTime<Utc>,
+) -> Result<usize, super::StoreError> {
+    let ended = super::silences::take_ended_in(tx, now).await?;
+    if ended.is_empty() {
+        return Ok(0);
+    }
+    let active = super::silences::active_in(tx, now).await?;
+    let rows: Vec<OpenWithTarget> = sqlx::query_as(
+        "SELECT s.target_id, s.topic, s.kind, s.severity, s.value, s.opened_at, \
+                COALESCE(p.waba_id, t.waba_id, w.id) AS waba_id, \
+                COALESCE(pw.business_id, tw.business_id, w.business_id) AS business_id, \
+                COALESCE(p.source, t.source, w.source, CASE WHEN s.kind = 'source' THEN s.target_id END) AS source \
+         FROM alert_state s \
+         LEFT JOIN phone_numbers p ON s.kind = 'phone_number' AND p.id = s.target_id \
+         LEFT JOIN wabas pw ON pw.id = p.waba_id \
+         LEFT JOIN wabas w ON s.kind = 'waba' AND w.id = s.target_id \
+         LEFT JOIN templates t ON s.kind = 'template' AND t.id = s.target_id \
+         LEFT JOIN wabas tw ON tw.id = t.waba_id",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let now_s = rfc3339(now);
+    let mut n = 0;
+    for r in rows {
+        let target = crate::config::TargetRef {
+            business_id: r.business_id.as_deref(),
+            waba_id: r.waba_id.as_deref(),
+            number_id: (r.kind == "phone_number").then_some(r.target_id.as_str()),
+            source: r.source.as_deref(),
+        };
+        if !ended.iter().any(|s| s.matchers.matches(&target))
+            || active.iter().any(|s| s.matchers.matches(&target))
+        {
+            continue;
+        }
+        let open = OpenAlert {
+            target_id: r.target_id.clone(),
+            topic: r.topic.clone(),
+            kind: r.kind,
+            severity: r.severity,
+            value: r.value,
+            opened_at: r.opened_at,
+        };
+        tracing::info!(target = %r.target_id, topic = %r.topic, "a silence ended with the target still bad: sending one notice");
+        insert_alert(tx, &reminder(&open, &now_s)).await?;
+        sqlx::query("UPDATE alert_state SET last_sent_at = ?1 WHERE target_id = ?2 AND topic = ?3")
+            .bind(&now_s)
+            .bind(&r.target_id)
+            .bind(&r.topic)
+            .execute(&mut **tx)
+            .await?;
+        n += 1;
+    }
+    Ok(n)
+}

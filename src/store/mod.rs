@@ -13,6 +13,7 @@ pub mod facts;
 mod merge;
 pub mod outbox;
 mod queries;
+pub mod silences;
 pub mod templates;
 pub mod webhooks;
 

@@ -39,17 +39,29 @@ pub struct UndigestedAlert {
     /// A template's name and language (kind `template`).
     pub template_name: Option<String>,
     pub template_language: Option<String>,
+    /// The portfolio of the target's WABA, and the source that reports the target (for routes
+    /// and silences).
+    pub business_id: Option<String>,
+    pub source: Option<String>,
 }
 
-/// One digest email for one recipient, ready to be queued.
+/// One digest for one recipient (an email address, or a webhook URL), ready to be queued.
 #[derive(Debug, Clone, Copy)]
 pub struct NewMessage<'a> {
     pub recipient: &'a str,
-    /// Final from the start: a resend carries the same one.
+    /// Final from the start: a resend carries the same one (for a webhook, it is the
+    /// idempotency key).
     pub message_id: &'a str,
     pub subject: &'a str,
+    /// The plain text of an email, or a webhook's payload.
     pub body: &'a str,
     pub references: &'a str,
+    /// `email` or `webhook`.
+    pub channel: &'a str,
+    /// A webhook payload's media type.
+    pub content_type: Option<&'a str>,
+    /// An email's `text/html` alternative.
+    pub html: Option<&'a str>,
 }
 
 /// A pending row due for a send.
@@ -64,6 +76,10 @@ pub struct DueMessage {
     pub created_at: String,
     /// Attempts made before this one.
     pub attempts: i64,
+    /// `email` or `webhook`.
+    pub channel: String,
+    pub content_type: Option<String>,
+    pub html: Option<String>,
 }
 
 /// A pending row whose last send started and recorded no outcome.
@@ -86,7 +102,9 @@ pub async fn undigested_alerts(tx: &mut Tx<'_>) -> Result<Vec<UndigestedAlert>, 
                 COALESCE(p.waba_id, t.waba_id, w.id) AS waba_id, \
                 COALESCE(pw.name, tw.name, w.name) AS waba_name, \
                 COALESCE(p.health_entities, w.health_entities) AS health_entities, \
-                t.name AS template_name, t.language AS template_language \
+                t.name AS template_name, t.language AS template_language, \
+                COALESCE(pw.business_id, tw.business_id, w.business_id) AS business_id, \
+                COALESCE(p.source, t.source, w.source, CASE WHEN a.kind = 'source' THEN a.target_id END) AS source \
          FROM alerts a \
          LEFT JOIN phone_numbers p ON a.kind = 'phone_number' AND p.id = a.target_id \
          LEFT JOIN wabas pw ON pw.id = p.waba_id \
@@ -107,8 +125,8 @@ pub async fn queue_digest(
     created: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT OR IGNORE INTO outbox (recipient, message_id, subject, body, references_hdr, created_at, next_attempt_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        "INSERT OR IGNORE INTO outbox (recipient, message_id, subject, body, references_hdr, created_at, next_attempt_at, channel, content_type, html) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
     )
     .bind(message.recipient)
     .bind(message.message_id)
@@ -116,6 +134,39 @@ pub async fn queue_digest(
     .bind(message.body)
     .bind(message.references)
     .bind(rfc3339(created))
+    .bind(message.channel)
+    .bind(message.content_type)
+    .bind(message.html)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The severity of the latest warning or critical alert on (target, topic) before alert
+/// `before`: what a resolved or improving notice follows (routes by severity use it).
+pub async fn opened_severity_in(
+    tx: &mut Tx<'_>,
+    target_id: &str,
+    topic: &str,
+    before: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT severity FROM alerts WHERE target_id = ?1 AND topic = ?2 AND id < ?3 \
+         AND severity IN ('critical', 'warning') ORDER BY id DESC LIMIT 1",
+    )
+    .bind(target_id)
+    .bind(topic)
+    .bind(before)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Marks these alerts as silenced: recorded, never sent (they are digested too).
+pub async fn mark_silenced(tx: &mut Tx<'_>, alert_ids: &[i64]) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE alerts SET digested = 1, silenced = 1 WHERE id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(serde_json::to_string(alert_ids).unwrap_or_else(|_| "[]".into()))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -186,7 +237,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<DueMessage>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, recipient, message_id, subject, body, references_hdr, created_at, attempts \
+            "SELECT id, recipient, message_id, subject, body, references_hdr, created_at, attempts, \
+                    channel, content_type, html \
              FROM outbox WHERE state = 'pending' AND in_flight = 0 AND next_attempt_at <= ?1 \
              ORDER BY id LIMIT ?2",
         )

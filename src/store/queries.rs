@@ -410,6 +410,8 @@ impl Store {
             "DELETE FROM history WHERE seq IN (SELECT seq FROM history WHERE observed_at < ?1 ORDER BY seq LIMIT ?2)",
             "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE digested = 1 AND created_at < ?1 ORDER BY id LIMIT ?2)",
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state != 'pending' AND created_at < ?1 ORDER BY id LIMIT ?2)",
+            "DELETE FROM silences WHERE id IN (SELECT id FROM silences WHERE end_handled = 1 \
+             AND COALESCE(expired_at, ends_at) < ?1 ORDER BY id LIMIT ?2)",
             // Poll records are referenced by history rows; delete only unreferenced ones.
             "DELETE FROM poll_runs WHERE id IN (SELECT id FROM poll_runs WHERE started_at < ?1 \
              AND outcome != 'running' AND NOT EXISTS (SELECT 1 FROM history h WHERE h.poll_run_id = poll_runs.id) \

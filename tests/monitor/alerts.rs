@@ -360,7 +360,7 @@ async fn a_reminder_follows_after_repeat_interval_while_still_bad() {
         1
     );
     let cfg = m.app.config();
-    waba_monitor::notify::digest(&store, cfg.email.as_ref(), later)
+    waba_monitor::notify::digest(&store, &waba_monitor::notify::Routing::from_config(&cfg), later)
         .await
         .expect("digest");
     store.close().await;

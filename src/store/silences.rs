@@ -1,0 +1,223 @@
+//! Silences (migration 0009): while one is active, the alerts of the targets it matches are
+//! recorded (history, open alerts, metrics) but not sent. Each keeps who made it, when and why,
+//! and who ended it early; expired ones are pruned with the retention.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError, Tx};
+use crate::timefmt::rfc3339;
+
+/// What a silence matches: a target matches when it matches **any** listed value (a WABA
+/// silences the WABA, its numbers and its templates).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Matchers {
+    #[serde(default)]
+    pub wabas: Vec<String>,
+    #[serde(default)]
+    pub numbers: Vec<String>,
+    #[serde(default)]
+    pub businesses: Vec<String>,
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+impl Matchers {
+    pub fn is_empty(&self) -> bool {
+        self.wabas.is_empty()
+            && self.numbers.is_empty()
+            && self.businesses.is_empty()
+            && self.sources.is_empty()
+    }
+
+    /// Whether a target (its business, WABA, number id, source) is matched.
+    pub fn matches(&self, t: &crate::config::TargetRef<'_>) -> bool {
+        let any = |list: &[String], v: Option<&str>| v.is_some_and(|v| list.iter().any(|x| x == v));
+        any(&self.wabas, t.waba_id)
+            || any(&self.numbers, t.number_id)
+            || any(&self.businesses, t.business_id)
+            || any(&self.sources, t.source)
+    }
+
+    /// "WABA 1, number 2, source main" for emails and tables.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (what, list) in [
+            ("WABA", &self.wabas),
+            ("number", &self.numbers),
+            ("business", &self.businesses),
+            ("source", &self.sources),
+        ] {
+            for v in list {
+                parts.push(format!("{what} {v}"));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Silence {
+    pub id: i64,
+    pub matchers: Matchers,
+    pub starts_at: String,
+    pub ends_at: String,
+    pub comment: String,
+    pub author: String,
+    pub created_at: String,
+    /// Ended early (`silence expire`), by whom.
+    pub expired_at: Option<String>,
+    pub expired_by: Option<String>,
+    /// `active`, `expired` or `pending` (starts later), at the time it was read.
+    pub state: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    matchers: String,
+    starts_at: String,
+    ends_at: String,
+    comment: String,
+    author: String,
+    created_at: String,
+    expired_at: Option<String>,
+    expired_by: Option<String>,
+}
+
+impl Row {
+    fn into_silence(self, now: &str) -> Silence {
+        let end = self
+            .expired_at
+            .as_deref()
+            .unwrap_or(&self.ends_at)
+            .to_owned();
+        let state = if end.as_str() <= now {
+            "expired"
+        } else if self.starts_at.as_str() > now {
+            "pending"
+        } else {
+            "active"
+        };
+        Silence {
+            id: self.id,
+            // A row this version wrote; an unreadable one matches nothing.
+            matchers: serde_json::from_str(&self.matchers).unwrap_or_default(),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            comment: self.comment,
+            author: self.author,
+            created_at: self.created_at,
+            expired_at: self.expired_at,
+            expired_by: self.expired_by,
+            state: state.to_owned(),
+        }
+    }
+}
+
+/// The silences in force at `now`.
+pub async fn active_in(tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<Vec<Silence>, StoreError> {
+    let at = rfc3339(now);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, matchers, starts_at, ends_at, comment, author, created_at, expired_at, expired_by \
+         FROM silences WHERE starts_at <= ?1 AND ends_at > ?1 AND expired_at IS NULL ORDER BY id",
+    )
+    .bind(&at)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.into_silence(&at)).collect())
+}
+
+/// Silences that ended (by time or early) and whose end was not dealt with yet; each is marked
+/// handled here, so its end is dealt with once.
+pub async fn take_ended_in(
+    tx: &mut Tx<'_>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Silence>, StoreError> {
+    let at = rfc3339(now);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, matchers, starts_at, ends_at, comment, author, created_at, expired_at, expired_by \
+         FROM silences WHERE end_handled = 0 AND (ends_at <= ?1 OR expired_at IS NOT NULL) ORDER BY id",
+    )
+    .bind(&at)
+    .fetch_all(&mut **tx)
+    .await?;
+    if !rows.is_empty() {
+        sqlx::query(
+            "UPDATE silences SET end_handled = 1 WHERE end_handled = 0 AND (ends_at <= ?1 OR expired_at IS NOT NULL)",
+        )
+        .bind(&at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(rows.into_iter().map(|r| r.into_silence(&at)).collect())
+}
+
+impl Store {
+    /// Records a silence; returns its id.
+    pub async fn add_silence(
+        &self,
+        matchers: &Matchers,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        comment: &str,
+        author: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO silences (matchers, starts_at, ends_at, comment, author, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        )
+        .bind(serde_json::to_string(matchers).unwrap_or_else(|_| "{}".to_owned()))
+        .bind(rfc3339(starts_at))
+        .bind(rfc3339(ends_at))
+        .bind(comment)
+        .bind(author)
+        .bind(rfc3339(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Active and pending silences, and those that ended within `recent` before `now`,
+    /// newest first.
+    pub async fn silences(
+        &self,
+        now: DateTime<Utc>,
+        recent: chrono::Duration,
+    ) -> Result<Vec<Silence>, StoreError> {
+        let at = rfc3339(now);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, matchers, starts_at, ends_at, comment, author, created_at, expired_at, expired_by \
+             FROM silences WHERE COALESCE(expired_at, ends_at) > ?1 ORDER BY id DESC",
+        )
+        .bind(rfc3339(now - recent))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|r| r.into_silence(&at)).collect())
+    }
+
+    /// Ends a silence now; `false` if there is no such silence or it already ended.
+    pub async fn expire_silence(
+        &self,
+        id: i64,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let at = rfc3339(now);
+        let mut tx = self.begin_write().await?;
+        let r = sqlx::query(
+            "UPDATE silences SET expired_at = ?2, expired_by = ?3 \
+             WHERE id = ?1 AND expired_at IS NULL AND ends_at > ?2",
+        )
+        .bind(id)
+        .bind(&at)
+        .bind(by)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+}

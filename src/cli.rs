@@ -84,6 +84,14 @@ pub enum Command {
     /// Send a realistic sample alert through the configured SMTP server now, and print whether
     /// the server accepted it or, in plain words, why not.
     TestEmail,
+    /// Silence alerts during planned work: while a silence is active, the alerts of what it
+    /// matches are recorded (history, metrics) but not sent; when it ends with a target still
+    /// bad, one email says so. Silences survive restarts; the running daemon sees them at its
+    /// next cycle.
+    Silence {
+        #[command(subcommand)]
+        command: SilenceCommand,
+    },
     /// See it work with no Meta account: the whole daemon against a built-in simulated Graph
     /// API on loopback, with a small fleet whose ratings and statuses change every few seconds.
     #[cfg(feature = "sim")]
@@ -94,6 +102,48 @@ pub enum Command {
         /// Stop by itself after this long (e.g. 30s); default: run until Ctrl-C.
         #[arg(long = "for")]
         run_for: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Add a silence; prints its id. It matches a target matching any of the given
+    /// --waba/--number/--business/--source (a WABA's silence covers its numbers and templates).
+    Add {
+        /// A WABA id (repeatable).
+        #[arg(long = "waba")]
+        wabas: Vec<String>,
+        /// A phone-number id (repeatable).
+        #[arg(long = "number")]
+        numbers: Vec<String>,
+        /// A business portfolio id (repeatable).
+        #[arg(long = "business")]
+        businesses: Vec<String>,
+        /// A source name from the config (repeatable).
+        #[arg(long = "source")]
+        sources: Vec<String>,
+        /// How long: 30m, 2h, 1d...
+        #[arg(long = "for")]
+        duration: String,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        comment: String,
+        /// Who (default: $SUDO_USER, else $USER).
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// Active and pending silences, and those that ended in the last 7 days.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a silence now.
+    Expire {
+        id: i64,
+        /// Who (default: $SUDO_USER, else $USER).
+        #[arg(long)]
+        author: Option<String>,
     },
 }
 
@@ -137,6 +187,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             json,
         } => cmd_history(&cli.config, id, since, limit, json).await,
         Command::TestEmail => cmd_test_email(&cli.config).await,
+        Command::Silence { command } => cmd_silence(&cli.config, command).await,
         Command::Backup { path } => cmd_backup(&cli.config, &path).await,
         #[cfg(feature = "sim")]
         Command::Demo { dir, run_for } => crate::demo::run(&dir, run_for.as_deref()).await,
@@ -361,10 +412,124 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         if cfg.alerts.resolved { "on" } else { "off" },
         cfg.alerts.blind_after
     );
+    if let Some(after) = cfg.alerts.escalate_after {
+        outln!(
+            "  escalation: a critical alert still open after {} is sent once to {}",
+            format_duration(after),
+            cfg.alerts.escalate_to.join(", ")
+        );
+    }
+    print_routes(&cfg);
+    match &cfg.heartbeat {
+        Some(h) => outln!(
+            "  heartbeat: GET {}://{}/… after every cycle that read anything (…/fail after one that read nothing), timeout {}",
+            h.url.scheme(),
+            h.url.host_str().unwrap_or("?"),
+            format_duration(h.timeout)
+        ),
+        None => outln!("  heartbeat: none ([heartbeat] not configured)"),
+    }
     for w in &warnings {
         outln!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The targets the config names (WABAs, numbers, portfolios, BSP sources) and which routes
+/// take them; what the portfolios and WABAs hold is only known once polled.
+fn print_routes(cfg: &Config) {
+    use crate::config::TargetRef;
+    if cfg.routes.is_empty() {
+        return;
+    }
+    let mut targets: Vec<(String, TargetRef<'_>)> = Vec::new();
+    for m in &cfg.meta {
+        for b in &m.businesses {
+            targets.push((
+                format!("business {b}"),
+                TargetRef {
+                    business_id: Some(b),
+                    source: Some(&m.name),
+                    ..TargetRef::default()
+                },
+            ));
+        }
+        for w in &m.wabas {
+            targets.push((
+                format!("WABA {w}"),
+                TargetRef {
+                    waba_id: Some(w),
+                    source: Some(&m.name),
+                    ..TargetRef::default()
+                },
+            ));
+        }
+        for n in &m.phone_numbers {
+            targets.push((
+                format!("number {n}"),
+                TargetRef {
+                    number_id: Some(n),
+                    source: Some(&m.name),
+                    ..TargetRef::default()
+                },
+            ));
+        }
+    }
+    for b in &cfg.bsp {
+        targets.push((
+            format!("source {}", b.name),
+            TargetRef {
+                source: Some(&b.name),
+                ..TargetRef::default()
+            },
+        ));
+    }
+    let mut unrouted: Vec<&str> = targets.iter().map(|(n, _)| n.as_str()).collect();
+    outln!("  routes (tried in order; what none takes goes to [email] to):");
+    for r in &cfg.routes {
+        let hits: Vec<&str> = targets
+            .iter()
+            .filter(|(_, t)| r.matches(t))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        unrouted.retain(|n| !hits.contains(n));
+        let mut to = Vec::new();
+        if !r.email_to.is_empty() {
+            to.push(format!("email {}", r.email_to.join(", ")));
+        }
+        if let Some(u) = &r.webhook_url {
+            to.push(format!(
+                "webhook {}://{} ({})",
+                u.scheme(),
+                u.host_str().unwrap_or("?"),
+                r.webhook_format.as_str()
+            ));
+        }
+        outln!(
+            "    \"{}\"{}: matches {} of the {} configured target(s){}; {} and worse → {}{}",
+            r.name,
+            r.line.map(|l| format!(" (line {l})")).unwrap_or_default(),
+            hits.len(),
+            targets.len(),
+            if hits.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", hits.join(", "))
+            },
+            match r.min_severity {
+                crate::config::MinSeverity::Warning => "warning",
+                crate::config::MinSeverity::Critical => "critical",
+            },
+            to.join(" and "),
+            if r.continue_ { "; continues" } else { "" }
+        );
+    }
+    if !unrouted.is_empty() {
+        outln!(
+            "    no route names: {} (their alerts go to [email] to)",
+            unrouted.join(", ")
+        );
+    }
 }
 
 async fn cmd_backup(config: &std::path::Path, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -582,6 +747,103 @@ fn print_report(r: &CycleReport) {
 }
 
 /// Loads the config and opens its existing database (for the read commands).
+/// Who runs the command: the user behind sudo, else the user.
+fn whoami(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("SUDO_USER").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+async fn cmd_silence(path: &std::path::Path, command: SilenceCommand) -> anyhow::Result<ExitCode> {
+    let (_cfg, store) = match open_existing_store(path).await {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let now = Utc::now();
+    let code = match command {
+        SilenceCommand::Add {
+            wabas,
+            numbers,
+            businesses,
+            sources,
+            duration,
+            comment,
+            author,
+        } => {
+            let matchers = crate::store::silences::Matchers {
+                wabas,
+                numbers,
+                businesses,
+                sources,
+            };
+            match crate::store::silences::validate(&matchers, &duration, &comment) {
+                Err(why) => {
+                    eprintln!("error: {why}");
+                    ExitCode::from(2)
+                }
+                Ok(span) => {
+                    let id = store
+                        .add_silence(
+                            &matchers,
+                            now,
+                            now + span,
+                            comment.trim(),
+                            &whoami(author),
+                            now,
+                        )
+                        .await?;
+                    outln!("{id}");
+                    ExitCode::SUCCESS
+                }
+            }
+        }
+        SilenceCommand::List { json } => {
+            let list = store.silences(now, chrono::Duration::days(7)).await?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                outln!(
+                    "{:<5} {:<8} {:<24} {:<24} {:<12} {:<30} COMMENT",
+                    "ID",
+                    "STATE",
+                    "STARTS",
+                    "ENDS",
+                    "AUTHOR",
+                    "MATCHES"
+                );
+                for s in &list {
+                    outln!(
+                        "{:<5} {:<8} {:<24} {:<24} {:<12} {:<30} {}",
+                        s.id,
+                        s.state,
+                        s.starts_at,
+                        s.expired_at.as_deref().unwrap_or(&s.ends_at),
+                        truncate(&s.author, 12),
+                        truncate(&s.matchers.describe(), 30),
+                        s.comment
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        SilenceCommand::Expire { id, author } => {
+            if store.expire_silence(id, &whoami(author), now).await? {
+                outln!("silence {id} expired");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "error: no active or pending silence with id {id} (see `waba-monitor silence list`)"
+                );
+                ExitCode::from(1)
+            }
+        }
+    };
+    store.close().await;
+    Ok(code)
+}
+
 async fn open_existing_store(path: &std::path::Path) -> Result<(Config, Store), ExitCode> {
     let cfg = load_config(path)?;
     if !cfg.daemon.database.exists() {

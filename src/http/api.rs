@@ -53,6 +53,8 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(reads)
         .route("/accounts/{id}/test", post(test))
+        .route("/silences", get(silences_list).post(silences_add))
+        .route("/silences/{id}", axum::routing::delete(silences_expire))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state, require_token))
@@ -232,6 +234,103 @@ async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> R
         }
     }
     next.run(req).await
+}
+
+/// Silences change what is sent: without `[daemon] api_token` (the rest of the API may be open
+/// on a private listener) they are refused.
+fn silences_need_token(s: &AppState) -> Option<Response> {
+    s.runtime.current().api_token.is_none().then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "silences need the API token: set [daemon] api_token_file (or api_token_env) and send `Authorization: Bearer <token>`",
+        )
+    })
+}
+
+/// `GET /api/silences`: active and pending silences, and those that ended in the last 7 days.
+async fn silences_list(State(s): State<AppState>) -> Response {
+    if let Some(r) = silences_need_token(&s) {
+        return r;
+    }
+    match s
+        .store
+        .silences(chrono::Utc::now(), chrono::Duration::days(7))
+        .await
+    {
+        Ok(list) => success_of(list),
+        Err(e) => store_error(&e, "the silences"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSilence {
+    #[serde(default)]
+    wabas: Vec<String>,
+    #[serde(default)]
+    numbers: Vec<String>,
+    #[serde(default)]
+    businesses: Vec<String>,
+    #[serde(default)]
+    sources: Vec<String>,
+    /// "2h", "30m"...
+    #[serde(rename = "for")]
+    duration: String,
+    comment: String,
+    author: Option<String>,
+}
+
+/// `POST /api/silences` with `{"wabas": [..], "for": "2h", "comment": "..", "author": ".."}`:
+/// the new silence's id.
+async fn silences_add(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    if let Some(r) = silences_need_token(&s) {
+        return r;
+    }
+    let new: NewSilence = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a silence: {e}")),
+    };
+    let matchers = crate::store::silences::Matchers {
+        wabas: new.wabas,
+        numbers: new.numbers,
+        businesses: new.businesses,
+        sources: new.sources,
+    };
+    let span = match crate::store::silences::validate(&matchers, &new.duration, &new.comment) {
+        Ok(d) => d,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    let now = chrono::Utc::now();
+    let author = new
+        .author
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(|| "api".to_owned());
+    match s
+        .store
+        .add_silence(&matchers, now, now + span, new.comment.trim(), &author, now)
+        .await
+    {
+        Ok(id) => {
+            tracing::info!(id, author = %author, matches = %matchers.describe(), "silence added through the API");
+            success(json!({ "id": id }))
+        }
+        Err(e) => store_error(&e, "the silence"),
+    }
+}
+
+/// `DELETE /api/silences/{id}`: ends it now.
+async fn silences_expire(State(s): State<AppState>, ApiPath(id): ApiPath<i64>) -> Response {
+    if let Some(r) = silences_need_token(&s) {
+        return r;
+    }
+    match s.store.expire_silence(id, "api", chrono::Utc::now()).await {
+        Ok(true) => success(json!({ "id": id, "expired": true })),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            &format!("no active or pending silence with id {id}"),
+        ),
+        Err(e) => store_error(&e, "the silence"),
+    }
 }
 
 /// Maps Meta's phone status onto the Accounts API's four statuses:

@@ -221,3 +221,42 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 }
+
+/// The longest silence: a year (a longer quiet is a config change, not a silence).
+pub const MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+/// Checks a silence as asked for (CLI or API): something to match, ids that are Meta's
+/// numeric ids, a duration from 1 minute to a year, a comment. Returns the duration.
+pub fn validate(m: &Matchers, duration: &str, comment: &str) -> Result<chrono::Duration, String> {
+    if m.is_empty() {
+        return Err(
+            "a silence needs something to match: --waba ID, --number ID, --business ID or --source NAME"
+                .into(),
+        );
+    }
+    for (what, list) in [
+        ("WABA", &m.wabas),
+        ("phone number", &m.numbers),
+        ("business", &m.businesses),
+    ] {
+        if let Some(bad) = list
+            .iter()
+            .find(|id| id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(format!(
+                "\"{bad}\" is not a {what} id (Meta's numeric id, as in `waba-monitor status`)"
+            ));
+        }
+    }
+    let d = crate::timefmt::parse_duration(duration.trim())
+        .map_err(|e| format!("--for \"{duration}\": {e} (write e.g. 30m, 2h, 1d)"))?;
+    if d < std::time::Duration::from_secs(60) || d > MAX_SILENCE {
+        return Err(format!(
+            "--for \"{duration}\": a silence lasts from 1 minute to 366 days"
+        ));
+    }
+    if comment.trim().is_empty() {
+        return Err("a silence needs a --comment saying why (it is kept for the audit)".into());
+    }
+    chrono::Duration::from_std(d).map_err(|e| e.to_string())
+}

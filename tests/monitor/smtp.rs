@@ -81,26 +81,57 @@ impl ReceivedMail {
         out
     }
 
-    /// The text after the blank line that ends the headers, decoded when
+    /// The plain text of the message: the body after the blank line that ends the headers (or,
+    /// for a `multipart/alternative` message, its `text/plain` part), decoded when its
     /// Content-Transfer-Encoding is quoted-printable or base64 and read as UTF-8, without
-    /// trailing line breaks. Multipart bodies are returned undecoded. Trailing line breaks are
-    /// dropped because the terminator adds one or two of them depending on the client, and an
-    /// encoding may or may not carry one, so they say nothing about what was meant.
+    /// trailing line breaks. Trailing line breaks are dropped because the terminator adds one or
+    /// two of them depending on the client, and an encoding may or may not carry one, so they
+    /// say nothing about what was meant.
     pub fn body(&self) -> String {
-        let raw = self.sections().1;
-        let encoding = self
-            .raw_header("Content-Transfer-Encoding")
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let bytes = match encoding.as_str() {
-            "quoted-printable" => decode_quoted_printable(raw),
-            "base64" => base64_decode(raw)
-                .unwrap_or_else(|| panic!("the body is declared base64 but is not: {raw:?}")),
-            _ => raw.as_bytes().to_vec(),
-        };
-        String::from_utf8_lossy(&bytes)
-            .trim_end_matches(['\r', '\n'])
-            .to_owned()
+        self.part("text/plain").unwrap_or_else(|| {
+            let (head, raw) = self.sections();
+            decode_part(head, raw)
+        })
+    }
+
+    /// The `text/html` part of a multipart message, decoded; `None` without one.
+    pub fn html(&self) -> Option<String> {
+        self.part("text/html")
+    }
+
+    /// The first part of a multipart message whose Content-Type is `mime`, decoded.
+    fn part(&self, mime: &str) -> Option<String> {
+        let ctype = self.raw_header("Content-Type")?;
+        if !ctype.to_ascii_lowercase().starts_with("multipart/") {
+            return None;
+        }
+        let boundary = ctype.split(';').find_map(|p| {
+            let p = p.trim();
+            p.strip_prefix("boundary=")
+                .map(|b| b.trim_matches('"').to_owned())
+        })?;
+        let delimiter = format!("--{boundary}");
+        for chunk in self.sections().1.split(delimiter.as_str()).skip(1) {
+            if chunk.starts_with("--") {
+                break;
+            }
+            let chunk = chunk.trim_start_matches(['\r', '\n']);
+            let (head, body) = match chunk.find("\r\n\r\n") {
+                Some(i) => (&chunk[..i], &chunk[i + 4..]),
+                None => match chunk.find("\n\n") {
+                    Some(i) => (&chunk[..i], &chunk[i + 2..]),
+                    None => continue,
+                },
+            };
+            let is_it = head.lines().any(|l| {
+                let l = l.to_ascii_lowercase();
+                l.starts_with("content-type:") && l.contains(mime)
+            });
+            if is_it {
+                return Some(decode_part(head, body));
+            }
+        }
+        None
     }
 
     /// The user and password the client authenticated with, if it did.
@@ -120,6 +151,28 @@ impl ReceivedMail {
         }
         (&self.data, "")
     }
+}
+
+/// A body decoded by the Content-Transfer-Encoding its header section `head` declares.
+fn decode_part(head: &str, raw: &str) -> String {
+    let encoding = head
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case("Content-Transfer-Encoding")
+                .then(|| v.trim().to_ascii_lowercase())
+        })
+        .unwrap_or_default();
+    let bytes = match encoding.as_str() {
+        "quoted-printable" => decode_quoted_printable(raw),
+        "base64" => base64_decode(&raw.split_whitespace().collect::<String>())
+            .unwrap_or_else(|| panic!("the body is declared base64 but is not: {raw:?}")),
+        _ => raw.as_bytes().to_vec(),
+    };
+    String::from_utf8_lossy(&bytes)
+        .trim_end_matches(['\r', '\n'])
+        .to_owned()
 }
 
 /// A reply the test asked for in place of the normal one, for a number of uses or until changed.

@@ -15,6 +15,7 @@ mod install;
 mod mail_safety;
 mod quota;
 mod reload;
+mod routes;
 mod service;
 mod smtp;
 mod templates;

@@ -106,11 +106,17 @@ async fn routes_split_one_cycle_by_waba_continue_sends_to_both_and_the_rest_goes
         m[0].body()
     };
     let acme = body_of("acme-ops@example.test");
-    assert!(acme.contains(P1) && !acme.contains(P2) && !acme.contains(P3), "{acme}");
+    assert!(
+        acme.contains(P1) && !acme.contains(P2) && !acme.contains(P3),
+        "{acme}"
+    );
     let beta = body_of("beta@example.test");
     assert!(beta.contains(P2) && !beta.contains(P1), "{beta}");
     let noc = body_of("noc@example.test");
-    assert!(noc.contains(P2) && !noc.contains(P1), "continue = true: {noc}");
+    assert!(
+        noc.contains(P2) && !noc.contains(P1),
+        "continue = true: {noc}"
+    );
     let ops = body_of("ops@example.test");
     assert!(
         ops.contains(P3) && !ops.contains(P1) && !ops.contains(P2),
@@ -136,7 +142,11 @@ async fn a_silence_stops_mail_for_its_waba_only_survives_a_restart_and_its_end_s
         "--author",
         "alice",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(id.parse::<i64>().is_ok(), "prints the id: {id}");
 
@@ -171,7 +181,11 @@ async fn a_silence_stops_mail_for_its_waba_only_survives_a_restart_and_its_end_s
 
     // It ends with P1 still RED: one email says so; P2 (never silenced) gets nothing more.
     let out = r.app.cli(&["silence", "expire", &id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     r.app.poll().await;
     let mails = r.deliver(1).await;
     assert_eq!(mails.len(), 1, "{mails:?}");
@@ -206,10 +220,18 @@ async fn a_target_that_recovers_during_its_silence_sends_nothing_when_it_ends() 
     r.app.poll().await;
     r.green(&[P3]);
     r.app.poll().await;
-    assert!(store.expire_silence(id, "bob", Utc::now()).await.expect("expire"));
+    assert!(
+        store
+            .expire_silence(id, "bob", Utc::now())
+            .await
+            .expect("expire")
+    );
     store.close().await;
     r.app.poll().await;
-    assert!(r.deliver(0).await.is_empty(), "nothing: it recovered while silenced");
+    assert!(
+        r.deliver(0).await.is_empty(),
+        "nothing: it recovered while silenced"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,7 +282,10 @@ async fn a_critical_alert_left_open_escalates_once_to_the_escalation_list() {
     let subject = mails[0].header("Subject").unwrap_or_default();
     assert!(subject.contains("ESCALATED"), "{subject}");
     let body = mails[0].body();
-    assert!(body.contains("open since"), "how long it has been bad: {body}");
+    assert!(
+        body.contains("open since"),
+        "how long it has been bad: {body}"
+    );
     assert!(body.contains("still RED"), "{body}");
 }
 
@@ -268,10 +293,15 @@ async fn a_critical_alert_left_open_escalates_once_to_the_escalation_list() {
 async fn check_config_shows_what_each_route_takes_and_refuses_a_typo_d_waba_with_its_line() {
     let r = Routed::start(ROUTES).await;
     let out = r.app.cli(&["check-config"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("\"acme\"") && text.contains("matches 1 of the 3 configured target(s) (WABA 200000000000001)"),
+        text.contains("\"acme\"")
+            && text.contains("matches 1 of the 3 configured target(s) (WABA 200000000000001)"),
         "{text}"
     );
     assert!(
@@ -279,13 +309,19 @@ async fn check_config_shows_what_each_route_takes_and_refuses_a_typo_d_waba_with
         "{text}"
     );
 
-    let typo = ROUTES.replace("wabas = [\"200000000000001\"]", "wabas = [\"200000000000009\"]");
+    let typo = ROUTES.replace(
+        "wabas = [\"200000000000001\"]",
+        "wabas = [\"200000000000009\"]",
+    );
     let bad = Routed::start(&typo).await;
     let out = bad.app.cli(&["check-config"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("route[0].wabas"), "{err}");
-    assert!(err.contains("200000000000009 is not monitored by any source"), "{err}");
+    assert!(
+        err.contains("200000000000009 is not monitored by any source"),
+        "{err}"
+    );
     let line = err
         .lines()
         .find(|l| l.contains("route[0].wabas"))

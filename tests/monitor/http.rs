@@ -560,3 +560,85 @@ async fn cycles_that_keep_running_past_their_timeout_make_the_source_blind() {
     app.sim.with_state(|s| s.faults.clear());
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_over_the_api_need_the_token_and_are_added_listed_and_expired() {
+    // Without an API token configured, silences are refused (the rest of the API is open).
+    let open = TestApp::spawn(one_waba(1), &format!("wabas = [\"{WABA1}\"]")).await;
+    let d = Running::start(&open).await;
+    assert_eq!(d.get("/api/silences", None).await.0, 403);
+    d.stop().await;
+
+    let app = TestApp::spawn(one_waba(1), &format!("wabas = [\"{WABA1}\"]")).await;
+    app.write_secret("api-token", API_TOKEN);
+    app.add_daemon_key("api_token_file = \"api-token\"");
+    let d = Running::start(&app).await;
+    let http = reqwest::Client::new();
+    let add = |body: serde_json::Value, token: Option<&'static str>| {
+        let mut req = http.post(format!("{}/api/silences", d.base)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let good = serde_json::json!({"wabas": [WABA1], "for": "2h", "comment": "planned migration", "author": "carol"});
+    assert_eq!(
+        add(good.clone(), None)
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        401
+    );
+    for bad in [
+        serde_json::json!({"wabas": [WABA1], "for": "forever", "comment": "x"}),
+        serde_json::json!({"wabas": [], "for": "2h", "comment": "x"}),
+        serde_json::json!({"wabas": ["+1 555"], "for": "2h", "comment": "x"}),
+        serde_json::json!({"wabas": [WABA1], "for": "2h", "comment": " "}),
+        serde_json::json!({"wabas": [WABA1], "for": "2h", "comment": "x", "extra": 1}),
+    ] {
+        let r = add(bad.clone(), Some(API_TOKEN)).await.expect("post");
+        assert_eq!(r.status().as_u16(), 400, "{bad}");
+    }
+    let r = add(good, Some(API_TOKEN)).await.expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    let id = v["data"]["id"].as_i64().expect("id");
+
+    let (code, body) = d.get("/api/silences", Some(API_TOKEN)).await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let s = &v["data"][0];
+    assert_eq!(s["id"], id);
+    assert_eq!(s["state"], "active");
+    assert_eq!(s["author"], "carol");
+    assert_eq!(s["matchers"]["wabas"][0], WABA1);
+
+    let del = |path: String| {
+        http.delete(format!("{}{path}", d.base))
+            .bearer_auth(API_TOKEN)
+            .send()
+    };
+    assert_eq!(
+        del(format!("/api/silences/{id}"))
+            .await
+            .expect("delete")
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        del(format!("/api/silences/{id}"))
+            .await
+            .expect("delete")
+            .status()
+            .as_u16(),
+        404,
+        "already ended"
+    );
+    let (_, body) = d.get("/api/silences", Some(API_TOKEN)).await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["data"][0]["state"], "expired");
+    assert_eq!(v["data"][0]["expired_by"], "api");
+    d.stop().await;
+}

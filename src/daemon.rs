@@ -11,7 +11,8 @@ use crate::config::Config;
 use crate::http;
 use crate::lifecycle::{CycleStats, ShutdownSignal};
 use crate::metrics::Metrics;
-use crate::notify::delivery::Deliverer;
+use crate::notify::delivery::{self, Deliverer};
+use crate::notify::heartbeat::{Beat, Heartbeat};
 use crate::poller::CycleReport;
 use crate::retry::RetryPolicy;
 use crate::runtime::{Ground, Runtime, SharedRuntime};
@@ -231,6 +232,9 @@ pub async fn run_with_listeners(
     };
     drop(first);
 
+    // `[heartbeat]` of the runtime in force, after every cycle; queued, never waited for.
+    let heartbeat = Heartbeat::start(metrics.clone());
+
     service::ready(&format!(
         "polling {targets} configured target(s); first cycle running"
     ));
@@ -242,6 +246,9 @@ pub async fn run_with_listeners(
         shutdown,
         |report| {
             service::status(&status_line(report));
+            if let Some(hb) = &runtime.current().config.heartbeat {
+                heartbeat.beat(hb, Beat::after(read_anything(report)));
+            }
             on_cycle(report);
         },
     )
@@ -291,6 +298,15 @@ fn count_targets(cfg: &Config) -> usize {
         .sum()
 }
 
+/// Whether a cycle read anything: it was recorded and at least one source read something
+/// (else the heartbeat says `/fail`).
+fn read_anything(r: &CycleReport) -> bool {
+    r.store_error().is_none()
+        && r.sources
+            .iter()
+            .any(|s| s.outcome != crate::sources::PollOutcome::Failed)
+}
+
 /// The one-line STATUS= for systemd.
 fn status_line(r: &CycleReport) -> String {
     let numbers: usize = r.sources.iter().map(|s| s.phones).sum();
@@ -318,26 +334,42 @@ struct Delivery {
 }
 
 impl Delivery {
-    /// Starts delivering with the runtime's mailer; without `[email]` there is nothing to do.
+    /// Starts delivering with the runtime's mailer (email and webhook rows); without
+    /// `[email]`, webhook rows only when a route has a `webhook_url`; with neither there is
+    /// nothing to do.
     fn start(
         rt: &Runtime,
         ground: &Ground,
         opts: &RunOptions,
         shutdown: &ShutdownSignal,
     ) -> Delivery {
-        let (Some(email), Some(mailer)) = (&rt.config.email, &rt.mailer) else {
-            tracing::warn!("no [email] section: alerts are logged and recorded, not emailed");
-            return Delivery {
-                stop: None,
-                handle: None,
-            };
-        };
-        let deliverer = Deliverer::new(
-            ground.store.clone(),
-            (**mailer).clone(),
-            email,
-            opts.email_backoff,
-        )
+        let hooks = rt.config.routes.iter().any(|r| r.webhook_url.is_some());
+        let deliverer = match (&rt.config.email, &rt.mailer) {
+            (Some(email), Some(mailer)) => Deliverer::new(
+                ground.store.clone(),
+                (**mailer).clone(),
+                email,
+                opts.email_backoff,
+            ),
+            _ if hooks => {
+                tracing::warn!(
+                    "no [email] section: alerts go to the routes' webhook receivers only, nothing is emailed"
+                );
+                Deliverer::without_mailer(
+                    ground.store.clone(),
+                    delivery::DEFAULT_WEBHOOK_TIMEOUT,
+                    delivery::DEFAULT_WEBHOOK_MAX_AGE,
+                    opts.email_backoff,
+                )
+            }
+            _ => {
+                tracing::warn!("no [email] section: alerts are logged and recorded, not emailed");
+                return Delivery {
+                    stop: None,
+                    handle: None,
+                };
+            }
+        }
         .with_metrics(ground.metrics.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut global = shutdown.clone();

@@ -128,6 +128,26 @@ pub struct WebhookLabels {
     pub outcome: String,
 }
 
+/// How one attempt to deliver an alert webhook ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryOutcomeLabels {
+    /// sent, retry, failed, abandoned.
+    pub outcome: String,
+}
+
+/// Which heartbeat was requested.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeartbeatLabels {
+    /// `ok` (the URL itself) or `fail` (the URL + `/fail`).
+    pub signal: String,
+}
+
+/// The outcomes `waba_monitor_alert_webhook_deliveries_total{outcome}` counts.
+pub const WEBHOOK_DELIVERY_OUTCOMES: [&str; 4] = ["sent", "retry", "failed", "abandoned"];
+
+/// The signals `waba_monitor_heartbeats_total{signal}` counts.
+pub const HEARTBEAT_SIGNALS: [&str; 2] = ["ok", "fail"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
@@ -153,6 +173,12 @@ pub struct Metrics {
     pub emails_sent: Counter,
     pub emails_failed: Counter,
     pub emails_abandoned: Counter,
+    /// Attempts to deliver a digest to a route's webhook receiver, by outcome.
+    pub alert_webhook_deliveries: Family<DeliveryOutcomeLabels, Counter>,
+    /// Heartbeat requests the heartbeat service answered with 2xx, by signal.
+    pub heartbeats: Family<HeartbeatLabels, Counter>,
+    /// Heartbeat requests that failed (unreachable, timed out, not 2xx).
+    pub heartbeat_failures: Counter,
     pub outbox_pending: Gauge,
     pub outbox_oldest_age: FloatGauge,
     pub config_reload_ok: Gauge,
@@ -217,6 +243,9 @@ impl Metrics {
             emails_sent: Counter::default(),
             emails_failed: Counter::default(),
             emails_abandoned: Counter::default(),
+            alert_webhook_deliveries: Family::default(),
+            heartbeats: Family::default(),
+            heartbeat_failures: Counter::default(),
             outbox_pending: Gauge::default(),
             outbox_oldest_age: FloatGauge::default(),
             config_reload_ok: Gauge::default(),
@@ -315,6 +344,34 @@ impl Metrics {
             "Alert emails given up after max_age",
             m.emails_abandoned.clone(),
         );
+        // Every outcome and signal at 0 from the start (see store_errors below).
+        for outcome in WEBHOOK_DELIVERY_OUTCOMES {
+            let _ = m
+                .alert_webhook_deliveries
+                .get_or_create(&DeliveryOutcomeLabels {
+                    outcome: outcome.to_owned(),
+                });
+        }
+        for signal in HEARTBEAT_SIGNALS {
+            let _ = m.heartbeats.get_or_create(&HeartbeatLabels {
+                signal: signal.to_owned(),
+            });
+        }
+        registry.register(
+            "alert_webhook_deliveries",
+            "Attempts to deliver an alert digest to a route's webhook receiver, by outcome (sent: 2xx; retry: 5xx, 408, 429, unreachable or timed out; failed: another 4xx, never retried; abandoned: given up after max_age)",
+            m.alert_webhook_deliveries.clone(),
+        );
+        registry.register(
+            "heartbeats",
+            "Heartbeat requests answered with 2xx, by signal (ok: a cycle read something; fail: a cycle read nothing)",
+            m.heartbeats.clone(),
+        );
+        registry.register(
+            "heartbeat_failures",
+            "Heartbeat requests that failed (unreachable, timed out or not 2xx); never fatal",
+            m.heartbeat_failures.clone(),
+        );
         registry.register(
             "outbox_pending",
             "Emails waiting to be accepted by the SMTP server",
@@ -379,6 +436,25 @@ impl Metrics {
         );
         m.config_reload_ok.set(1);
         Metrics { registry, ..m }
+    }
+
+    /// Counts one attempt to deliver an alert webhook (`outcome` is one of
+    /// [`WEBHOOK_DELIVERY_OUTCOMES`]).
+    pub fn alert_webhook_delivery(&self, outcome: &str) {
+        self.alert_webhook_deliveries
+            .get_or_create(&DeliveryOutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a heartbeat the service accepted (`signal` is `ok` or `fail`).
+    pub fn heartbeat_sent(&self, signal: &str) {
+        self.heartbeats
+            .get_or_create(&HeartbeatLabels {
+                signal: signal.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a webhook delivery (`field` and `outcome` are bounded labels, never raw text).

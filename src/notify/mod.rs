@@ -5,6 +5,7 @@
 //! a message resent after a crash between "accepted" and "marked sent" is recognisably the same.
 
 pub mod delivery;
+pub mod heartbeat;
 pub mod hook;
 pub mod mailer;
 pub mod render;

@@ -91,6 +91,8 @@ pub struct InterruptedSend {
     pub attempts: i64,
     /// Sends of it cut off before this one was found.
     pub interrupted_attempts: i64,
+    /// `email` or `webhook` (a webhook's recipient is its URL: never logged whole).
+    pub channel: String,
 }
 
 /// Every alert not yet digested, oldest first.
@@ -185,7 +187,7 @@ impl Store {
     /// Pending rows still marked in flight: their last send was cut off.
     pub async fn interrupted_sends(&self) -> Result<Vec<InterruptedSend>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, recipient, message_id, attempts, interrupted_attempts \
+            "SELECT id, recipient, message_id, attempts, interrupted_attempts, channel \
              FROM outbox WHERE state = 'pending' AND in_flight = 1 ORDER BY id",
         )
         .fetch_all(self.pool())
@@ -244,6 +246,29 @@ impl Store {
         )
         .bind(rfc3339(now))
         .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// [`Store::pending_due`] restricted to one `channel` (`email` or `webhook`): a worker
+    /// that cannot send email (no `[email]`) reads only the webhook rows, so email rows it
+    /// leaves pending never crowd them out of a pass.
+    pub async fn pending_due_on(
+        &self,
+        channel: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DueMessage>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, recipient, message_id, subject, body, references_hdr, created_at, attempts, \
+                    channel, content_type, html \
+             FROM outbox WHERE state = 'pending' AND in_flight = 0 AND next_attempt_at <= ?1 \
+                   AND channel = ?3 \
+             ORDER BY id LIMIT ?2",
+        )
+        .bind(rfc3339(now))
+        .bind(limit)
+        .bind(channel)
         .fetch_all(self.pool())
         .await?)
     }

@@ -209,7 +209,9 @@ pub async fn digest_in(
     }
     for ((url, _), (format, list)) in &by_hook {
         let owned: Vec<AlertItem> = list.iter().map(|i| (*i).clone()).collect();
-        let key = render::message_id(&owned, url, &domain);
+        // The format is part of the key: two routes posting to one URL in two formats are two
+        // deliveries, not one (the outbox keeps one row per key).
+        let key = render::message_id(&owned, &format!("{url}#{}", format.as_str()), &domain);
         let (payload, content_type) = hook::payload(&owned, *format, &key, dashboard);
         outbox::queue_digest(
             tx,

@@ -335,3 +335,28 @@ async fn check_config_shows_what_each_route_takes_and_refuses_a_typo_d_waba_with
         .expect("in the file");
     assert!(line.contains(&format!(":{at}:")), "line {at}: {line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routes_posting_one_url_in_two_formats_queue_two_deliveries() {
+    let r = Routed::start(
+        "[[route]]\nname = \"json\"\nwabas = [\"200000000000001\"]\nwebhook_url = \"http://127.0.0.1:9/hook\"\ncontinue = true\n\n\
+[[route]]\nname = \"slack\"\nwabas = [\"200000000000001\"]\nwebhook_url = \"http://127.0.0.1:9/hook\"\nwebhook_format = \"slack\"\n",
+    )
+    .await;
+    r.app.poll().await;
+    r.red(&[P1]);
+    r.app.poll().await;
+    let store = r.app.store().await;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT message_id, body FROM outbox WHERE channel = 'webhook' ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .expect("outbox");
+    store.close().await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_ne!(rows[0].0, rows[1].0, "two idempotency keys");
+    assert!(
+        rows.iter().any(|(_, b)| b.starts_with("{\"text\":")),
+        "{rows:?}"
+    );
+}

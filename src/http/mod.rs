@@ -5,6 +5,8 @@
 //! `{"status":"error","message":...}`. It never returns a token.
 
 mod api;
+mod page;
+mod page_html;
 mod serve;
 pub mod webhooks;
 
@@ -42,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api", api::router(state.clone()))
+        .merge(page::router(state.clone()))
         .with_state(state)
 }
 

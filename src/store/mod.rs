@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod facts;
 mod merge;
 pub mod outbox;
+pub mod page;
 mod queries;
 pub mod silences;
 pub mod templates;

@@ -6,6 +6,7 @@ mod bsp;
 mod cli;
 mod config_check;
 mod daemon;
+mod email_format;
 mod faults;
 mod heartbeat;
 mod helpers;

@@ -601,9 +601,19 @@ async fn cmd_test_email(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         "This is a test from `waba-monitor test-email`: nothing happened to any number.\n\n{}",
         crate::notify::render::body(&items)
     );
+    let html = crate::notify::render::html(&items, email.dashboard_url.as_ref());
     let domain = crate::notify::id_domain(email);
     let mut failed = false;
-    for rcpt in &email.to {
+    // Every address an alert can go to: [email] to and the routes' email_to.
+    let mut recipients: Vec<&String> = email.to.iter().collect();
+    for r in &cfg.routes {
+        for a in &r.email_to {
+            if !recipients.contains(&a) {
+                recipients.push(a);
+            }
+        }
+    }
+    for rcpt in recipients {
         let message_id = format!("<test-{}@{domain}>", now.timestamp_millis());
         let out = crate::notify::mailer::Outgoing {
             recipient: rcpt,
@@ -613,7 +623,7 @@ async fn cmd_test_email(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             references: None,
             date: now.into(),
         };
-        match mailer.send(&out).await {
+        match mailer.send_with_html(&out, Some(&html)).await {
             Ok(reply) => outln!(
                 "sent to {rcpt} through {}:{}: the server accepted it ({reply})",
                 email.smtp_host,

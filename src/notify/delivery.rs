@@ -301,14 +301,17 @@ impl Deliverer {
                 (Channel::Webhook, _) => self.post(&row).await,
                 (Channel::Email, Some(mailer)) => {
                     mailer
-                        .send(&Outgoing {
-                            recipient: &row.recipient,
-                            subject: &row.subject,
-                            body: &row.body,
-                            message_id: &row.message_id,
-                            references: row.references_hdr.as_deref(),
-                            date: created.into(),
-                        })
+                        .send_with_html(
+                            &Outgoing {
+                                recipient: &row.recipient,
+                                subject: &row.subject,
+                                body: &row.body,
+                                message_id: &row.message_id,
+                                references: row.references_hdr.as_deref(),
+                                date: created.into(),
+                            },
+                            row.html.as_deref(),
+                        )
                         .await
                 }
                 (Channel::Email, None) => Err(SendFailure::Transient(

@@ -185,7 +185,7 @@ pub async fn digest_in(
     for (rcpt, list) in &by_email {
         let owned: Vec<AlertItem> = list.iter().map(|i| (*i).clone()).collect();
         let subject = render::subject(&owned);
-        let body = render::body(&owned);
+        let body = render::body_with_dashboard(&owned, dashboard);
         let html = render::html(&owned, dashboard);
         let references = render::references(&owned, &domain);
         // A digest redone after a crash before commit produces the same Message-ID, and the

@@ -360,9 +360,13 @@ async fn a_reminder_follows_after_repeat_interval_while_still_bad() {
         1
     );
     let cfg = m.app.config();
-    waba_monitor::notify::digest(&store, &waba_monitor::notify::Routing::from_config(&cfg), later)
-        .await
-        .expect("digest");
+    waba_monitor::notify::digest(
+        &store,
+        &waba_monitor::notify::Routing::from_config(&cfg),
+        later,
+    )
+    .await
+    .expect("digest");
     store.close().await;
     m.deliverer().await.deliver_due(later).await.expect("pass");
     let mails = m.smtp.messages();

@@ -260,3 +260,54 @@ pub fn validate(m: &Matchers, duration: &str, comment: &str) -> Result<chrono::D
     }
     chrono::Duration::from_std(d).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn silences_end_once_and_ended_ones_are_pruned_with_the_retention() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("m.db")).await.expect("open");
+        let now = Utc::now();
+        let m = Matchers {
+            wabas: vec!["1".into()],
+            ..Matchers::default()
+        };
+        let days = chrono::Duration::days;
+        let old = store
+            .add_silence(
+                &m,
+                now - days(40),
+                now - days(39),
+                "old",
+                "a",
+                now - days(40),
+            )
+            .await
+            .expect("add");
+        let active = store
+            .add_silence(&m, now, now + days(1), "now", "b", now)
+            .await
+            .expect("add");
+        // The end of the old one is dealt with once.
+        let mut tx = store.begin_write().await.expect("tx");
+        let ended = take_ended_in(&mut tx, now).await.expect("ended");
+        assert_eq!(ended.iter().map(|s| s.id).collect::<Vec<_>>(), [old]);
+        assert!(take_ended_in(&mut tx, now).await.expect("ended").is_empty());
+        let in_force = active_in(&mut tx, now).await.expect("active");
+        assert_eq!(in_force.iter().map(|s| s.id).collect::<Vec<_>>(), [active]);
+        tx.commit().await.expect("commit");
+        // A retention of 30 days removes the one that ended 39 days ago, not the active one.
+        store.prune_batch(now - days(30), 100).await.expect("prune");
+        let left: Vec<i64> = store
+            .silences(now, days(3650))
+            .await
+            .expect("list")
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(left, [active]);
+        store.close().await;
+    }
+}

@@ -152,8 +152,17 @@ async fn a_silence_stops_mail_for_its_waba_only_survives_a_restart_and_its_end_s
 
     // W1 and W2 turn RED: only W2's is sent; W1's is recorded (history, open alert).
     r.red(&[P1, P2]);
-    let report = r.app.poll().await;
+    let poller = r.app.poller().await;
+    let report = poller.poll_once().await;
+    poller.store().close().await;
     assert_eq!(report.alerts, 1, "the silenced one is not counted as sent");
+    let metrics = poller.metrics().encode();
+    for line in [
+        "waba_monitor_alerts_total{severity=\"critical\",silenced=\"true\"} 1",
+        "waba_monitor_alerts_total{severity=\"critical\",silenced=\"false\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
     let mails = r.deliver(0).await;
     assert_eq!(mails.len(), 1);
     let body = mails[0].body();

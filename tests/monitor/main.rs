@@ -15,6 +15,7 @@ mod http;
 mod http_load;
 mod install;
 mod mail_safety;
+mod page;
 mod quota;
 mod receivers;
 mod reload;

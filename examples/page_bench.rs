@@ -224,7 +224,7 @@ async fn bench(renders: usize) -> anyhow::Result<()> {
             "GET /?state=ok (all healthy, paged)",
             "/?state=ok".to_owned(),
         ),
-        ("GET /?q=555 (search)", "/?q=Fleet%20500".to_owned()),
+        ("GET /?q=Fleet 500 (search)", "/?q=Fleet%20500".to_owned()),
         ("GET /numbers/{id}", format!("/numbers/{}", phone(7))),
         ("GET /wabas/{id}", "/wabas/200000000000001".to_owned()),
     ] {

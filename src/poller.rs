@@ -95,6 +95,9 @@ pub struct Poller {
     metrics: Arc<Metrics>,
     clock: Clock,
     stale_after: u32,
+    /// `[daemon] secret_key_file`: opens the fleet API's per-account tokens (checked at build
+    /// against the database's key-check value).
+    secret_key: Option<Arc<crate::secrets::SecretKey>>,
 }
 
 /// Where "now" comes from: the wall clock in production, a simulated one in the quota
@@ -154,7 +157,9 @@ impl Poller {
             sources.push(Source::Finedu(Box::new(source)));
         }
         metrics.set_graph_api_versions(&cfg.meta);
+        let secret_key = load_secret_key(cfg)?;
         Ok(Poller {
+            secret_key,
             store,
             sources,
             alerts: cfg.alerts.clone(),
@@ -209,10 +214,103 @@ impl Poller {
     }
 
     /// Reads one number now through the source that watches it (the status API's connection
-    /// test). `None` if no source knows the number.
+    /// test), with its own token when the fleet API stored one. `None` if no source knows the
+    /// number.
     pub async fn read_number(&self, id: &str, source: &str) -> Option<crate::sources::SingleRead> {
         let s = self.sources.iter().find(|s| s.name() == source)?;
+        if let Source::Meta(m) = s {
+            let managed = self.store.managed_accounts().await.unwrap_or_default();
+            if let Some(token) = managed
+                .iter()
+                .find(|a| a.target_id == id)
+                .and_then(|a| self.open_token(a))
+            {
+                return Some(match m.read_number_as(id, Some(&token)).await {
+                    Ok(p) => crate::sources::SingleRead::Read(Box::new(p)),
+                    Err(e) => crate::sources::SingleRead::Failed(e),
+                });
+            }
+        }
         Some(s.read_number(id).await)
+    }
+
+    /// The key of `[daemon] secret_key_file`, when configured.
+    pub fn secret_key(&self) -> Option<&crate::secrets::SecretKey> {
+        self.secret_key.as_deref()
+    }
+
+    /// The names of the `[[meta]]` sources, in config order (the fleet API's default is the
+    /// first).
+    pub fn meta_source_names(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter(|s| matches!(s, Source::Meta(_)))
+            .map(|s| s.name().to_owned())
+            .collect()
+    }
+
+    /// An account's own token, opened (and registered for redaction); `None` without one, or
+    /// when it does not open with the key in force.
+    fn open_token(
+        &self,
+        a: &crate::store::accounts::ManagedAccount,
+    ) -> Option<secrecy::SecretString> {
+        let sealed = a.token.as_ref()?;
+        let Some(key) = &self.secret_key else {
+            tracing::warn!(id = %a.target_id, "this account's access token is stored encrypted but [daemon] secret_key_file is not set: read with the source's token");
+            return None;
+        };
+        let plain = key
+            .open(sealed, a.target_id.as_bytes())
+            .and_then(|p| String::from_utf8(p).ok());
+        let Some(plain) = plain else {
+            tracing::warn!(id = %a.target_id, "this account's access token does not open with [daemon] secret_key_file: read with the source's token");
+            return None;
+        };
+        let token = secrecy::SecretString::from(plain);
+        crate::redact::register(&token);
+        Some(token)
+    }
+
+    /// The fleet API's accounts, by the `[[meta]]` source that polls them (the first one when
+    /// none is named). A failed read polls the config's targets only (the accounts keep their
+    /// state, like any target not read).
+    async fn extra_targets(&self) -> BTreeMap<String, crate::sources::meta::ExtraTargets> {
+        let mut out: BTreeMap<String, crate::sources::meta::ExtraTargets> = BTreeMap::new();
+        let accounts = match self.store.managed_accounts().await {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics.store_error("read");
+                tracing::error!(error = %e, "could not read the accounts added through the fleet API: only the config's targets are polled this cycle");
+                return out;
+            }
+        };
+        let metas = self.meta_source_names();
+        for a in accounts {
+            let source = match &a.source {
+                Some(s) if metas.contains(s) => s.clone(),
+                Some(s) => {
+                    tracing::warn!(id = %a.target_id, source = %s, "an account added through the fleet API names a [[meta]] source the configuration no longer has: not polled");
+                    continue;
+                }
+                None => match metas.first() {
+                    Some(first) => first.clone(),
+                    None => continue,
+                },
+            };
+            let extra = out.entry(source).or_default();
+            if let Some(w) = &a.waba_id {
+                extra.phone_wabas.insert(a.target_id.clone(), w.clone());
+            }
+            if a.kind == crate::store::accounts::KIND_WABA {
+                extra.wabas.push(a.target_id.clone());
+            } else if let Some(token) = self.open_token(&a) {
+                extra.own_token.push((a.target_id.clone(), token));
+            } else {
+                extra.phones.push(a.target_id.clone());
+            }
+        }
+        out
     }
 
     /// The notifier the delivery worker waits on.
@@ -281,9 +379,11 @@ impl Poller {
         self.process_webhooks().await;
         // Boxed futures built in a loop rather than an iterator closure: rustc cannot yet prove
         // a closure-returned future Send for every lifetime (rust-lang/rust#102211).
+        let extras = self.extra_targets().await;
         let mut polls: Vec<Pin<Box<dyn Future<Output = Polled> + Send + '_>>> =
             Vec::with_capacity(self.sources.len());
         for s in &self.sources {
+            let extra = extras.get(s.name());
             let span = tracing::info_span!(
                 "poll",
                 source = %s.name(),
@@ -293,7 +393,9 @@ impl Poller {
                 failures = tracing::field::Empty,
                 changes = tracing::field::Empty,
             );
-            polls.push(Box::pin(self.poll_source(s, span.clone()).instrument(span)));
+            polls.push(Box::pin(
+                self.poll_source(s, extra, span.clone()).instrument(span),
+            ));
         }
         let polled = join_all(polls).await;
 
@@ -336,7 +438,12 @@ impl Poller {
     }
 
     /// The network half of a source's poll: record its start, read it.
-    async fn poll_source(&self, source: &Source, span: tracing::Span) -> Polled {
+    async fn poll_source(
+        &self,
+        source: &Source,
+        extra: Option<&crate::sources::meta::ExtraTargets>,
+        span: tracing::Span,
+    ) -> Polled {
         let run_id = match self.store.begin_run(source.name(), Utc::now()).await {
             Ok(id) => Some(id),
             Err(e) => {
@@ -346,7 +453,10 @@ impl Poller {
             }
         };
         let t0 = std::time::Instant::now();
-        let poll = source.poll((self.clock)()).await;
+        let poll = match (source, extra) {
+            (Source::Meta(m), Some(extra)) => m.poll_with((self.clock)(), extra).await,
+            _ => source.poll((self.clock)()).await,
+        };
         let elapsed = t0.elapsed();
         log_poll(&poll);
         self.record_poll_metrics(source, &poll, elapsed);
@@ -629,6 +739,40 @@ impl Poller {
         {
             self.metrics.store_error("finish_run");
             tracing::error!(error = %e, "could not record the end of a poll in the database");
+        }
+    }
+}
+
+/// Reads `[daemon] secret_key_file` and checks it against the database: when the database
+/// holds access tokens sealed through the fleet API (its key-check value), a missing or
+/// different key is refused here, at start (and at a reload), before any token is needed.
+fn load_secret_key(cfg: &Config) -> anyhow::Result<Option<Arc<crate::secrets::SecretKey>>> {
+    let key = match &cfg.daemon.secret_key {
+        Some(src) => Some(Arc::new(
+            crate::secrets::SecretKey::load(src)
+                .map_err(|e| anyhow::anyhow!("[daemon] secret_key_file: {e}"))?,
+        )),
+        None => None,
+    };
+    let db = &cfg.daemon.database;
+    let check = crate::store::accounts::key_check_blocking(db)
+        .with_context(|| format!("could not read the key check of {}", db.display()))?;
+    match (check, &key) {
+        (None, _) => Ok(key),
+        (Some(_), None) => anyhow::bail!(
+            "the database {} holds access tokens stored through the fleet API, encrypted with a key, and [daemon] secret_key_file is not set: set secret_key_file to the file holding that key (64 hex characters, mode 600)",
+            db.display()
+        ),
+        (Some(sealed), Some(k)) => {
+            let opened = k.open(&sealed, crate::store::accounts::KEY_CHECK_CONTEXT);
+            if opened.as_deref() == Some(crate::store::accounts::KEY_CHECK_PLAIN) {
+                Ok(key)
+            } else {
+                anyhow::bail!(
+                    "[daemon] secret_key_file is not the key the access tokens in the database {} were encrypted with: point secret_key_file at the original key file (a new key cannot open them)",
+                    db.display()
+                )
+            }
         }
     }
 }

@@ -209,6 +209,97 @@ impl SecretSource {
     }
 }
 
+/// The key of `[daemon] secret_key_file`: XChaCha20-Poly1305 over what the database keeps
+/// encrypted (the fleet API's per-account access tokens). The file holds 32 random bytes as 64
+/// hex characters (`openssl rand -hex 32`), private like every secret file.
+pub struct SecretKey {
+    cipher: chacha20poly1305::XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey([REDACTED])")
+    }
+}
+
+/// Bytes of the random nonce stored in front of each ciphertext.
+const NONCE_LEN: usize = 24;
+
+impl SecretKey {
+    /// Reads the key file (the rules of every secret file: private, regular, one line) and
+    /// decodes it.
+    pub fn load(source: &SecretSource) -> Result<SecretKey, String> {
+        use secrecy::ExposeSecret;
+        let text = source.load().map_err(|e| e.to_string())?;
+        Self::from_hex(text.expose_secret()).map_err(|why| format!("{} {why}", source.describe()))
+    }
+
+    /// A key from its 64 hex characters; the error quotes none of them.
+    pub fn from_hex(hex: &str) -> Result<SecretKey, String> {
+        use chacha20poly1305::aead::KeyInit;
+        let hex = hex.trim();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "is not a key: it must hold 64 hex characters (32 random bytes), it holds {} characters{}",
+                hex.chars().count(),
+                if hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    ""
+                } else {
+                    " that are not all hex digits"
+                }
+            ));
+        }
+        let bytes: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+            .collect();
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new_from_slice(&bytes)
+            .map_err(|_| "is not a 32-byte key".to_owned())?;
+        Ok(SecretKey { cipher })
+    }
+
+    /// `plain` encrypted and bound to `context` (e.g. the id of the row it belongs to, so a
+    /// ciphertext moved to another row does not open): a fresh random nonce, then the
+    /// ciphertext and its tag.
+    pub fn seal(&self, plain: &[u8], context: &[u8]) -> Vec<u8> {
+        use chacha20poly1305::aead::{Aead, Generate, Payload};
+        let nonce = chacha20poly1305::XNonce::generate();
+        let sealed = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plain,
+                    aad: context,
+                },
+            )
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(nonce.as_slice());
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// What [`SecretKey::seal`] sealed with this key and `context`; `None` for another key,
+    /// another context or damaged bytes.
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Option<Vec<u8>> {
+        use chacha20poly1305::aead::{Aead, Payload};
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce = chacha20poly1305::XNonce::try_from(nonce).ok()?;
+        self.cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: body,
+                    aad: context,
+                },
+            )
+            .ok()
+    }
+}
+
 /// What a file that is not a regular file is, for messages ("a directory", "a FIFO (named
 /// pipe)", ...).
 pub(crate) fn file_kind(t: std::fs::FileType) -> &'static str {
@@ -291,6 +382,25 @@ fn read_secret_file(path: &Path) -> Result<SecretString, SecretError> {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn a_sealed_value_opens_only_with_its_key_and_context() {
+        let key = SecretKey::from_hex(&"ab".repeat(32)).expect("key");
+        let other = SecretKey::from_hex(&"cd".repeat(32)).expect("key");
+        let sealed = key.seal(b"EAAtoken-value", b"123");
+        assert!(!sealed.windows(5).any(|w| w == b"EAAto"), "ciphertext");
+        assert_eq!(
+            key.open(&sealed, b"123").as_deref(),
+            Some(&b"EAAtoken-value"[..])
+        );
+        assert_eq!(key.open(&sealed, b"124"), None, "another row");
+        assert_eq!(other.open(&sealed, b"123"), None, "another key");
+        assert_ne!(key.seal(b"x", b"1"), key.seal(b"x", b"1"), "fresh nonce");
+        for bad in ["", "abc", &"zz".repeat(32), &"ab".repeat(31)] {
+            let why = SecretKey::from_hex(bad).expect_err(bad);
+            assert!(why.contains("64 hex characters"), "{why}");
+        }
+    }
 
     #[test]
     fn a_secret_file_open_to_others_is_refused_and_a_private_one_is_read() {

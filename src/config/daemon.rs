@@ -30,6 +30,9 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     /// Bearer token required on `/api/*` (mandatory when `listen` is not loopback).
     pub api_token: Option<SecretSource>,
+    /// `secret_key_file`: the key (32 random bytes as 64 hex characters, a private file) that
+    /// encrypts the per-account access tokens the fleet API stores.
+    pub secret_key: Option<SecretSource>,
     /// A target not read by this many consecutive polls of its source is shown as stale.
     pub stale_after: u32,
     /// History, poll records, delivered email and old alerts are pruned after this long; zero
@@ -171,6 +174,29 @@ pub(super) fn validate_daemon(
             "set api_token_env (or api_token_file) in [daemon] so /api/* requires `Authorization: Bearer <token>`, or listen on 127.0.0.1",
         );
     }
+    let secret_key_span = raw.secret_key_file.as_ref().map(|f| f.span());
+    let secret_key = secret_source(
+        &None,
+        &raw.secret_key_file,
+        ("daemon.secret_key_file", "daemon.secret_key_file"),
+        base_dir,
+        Need::Optional,
+        p,
+    );
+    // Readable is checked with every secret; the content must also be a key.
+    if p.check_secrets
+        && let Some(src) = &secret_key
+        && let Ok(text) = src.load()
+        && let Err(why) =
+            crate::secrets::SecretKey::from_hex(secrecy::ExposeSecret::expose_secret(&text))
+    {
+        p.add(
+            secret_key_span,
+            "daemon.secret_key_file",
+            format!("{} {why}", src.describe()),
+            "write 32 random bytes as 64 hex characters into it: `openssl rand -hex 32 > FILE && chmod 600 FILE`",
+        );
+    }
     let stale_after = int_key(
         raw.stale_after,
         "daemon.stale_after",
@@ -206,6 +232,7 @@ pub(super) fn validate_daemon(
         shutdown_grace,
         log_format,
         api_token,
+        secret_key,
         stale_after,
         retention,
     })

@@ -56,6 +56,7 @@ pub(super) struct RawDaemon {
     pub(super) log_format: Option<Spanned<String>>,
     pub(super) api_token_env: Option<Spanned<String>>,
     pub(super) api_token_file: Option<Spanned<String>>,
+    pub(super) secret_key_file: Option<Spanned<String>>,
     pub(super) stale_after: Option<Spanned<i64>>,
     pub(super) retention: Option<Spanned<String>>,
 }
@@ -163,6 +164,7 @@ const DAEMON_KEYS: &[&str] = &[
     "log_format",
     "api_token_env",
     "api_token_file",
+    "secret_key_file",
     "stale_after",
     "retention",
 ];
@@ -244,6 +246,7 @@ fn read_daemon(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawDaemon {
             "log_format" => raw.log_format = read_str(v, &key, p),
             "api_token_env" => raw.api_token_env = read_str(v, &key, p),
             "api_token_file" => raw.api_token_file = read_str(v, &key, p),
+            "secret_key_file" => raw.secret_key_file = read_str(v, &key, p),
             "stale_after" => raw.stale_after = read_int(v, &key, p),
             "retention" => raw.retention = read_duration(v, &key, "d", p),
             _ => unknown_key(k, &key, "[daemon]", DAEMON_KEYS, p),

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use super::AppState;
 use crate::sources::SingleRead;
 use crate::sources::graph::GraphError;
+use crate::store::accounts::{self, ManagedAccount};
 use crate::store::{Page, StatusEntry, Store, StoreError};
 
 /// Items in a list answer when `?limit=` is not given.
@@ -37,8 +38,8 @@ fn read_concurrency() -> usize {
 pub fn router(state: AppState) -> Router<AppState> {
     let gate = Arc::new(Semaphore::new(read_concurrency()));
     let reads = Router::new()
-        .route("/accounts", get(list))
-        .route("/accounts/{id}", get(one))
+        .route("/accounts", get(list).post(create))
+        .route("/accounts/{id}", get(one).put(update).delete(remove))
         .route("/accounts/{id}/history", get(history))
         .route_layer(middleware::from_fn(move |req: Request, next: Next| {
             let gate = gate.clone();
@@ -414,18 +415,491 @@ async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<PageQuery>) -> Re
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
     let stale_after = s.runtime.current().stale_after;
+    let (rows, unpolled) = match (
+        s.store.managed_accounts_read().await,
+        s.store.managed_unpolled().await,
+    ) {
+        (Ok(m), Ok(u)) => (m, u),
+        (Err(e), _) | (_, Err(e)) => return store_error(&e, "the accounts"),
+    };
+    let managed = Fleet::new(&rows);
     match s
         .store
         .phone_page(page.limit, page.offset, stale_after)
         .await
     {
-        Ok(Page { items, total }) => success_of(Listed {
-            items: items.iter().map(account).collect(),
-            total,
-            limit: page.limit,
-            offset: page.offset,
-        }),
+        Ok(Page { items, total }) => {
+            let mut out: Vec<Value> = items
+                .iter()
+                .map(|e| managed.view(e))
+                .collect::<Result<_, _>>()
+                .unwrap_or_default();
+            // The numbers added through the API and not polled yet come after the polled ones.
+            let skip = u64::from(page.offset).saturating_sub(total);
+            let room = (page.limit as usize).saturating_sub(out.len());
+            out.extend(
+                unpolled
+                    .iter()
+                    .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+                    .take(room)
+                    .map(pending_view),
+            );
+            success_of(Listed {
+                items: out,
+                total: total + unpolled.len() as u64,
+                limit: page.limit,
+                offset: page.offset,
+            })
+        }
         Err(e) => store_error(&e, "the accounts"),
+    }
+}
+
+/// Who manages each target: the fleet API (active rows, by number and by whole WABA), or
+/// nobody any more (removed through the API); anything else is the config's.
+struct Fleet<'a> {
+    active: std::collections::HashMap<&'a str, &'a ManagedAccount>,
+    removed: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Fleet<'a> {
+    fn new(rows: &'a [ManagedAccount]) -> Fleet<'a> {
+        let mut active = std::collections::HashMap::new();
+        let mut removed = std::collections::HashSet::new();
+        for r in rows {
+            if r.removed_at.is_none() {
+                active.insert(r.target_id.as_str(), r);
+            } else {
+                removed.insert(r.target_id.as_str());
+            }
+        }
+        Fleet { active, removed }
+    }
+
+    /// The account with `managed_by` (and its masked token when it has one).
+    fn view(&self, e: &StatusEntry) -> Result<Value, serde_json::Error> {
+        let own = self.active.get(e.id.as_str());
+        let by_waba = e
+            .waba_id
+            .as_deref()
+            .and_then(|w| self.active.get(w))
+            .filter(|a| a.kind == accounts::KIND_WABA);
+        let managed_by = if own.is_some() || by_waba.is_some() {
+            "api"
+        } else if self.removed.contains(e.id.as_str()) {
+            "none"
+        } else {
+            "config"
+        };
+        let mut v = serde_json::to_value(account(e))?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("managed_by".into(), json!(managed_by));
+            if let Some(a) = own {
+                obj.insert("account_name".into(), json!(a.name));
+                if let Some(t) = a.masked_token() {
+                    obj.insert("access_token".into(), json!(t));
+                }
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// An account of the fleet API no poll has read yet (or a whole WABA): `pending`.
+fn pending_view(a: &ManagedAccount) -> Value {
+    let waba = a.kind == accounts::KIND_WABA;
+    let mut v = json!({
+        "id": a.target_id,
+        "name": a.name,
+        "account_name": a.name,
+        "kind": a.kind,
+        "phone_number": null,
+        "phone_number_id": if waba { Value::Null } else { json!(a.target_id) },
+        "business_account_id": if waba { json!(a.target_id) } else { json!(a.waba_id) },
+        "status": "pending",
+        "source": a.source,
+        "present": false,
+        "managed_by": "api",
+        "created_at": a.created_at,
+        "updated_at": a.updated_at,
+    });
+    if let Some(t) = a.masked_token()
+        && let Some(obj) = v.as_object_mut()
+    {
+        obj.insert("access_token".into(), json!(t));
+    }
+    v
+}
+
+/// Writes need the API token: without `[daemon] api_token` (the reads may be open on a
+/// loopback listener) they are refused.
+fn writes_need_token(s: &AppState) -> Option<Response> {
+    s.runtime.current().api_token.is_none().then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "changing the monitored accounts needs the API token: set [daemon] api_token_file (or api_token_env) and send `Authorization: Bearer <token>`",
+        )
+    })
+}
+
+/// Who a write is recorded as: the API token has no name of its own, so "api".
+const ACTOR: &str = "api";
+
+/// A Graph object id: digits only, as Meta's ids are.
+fn valid_id(what: &str, id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        let shown: String = id.chars().take(40).collect();
+        return Err(format!(
+            "`{what}` must be a Graph object id (1 to 32 digits), not {shown:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn valid_name(name: &str) -> Result<&str, String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err("`name` must be 1 to 200 characters on one line".into());
+    }
+    Ok(name)
+}
+
+/// The token sealed for `target`, with the hint the API shows (its first 4 characters, for
+/// tokens long enough that they give little away), and the key-check value.
+type Sealed = ((Vec<u8>, Option<String>), Vec<u8>);
+
+fn seal_token(
+    s: &AppState,
+    target: &str,
+    token: &str,
+) -> Result<Sealed, (StatusCode, &'static str)> {
+    let token = token.trim();
+    if token.len() < 8
+        || token.len() > 4096
+        || crate::secrets::validate_secret_text(token).is_err()
+        || token.chars().any(char::is_whitespace)
+    {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "`access_token` must be 8 to 4096 printable characters on one line, without spaces",
+        ));
+    }
+    let rt = s.runtime.current();
+    let Some(key) = rt.poller.secret_key() else {
+        return Err((
+            StatusCode::CONFLICT,
+            "an `access_token` is stored encrypted, and [daemon] secret_key_file is not set: create a key with `openssl rand -hex 32 > /etc/waba-monitor/secret.key && chmod 600 /etc/waba-monitor/secret.key`, set secret_key_file to it and reload; or leave access_token out to read the number with its source's token",
+        ));
+    };
+    crate::redact::register(&secrecy::SecretString::from(token.to_owned()));
+    let hint = (token.chars().count() >= 16).then(|| token.chars().take(4).collect::<String>());
+    let sealed = key.seal(token.as_bytes(), target.as_bytes());
+    let check = key.seal(accounts::KEY_CHECK_PLAIN, accounts::KEY_CHECK_CONTEXT);
+    Ok(((sealed, hint), check))
+}
+
+/// Why the config owns `id`, if it does: a config target cannot be changed through the API.
+fn config_owner(cfg: &crate::config::Config, id: &str) -> Option<String> {
+    for m in &cfg.meta {
+        if m.phone_numbers.iter().any(|p| p == id) {
+            return Some(format!(
+                "number {id} is in phone_numbers of [[meta]] \"{}\"",
+                m.name
+            ));
+        }
+        if m.wabas.iter().any(|w| w == id) {
+            return Some(format!("WABA {id} is in wabas of [[meta]] \"{}\"", m.name));
+        }
+        if m.businesses.iter().any(|b| b == id) {
+            return Some(format!(
+                "business {id} is in businesses of [[meta]] \"{}\"",
+                m.name
+            ));
+        }
+    }
+    None
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccountBody {
+    name: String,
+    phone_number_id: Option<String>,
+    business_account_id: Option<String>,
+    access_token: Option<String>,
+    /// The `[[meta]]` source to poll it with; the first one when absent.
+    source: Option<String>,
+    /// Whatomate's; accepted and not used (webhooks are configured in `[webhooks]`).
+    #[allow(dead_code)]
+    webhook_verify_token: Option<String>,
+}
+
+/// `POST /api/accounts`: adds a number (or, with only `business_account_id`, a whole WABA)
+/// polled from the next cycle.
+async fn create(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    if let Some(r) = writes_need_token(&s) {
+        return r;
+    }
+    let new: NewAccountBody = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        // serde's message may quote a value; never one from a token field, which is a string
+        // (a type error names the type, not the value).
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "not an account: {} (expected {{\"name\", \"phone_number_id\", \"business_account_id\", \"access_token\"?}})",
+                    crate::redact::redact(&e.to_string())
+                ),
+            );
+        }
+    };
+    let name = match valid_name(&new.name) {
+        Ok(n) => n.to_owned(),
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    let phone = new
+        .phone_number_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    let waba = new
+        .business_account_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|w| !w.is_empty());
+    for (what, id) in [("phone_number_id", phone), ("business_account_id", waba)] {
+        if let Some(id) = id
+            && let Err(why) = valid_id(what, id)
+        {
+            return error(StatusCode::BAD_REQUEST, &why);
+        }
+    }
+    let (kind, target) = match (phone, waba) {
+        (Some(p), _) => (accounts::KIND_PHONE, p),
+        (None, Some(w)) => (accounts::KIND_WABA, w),
+        (None, None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give `phone_number_id` (one number) or `business_account_id` alone (the whole WABA)",
+            );
+        }
+    };
+    if kind == accounts::KIND_WABA && new.access_token.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "an `access_token` is used for one number: add the WABA's numbers one by one with it (phone_number_id), or leave it out to read the whole WABA with its source's token",
+        );
+    }
+    let rt = s.runtime.current();
+    let metas = rt.poller.meta_source_names();
+    let source = match &new.source {
+        Some(name) if metas.contains(name) => Some(name.clone()),
+        Some(name) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "no [[meta]] source is named {:?}; the configured ones are {:?}",
+                    name.chars().take(60).collect::<String>(),
+                    metas
+                ),
+            );
+        }
+        None if metas.is_empty() => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the configuration has no [[meta]] source to poll the account with: add one",
+            );
+        }
+        None => None,
+    };
+    for id in [Some(target), waba.filter(|w| *w != target)]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(why) = config_owner(&rt.config, id) {
+            return error(
+                StatusCode::CONFLICT,
+                &format!("already monitored: {why} (managed by the config file)"),
+            );
+        }
+    }
+    let (token, check) = match new.access_token.as_deref() {
+        Some(t) => match seal_token(&s, target, t) {
+            Ok((sealed, check)) => (Some(sealed), Some(check)),
+            Err((code, why)) => return error(code, why),
+        },
+        None => (None, None),
+    };
+    let account = accounts::NewAccount {
+        kind,
+        target_id: target,
+        waba_id: if kind == accounts::KIND_PHONE {
+            waba
+        } else {
+            None
+        },
+        name: &name,
+        source: source.as_deref(),
+        token,
+    };
+    match s
+        .store
+        .add_managed(&account, check.as_deref(), ACTOR, chrono::Utc::now())
+        .await
+    {
+        Ok(Ok(row)) => {
+            tracing::info!(kind, id = %target, actor = ACTOR, own_token = row.token.is_some(), "account added through the fleet API; polled from the next cycle");
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({"status": "success", "data": pending_view(&row)})),
+            )
+                .into_response()
+        }
+        Ok(Err(accounts::Refused::ManagedByApi)) => error(
+            StatusCode::CONFLICT,
+            &format!(
+                "{target} is already managed through the API (PUT /api/accounts/{target} changes it)"
+            ),
+        ),
+        Ok(Err(accounts::Refused::WatchedBy(source))) => error(
+            StatusCode::CONFLICT,
+            &format!(
+                "{target} is already monitored through source {source:?} of the config file (managed by the config file)"
+            ),
+        ),
+        Err(e) => store_error(&e, "the account"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    name: Option<String>,
+    access_token: Option<String>,
+}
+
+/// 409 for a target the config watches, 404 for an unknown one.
+async fn not_managed(s: &AppState, id: &str, verb: &str) -> Response {
+    let rt = s.runtime.current();
+    if let Some(why) = config_owner(&rt.config, id) {
+        return error(
+            StatusCode::CONFLICT,
+            &format!("managed by the config file: {verb} it there ({why})"),
+        );
+    }
+    match s.store.phone(id, rt.stale_after).await {
+        Ok(Some(e)) if e.present => error(
+            StatusCode::CONFLICT,
+            &format!(
+                "managed by the config file: {verb} it there (number {id} is read through source {:?})",
+                e.source
+            ),
+        ),
+        Ok(_) => error(
+            StatusCode::NOT_FOUND,
+            &format!("no account with id {id} is managed through the API"),
+        ),
+        Err(e) => store_error(&e, "an account"),
+    }
+}
+
+/// `PUT /api/accounts/{id}`: a new `name` and/or `access_token` of an API account.
+async fn update(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = writes_need_token(&s) {
+        return r;
+    }
+    let upd: UpdateBody = match serde_json::from_slice(&body) {
+        Ok(u) => u,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "not an account update: {} (expected {{\"name\"?, \"access_token\"?}})",
+                    crate::redact::redact(&e.to_string())
+                ),
+            );
+        }
+    };
+    let name = match upd.name.as_deref().map(valid_name) {
+        Some(Ok(n)) => Some(n.to_owned()),
+        Some(Err(why)) => return error(StatusCode::BAD_REQUEST, &why),
+        None => None,
+    };
+    let current = match s.store.managed_accounts_read().await {
+        Ok(rows) => rows
+            .into_iter()
+            .find(|r| r.target_id == id && r.removed_at.is_none()),
+        Err(e) => return store_error(&e, "the account"),
+    };
+    let Some(current) = current else {
+        return not_managed(&s, &id, "change").await;
+    };
+    if upd.access_token.is_some() && current.kind == accounts::KIND_WABA {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "an `access_token` is used for one number, not a whole WABA",
+        );
+    }
+    let (token, check) = match upd.access_token.as_deref() {
+        Some(t) => match seal_token(&s, &id, t) {
+            Ok((sealed, check)) => (Some(sealed), Some(check)),
+            Err((code, why)) => return error(code, why),
+        },
+        None => (None, None),
+    };
+    match s
+        .store
+        .update_managed(
+            &id,
+            name.as_deref(),
+            token,
+            check.as_deref(),
+            ACTOR,
+            chrono::Utc::now(),
+        )
+        .await
+    {
+        Ok(Some(row)) => {
+            tracing::info!(id = %id, actor = ACTOR, "account changed through the fleet API");
+            success(pending_or_polled(&s, &row).await)
+        }
+        Ok(None) => not_managed(&s, &id, "change").await,
+        Err(e) => store_error(&e, "the account"),
+    }
+}
+
+/// The account as `GET /api/accounts/{id}` shows it, for a write's answer.
+async fn pending_or_polled(s: &AppState, row: &ManagedAccount) -> Value {
+    let rows = s.store.managed_accounts_read().await.unwrap_or_default();
+    match s
+        .store
+        .phone(&row.target_id, s.runtime.current().stale_after)
+        .await
+    {
+        Ok(Some(e)) => Fleet::new(&rows)
+            .view(&e)
+            .unwrap_or_else(|_| pending_view(row)),
+        _ => pending_view(row),
+    }
+}
+
+/// `DELETE /api/accounts/{id}`: stops polling an API account; its history is kept.
+async fn remove(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
+    if let Some(r) = writes_need_token(&s) {
+        return r;
+    }
+    match s.store.remove_managed(&id, ACTOR, chrono::Utc::now()).await {
+        Ok(true) => {
+            tracing::info!(id = %id, actor = ACTOR, "account removed through the fleet API; no longer polled, history kept");
+            success(json!({"id": id, "deleted": true, "managed_by": "none"}))
+        }
+        Ok(false) => not_managed(&s, &id, "remove").await,
+        Err(e) => store_error(&e, "the account"),
     }
 }
 
@@ -444,16 +918,24 @@ async fn find(s: &AppState, id: &str) -> Result<StatusEntry, Response> {
 /// healthy (`template_problems`: paused, disabled, rejected, flagged, yellow, red...), since a
 /// number in good health sends nothing through a paused template.
 async fn one(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
-    #[derive(Serialize)]
-    struct WithTemplates<'a> {
-        #[serde(flatten)]
-        account: Account<'a>,
-        template_problems: Vec<crate::store::templates::TemplateRow>,
-    }
+    let rows = match s.store.managed_accounts_read().await {
+        Ok(r) => r,
+        Err(e) => return store_error(&e, "the accounts"),
+    };
     let e = match find(&s, &id).await {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => {
+            // Added through the API and not read yet (or a whole WABA).
+            return match rows
+                .iter()
+                .find(|a| a.target_id == id && a.removed_at.is_none())
+            {
+                Some(a) => success(pending_view(a)),
+                None => r,
+            };
+        }
     };
+    let fleet = Fleet::new(&rows);
     let template_problems = match e.waba_id.as_deref() {
         Some(waba) => match s.store.templates(Some(waba), true).await {
             Ok(t) => t,
@@ -461,10 +943,22 @@ async fn one(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Respons
         },
         None => Vec::new(),
     };
-    success_of(WithTemplates {
-        account: account(&e),
-        template_problems,
-    })
+    let mut v = match fleet.view(&e) {
+        Ok(v) => v,
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not build the answer",
+            );
+        }
+    };
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "template_problems".into(),
+            serde_json::to_value(template_problems).unwrap_or_default(),
+        );
+    }
+    success(v)
 }
 
 /// `GET /api/accounts/{id}/history[?limit=N&offset=M]`: its changes, newest first, paged

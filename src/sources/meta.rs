@@ -98,6 +98,38 @@ client_whatsapp_business_accounts.limit({PAGE_LIMIT}){{{waba}}}"
     }
 }
 
+/// Targets the fleet API added to a source, for one poll (merged with the config's).
+#[derive(Debug, Clone, Default)]
+pub struct ExtraTargets {
+    pub wabas: Vec<String>,
+    pub phones: Vec<String>,
+    /// Numbers read one by one with their own access token instead of the source's.
+    pub own_token: Vec<(String, SecretString)>,
+    /// The WABA each added number is on, as the API was told (`business_account_id`): a
+    /// number read singly does not name its WABA, and its calls count against the WABA's
+    /// quota.
+    pub phone_wabas: HashMap<String, String>,
+}
+
+impl ExtraTargets {
+    pub fn is_empty(&self) -> bool {
+        self.wabas.is_empty() && self.phones.is_empty() && self.own_token.is_empty()
+    }
+}
+
+/// The config's list followed by the ids of `extra` it does not already have.
+fn merged(config: &[String], extra: &[String]) -> Vec<String> {
+    let known: HashSet<&str> = config.iter().map(String::as_str).collect();
+    let mut out = config.to_vec();
+    out.extend(
+        extra
+            .iter()
+            .filter(|e| !known.contains(e.as_str()))
+            .cloned(),
+    );
+    out
+}
+
 pub struct MetaSource {
     pub cfg: MetaSourceConfig,
     client: GraphClient,
@@ -291,7 +323,7 @@ impl MetaSource {
     /// After a poll: pause what Meta throttled, mark what answered as recovered, remember a
     /// rejected token (by the fingerprint of the token the poll used), learn which WABA each
     /// number is on.
-    fn settle(&self, out: &SourcePoll, token_fp: u64, now: DateTime<Utc>) {
+    fn settle(&self, out: &SourcePoll, token_fp: u64, own: &HashSet<&str>, now: DateTime<Utc>) {
         let usage = self.client.usage();
         {
             let mut g = self.quota.lock();
@@ -326,8 +358,11 @@ impl MetaSource {
                 g.recovered(&w.id);
             }
         }
+        // A number's own token rejected says nothing about the source's.
         if out.failures.iter().any(|f| {
-            f.error.class() == super::graph::ErrorClass::Auth && f.error.code() == Some(190)
+            f.error.class() == super::graph::ErrorClass::Auth
+                && f.error.code() == Some(190)
+                && !(f.kind == ObjectKind::PhoneNumber && own.contains(f.id.as_str()))
         }) && let Ok(mut r) = self.memory.rejected_token.lock()
         {
             *r = Some(token_fp);
@@ -354,17 +389,24 @@ impl MetaSource {
     /// The call is admitted and charged to the number's WABA like any other: over the budget
     /// it is not made (`GraphError::OverQuota`).
     pub async fn read_number(&self, id: &str) -> Result<PhoneObservation, GraphError> {
-        let node = self
-            .client
-            .get_node(
-                &NodeRequest {
-                    id: id.to_owned(),
-                    fields: self.fields.phone.clone(),
-                    key: self.key_of_phone(id),
-                },
-                Utc::now(),
-            )
-            .await?;
+        self.read_number_as(id, None).await
+    }
+
+    /// [`MetaSource::read_number`] with the number's own token when it has one.
+    pub async fn read_number_as(
+        &self,
+        id: &str,
+        token: Option<&SecretString>,
+    ) -> Result<PhoneObservation, GraphError> {
+        let req = NodeRequest {
+            id: id.to_owned(),
+            fields: self.fields.phone.clone(),
+            key: self.key_of_phone(id),
+        };
+        let node = match token {
+            Some(t) => self.client.get_node_as(&req, t, Utc::now()).await?,
+            None => self.client.get_node(&req, Utc::now()).await?,
+        };
         parse::phone(&node, None, &mut Anomalies::default())
             .ok_or_else(|| GraphError::Malformed("answer without an id".into()))
     }
@@ -372,6 +414,26 @@ impl MetaSource {
     /// One poll of every target of this source at `now`. Never fails as a whole: what could
     /// not be read is listed in `failures`, what the quota governor held back in `deferred`.
     pub async fn poll(&self, now: DateTime<Utc>) -> SourcePoll {
+        self.poll_with(now, &ExtraTargets::default()).await
+    }
+
+    /// [`MetaSource::poll`] of the config's targets and `extra` (the fleet API's), under the
+    /// same quota governor and batching; numbers with their own token are read one by one
+    /// with it.
+    pub async fn poll_with(&self, now: DateTime<Utc>, extra: &ExtraTargets) -> SourcePoll {
+        let cfg_wabas = merged(&self.cfg.wabas, &extra.wabas);
+        let own_ids: HashSet<&str> = extra.own_token.iter().map(|(id, _)| id.as_str()).collect();
+        let phone_list: Vec<String> = merged(&self.cfg.phone_numbers, &extra.phones)
+            .into_iter()
+            .filter(|p| !own_ids.contains(p.as_str()))
+            .collect();
+        if !extra.phone_wabas.is_empty()
+            && let Ok(mut m) = self.memory.phone_waba.lock()
+        {
+            for (p, w) in &extra.phone_wabas {
+                m.entry(p.clone()).or_insert_with(|| w.clone());
+            }
+        }
         let mut out = SourcePoll {
             source: self.cfg.name.clone(),
             priority: PRIORITY,
@@ -403,12 +465,13 @@ impl MetaSource {
                     .businesses
                     .iter()
                     .map(|b| (ObjectKind::Business, b))
-                    .chain(self.cfg.wabas.iter().map(|w| (ObjectKind::Waba, w)))
+                    .chain(cfg_wabas.iter().map(|w| (ObjectKind::Waba, w)))
+                    .chain(phone_list.iter().map(|p| (ObjectKind::PhoneNumber, p)))
                     .chain(
-                        self.cfg
-                            .phone_numbers
+                        extra
+                            .own_token
                             .iter()
-                            .map(|p| (ObjectKind::PhoneNumber, p)),
+                            .map(|(p, _)| (ObjectKind::PhoneNumber, p)),
                     );
                 for (kind, id) in all {
                     out.deferred.push(Deferred {
@@ -444,22 +507,25 @@ impl MetaSource {
                 .filter(|b| admit(ObjectKind::Business, b, (*b).clone()))
                 .cloned()
                 .collect();
-            let wabas: Vec<String> = self
-                .cfg
-                .wabas
+            let wabas: Vec<String> = cfg_wabas
                 .iter()
                 .filter(|w| admit(ObjectKind::Waba, w, (*w).clone()))
                 .cloned()
                 .collect();
-            let phones: Vec<String> = self
-                .cfg
-                .phone_numbers
+            let phones: Vec<String> = phone_list
                 .iter()
                 .filter(|p| admit(ObjectKind::PhoneNumber, p, self.key_of_phone(p)))
                 .cloned()
                 .collect();
-            (businesses, wabas, phones)
+            let own: Vec<(String, SecretString)> = extra
+                .own_token
+                .iter()
+                .filter(|(p, _)| admit(ObjectKind::PhoneNumber, p, self.key_of_phone(p)))
+                .cloned()
+                .collect();
+            (businesses, wabas, (phones, own))
         };
+        let (phones, own) = phones;
 
         let calls_before = self.client.counters().calls.load(Ordering::Relaxed);
         let requests_before = self.client.counters().requests.load(Ordering::Relaxed);
@@ -468,13 +534,59 @@ impl MetaSource {
             self.cfg.templates && n.is_multiple_of(u64::from(self.cfg.templates_every.max(1)));
         self.fetch(&businesses, &wabas, &phones, templates, now, &mut out)
             .await;
+        self.fetch_own_token(&own, now, &mut out).await;
+        for p in out.phones.iter_mut().filter(|p| p.waba_id.is_none()) {
+            if let Some(w) = extra.phone_wabas.get(&p.id) {
+                p.waba_id = Some(w.clone());
+            }
+        }
         if let Some(app_id) = &self.app_id {
             self.check_subscriptions(app_id, now, &mut out).await;
         }
         out.calls = self.client.counters().calls.load(Ordering::Relaxed) - calls_before;
         out.requests = self.client.counters().requests.load(Ordering::Relaxed) - requests_before;
-        self.settle(&out, token_fp, now);
+        self.settle(&out, token_fp, &own_ids, now);
         out
+    }
+
+    /// Numbers with their own access token (the fleet API's), not already read in this poll
+    /// under a WABA: one `GET /{id}?fields=...` each with that token, admitted and charged to
+    /// its WABA like any other call, `concurrency` at once.
+    async fn fetch_own_token(
+        &self,
+        own: &[(String, SecretString)],
+        now: DateTime<Utc>,
+        out: &mut SourcePoll,
+    ) {
+        let seen: HashSet<String> = out.phones.iter().map(|p| p.id.clone()).collect();
+        let mut reads: Vec<BoxFuture<'_, (String, Result<Value, GraphError>)>> = Vec::new();
+        for (id, token) in own.iter().filter(|(id, _)| !seen.contains(id)) {
+            let req = NodeRequest {
+                id: id.clone(),
+                fields: self.fields.phone.clone(),
+                key: self.key_of_phone(id),
+            };
+            reads.push(Box::pin(async move {
+                let res = self.client.get_node_as(&req, token, now).await;
+                (req.id, res)
+            }));
+        }
+        let answers: Vec<(String, Result<Value, GraphError>)> = futures_util::stream::iter(reads)
+            .buffer_unordered(self.client.concurrency().max(1))
+            .collect()
+            .await;
+        let mut an = Anomalies::default();
+        for (id, res) in answers {
+            match res {
+                Ok(node) => {
+                    if let Some(p) = parse::phone(&node, None, &mut an) {
+                        out.phones.push(p);
+                    }
+                }
+                Err(error) => record_failure(out, ObjectKind::PhoneNumber, id, error),
+            }
+        }
+        out.anomalies.extend(an.0);
     }
 
     async fn fetch(

@@ -8,6 +8,7 @@
 //! - everything one poll changes is written in one `BEGIN IMMEDIATE` transaction, so a crash
 //!   leaves either all of it or none of it, and a restart diffs against what was committed.
 
+pub mod accounts;
 pub mod alerts;
 pub mod facts;
 mod merge;

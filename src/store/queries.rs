@@ -214,7 +214,8 @@ impl Store {
     pub async fn resolve_target(&self, wanted: &str) -> Result<Option<String>, StoreError> {
         let wanted = wanted.trim();
         let exact: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM phone_numbers WHERE id = ?1 UNION ALL SELECT id FROM wabas WHERE id = ?1 LIMIT 1",
+            "SELECT id FROM phone_numbers WHERE id = ?1 UNION ALL SELECT id FROM wabas WHERE id = ?1 \
+             UNION ALL SELECT target_id FROM managed_accounts WHERE target_id = ?1 LIMIT 1",
         )
         .bind(wanted)
         .fetch_optional(self.pool())

@@ -8,6 +8,7 @@ mod config_check;
 mod daemon;
 mod email_format;
 mod faults;
+mod fleet_api;
 mod heartbeat;
 mod helpers;
 mod hostile;

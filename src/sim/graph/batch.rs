@@ -140,6 +140,13 @@ impl Shared {
         {
             return fail(GraphFailure::bad_token(true));
         }
+        // A number with its own token (`SimState::phone_tokens`) is not served to the app's.
+        if segments
+            .first()
+            .is_some_and(|id| state.phone_tokens.contains_key(id))
+        {
+            return fail(GraphFailure::bad_token(true));
+        }
         let version = version.or_else(|| incoming.version.clone());
         render::execute_get(
             state,

@@ -391,7 +391,23 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         tokio::time::sleep(shared.opts.latency).await;
     }
 
+    // A number with a token of its own is read with that token only, one GET at a time.
+    let own_token = match (&batch, incoming.segments.as_slice()) {
+        (None, [id]) => lock(&shared.state).phone_tokens.get(id).cloned(),
+        _ => None,
+    };
+    let foreign_phone_token = incoming
+        .token()
+        .is_some_and(|t| lock(&shared.state).phone_tokens.values().any(|v| v == t));
     let reply = match incoming.token() {
+        Some(token) if own_token.is_some() => {
+            if own_token.as_deref() == Some(token) {
+                shared.single(&incoming)
+            } else {
+                Reply::failure(GraphFailure::bad_token(true), 1)
+            }
+        }
+        Some(_) if foreign_phone_token => Reply::failure(GraphFailure::bad_token(true), 1),
         Some(token) if token == shared.opts.token => match batch {
             Some(Ok(items)) => shared.batch(&incoming, &items),
             Some(Err(failure)) => Reply::failure(failure, 1),

@@ -29,6 +29,10 @@ pub struct SimState {
     pub waba_call_budget: Option<u64>,
     /// Calls that make `X-App-Usage` report 100 %; `None` = 100,000.
     pub app_call_budget: Option<u64>,
+    /// Numbers readable only with a token of their own (a BSP's per-number token): a
+    /// `GET /{phone-number-id}` must carry it, the app's token is refused for that number
+    /// (code 190), and the number's token reads nothing else.
+    pub phone_tokens: BTreeMap<String, String>,
 }
 
 /// How a WABA is attached to a business portfolio.

@@ -201,7 +201,21 @@ impl GraphClient {
     ) -> Result<Value, GraphError> {
         let mut url = self.node_url(&req.id)?;
         url.query_pairs_mut().append_pair("fields", &req.fields);
-        self.get_with_retry(url, &req.key, now).await
+        self.get_with_retry(url, &req.key, now, None).await
+    }
+
+    /// [`GraphClient::get_node`] with another bearer token than the source's (a number added
+    /// through the fleet API with its own token): admitted, charged, retried and capped the
+    /// same way; the token travels in the `Authorization` header only.
+    pub async fn get_node_as(
+        &self,
+        req: &NodeRequest,
+        token: &SecretString,
+        now: DateTime<Utc>,
+    ) -> Result<Value, GraphError> {
+        let mut url = self.node_url(&req.id)?;
+        url.query_pairs_mut().append_pair("fields", &req.fields);
+        self.get_with_retry(url, &req.key, now, Some(token)).await
     }
 
     /// Follows a `paging.next` link, charged to `key`. The link must point at the configured
@@ -213,7 +227,7 @@ impl GraphClient {
         now: DateTime<Utc>,
     ) -> Result<Value, GraphError> {
         let url = self.check_paging_link(next)?;
-        self.get_with_retry(url, key, now).await
+        self.get_with_retry(url, key, now, None).await
     }
 
     /// Validates a paging link and returns it without any `access_token` parameter.
@@ -243,13 +257,18 @@ impl GraphClient {
         url: Url,
         key: &str,
         now: DateTime<Utc>,
+        token: Option<&SecretString>,
     ) -> Result<Value, GraphError> {
         let attempt = || {
             let url = url.clone();
             async move {
                 self.quota.admit(key, now)?;
                 self.counters.calls.fetch_add(1, Ordering::Relaxed);
-                let req = self.http.get(url).bearer_auth(self.bearer());
+                let bearer = match token {
+                    Some(t) => t.expose_secret().to_owned(),
+                    None => self.bearer(),
+                };
+                let req = self.http.get(url).bearer_auth(bearer);
                 self.send(req).await
             }
         };

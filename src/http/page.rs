@@ -407,6 +407,8 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
     let given = form.get("token").map_or("", |t| t.trim());
     if !constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
         tracing::warn!("status page: a login with a wrong token");
+        // A guesser gets a few tries a second per connection, not thousands.
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         return page(
             StatusCode::UNAUTHORIZED,
             html::login_page(&next, Some("That is not the API token.")),

@@ -383,19 +383,25 @@ fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
+/// "2026-12-01 19:30" of a stored timestamp, with the full one on hover.
+fn short_time(ts: &str) -> Markup {
+    html! { time datetime=(ts) title=(ts) { (ts.get(..16).unwrap_or(ts).replace('T', " ")) } }
+}
+
 fn silences_table(silences: &[Silence], now: DateTime<Utc>, title: &str) -> Markup {
     html! {
         section.silences {
             h2 { (title) }
             table {
-                thead { tr { th { "#" } th { "Matches" } th { "State" } th { "Ends" } th { "By" } th { "Why" } } }
+                thead { tr { th { "#" } th { "Matches" } th { "State" } th { "Started" } th { "Ends" } th { "By" } th { "Why" } } }
                 tbody {
                     @for s in silences {
                         tr {
                             td { (s.id) }
                             td { (s.matchers.describe()) }
                             td { (s.state) }
-                            td { time datetime=(s.ends_at) title=(s.ends_at) { (s.ends_at.get(..16).unwrap_or(&s.ends_at).replace('T', " ")) } }
+                            td { @if s.state == "active" { (when(now, &s.starts_at)) } @else { (short_time(&s.starts_at)) } }
+                            td { (short_time(&s.ends_at)) }
                             td { (s.author) }
                             td { (s.comment) }
                         }
@@ -403,7 +409,7 @@ fn silences_table(silences: &[Silence], now: DateTime<Utc>, title: &str) -> Mark
                 }
             }
             @if silences.iter().any(|s| s.state == "active") {
-                p.meta { "While a silence is in force, the alerts of what it matches are recorded but not sent (since " (when(now, &silences[0].starts_at)) " for #" (silences[0].id) ")." }
+                p.meta { "While a silence is in force, the alerts of what it matches are recorded but not sent." }
             }
         }
     }

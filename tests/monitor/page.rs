@@ -15,6 +15,7 @@ use crate::smtp::SmtpSink;
 use waba_monitor::daemon::{self, RunOptions};
 use waba_monitor::retry::RetryPolicy;
 use waba_monitor::sim::{HealthError, SimState};
+use waba_monitor::store::silences::Matchers;
 
 const WABA1: &str = "200000000000001";
 const WABA2: &str = "200000000000002";
@@ -288,6 +289,45 @@ async fn the_fleet_lists_the_red_number_first_filters_searches_and_escapes_names
     // Markup typed into the search box comes back escaped.
     let echoed = d.get("/?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E").await;
     assert!(!echoed.body.contains(XSS));
+
+    // A silence of WABA 2: listed above the table, its numbers marked, a filter of its own.
+    let store = app.store().await;
+    let now = chrono::Utc::now();
+    store
+        .add_silence(
+            &Matchers {
+                wabas: vec![WABA2.to_owned()],
+                ..Matchers::default()
+            },
+            now - chrono::Duration::minutes(1),
+            now + chrono::Duration::hours(2),
+            "carrier maintenance <b>tonight</b>",
+            "ops",
+            now,
+        )
+        .await
+        .expect("silence");
+    store.close().await;
+    let a = d.get("/").await;
+    let silences = a
+        .body
+        .split("<section class=\"silences\">")
+        .nth(1)
+        .expect("the silences in force");
+    assert!(silences.contains(&format!("WABA {WABA2}")));
+    assert!(silences.contains("carrier maintenance &lt;b&gt;tonight&lt;/b&gt;"));
+    assert!(
+        a.body
+            .contains("<span class=\"n\">3</span><span class=\"l\">Silenced</span>")
+    );
+    let p4_row = &a.body[row(&a.body, P4).expect("P4")..];
+    let p4_row = &p4_row[..p4_row.find("</tr>").expect("row end")];
+    assert!(p4_row.contains(">silenced<"), "{p4_row}");
+    let p1_row = &a.body[row(&a.body, P1).expect("P1")..];
+    assert!(!p1_row[..p1_row.find("</tr>").expect("row end")].contains(">silenced<"));
+    let only = d.get("/?state=silenced").await;
+    assert!(row(&only.body, P4).is_some() && row(&only.body, P5).is_some());
+    assert!(row(&only.body, P1).is_none() && row(&only.body, P2).is_none());
     d.stop().await;
 }
 

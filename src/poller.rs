@@ -461,6 +461,9 @@ impl Poller {
         log_poll(&poll);
         self.record_poll_metrics(source, &poll, elapsed);
         Polled {
+            own_token: extra
+                .map(|e| e.own_token.iter().map(|(id, _)| id.clone()).collect())
+                .unwrap_or_default(),
             run_id,
             poll,
             observed_at: Utc::now(),
@@ -652,8 +655,13 @@ impl Poller {
                 ));
             }
             crate::store::alerts::apply_plan(&mut tx, &plan, &observed).await?;
-            self.record_health_in(&mut tx, &report.source, &source_health(&p.poll), now)
-                .await?;
+            self.record_health_in(
+                &mut tx,
+                &report.source,
+                &source_health(&p.poll, &p.own_token),
+                now,
+            )
+            .await?;
             report.new_targets = applied.new_targets;
             report.changes = applied.changes;
             by_index[i] = Some(report);
@@ -805,6 +813,9 @@ async fn record_subscriptions_in(
 
 /// A source's poll, read but not yet recorded.
 struct Polled {
+    /// Numbers this poll read with their own token (the fleet API's): a token of theirs that
+    /// Meta rejects fails that number, it does not blind the source.
+    own_token: std::collections::HashSet<String>,
     run_id: Option<i64>,
     poll: SourcePoll,
     observed_at: DateTime<Utc>,
@@ -841,11 +852,14 @@ impl SourceReport {
 
 /// Whether the source could see: a token or permission problem blinds it at once, a poll
 /// that read nothing counts towards `blind_after`.
-fn source_health(poll: &SourcePoll) -> SourceHealth {
+fn source_health(poll: &SourcePoll, own_token: &std::collections::HashSet<String>) -> SourceHealth {
     let auth: Vec<&TargetFailure> = poll
         .failures
         .iter()
         .filter(|f| matches!(f.error.class(), ErrorClass::Auth | ErrorClass::Permission))
+        .filter(|f| {
+            !(f.kind == crate::sources::ObjectKind::PhoneNumber && own_token.contains(&f.id))
+        })
         .collect();
     if let Some(first) = auth.first() {
         let what = match first.error.class() {

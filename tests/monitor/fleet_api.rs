@@ -705,3 +705,39 @@ fn a_secret_key_file_that_is_not_a_key_is_refused_by_check_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_per_account_token_fails_that_number_only_and_never_blinds_its_source() {
+    let mut state = fleet();
+    state
+        .phone_tokens
+        .insert(P91.to_owned(), OWN_TOKEN.to_owned());
+    let app = app_with_api_token().await;
+    app.sim.with_state(|s| *s = state);
+    app.write_secret("secret.key", KEY);
+    app.add_daemon_key("secret_key_file = \"secret.key\"");
+    let mut d = Running::start(&app).await;
+    let (code, body) = d
+        .post(json!({"name": "Wrong token", "phone_number_id": P91, "business_account_id": WABA9, "access_token": "EAAWrongTokenForNinetyOne-0123456789"}))
+        .await;
+    assert_eq!(code, 201, "{body}");
+    d.next_cycle().await;
+    d.next_cycle().await;
+    // The number was not read (Meta refused its token) ...
+    let (_, body) = d.get(&format!("/api/accounts/{P91}")).await;
+    assert_eq!(body["data"]["status"], "pending", "{body}");
+    // ... and the source, whose own token works, is not blind.
+    let (code, metrics) = d.call(reqwest::Method::GET, "/metrics", None, None).await;
+    assert_eq!(code, 200);
+    let text = metrics["raw"].as_str().unwrap_or_default().to_owned();
+    let blind = text
+        .lines()
+        .find(|l| l.starts_with("waba_monitor_source_blind{source=\"main\"}"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(blind.ends_with(" 0"), "{blind}");
+    // The config's numbers are still read with the source's token.
+    let (_, body) = d.get(&format!("/api/accounts/{P0}")).await;
+    assert_eq!(body["data"]["status"], "active", "{body}");
+    d.stop().await;
+}

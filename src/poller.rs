@@ -28,6 +28,7 @@ use crate::sources::finedu::FineduSource;
 use crate::sources::graph::ErrorClass;
 use crate::sources::graph::GraphClient;
 use crate::sources::meta::MetaSource;
+use crate::sources::whatomate::{WhatomateAccount, WhatomateSource};
 use crate::sources::{PollOutcome, Source, SourceMemory, SourcePoll, TargetFailure};
 use crate::store::{Change, Store};
 
@@ -98,6 +99,12 @@ pub struct Poller {
     /// `[daemon] secret_key_file`: opens the fleet API's per-account tokens (checked at build
     /// against the database's key-check value).
     secret_key: Option<Arc<crate::secrets::SecretKey>>,
+    /// `[[whatomate]]`: instances whose accounts are polled through the first `[[meta]]`
+    /// source, each with the last list it answered (kept while a read fails).
+    whatomate: Vec<(
+        WhatomateSource,
+        std::sync::Mutex<Option<Vec<WhatomateAccount>>>,
+    )>,
 }
 
 /// Where "now" comes from: the wall clock in production, a simulated one in the quota
@@ -156,9 +163,21 @@ impl Poller {
             })?;
             sources.push(Source::Finedu(Box::new(source)));
         }
+        let mut whatomate = Vec::new();
+        for w in &cfg.whatomate {
+            // Fail at start on an unreadable key, like the sources' tokens.
+            w.api_key
+                .load()
+                .with_context(|| format!("source \"{}\": could not read its API key", w.name))?;
+            let source = WhatomateSource::new(w.clone(), retry).with_context(|| {
+                format!("source \"{}\": could not build the HTTP client", w.name)
+            })?;
+            whatomate.push((source, std::sync::Mutex::new(None)));
+        }
         metrics.set_graph_api_versions(&cfg.meta);
         let secret_key = load_secret_key(cfg)?;
         Ok(Poller {
+            whatomate,
             secret_key,
             store,
             sources,
@@ -239,6 +258,21 @@ impl Poller {
         self.secret_key.as_deref()
     }
 
+    /// The numbers the `[[whatomate]]` instances listed last (the status API's
+    /// `managed_by: "whatomate"`).
+    pub fn whatomate_numbers(&self) -> std::collections::HashSet<String> {
+        self.whatomate
+            .iter()
+            .flat_map(|(_, last)| {
+                last.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+                    .unwrap_or_default()
+            })
+            .map(|a| a.phone_number_id)
+            .collect()
+    }
+
     /// The names of the `[[meta]]` sources, in config order (the fleet API's default is the
     /// first).
     pub fn meta_source_names(&self) -> Vec<String> {
@@ -281,7 +315,9 @@ impl Poller {
             Ok(a) => a,
             Err(e) => {
                 self.metrics.store_error("read");
-                tracing::error!(error = %e, "could not read the accounts added through the fleet API: only the config's targets are polled this cycle");
+                tracing::error!(error = %e, "could not read the accounts added through the fleet API: only the config's targets (and Whatomate's) are polled this cycle");
+                self.add_whatomate_targets(&self.meta_source_names(), &mut out)
+                    .await;
                 return out;
             }
         };
@@ -310,7 +346,60 @@ impl Poller {
                 extra.phones.push(a.target_id.clone());
             }
         }
+        self.add_whatomate_targets(&metas, &mut out).await;
         out
+    }
+
+    /// Each `[[whatomate]]` instance's accounts, read now (the last list it answered when the
+    /// read fails: no number drops out because Whatomate was unreachable), added to the first
+    /// `[[meta]]` source's targets. A number Whatomate no longer lists is simply not polled;
+    /// its state and history stay.
+    async fn add_whatomate_targets(
+        &self,
+        metas: &[String],
+        out: &mut BTreeMap<String, crate::sources::meta::ExtraTargets>,
+    ) {
+        let Some(first) = metas.first() else { return };
+        for (w, last) in &self.whatomate {
+            let accounts = match w.accounts().await {
+                Ok(accounts) => {
+                    tracing::debug!(source = %w.name(), accounts = accounts.len(), "Whatomate's accounts read");
+                    *last
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(accounts.clone());
+                    accounts
+                }
+                Err(e) => {
+                    self.metrics
+                        .poll_failures
+                        .get_or_create(&ReasonLabels {
+                            source: w.name().to_owned(),
+                            reason: e.reason().to_owned(),
+                        })
+                        .inc();
+                    let kept = last
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone()
+                        .unwrap_or_default();
+                    tracing::warn!(source = %w.name(), host = %w.host(), reason = e.reason(), error = %e, kept = kept.len(), "could not read Whatomate's accounts: polling the last list it answered");
+                    kept
+                }
+            };
+            let extra = out.entry(first.clone()).or_default();
+            for a in accounts {
+                let id = a.phone_number_id;
+                let known =
+                    extra.phones.contains(&id) || extra.own_token.iter().any(|(p, _)| *p == id);
+                if let Some(waba) = a.business_account_id {
+                    extra.phone_wabas.entry(id.clone()).or_insert(waba);
+                }
+                if !known {
+                    extra.phones.push(id);
+                }
+            }
+        }
     }
 
     /// The notifier the delivery worker waits on.

@@ -156,8 +156,8 @@ pub(super) fn source_name(
     name
 }
 
-/// A source's name must be unique across `[[meta]]` and `[[bsp]]` blocks (it labels metrics and
-/// history): a second use is a problem at its own line, naming the first.
+/// A source's name must be unique across `[[meta]]`, `[[bsp]]` and `[[whatomate]]` blocks (it
+/// labels metrics and history): a second use is a problem at its own line, naming the first.
 pub(super) fn unique_name(
     block: &str,
     name: Option<&Spanned<String>>,
@@ -179,7 +179,7 @@ pub(super) fn unique_name(
                 Some(name.span()),
                 &format!("{block}.name"),
                 message,
-                "give every [[meta]] and [[bsp]] block its own name; it labels metrics and history",
+                "give every [[meta]], [[bsp]] and [[whatomate]] block its own name; it labels metrics and history",
             );
         }
         None => {

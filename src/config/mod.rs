@@ -47,6 +47,7 @@ mod schedule;
 mod secret_keys;
 mod values;
 mod webhooks;
+mod whatomate;
 
 pub use alerts::AlertsConfig;
 pub use bsp::{BspKind, BspSourceConfig, DEFAULT_FINEDU_URL};
@@ -58,6 +59,7 @@ pub use problems::{ConfigError, Problem};
 pub use routes::{HeartbeatConfig, MinSeverity, RouteConfig, TargetRef, WebhookFormat};
 pub use schedule::Schedule;
 pub use webhooks::{DEFAULT_WEBHOOK_LISTEN, DEFAULT_WEBHOOK_PATH, WebhooksConfig};
+pub use whatomate::WhatomateConfig;
 
 use alerts::validate_alerts;
 use bsp::validate_bsp;
@@ -70,6 +72,7 @@ use meta::validate_meta;
 use problems::{Problems, key_at, line_of};
 use raw::read_raw;
 use webhooks::validate_webhooks;
+use whatomate::validate_whatomate;
 
 /// A byte range of the config text.
 type Span = std::ops::Range<usize>;
@@ -82,6 +85,9 @@ pub struct Config {
     pub meta: Vec<MetaSourceConfig>,
     /// BSP sources (`[[bsp]]`).
     pub bsp: Vec<BspSourceConfig>,
+    /// Whatomate instances whose accounts are polled through the first `[[meta]]` source
+    /// (`[[whatomate]]`).
+    pub whatomate: Vec<WhatomateConfig>,
     /// `None`: alerts are recorded and logged but not emailed.
     pub email: Option<EmailConfig>,
     pub alerts: AlertsConfig,
@@ -172,6 +178,7 @@ impl Config {
                 "add a [[meta]] block with a name, a token and at least one of businesses, wabas or phone_numbers (or a [[bsp]] block)",
             );
         }
+        let has_meta = !raw.meta.is_empty();
         for (i, m) in raw.meta.into_iter().enumerate() {
             let span = m.span();
             unique_name(
@@ -195,6 +202,28 @@ impl Config {
             );
             if let Some(cfg) = validate_bsp(i, span, b.into_inner(), base_dir, &mut p) {
                 bsp.push(cfg);
+            }
+        }
+        let mut whatomate = Vec::new();
+        for (i, w) in raw.whatomate.into_iter().enumerate() {
+            let span = w.span();
+            unique_name(
+                &format!("whatomate[{i}]"),
+                w.get_ref().name.as_ref(),
+                &mut names,
+                &mut p,
+            );
+            if !has_meta {
+                p.add(
+                    Some(span.clone()),
+                    &format!("whatomate[{i}]"),
+                    "Whatomate's accounts are polled through a [[meta]] source, and there is none"
+                        .into(),
+                    "add a [[meta]] block (its token reads the numbers Whatomate lists), or remove this [[whatomate]] block",
+                );
+            }
+            if let Some(cfg) = validate_whatomate(i, span, w.into_inner(), base_dir, &mut p) {
+                whatomate.push(cfg);
             }
         }
         if let Some(d) = &daemon {
@@ -231,6 +260,7 @@ impl Config {
                 daemon,
                 meta,
                 bsp,
+                whatomate,
                 email,
                 alerts,
                 webhooks,

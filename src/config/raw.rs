@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub(super) daemon: RawDaemon,
     pub(super) meta: Vec<Spanned<RawMeta>>,
     pub(super) bsp: Vec<Spanned<RawBsp>>,
+    pub(super) whatomate: Vec<Spanned<RawWhatomate>>,
     pub(super) email: Option<Spanned<RawEmail>>,
     pub(super) alerts: Option<RawAlerts>,
     pub(super) webhooks: Option<Spanned<RawWebhooks>>,
@@ -94,6 +95,16 @@ pub(super) struct RawBsp {
 }
 
 #[derive(Debug, Default)]
+pub(super) struct RawWhatomate {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) base_url: Option<Spanned<String>>,
+    pub(super) api_key_env: Option<Spanned<String>>,
+    pub(super) api_key_file: Option<Spanned<String>>,
+    pub(super) request_timeout: Option<Spanned<String>>,
+    pub(super) max_response_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default)]
 pub(super) struct RawEmail {
     pub(super) smtp_host: Option<Spanned<String>>,
     pub(super) file_dir: Option<Spanned<String>>,
@@ -133,6 +144,7 @@ const TOP_KEYS: &[&str] = &[
     "daemon",
     "meta",
     "bsp",
+    "whatomate",
     "email",
     "alerts",
     "webhooks",
@@ -185,6 +197,15 @@ const META_KEYS: &[&str] = &[
     "quota_share",
     "templates",
     "templates_every",
+];
+
+const WHATOMATE_KEYS: &[&str] = &[
+    "name",
+    "base_url",
+    "api_key_env",
+    "api_key_file",
+    "request_timeout",
+    "max_response_bytes",
 ];
 
 const BSP_KEYS: &[&str] = &[
@@ -303,6 +324,24 @@ fn read_bsp(i: usize, t: &DeTable<'_>, p: &mut Problems<'_>) -> RawBsp {
             "request_timeout" => raw.request_timeout = read_duration(v, &key, "s", p),
             "max_response_bytes" => raw.max_response_bytes = read_int(v, &key, p),
             _ => unknown_key(k, &key, "[[bsp]]", BSP_KEYS, p),
+        }
+    }
+    raw
+}
+
+fn read_whatomate(i: usize, t: &DeTable<'_>, p: &mut Problems<'_>) -> RawWhatomate {
+    let mut raw = RawWhatomate::default();
+    for (k, v) in t.iter() {
+        let name = k.get_ref().as_ref();
+        let key = format!("whatomate[{i}].{name}");
+        match name {
+            "name" => raw.name = read_str(v, &key, p),
+            "base_url" => raw.base_url = read_str(v, &key, p),
+            "api_key_env" => raw.api_key_env = read_str(v, &key, p),
+            "api_key_file" => raw.api_key_file = read_str(v, &key, p),
+            "request_timeout" => raw.request_timeout = read_duration(v, &key, "s", p),
+            "max_response_bytes" => raw.max_response_bytes = read_int(v, &key, p),
+            _ => unknown_key(k, &key, "[[whatomate]]", WHATOMATE_KEYS, p),
         }
     }
     raw
@@ -427,6 +466,12 @@ pub(super) fn read_raw(root: &DeTable<'_>, p: &mut Problems<'_>) -> RawConfig {
             "bsp" => {
                 for (i, (span, t)) in read_table_list(v, name, p).into_iter().enumerate() {
                     raw.bsp.push(Spanned::new(span, read_bsp(i, t, p)));
+                }
+            }
+            "whatomate" => {
+                for (i, (span, t)) in read_table_list(v, name, p).into_iter().enumerate() {
+                    raw.whatomate
+                        .push(Spanned::new(span, read_whatomate(i, t, p)));
                 }
             }
             "email" => {

@@ -422,7 +422,7 @@ async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<PageQuery>) -> Re
         (Ok(m), Ok(u)) => (m, u),
         (Err(e), _) | (_, Err(e)) => return store_error(&e, "the accounts"),
     };
-    let managed = Fleet::new(&rows);
+    let managed = Fleet::new(&rows).with_whatomate(&s);
     match s
         .store
         .phone_page(page.limit, page.offset, stale_after)
@@ -460,6 +460,8 @@ async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<PageQuery>) -> Re
 struct Fleet<'a> {
     active: std::collections::HashMap<&'a str, &'a ManagedAccount>,
     removed: std::collections::HashSet<&'a str>,
+    /// The numbers `[[whatomate]]` listed last.
+    whatomate: std::collections::HashSet<String>,
 }
 
 impl<'a> Fleet<'a> {
@@ -473,7 +475,17 @@ impl<'a> Fleet<'a> {
                 removed.insert(r.target_id.as_str());
             }
         }
-        Fleet { active, removed }
+        Fleet {
+            active,
+            removed,
+            whatomate: Default::default(),
+        }
+    }
+
+    /// With the numbers the runtime's `[[whatomate]]` instances listed last.
+    fn with_whatomate(mut self, s: &AppState) -> Fleet<'a> {
+        self.whatomate = s.runtime.current().poller.whatomate_numbers();
+        self
     }
 
     /// The account with `managed_by` (and its masked token when it has one).
@@ -486,6 +498,8 @@ impl<'a> Fleet<'a> {
             .filter(|a| a.kind == accounts::KIND_WABA);
         let managed_by = if own.is_some() || by_waba.is_some() {
             "api"
+        } else if self.whatomate.contains(&e.id) {
+            "whatomate"
         } else if self.removed.contains(e.id.as_str()) {
             "none"
         } else {
@@ -882,6 +896,7 @@ async fn pending_or_polled(s: &AppState, row: &ManagedAccount) -> Value {
         .await
     {
         Ok(Some(e)) => Fleet::new(&rows)
+            .with_whatomate(s)
             .view(&e)
             .unwrap_or_else(|_| pending_view(row)),
         _ => pending_view(row),
@@ -935,7 +950,7 @@ async fn one(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Respons
             };
         }
     };
-    let fleet = Fleet::new(&rows);
+    let fleet = Fleet::new(&rows).with_whatomate(&s);
     let template_problems = match e.waba_id.as_deref() {
         Some(waba) => match s.store.templates(Some(waba), true).await {
             Ok(t) => t,

@@ -4,6 +4,7 @@
 //! - `graph/`: Meta's Graph API ([`GraphSim`]), in Meta's real shapes, with fault injection.
 //! - `finedu/`: the Finedu BSP's "Waba account list" API ([`FineduSim`]).
 //! - `webhooks.rs`: Meta's side of webhooks: signed deliveries POSTed to a receiver.
+//! - `whatomate.rs`: a Whatomate instance's `GET /api/accounts` ([`WhatomateSim`]).
 //!
 //! Everything either simulator offers is re-exported here, so callers name `sim::GraphSim` or
 //! `sim::FineduSim` and never the folder.
@@ -12,6 +13,7 @@ pub mod finedu;
 pub mod graph;
 mod server;
 pub mod webhooks;
+pub mod whatomate;
 
 pub use finedu::{
     FineduFault, FineduHandle, FineduPhone, FineduRequest, FineduSim, FineduState, FineduWaba,
@@ -24,3 +26,4 @@ pub use graph::{
     parse_fields,
 };
 pub use webhooks::WebhookTarget;
+pub use whatomate::{WhatomateRequest, WhatomateSim, WhatomateSimAccount, WhatomateState};

@@ -6,6 +6,7 @@ pub mod finedu;
 pub mod graph;
 pub mod meta;
 pub mod subscriptions;
+pub mod whatomate;
 
 use std::collections::BTreeSet;
 

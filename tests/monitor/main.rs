@@ -29,6 +29,7 @@ mod trust;
 mod webhook_events;
 mod webhook_subscriptions;
 mod webhooks;
+mod whatomate;
 
 use helpers::{TOKEN, TestApp, one_waba};
 use waba_monitor::sim::{Fault, FaultKind, FaultTarget, SimState};

@@ -240,6 +240,11 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    // The key the database's sealed access tokens need, as `run` checks it at start.
+    if let Err(e) = crate::poller::load_secret_key(&cfg) {
+        eprintln!("{}: {e:#}", cfg.path.display());
+        return Ok(ExitCode::from(2));
+    }
     let now = Utc::now();
     let today = now.date_naive();
     let sched = &cfg.daemon.poll_schedule;

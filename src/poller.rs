@@ -843,7 +843,7 @@ impl Poller {
 /// Reads `[daemon] secret_key_file` and checks it against the database: when the database
 /// holds access tokens sealed through the fleet API (its key-check value), a missing or
 /// different key is refused here, at start (and at a reload), before any token is needed.
-fn load_secret_key(cfg: &Config) -> anyhow::Result<Option<Arc<crate::secrets::SecretKey>>> {
+pub fn load_secret_key(cfg: &Config) -> anyhow::Result<Option<Arc<crate::secrets::SecretKey>>> {
     let key = match &cfg.daemon.secret_key {
         Some(src) => Some(Arc::new(
             crate::secrets::SecretKey::load(src)

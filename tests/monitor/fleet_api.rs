@@ -645,6 +645,11 @@ async fn a_number_with_its_own_token_is_read_with_it_and_the_token_is_never_show
         err.contains("secret_key_file") && err.contains("not the key"),
         "{err}"
     );
+    // check-config fails whenever run would.
+    let out = app.cli(&["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not the key"), "{err}");
     let text = std::fs::read_to_string(&app.config_path).expect("config");
     std::fs::write(
         &app.config_path,

@@ -5,11 +5,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::helpers::{TOKEN, TestApp};
-use waba_monitor::daemon::{self, RunOptions};
-use waba_monitor::retry::RetryPolicy;
+use crate::helpers::{Daemon, TOKEN, TestApp};
+use waba_monitor::daemon::RunOptions;
 use waba_monitor::sim::SimState;
 
 const WABA1: &str = "200000000000001";
@@ -36,51 +34,23 @@ fn fleet() -> SimState {
 }
 
 struct Running {
+    daemon: Daemon,
     base: String,
-    stop: Option<oneshot::Sender<()>>,
-    cycles: mpsc::UnboundedReceiver<usize>,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     http: reqwest::Client,
 }
 
 impl Running {
     async fn start(app: &TestApp) -> Running {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (tx, cycles) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(daemon::run_with_listener(
-            app.config(),
-            RunOptions {
-                retry: RetryPolicy::fast(),
-                ..RunOptions::default()
-            },
-            listener,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |r| {
-                let _ = tx.send(r.changes());
-            },
-        ));
-        let mut r = Running {
-            base,
-            stop: Some(stop_tx),
-            cycles,
-            handle,
+        let daemon = Daemon::start(app, RunOptions::default()).await;
+        Running {
+            base: daemon.base.clone(),
+            daemon,
             http: reqwest::Client::new(),
-        };
-        r.next_cycle().await;
-        r
+        }
     }
 
     async fn next_cycle(&mut self) {
-        tokio::time::timeout(Duration::from_secs(15), self.cycles.recv())
-            .await
-            .expect("a cycle in time")
-            .expect("daemon running");
+        self.daemon.next_cycle_within(Duration::from_secs(15)).await;
     }
 
     async fn call(
@@ -124,15 +94,8 @@ impl Running {
         .await
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(20), self.handle)
-            .await
-            .expect("stops in time")
-            .expect("task")
-            .expect("clean exit");
+    async fn stop(self) {
+        self.daemon.stop().await;
     }
 }
 

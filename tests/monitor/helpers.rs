@@ -138,3 +138,68 @@ impl TestApp {
 pub fn one_waba(n: usize) -> SimState {
     SimState::fleet(1, n)
 }
+
+/// The real daemon (`daemon::run_with_listener`) on a loopback listener, for the tests that
+/// speak HTTP to it; started with `RetryPolicy::fast()` and waited for until its first cycle.
+pub struct Daemon {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The number of changes of each finished cycle.
+    cycles: tokio::sync::mpsc::UnboundedReceiver<usize>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Daemon {
+    pub async fn start(app: &TestApp, opts: waba_monitor::daemon::RunOptions) -> Daemon {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, cycles) = tokio::sync::mpsc::unbounded_channel();
+        let handle = tokio::spawn(waba_monitor::daemon::run_with_listener(
+            app.config(),
+            waba_monitor::daemon::RunOptions {
+                retry: RetryPolicy::fast(),
+                ..opts
+            },
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |r| {
+                let _ = tx.send(r.changes());
+            },
+        ));
+        let mut d = Daemon {
+            base,
+            stop: Some(stop_tx),
+            cycles,
+            handle,
+        };
+        d.next_cycle_within(std::time::Duration::from_secs(20))
+            .await;
+        d
+    }
+
+    /// Waits for the next cycle to finish; its number of changes.
+    pub async fn next_cycle_within(&mut self, limit: std::time::Duration) -> usize {
+        tokio::time::timeout(limit, self.cycles.recv())
+            .await
+            .expect("a cycle in time")
+            .expect("daemon running")
+    }
+
+    /// Stops the daemon and waits for its clean exit.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(20), self.handle)
+            .await
+            .expect("stops in time")
+            .expect("task")
+            .expect("clean exit");
+    }
+}

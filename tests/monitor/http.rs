@@ -5,11 +5,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-
-use crate::helpers::{TOKEN, TestApp, one_waba};
-use waba_monitor::daemon::{self, RunOptions};
-use waba_monitor::retry::RetryPolicy;
+use crate::helpers::{Daemon, TOKEN, TestApp, one_waba};
+use waba_monitor::daemon::RunOptions;
 
 const WABA1: &str = "200000000000001";
 const P0: &str = "300000000000001";
@@ -17,10 +14,8 @@ const P1: &str = "300000000000002";
 const API_TOKEN: &str = "api-token-for-tests-0123456789";
 
 struct Running {
+    daemon: Daemon,
     base: String,
-    stop: Option<oneshot::Sender<()>>,
-    cycles: mpsc::UnboundedReceiver<usize>,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     http: reqwest::Client,
 }
 
@@ -30,35 +25,12 @@ impl Running {
     }
 
     async fn start_with(app: &TestApp, opts: RunOptions) -> Running {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (tx, cycles) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(daemon::run_with_listener(
-            app.config(),
-            RunOptions {
-                retry: RetryPolicy::fast(),
-                ..opts
-            },
-            listener,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |r| {
-                let _ = tx.send(r.changes());
-            },
-        ));
-        let mut r = Running {
-            base,
-            stop: Some(stop_tx),
-            cycles,
-            handle,
+        let daemon = Daemon::start(app, opts).await;
+        Running {
+            base: daemon.base.clone(),
+            daemon,
             http: reqwest::Client::new(),
-        };
-        r.next_cycle().await;
-        r
+        }
     }
 
     async fn next_cycle(&mut self) -> usize {
@@ -66,10 +38,7 @@ impl Running {
     }
 
     async fn next_cycle_within(&mut self, limit: Duration) -> usize {
-        tokio::time::timeout(limit, self.cycles.recv())
-            .await
-            .expect("a cycle in time")
-            .expect("daemon running")
+        self.daemon.next_cycle_within(limit).await
     }
 
     async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
@@ -92,15 +61,8 @@ impl Running {
         (status, resp.text().await.expect("body"))
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(20), self.handle)
-            .await
-            .expect("stops in time")
-            .expect("task")
-            .expect("clean exit");
+    async fn stop(self) {
+        self.daemon.stop().await;
     }
 }
 

@@ -8,12 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
-use tokio::sync::{mpsc, oneshot};
 
-use crate::helpers::TestApp;
+use crate::helpers::{Daemon, TestApp};
 use crate::smtp::SmtpSink;
-use waba_monitor::daemon::{self, RunOptions};
-use waba_monitor::retry::RetryPolicy;
+use waba_monitor::daemon::RunOptions;
 use waba_monitor::sim::{HealthError, SimState};
 use waba_monitor::store::silences::Matchers;
 
@@ -42,11 +40,9 @@ fn targets() -> String {
     "businesses = [\"100000000000001\"]".to_owned()
 }
 
-struct Daemon {
+struct Page {
+    daemon: Daemon,
     base: String,
-    stop: Option<oneshot::Sender<()>>,
-    cycles: mpsc::UnboundedReceiver<usize>,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     http: reqwest::Client,
 }
 
@@ -56,48 +52,28 @@ struct Answer {
     body: String,
 }
 
-impl Daemon {
-    async fn start(app: &TestApp) -> Daemon {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (tx, cycles) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(daemon::run_with_listener(
-            app.config(),
+impl Page {
+    async fn start(app: &TestApp) -> Page {
+        let daemon = Daemon::start(
+            app,
             RunOptions {
-                retry: RetryPolicy::fast(),
                 delivery_tick: Duration::from_millis(200),
                 ..RunOptions::default()
             },
-            listener,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |r| {
-                let _ = tx.send(r.changes());
-            },
-        ));
-        let mut d = Daemon {
-            base,
-            stop: Some(stop_tx),
-            cycles,
-            handle,
+        )
+        .await;
+        Page {
+            base: daemon.base.clone(),
+            daemon,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),
-        };
-        d.next_cycle().await;
-        d
+        }
     }
 
     async fn next_cycle(&mut self) -> usize {
-        tokio::time::timeout(Duration::from_secs(20), self.cycles.recv())
-            .await
-            .expect("a cycle in time")
-            .expect("daemon running")
+        self.daemon.next_cycle_within(Duration::from_secs(20)).await
     }
 
     async fn request(&self, req: reqwest::RequestBuilder) -> Answer {
@@ -143,15 +119,8 @@ impl Daemon {
         self.request(req).await
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(20), self.handle)
-            .await
-            .expect("stops in time")
-            .expect("task")
-            .expect("clean exit");
+    async fn stop(self) {
+        self.daemon.stop().await;
     }
 }
 
@@ -180,7 +149,7 @@ fn assert_html_with_csp(a: &Answer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_lists_the_red_number_first_filters_searches_and_escapes_names() {
     let app = TestApp::spawn(fleet(), &targets()).await;
-    let d = Daemon::start(&app).await;
+    let d = Page::start(&app).await;
 
     let a = d.get("/").await;
     assert_eq!(a.status, 200);
@@ -353,7 +322,7 @@ async fn a_number_page_shows_its_history_health_errors_emails_and_templates() {
         ),
     )
     .await;
-    let mut d = Daemon::start(&app).await;
+    let mut d = Page::start(&app).await;
     app.sim.with_state(|s| {
         s.phone_mut(P1).quality_rating = Some("RED".into());
         s.template_mut("800000000000001").status = "PAUSED".into();
@@ -443,7 +412,7 @@ async fn a_number_page_shows_its_history_health_errors_emails_and_templates() {
 
 /// A daemon whose `[daemon] listen` is not loopback (it is served on a loopback listener all
 /// the same, so the test can reach it).
-async fn off_loopback() -> (TestApp, Daemon) {
+async fn off_loopback() -> (TestApp, Page) {
     let app = TestApp::spawn(fleet(), &targets()).await;
     app.write_secret("api-token", API_TOKEN);
     app.add_daemon_key("api_token_file = \"api-token\"");
@@ -453,7 +422,7 @@ async fn off_loopback() -> (TestApp, Daemon) {
         text.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:9717\""),
     )
     .expect("config");
-    let d = Daemon::start(&app).await;
+    let d = Page::start(&app).await;
     (app, d)
 }
 
@@ -620,7 +589,7 @@ async fn on_loopback_the_page_is_open_even_with_a_token_configured() {
     let app = TestApp::spawn(fleet(), &targets()).await;
     app.write_secret("api-token", API_TOKEN);
     app.add_daemon_key("api_token_file = \"api-token\"");
-    let d = Daemon::start(&app).await;
+    let d = Page::start(&app).await;
     let a = d.get("/").await;
     assert_eq!(a.status, 200);
     assert!(row(&a.body, P2).is_some());
@@ -768,7 +737,7 @@ async fn headless_chromium_renders_the_fleet_worst_first_without_console_errors(
         &format!("wabas = [\"{WABA1}\", \"{WABA2}\", \"200000000000003\", \"200000000000004\"]"),
     )
     .await;
-    let d = Daemon::start(&app).await;
+    let d = Page::start(&app).await;
     let profile = tempfile::tempdir().expect("profile");
     let base = d.base.clone();
 

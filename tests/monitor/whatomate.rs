@@ -159,35 +159,9 @@ async fn the_whatomate_key_never_reaches_the_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_api_shows_whatomate_numbers_as_managed_by_whatomate() {
-    use std::time::Duration;
-    use waba_monitor::daemon::{self, RunOptions};
-    use waba_monitor::retry::RetryPolicy;
-
     let (_wm, app) = setup().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (tx, mut cycles) = tokio::sync::mpsc::unbounded_channel();
-    let handle = tokio::spawn(daemon::run_with_listener(
-        app.config(),
-        RunOptions {
-            retry: RetryPolicy::fast(),
-            ..RunOptions::default()
-        },
-        listener,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |r| {
-            let _ = tx.send(r.changes());
-        },
-    ));
-    tokio::time::timeout(Duration::from_secs(15), cycles.recv())
-        .await
-        .expect("a cycle in time")
-        .expect("daemon running");
+    let d = crate::helpers::Daemon::start(&app, waba_monitor::daemon::RunOptions::default()).await;
+    let base = d.base.clone();
     let http = reqwest::Client::new();
     let get = |id: &str| {
         let req = http.get(format!("{base}/api/accounts/{id}"));
@@ -211,10 +185,5 @@ async fn the_status_api_shows_whatomate_numbers_as_managed_by_whatomate() {
         .expect("body");
     assert!(list.contains("\"managed_by\":\"whatomate\""), "{list}");
     assert!(!list.contains(KEY));
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(20), handle)
-        .await
-        .expect("stops in time")
-        .expect("task")
-        .expect("clean exit");
+    d.stop().await;
 }

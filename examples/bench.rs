@@ -19,6 +19,10 @@ use waba_monitor::retry::RetryPolicy;
 use waba_monitor::sim::{GraphSim, SimOptions, SimState};
 use waba_monitor::store::Store;
 
+#[path = "common/procstat.rs"]
+mod procstat;
+use procstat::{cpu_seconds, peak_rss_mb, rss_mb};
+
 const WABAS: usize = 1_000;
 const PER_WABA: usize = 10;
 const LATENCY: Duration = Duration::from_millis(50);
@@ -60,33 +64,6 @@ async fn serve() -> anyhow::Result<()> {
     .await?;
     sim.shutdown().await;
     Ok(())
-}
-
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, in clock ticks (100 per second on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn peak_rss_mb() -> f64 {
-    proc_status_mb("VmHWM:")
-}
-
-fn rss_mb() -> f64 {
-    proc_status_mb("VmRSS:")
-}
-
-fn proc_status_mb(key: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 async fn bench(mode: &str) -> anyhow::Result<()> {

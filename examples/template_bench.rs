@@ -21,6 +21,10 @@ use waba_monitor::retry::RetryPolicy;
 use waba_monitor::sim::{GraphSim, SimOptions, SimState};
 use waba_monitor::store::Store;
 
+#[path = "common/procstat.rs"]
+mod procstat;
+use procstat::{cpu_seconds, peak_rss_mb};
+
 const PER_WABA: usize = 10;
 const LATENCY: Duration = Duration::from_millis(50);
 const TOKEN: &str = "bench-token-not-a-secret";
@@ -67,24 +71,6 @@ async fn serve(wabas: usize, templates: usize) -> anyhow::Result<()> {
     .await?;
     sim.shutdown().await;
     Ok(())
-}
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn spawn_sim(wabas: usize, templates: usize) -> anyhow::Result<(Child, String)> {

@@ -116,6 +116,11 @@ impl TemplateRow {
     }
 }
 
+/// The ids as the JSON array `json_each` reads (through the store's one `json_list`).
+fn list_of<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    super::json_list(&items.collect::<Vec<_>>())
+}
+
 /// FNV-1a (64 bits) of what a poll observed of a template, and the source that observed it:
 /// stable across runs and versions (it is stored).
 fn fingerprint(source: &str, t: &TemplateObservation) -> i64 {
@@ -143,10 +148,6 @@ fn fingerprint(source: &str, t: &TemplateObservation) -> i64 {
         eat(f);
     }
     h as i64
-}
-
-fn json_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    serde_json::to_string(&items.collect::<Vec<_>>()).unwrap_or_else(|_| "[]".to_owned())
 }
 
 async fn upsert(tx: &mut Tx<'_>, r: &TemplateRow) -> Result<(), sqlx::Error> {
@@ -199,7 +200,7 @@ pub(super) async fn apply_polled_in(
          WHERE present = 1 AND obs_hash IS NOT NULL \
          AND waba_id IN (SELECT value FROM json_each(?1))",
     )
-    .bind(json_list(wabas.iter().copied()))
+    .bind(list_of(wabas.iter().copied()))
     .fetch_one(&mut **tx)
     .await?;
     let known: HashMap<&str, i64> = known
@@ -220,7 +221,7 @@ pub(super) async fn apply_polled_in(
         let mut rows: HashMap<String, TemplateRow> = sqlx::query_as::<_, TemplateRow>(
             "SELECT * FROM templates WHERE id IN (SELECT value FROM json_each(?1))",
         )
-        .bind(json_list(chunk.iter().map(|(t, _)| t.id.as_str())))
+        .bind(list_of(chunk.iter().map(|(t, _)| t.id.as_str())))
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
@@ -252,10 +253,10 @@ pub(super) async fn apply_polled_in(
              AND waba_id IN (SELECT value FROM json_each(?1)) \
              AND id NOT IN (SELECT value FROM json_each(?2))",
         )
-        .bind(json_list(
+        .bind(list_of(
             poll.complete_template_wabas.iter().map(String::as_str),
         ))
-        .bind(json_list(poll.templates.iter().map(|t| t.id.as_str())))
+        .bind(list_of(poll.templates.iter().map(|t| t.id.as_str())))
         .fetch_all(&mut **tx)
         .await?;
         for mut row in missing {

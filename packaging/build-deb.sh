@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Builds the Debian package of waba-monitor with cargo-deb ([package.metadata.deb] in Cargo.toml):
+#
+#   packaging/build-deb.sh [--profile NAME] [--no-build]
+#
+# 1. `cargo build --locked --profile NAME` (default: release, what is shipped; --no-build packs
+#    the binary already built for that profile);
+# 2. generates into ${CARGO_TARGET_DIR:-target}/NAME/packaging/ what the package ships but the
+#    tree does not hold as such:
+#      waba-monitor.service  systemd/waba-monitor.service with ExecStart= in /usr/bin (the one
+#                            unit stays the source; install.sh installs it as it is, for
+#                            /usr/local/bin)
+#      monitor.toml          the conffile: monitor.toml with every secret read from the systemd
+#                            credential the unit loads instead of an environment variable (the
+#                            service gets none), so that `check-config` accepts it as installed
+#      waba-monitor.1.gz     the man page: `waba-monitor man` (clap_mangen) when the binary has
+#                            that command, else a page made of the `--help` of every command
+#                            (gzip -9n: cargo-deb compresses only files it did not find under
+#                            target/)
+#    Each rewrite is checked: if monitor.toml or the unit no longer has the line it expects, the
+#    build fails instead of shipping an unconverted file;
+# 3. `cargo deb --no-build` packs it; the .deb lands in ${CARGO_TARGET_DIR:-target}/debian/.
+# The last line of stdout is the path of the .deb.
+#
+# Needs cargo-deb (`cargo install cargo-deb --locked`) and python3 (reads `cargo metadata`).
+set -euo pipefail
+
+# Paths given relative to where the script was started from, before moving to the checkout.
+if [[ -n "${CARGO_TARGET_DIR:-}" && "$CARGO_TARGET_DIR" != /* ]]; then
+    export CARGO_TARGET_DIR="$PWD/$CARGO_TARGET_DIR"
+fi
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+prog="packaging/build-deb.sh"
+die() {
+    echo "$prog: $*" >&2
+    exit 1
+}
+
+profile="release"
+build=1
+while (($#)); do
+    case "$1" in
+    --profile)
+        (($# >= 2)) || die "--profile needs a value"
+        profile="$2"
+        shift 2
+        ;;
+    --profile=*)
+        profile="${1#--profile=}"
+        shift
+        ;;
+    --no-build)
+        build=0
+        shift
+        ;;
+    -h | --help)
+        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+[[ "$profile" != "dev" && "$profile" != "debug" ]] || die "cargo-deb refuses the dev profile"
+
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    die "cargo-deb not found: install it with \`cargo install cargo-deb --locked\`"
+fi
+
+target_dir="$(cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+out="$target_dir/$profile/packaging"
+bin="$target_dir/$profile/waba-monitor"
+
+if ((build)); then
+    echo "== cargo build --locked --profile $profile" >&2
+    cargo build --locked --profile "$profile" --bin waba-monitor >&2
+fi
+[[ -x "$bin" ]] || die "$bin not found: build it (without --no-build)"
+version="$("$bin" --version)"
+echo "== generating the packaged files for $version into $out" >&2
+mkdir -p "$out"
+
+# --- The unit: ExecStart= in /usr/bin -------------------------------------------------------------
+unit_src="systemd/waba-monitor.service"
+sed -e 's#^ExecStart=/usr/local/bin/waba-monitor #ExecStart=/usr/bin/waba-monitor #' \
+    "$unit_src" >"$out/waba-monitor.service.tmp"
+if [[ "$(grep -c '^ExecStart=/usr/bin/waba-monitor ' "$out/waba-monitor.service.tmp")" != 1 ]]; then
+    die "$unit_src: expected exactly one 'ExecStart=/usr/local/bin/waba-monitor ...' line to rewrite"
+fi
+if grep -v '^[[:space:]]*#' "$out/waba-monitor.service.tmp" | grep -q '/usr/local/'; then
+    die "$unit_src: a setting other than ExecStart= names /usr/local/; the package installs to /usr"
+fi
+mv -f "$out/waba-monitor.service.tmp" "$out/waba-monitor.service"
+
+# --- The conffile: secrets from the unit's credentials -----------------------------------------
+# The unit loads only the Meta token (LoadCredential=meta-token:...); a missing optional secret
+# would stop the service, so the SMTP login is left commented out (a relay without login), with
+# the credential line to use next to it, as in the reference.
+config_src="monitor.toml"
+rewrite() { # rewrite FROM TO: replace the one line that is exactly FROM by TO
+    local from="$1" to="$2" n
+    n="$(grep -cxF -- "$from" "$out/monitor.toml.tmp" || true)"
+    [[ "$n" == 1 ]] || die "$config_src: expected exactly one line '$from' to rewrite for the package, found $n"
+    FROM="$from" TO="$to" python3 -c '
+import os, sys
+path = sys.argv[1]
+with open(path, encoding="utf-8") as f:
+    lines = f.read().split("\n")
+lines = [os.environ["TO"] if l == os.environ["FROM"] else l for l in lines]
+with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines))
+' "$out/monitor.toml.tmp"
+}
+{
+    cat <<'HEADER'
+# Installed by the waba-monitor Debian package as a conffile: an upgrade never overwrites your
+# edits (dpkg asks when both you and the package changed it). It is the reference,
+# /usr/share/doc/waba-monitor/examples/monitor.toml, with the secrets read from the files systemd
+# hands the service (LoadCredential= in the unit) instead of environment variables, which the
+# service does not get. The ids below are examples: put yours, then
+#   sudo waba-monitor check-config && sudo systemctl enable --now waba-monitor
+#
+HEADER
+    cat "$config_src"
+} >"$out/monitor.toml.tmp"
+rewrite 'access_token_env = "WABA_MONITOR_META_TOKEN"' \
+    '# access_token_env = "WABA_MONITOR_META_TOKEN"'
+rewrite '# access_token_file = "/run/credentials/waba-monitor.service/meta-token"' \
+    'access_token_file = "/run/credentials/waba-monitor.service/meta-token"'
+rewrite 'username = "monitor@example.com"' \
+    '# username = "monitor@example.com"'
+rewrite 'password_env = "WABA_MONITOR_SMTP_PASSWORD"' \
+    '# password_env = "WABA_MONITOR_SMTP_PASSWORD"'
+if left="$(grep -nE '^[[:space:]]*[a-z_]+_env[[:space:]]*=' "$out/monitor.toml.tmp")"; then
+    die "$config_src: a secret still comes from an environment variable in the packaged config
+  (teach $prog to rewrite it to a /run/credentials/waba-monitor.service/ file):
+$left"
+fi
+mv -f "$out/monitor.toml.tmp" "$out/monitor.toml"
+
+# --- The man page ----------------------------------------------------------------------------------
+# roff-safe text: a backslash is \e, and a line starting with . or ' would be a request.
+roff_text() { sed -e 's/\\/\\e/g' -e "s/^\\([.']\\)/\\\\\\&\\1/"; }
+if "$bin" man --help >/dev/null 2>&1; then
+    echo "  man page: \`waba-monitor man\` (clap_mangen)" >&2
+    "$bin" man >"$out/waba-monitor.1"
+    grep -q '^\.TH ' "$out/waba-monitor.1" || die "\`waba-monitor man\` printed no man page (.TH) on stdout"
+else
+    echo "  man page: \`--help\` of every command (the binary has no \`man\` command)" >&2
+    about="$("$bin" --help | sed -n '1p')"
+    commands="$("$bin" --help | sed -n '/^Commands:/,/^$/p' | awk 'NR > 1 && NF { print $1 }' | grep -vx help)"
+    {
+        printf '.TH WABA-MONITOR 1 "" "%s" "User Commands"\n' "$version"
+        printf '.SH NAME\nwaba-monitor \\- %s\n' "$(roff_text <<<"$about")"
+        printf '.SH SYNOPSIS\n.B waba-monitor\n[\\fB\\-\\-config\\fR \\fIPATH\\fR] \\fICOMMAND\\fR [\\fIOPTIONS\\fR]\n'
+        printf '.SH DESCRIPTION\nThe output of \\fBwaba\\-monitor \\-\\-help\\fR and of each command'"'"'s \\fB\\-\\-help\\fR.\n'
+        printf 'The README is in /usr/share/doc/waba-monitor/.\n.PP\n.nf\n'
+        "$bin" --help | sed '1,2d' | roff_text
+        printf '.fi\n.SH COMMANDS\n'
+        for command in $commands; do
+            printf '.SS %s\n.nf\n' "$command"
+            "$bin" "$command" --help | roff_text
+            printf '.fi\n'
+        done
+        printf '.SH FILES\n.TP\n/etc/waba-monitor/monitor.toml\nthe configuration (\\fBcheck\\-config\\fR validates it)\n'
+        printf '.TP\n/etc/waba-monitor/credentials/\nsecret files, loaded by the unit with LoadCredential=\n'
+        printf '.TP\n/var/lib/waba-monitor/monitor.db\nthe database (state and history)\n'
+        printf '.SH SEE ALSO\n.BR systemctl (1),\n.BR journalctl (1)\n'
+    } >"$out/waba-monitor.1"
+fi
+gzip -9nf "$out/waba-monitor.1"
+
+# --- The package -------------------------------------------------------------------------------------
+echo "== cargo deb --no-build --locked --profile $profile" >&2
+# cargo-deb warns that packaging/debian (its unit-scripts folder) holds no unit: expected, the
+# unit is the generated asset above, which its systemd support handles all the same. That one
+# line is dropped; any other warning is shown.
+deb_out="$(cargo deb --no-build --locked --profile "$profile" 2>"$out/cargo-deb.err")" || {
+    cat "$out/cargo-deb.err" >&2
+    die "cargo deb failed"
+}
+grep -v '^warning: No usable systemd units found for `waba-monitor` in ' "$out/cargo-deb.err" >&2 || true
+deb="$(printf '%s\n' "$deb_out" | tail -n 1)"
+[[ -f "$deb" ]] || die "cargo deb printed no .deb path: $deb_out"
+echo "$deb"

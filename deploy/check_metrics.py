@@ -20,7 +20,10 @@ prometheus_client's strict OpenMetrics parser and checks, for every name used:
   summary `_bucket`/`_sum`/`_count`; delta(), idelta(), deriv() and predict_linear() never to a
   counter;
 - every label named in a selector `name{label=...}` is one the daemon puts on that series
-  (`job` and `instance` are Prometheus's).
+  (`job` and `instance` are Prometheus's);
+- none of the per-state families that the daemon exports only with `[daemon] metrics_detail =
+  "full"` is used: the rules and the dashboard must work on the compact series (the `_level`
+  gauges and the labels of the `_info` series), which are always exported.
 
 Exit 0 when all is well, 1 with one line per problem otherwise.
 """
@@ -59,7 +62,21 @@ NOT_PRODUCED_BY_THE_DEMO = {
     ),
 }
 
+# The per-state families (one 0/1 series per state) exported only with [daemon] metrics_detail =
+# "full": {name: what to use instead}. The demo runs with the default ("compact"), so they would
+# also be reported as not exported; this says why.
+FULL_ONLY = {
+    "waba_monitor_phone_quality": "waba_monitor_phone_quality_level",
+    "waba_monitor_phone_status": "waba_monitor_phone_status_level, or the status label of waba_monitor_phone_info",
+    "waba_monitor_phone_health": "waba_monitor_phone_health_level",
+    "waba_monitor_waba_review_status": "waba_monitor_waba_review_level, or the review_status label of waba_monitor_waba_info",
+    "waba_monitor_waba_verification_status": "the verification_status label of waba_monitor_waba_info",
+    "waba_monitor_waba_health": "waba_monitor_waba_health_level",
+}
+
 FAILURE_SERIES = "waba_monitor_poll_failures_total"
+# A per-number series of the compact metrics (always exported): present once a cycle finished.
+FIRST_CYCLE_SERIES = "waba_monitor_phone_quality_level"
 
 
 def fail(msg):
@@ -201,7 +218,7 @@ def hint(name, samples):
 def check(files, samples, labels):
     """Problems (one line each; a name not exported is one problem listing every place that
     uses it), {name: places used}, and the names taken on trust."""
-    problems, missing, used, trusted = [], {}, {}, set()
+    problems, missing, used, trusted, full_only = [], {}, {}, set(), {}
 
     def kind(name):
         if name in samples:
@@ -217,10 +234,14 @@ def check(files, samples, labels):
                 name = m.group(0)
                 where = located(location, text, m.start())
                 used.setdefault(name, []).append(where)
-                if kind(name) is None:
+                if name in FULL_ONLY:
+                    full_only.setdefault(name, []).append(where)
+                elif kind(name) is None:
                     missing.setdefault(name, []).append(where)
             for m in CALL.finditer(text):
                 func, name = m.groups()
+                if name in FULL_ONLY:
+                    continue  # reported above
                 typ = kind(name)
                 if typ is None:
                     continue  # reported above
@@ -254,7 +275,12 @@ def check(files, samples, labels):
         + "\n      ".join(dict.fromkeys(places))
         for name, places in missing.items()
     ]
-    return not_exported + problems, used, trusted
+    not_compact = [
+        f"{name} is exported only with [daemon] metrics_detail = \"full\"; use {FULL_ONLY[name]}"
+        "; used at:\n      " + "\n      ".join(dict.fromkeys(places))
+        for name, places in full_only.items()
+    ]
+    return not_compact + not_exported + problems, used, trusted
 
 
 def main():
@@ -279,10 +305,10 @@ def main():
         daemon,
         "its first poll cycle",
         deadline,
-        lambda: (lambda t: t if has_series(t, "waba_monitor_phone_quality") else None)(scrape(url)),
+        lambda: (lambda t: t if has_series(t, FIRST_CYCLE_SERIES) else None)(scrape(url)),
     )
     if first is None:
-        fail(f"{url} had no waba_monitor_phone_quality series after {args.timeout:.0f} s: no poll cycle finished")
+        fail(f"{url} had no {FIRST_CYCLE_SERIES} series after {args.timeout:.0f} s: no poll cycle finished")
     print("  first cycle done: per-number series present")
 
     # The failure counters only exist once something failed: make one source fail.

@@ -1,103 +1,330 @@
-//! Poll-cycle benchmark: the real poller against the Graph simulator with 1,000 WABAs × 10
-//! numbers and 50 ms added latency per request.
+//! Fleet benchmark: the real poller, exporter, HTTP surface and store against the Graph (or
+//! Finedu) simulator with 50 ms added latency per request.
 //!
-//!     cargo run --release --example bench                 # WABAs listed in the config
-//!     cargo run --release --example bench -- business     # discovered from one portfolio
+//!     cargo build --release --example bench
+//!     target/release/examples/bench                                # 1,000 WABAs x 10, 1 portfolio
+//!     target/release/examples/bench business --wabas 10000 --portfolios 10
+//!     target/release/examples/bench wabas --wabas 1000             # WABAs listed in the config
+//!     target/release/examples/bench finedu --wabas 10000           # Finedu walk, 10 per page
+//!     options: --per-waba K (10)  --days D (0: 1 % churn per simulated day, then the
+//!              database's size)  --scrapes S (21)  --detail compact|full
 //!
-//! The simulator runs in a child process (this same binary with `--serve`), so the CPU time
-//! and peak RSS printed are the monitor's own. Prints Graph calls per cycle, wall time and CPU
-//! time per cycle (first cycle, which records 11,000 targets, and unchanged cycles), peak RSS,
-//! and history rows written by an unchanged cycle.
+//! The simulator runs in a child process (this binary with `--serve`), and so do the scrapes
+//! (`--scrape`: the 10-70 MB bodies are read outside this process), so the CPU time and peak
+//! RSS printed are the monitor's own: poller, store, exporter and HTTP server. Prints, for the
+//! first cycle (every target a first sighting) and unchanged cycles: wall and CPU time, Graph
+//! requests (per 100 WABAs), history rows written, RSS; the longest write transaction; the
+//! exposition's size and series per number; scrape times idle and while a cycle runs;
+//! `GET /api/accounts/{id}` and `status --json` times; with `--days`, the database's size.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use waba_monitor::config::Config;
 use waba_monitor::poller::Poller;
 use waba_monitor::retry::RetryPolicy;
-use waba_monitor::sim::{GraphSim, SimOptions, SimState};
+use waba_monitor::sim::{FineduSim, FineduState, GraphSim, SimOptions, SimState};
 use waba_monitor::store::Store;
 
 #[path = "common/procstat.rs"]
 mod procstat;
 use procstat::{cpu_seconds, peak_rss_mb, rss_mb};
 
-const WABAS: usize = 1_000;
-const PER_WABA: usize = 10;
 const LATENCY: Duration = Duration::from_millis(50);
 const TOKEN: &str = "bench-token-not-a-secret";
 
+#[derive(Debug, Clone)]
+struct Opts {
+    mode: String,
+    wabas: usize,
+    per_waba: usize,
+    portfolios: usize,
+    days: usize,
+    scrapes: usize,
+    detail: String,
+}
+
+fn opts(args: &[String]) -> Opts {
+    let num = |flag: &str, default: usize| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mode = ["business", "wabas", "finedu"]
+        .into_iter()
+        .find(|m| args.iter().any(|a| a == m))
+        .unwrap_or("business")
+        .to_owned();
+    let detail = args
+        .iter()
+        .position(|a| a == "--detail")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "compact".into());
+    Opts {
+        mode,
+        wabas: num("--wabas", 1_000),
+        per_waba: num("--per-waba", 10),
+        portfolios: num("--portfolios", 1),
+        days: num("--days", 0),
+        scrapes: num("--scrapes", 21),
+        detail,
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    let o = opts(&args);
+    if let Some(i) = args.iter().position(|a| a == "--scrape") {
+        let url = args.get(i + 1).cloned().unwrap_or_default();
+        return scrape_child(&url);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     if args.iter().any(|a| a == "--serve") {
-        return rt.block_on(serve());
+        return rt.block_on(serve(&o));
     }
-    let mode = if args.iter().any(|a| a == "business") {
-        "business"
-    } else {
-        "wabas"
-    };
-    rt.block_on(bench(mode))
+    rt.block_on(bench(&o))
 }
 
-/// Child process: serve the fleet, print the URL, run until stdin closes.
-async fn serve() -> anyhow::Result<()> {
-    let sim = GraphSim::start(
-        SimState::fleet(WABAS, PER_WABA),
-        SimOptions {
-            token: TOKEN.to_owned(),
-            latency: LATENCY,
-            ..SimOptions::default()
-        },
-    )
-    .await?;
-    println!("{}", sim.url());
+/// Child process: serve the fleet, print the URL, then obey stdin (`churn PCT DAY`: change the
+/// quality of PCT % of the numbers, answer `ok`) until it closes.
+async fn serve(o: &Opts) -> anyhow::Result<()> {
+    enum Sim {
+        Graph(GraphSim),
+        Finedu(FineduSim),
+    }
+    let sim = if o.mode == "finedu" {
+        Sim::Finedu(FineduSim::start(FineduState::fleet(o.wabas, o.per_waba), TOKEN).await?)
+    } else {
+        Sim::Graph(
+            GraphSim::start(
+                SimState::fleet_in(o.portfolios, o.wabas, o.per_waba),
+                SimOptions {
+                    token: TOKEN.to_owned(),
+                    latency: LATENCY,
+                    ..SimOptions::default()
+                },
+            )
+            .await?,
+        )
+    };
+    let url = match &sim {
+        Sim::Graph(g) => g.url(),
+        Sim::Finedu(f) => f.url(),
+    };
+    println!("{url}");
     std::io::stdout().flush()?;
-    tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
-    })
-    .await?;
-    sim.shutdown().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::task::spawn_blocking(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let numbers = o.wabas * o.per_waba;
+    while let Some(cmd) = rx.recv().await {
+        let parts: Vec<&str> = cmd.split_whitespace().collect();
+        if let (["churn", pct, day], Sim::Graph(g)) = (parts.as_slice(), &sim) {
+            let pct: f64 = pct.parse().unwrap_or(1.0);
+            let day: usize = day.parse().unwrap_or(0);
+            let n = ((numbers as f64) * pct / 100.0).round() as usize;
+            g.with_state(|s| {
+                for k in 0..n {
+                    // A different slice of the fleet each day, cycling through the ratings.
+                    let idx = (day * n + k) * 7919 % numbers.max(1);
+                    let id = (300_000_000_000_001u64 + idx as u64).to_string();
+                    let p = s.phone_mut(&id);
+                    p.quality_rating = Some(
+                        match p.quality_rating.as_deref() {
+                            Some("GREEN") => "YELLOW",
+                            Some("YELLOW") => "RED",
+                            _ => "GREEN",
+                        }
+                        .to_owned(),
+                    );
+                }
+            });
+        }
+        println!("ok");
+        std::io::stdout().flush()?;
+    }
+    match sim {
+        Sim::Graph(g) => g.shutdown().await,
+        Sim::Finedu(f) => f.shutdown().await,
+    }
     Ok(())
 }
 
-async fn bench(mode: &str) -> anyhow::Result<()> {
+/// Child process: GET `url` once per line read from stdin, answering with the time taken
+/// (ms), the body's size and its series count; ends when stdin closes.
+fn scrape_child(url: &str) -> anyhow::Result<()> {
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let path = format!(
+        "/{}",
+        url.trim_start_matches("http://")
+            .split_once('/')
+            .map_or("", |(_, p)| p)
+    );
+    let stdin = std::io::stdin();
+    let mut body = Vec::new();
+    for line in stdin.lock().lines() {
+        if line.is_err() {
+            break;
+        }
+        let t = Instant::now();
+        let mut s = std::net::TcpStream::connect(&addr)?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        body.clear();
+        s.read_to_end(&mut body)?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let text = String::from_utf8_lossy(&body);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("waba_monitor_"))
+            .count();
+        let per_target = text
+            .lines()
+            .filter(|l| l.starts_with("waba_monitor_phone") || l.starts_with("waba_monitor_waba"))
+            .count();
+        println!("{ms:.2} {} {series} {per_target}", body.len());
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}
+
+struct Scraper {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Scraper {
+    fn start(url: &str) -> anyhow::Result<Scraper> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--scrape", url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        Ok(Scraper {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    /// (ms, bytes, series, per-target series) of one scrape.
+    fn scrape(&mut self) -> anyhow::Result<(f64, usize, usize, usize)> {
+        writeln!(self.stdin, "go")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        Ok((n(0), n(1) as usize, n(2) as usize, n(3) as usize))
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+fn db_mb(path: &std::path::Path) -> f64 {
+    let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    let wal = path.with_extension("db-wal");
+    (size(path.to_path_buf()) + size(wal)) as f64 / 1e6
+}
+
+async fn bench(o: &Opts) -> anyhow::Result<()> {
     let mut child = Command::new(std::env::current_exe()?)
+        .args(std::env::args().skip(1))
         .arg("--serve")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
+    let mut sim_in = child.stdin.take().expect("piped");
+    let mut sim_out = BufReader::new(child.stdout.take().expect("piped"));
     let mut url = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut url)?;
+    sim_out.read_line(&mut url)?;
     let url = url.trim().to_owned();
 
-    let dir = tempfile::tempdir()?;
+    // BENCH_KEEP=DIR keeps the database (and the config) there, to time the CLI on it.
+    let tmp = tempfile::tempdir()?;
+    let keep = std::env::var_os("BENCH_KEEP").map(std::path::PathBuf::from);
+    if let Some(k) = &keep {
+        std::fs::create_dir_all(k)?;
+    }
+    let dir_path = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    struct Dir(std::path::PathBuf);
+    impl Dir {
+        fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+    let dir = Dir(dir_path);
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN)?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
     }
-    let targets = match mode {
-        "business" => "businesses = [\"100000000000001\"]".to_owned(),
-        _ => {
-            let ids: Vec<String> = (0..WABAS)
-                .map(|w| (200_000_000_000_001u64 + w as u64).to_string())
-                .collect();
-            format!("wabas = {ids:?}")
+    let numbers = o.wabas * o.per_waba;
+    let conc = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "4".into());
+    let source = match o.mode.as_str() {
+        "finedu" => format!(
+            "[[bsp]]\nkind = \"finedu\"\nname = \"bench\"\nbase_url = \"{url}\"\ntoken_file = \"token\"\npage_size = 10\n"
+        ),
+        mode => {
+            let targets = if mode == "wabas" {
+                let ids: Vec<String> = (0..o.wabas)
+                    .map(|w| (200_000_000_000_001u64 + w as u64).to_string())
+                    .collect();
+                format!("wabas = {ids:?}")
+            } else {
+                let ids: Vec<String> = (0..o.portfolios.max(1))
+                    .map(|b| (100_000_000_000_001u64 + b as u64).to_string())
+                    .collect();
+                format!("businesses = {ids:?}")
+            };
+            format!(
+                "[[meta]]\nname = \"bench\"\ngraph_url = \"{url}\"\napi_version = \"v24.0\"\naccess_token_file = \"token\"\nconcurrency = {conc}\ntemplates = false\n{targets}\n"
+            )
         }
     };
-    let conc = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "4".into());
     let cfg_path = dir.path().join("monitor.toml");
     std::fs::write(
         &cfg_path,
         format!(
-            "[daemon]\ndatabase = \"monitor.db\"\n\n[[meta]]\nname = \"bench\"\ngraph_url = \"{url}\"\napi_version = \"v24.0\"\naccess_token_file = \"token\"\nconcurrency = {conc}\n{targets}\n"
+            "[daemon]\ndatabase = \"monitor.db\"\nmetrics_detail = \"{}\"\n\n{source}",
+            o.detail
         ),
     )?;
     let cfg = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -107,28 +334,47 @@ async fn bench(mode: &str) -> anyhow::Result<()> {
         store.clone(),
         RetryPolicy::default(),
     )?);
+    let metrics = poller.metrics();
 
     println!("rss before polling: {:.1} MB", rss_mb());
     println!(
-        "fleet: {WABAS} WABAs x {PER_WABA} numbers, {} ms latency per request, targets from {mode}",
-        LATENCY.as_millis()
+        "fleet: {} WABAs x {} numbers = {numbers} numbers, {} ms latency per request, targets from {} ({} portfolio(s)), metrics_detail = {}",
+        o.wabas,
+        o.per_waba,
+        LATENCY.as_millis(),
+        o.mode,
+        o.portfolios,
+        o.detail
     );
-    for (label, n) in [("first (records 11,000 targets)", 1), ("unchanged", 3)] {
+    let mut longest_write = 0.0f64;
+    let mut first_wall = 0.0;
+    let mut unchanged_wall = Vec::new();
+    let mut unchanged_cpu = Vec::new();
+    for (label, n) in [("first", 1), ("unchanged", 3)] {
         for _ in 0..n {
             let rows_before = store.history_count().await?;
             let cpu0 = cpu_seconds();
             let t0 = Instant::now();
             let report = poller.poll_once().await;
-            let wall = t0.elapsed();
+            let wall = t0.elapsed().as_secs_f64();
             let cpu = cpu_seconds() - cpu0;
             let rows = store.history_count().await? - rows_before;
+            let write = metrics.cycle_write_seconds.get();
+            longest_write = longest_write.max(write);
             let s = &report.sources[0];
+            if label == "first" {
+                first_wall = wall;
+            } else {
+                unchanged_wall.push(wall);
+                unchanged_cpu.push(cpu);
+            }
             println!(
-                "cycle {label:<31} calls {:>4}  requests {:>3}  wall {:>7.3} s  cpu {:>6.2} s  history rows {:>6}  outcome {}  targets {}  rss {:.1} MB (peak {:.1})",
-                s.calls,
+                "cycle {label:<9} requests {:>5} ({:.2} per 100 WABAs)  wall {:>7.3} s  cpu {:>6.2} s  write txn {:>6.3} s  history rows {:>7}  outcome {}  targets {}  rss {:.1} MB (peak {:.1})",
                 s.requests,
-                wall.as_secs_f64(),
+                s.requests as f64 * 100.0 / o.wabas.max(1) as f64,
+                wall,
                 cpu,
+                write,
                 rows,
                 s.outcome.as_str(),
                 s.wabas + s.phones,
@@ -137,24 +383,30 @@ async fn bench(mode: &str) -> anyhow::Result<()> {
             );
         }
     }
-    // Metrics at this scale: the per-target series are rendered when targets change (here:
-    // all of them, once), then every scrape only concatenates.
+    println!(
+        "first cycle {first_wall:.2} s for {numbers} numbers ({:.1} µs per number); unchanged cycle median wall {:.3} s, cpu {:.2} s",
+        first_wall * 1e6 / numbers.max(1) as f64,
+        median(&mut unchanged_wall),
+        median(&mut unchanged_cpu)
+    );
+
     let t0 = Instant::now();
     poller.sync_metrics().await;
-    let first_sync = t0.elapsed();
-    let t0 = Instant::now();
-    poller.sync_metrics().await;
-    let unchanged_sync = t0.elapsed();
-    let metrics = poller.metrics();
-    let size = metrics.encode().len();
-    // Scrapes over real HTTP, as Prometheus does them.
+    let sync = t0.elapsed();
+    println!(
+        "metrics table: {} targets, {:.1} MB held; rebuilt from the database in {:.0} ms",
+        metrics.target_count(),
+        metrics.target_heap_bytes() as f64 / 1e6,
+        sync.as_secs_f64() * 1000.0
+    );
+
+    // The HTTP surface of the same config; scrapes and API reads share the store and metrics.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/metrics", listener.local_addr()?);
+    let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = waba_monitor::lifecycle::ShutdownSignal::from_future(async move {
         let _ = stop_rx.await;
     });
-    // A runtime of the same config for the HTTP surface; scrapes read the shared metrics.
     let ground = waba_monitor::runtime::Ground {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -177,49 +429,120 @@ async fn bench(mode: &str) -> anyhow::Result<()> {
         Default::default(),
         shutdown,
     ));
-    let http = reqwest::Client::new();
-    let mut times = Vec::new();
-    for _ in 0..51 {
-        let t = Instant::now();
-        let body = http.get(&url).send().await?.bytes().await?;
-        std::hint::black_box(body.len());
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    let mut scraper = Scraper::start(&format!("{base}/metrics"))?;
+    let mut idle = Vec::new();
+    let mut size = (0, 0, 0);
+    for _ in 0..o.scrapes.max(1) {
+        let (ms, bytes, series, per_target) = tokio::task::block_in_place(|| scraper.scrape())?;
+        idle.push(ms);
+        size = (bytes, series, per_target);
     }
-    times.sort_by(f64::total_cmp);
-    // And a scrape while a poll cycle runs: it must not wait for the cycle.
+    println!(
+        "exposition: {:.1} MB, {} series ({} per-target: {:.2} per number including the WABAs' share)",
+        size.0 as f64 / 1e6,
+        size.1,
+        size.2,
+        size.2 as f64 / numbers.max(1) as f64
+    );
+    let http = reqwest::Client::new();
+    let probe = if o.mode == "finedu" {
+        "600000000000001".to_owned()
+    } else {
+        (300_000_000_000_001u64 + numbers as u64 / 2).to_string()
+    };
+    let mut api = Vec::new();
+    for _ in 0..101 {
+        let t = Instant::now();
+        let r = http
+            .get(format!("{base}/api/accounts/{probe}"))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "GET /api/accounts: {}", r.status());
+        std::hint::black_box(r.bytes().await?.len());
+        api.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    // Scrapes and API reads while a cycle runs (and writes): neither may wait for it.
     let cycle = {
         let poller = poller.clone();
         tokio::spawn(async move { poller.poll_once().await })
     };
     let mut during = Vec::new();
+    let mut api_during = Vec::new();
     while !cycle.is_finished() {
+        let (ms, ..) = tokio::task::block_in_place(|| scraper.scrape())?;
+        during.push(ms);
         let t = Instant::now();
-        let body = http.get(&url).send().await?.bytes().await?;
-        std::hint::black_box(body.len());
-        during.push(t.elapsed().as_secs_f64() * 1000.0);
+        let r = http
+            .get(format!("{base}/api/accounts/{probe}"))
+            .send()
+            .await?;
+        std::hint::black_box(r.bytes().await?.len());
+        api_during.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     cycle.await?;
-    during.sort_by(f64::total_cmp);
+    longest_write = longest_write.max(metrics.cycle_write_seconds.get());
+    println!(
+        "scrape: median {:.1} ms, max {:.1} ms idle ({} scrapes); while a cycle runs: median {:.1} ms, max {:.1} ms ({} scrapes)",
+        median(&mut idle),
+        max(&idle),
+        idle.len(),
+        median(&mut during),
+        max(&during),
+        during.len()
+    );
+    println!(
+        "GET /api/accounts/{{id}}: median {:.2} ms, max {:.2} ms idle; while a cycle runs: median {:.2} ms, max {:.2} ms",
+        median(&mut api),
+        max(&api),
+        median(&mut api_during),
+        max(&api_during)
+    );
+
+    // `status --json` as the CLI does it: the whole fleet, read and printed.
+    let t = Instant::now();
+    let entries = store.status_with(true, cfg.daemon.stale_after).await?;
+    let json = serde_json::to_vec(&entries)?;
+    println!(
+        "status --json: {} entries, {:.1} MB, {:.2} s",
+        entries.len(),
+        json.len() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    drop((entries, json));
+
+    if o.days > 0 {
+        let rows0 = store.history_count().await?;
+        let t = Instant::now();
+        for day in 0..o.days {
+            writeln!(sim_in, "churn 1 {day}")?;
+            sim_in.flush()?;
+            let mut ok = String::new();
+            sim_out.read_line(&mut ok)?;
+            poller.poll_once().await;
+            longest_write = longest_write.max(metrics.cycle_write_seconds.get());
+        }
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(store.pool())
+            .await?;
+        println!(
+            "{} simulated days at 1 % daily churn: {} history rows, database {:.1} MB ({:.1} s)",
+            o.days,
+            store.history_count().await? - rows0,
+            db_mb(&cfg.daemon.database),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    println!("longest write transaction of a cycle: {longest_write:.3} s");
+    drop(scraper);
     let _ = stop_tx.send(());
     let _ = server.await;
     println!(
-        "metrics: {} targets, exposition {:.1} MB; sync after an unchanged cycle {:.0} ms (first render {:.0} ms)",
-        metrics.target_count(),
-        size as f64 / 1e6,
-        unchanged_sync.as_secs_f64() * 1000.0,
-        first_sync.as_secs_f64() * 1000.0,
+        "peak RSS of the monitor (polling + metrics + HTTP): {:.1} MB",
+        peak_rss_mb()
     );
-    println!(
-        "scrape over HTTP: median {:.1} ms, max {:.1} ms; during a poll cycle: median {:.1} ms, max {:.1} ms ({} scrapes)",
-        times[times.len() / 2],
-        times[times.len() - 1],
-        during.get(during.len() / 2).copied().unwrap_or(0.0),
-        during.last().copied().unwrap_or(0.0),
-        during.len()
-    );
-    println!("peak RSS of the monitor: {:.1} MB", peak_rss_mb());
     store.close().await;
-    drop(child.stdin.take());
+    drop(sim_in);
     let _ = child.wait();
     Ok(())
 }

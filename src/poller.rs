@@ -96,6 +96,7 @@ pub struct Poller {
     metrics: Arc<Metrics>,
     clock: Clock,
     stale_after: u32,
+    metrics_detail: crate::config::MetricsDetail,
     /// `[daemon] secret_key_file`: opens the fleet API's per-account tokens (checked at build
     /// against the database's key-check value).
     secret_key: Option<Arc<crate::secrets::SecretKey>>,
@@ -208,10 +209,17 @@ impl Poller {
         self.metrics.clone()
     }
 
-    /// Loads the per-target series from the database (at start, before the first cycle).
+    /// Rebuilds the per-target series from the database (at start, and after each cycle),
+    /// streaming the rows into the compact table.
     pub async fn sync_metrics(&self) {
-        match self.store.status_with(false, self.stale_after).await {
-            Ok(entries) => self.metrics.sync_targets(entries),
+            metrics_detail: cfg.daemon.metrics_detail,
+        let mut table = crate::metrics::TableBuilder::new(self.metrics_detail);
+        match self
+            .store
+            .for_each_metric_target(self.stale_after, |t| table.add(t))
+            .await
+        {
+            Ok(()) => self.metrics.set_targets(table.finish()),
             Err(e) => {
                 self.metrics.store_error("read");
                 tracing::error!(error = %e, "could not read the state for metrics");
@@ -745,6 +753,7 @@ impl Poller {
             }
             crate::store::alerts::apply_plan(&mut tx, &plan, &observed).await?;
             self.record_health_in(
+        let began = std::time::Instant::now();
                 &mut tx,
                 &report.source,
                 &source_health(&p.poll, &p.own_token),
@@ -811,6 +820,9 @@ impl Poller {
             }
         }
         p.span.record("wabas", report.wabas);
+        self.metrics
+            .cycle_write_seconds
+            .set(began.elapsed().as_secs_f64());
         p.span.record("numbers", report.phones);
         p.span.record("calls", report.calls);
         p.span.record("failures", report.failures.len());

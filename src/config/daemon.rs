@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     /// On SIGTERM, how long an in-flight cycle may go on before it is abandoned.
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// How much of each target's state `/metrics` exports.
+    pub metrics_detail: MetricsDetail,
     /// Bearer token required on `/api/*` (mandatory when `listen` is not loopback).
     pub api_token: Option<SecretSource>,
     /// `secret_key_file`: the key (32 random bytes as 64 hex characters, a private file) that
@@ -38,6 +40,18 @@ pub struct DaemonConfig {
     /// History, poll records, delivered email and old alerts are pruned after this long; zero
     /// keeps everything.
     pub retention: Duration,
+}
+
+/// `metrics_detail`: the per-target series `/metrics` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MetricsDetail {
+    /// One numeric gauge per dimension (ordering documented) plus an `_info` series: 7 series
+    /// per number, 4 per WABA.
+    #[default]
+    Compact,
+    /// The compact series plus a 0/1 series for every state of every dimension (about 35 per
+    /// number), for who wants `state` labels.
+    Full,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +170,22 @@ pub(super) fn validate_daemon(
             }
         },
     };
+    let metrics_detail = match raw.metrics_detail {
+        None => MetricsDetail::Compact,
+        Some(f) => match f.get_ref().as_str() {
+            "compact" => MetricsDetail::Compact,
+            "full" => MetricsDetail::Full,
+            other => {
+                p.add(
+                    Some(f.span()),
+                    "daemon.metrics_detail",
+                    format!("\"{other}\" is not a metrics detail"),
+                    "use \"compact\" (default: 7 series per number) or \"full\" (adds a 0/1 series per state)",
+                );
+                MetricsDetail::Compact
+            }
+        },
+    };
     let api_token = secret_source(
         &raw.api_token_env,
         &raw.api_token_file,
@@ -231,6 +261,7 @@ pub(super) fn validate_daemon(
         cycle_timeout,
         shutdown_grace,
         log_format,
+        metrics_detail,
         api_token,
         secret_key,
         stale_after,

@@ -52,7 +52,7 @@ mod whatomate;
 pub use alerts::AlertsConfig;
 pub use bsp::{BspKind, BspSourceConfig, DEFAULT_FINEDU_URL};
 pub use cost::CostEstimate;
-pub use daemon::{DaemonConfig, LogFormat};
+pub use daemon::{DaemonConfig, LogFormat, MetricsDetail};
 pub use email::{EmailConfig, SmtpTls};
 pub use meta::{ApiVersion, MetaSourceConfig};
 pub use problems::{ConfigError, Problem};

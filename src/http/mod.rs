@@ -78,9 +78,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "could not read the outbox for metrics"),
     }
-    // The per-target section is a shared buffer: a scrape copies nothing of it.
-    let parts = s.metrics.encode_parts();
-    let stream = futures_util::stream::iter(parts.into_iter().map(Ok::<_, std::io::Error>));
+    // The per-target section is rendered chunk by chunk as the body is sent, from a shared
+    // snapshot of the table: a scrape never holds the whole text.
+    let chunks = s.metrics.encode_chunks();
+    let stream = futures_util::stream::iter(chunks.map(Ok::<_, std::io::Error>));
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
         axum::body::Body::from_stream(stream),

@@ -1,11 +1,11 @@
 //! Prometheus metrics (OpenMetrics text).
 //!
 //! Daemon metrics (polls, Graph calls and usage, emails, outbox, scheduler) live in a
-//! `prometheus-client` registry. Per-number and per-WABA state series are many (about 30 per
-//! number: one 0/1 series per state), so they are rendered after a cycle in which a target
-//! changed, into one shared buffer, kube-state-metrics style; a scrape hands that buffer out
-//! without formatting or copying anything. A target that is gone (or no longer in the database)
-//! loses its series at the next sync.
+//! `prometheus-client` registry. Per-number and per-WABA state series are many (7 per number
+//! by default, about 35 with `metrics_detail = "full"`), so they are kept as one compact table,
+//! rebuilt from the database after each cycle, and rendered at scrape time in chunks from a
+//! shared snapshot (see `targets`): no full copy of the text is held. A target that is gone (or
+//! no longer in the database) loses its series at the next sync.
 
 mod targets;
 
@@ -21,8 +21,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::store::StatusEntry;
-pub use targets::TargetSeries;
+pub use targets::{
+    STATUS_LEVELS, TableBuilder, TargetSeries, TargetTable, health_level, quality_level,
+    review_level, status_level,
+};
 
 /// The database operations `waba_monitor_store_errors_total{op}` counts.
 pub const STORE_OPS: [&str; 9] = [
@@ -164,6 +166,8 @@ pub struct Metrics {
     pub poll_duration: Family<SourceLabels, Histogram>,
     pub last_success: Family<SourceLabels, FloatGauge>,
     pub last_cycle_finished: FloatGauge,
+    /// How long the last cycle's write transaction held the database's write lock.
+    pub cycle_write_seconds: FloatGauge,
     pub cycles_skipped: Gauge,
     pub graph_calls: Family<SourceLabels, Counter>,
     pub business_usage: Family<BusinessUsageLabels, FloatGauge>,
@@ -236,6 +240,7 @@ impl Metrics {
             last_cycle_finished: FloatGauge::default(),
             cycles_skipped: Gauge::default(),
             graph_calls: Family::default(),
+            cycle_write_seconds: FloatGauge::default(),
             business_usage: Family::default(),
             app_usage: Family::default(),
             source_blind: Family::default(),
@@ -306,6 +311,11 @@ impl Metrics {
         registry.register(
             "cycles_skipped",
             "Scheduled ticks skipped because a cycle was still running",
+        registry.register(
+            "cycle_write_seconds",
+            "How long the last cycle's single write transaction held the database's write lock (readers are never blocked: WAL)",
+            m.cycle_write_seconds.clone(),
+        );
             m.cycles_skipped.clone(),
         );
         registry.register(
@@ -483,11 +493,11 @@ impl Metrics {
         }
     }
 
-    /// Replaces the per-target series with the current state: re-renders the targets that
-    /// changed, drops the ones that are gone.
-    pub fn sync_targets(&self, entries: Vec<StatusEntry>) {
+    /// Replaces the per-target series with a table built from the current state (targets that
+    /// are gone are not in it).
+    pub fn set_targets(&self, table: TargetTable) {
         if let Ok(mut t) = self.targets.write() {
-            t.sync(entries);
+            t.replace(table);
         }
     }
 
@@ -511,6 +521,11 @@ impl Metrics {
                 waba_id: waba_id.clone(),
                 score: score.clone(),
             };
+    /// Bytes the per-target table holds (for the benchmark).
+    pub fn target_heap_bytes(&self) -> usize {
+        self.targets.read().map(|t| t.heap_bytes()).unwrap_or(0)
+    }
+
             self.templates_quality.get_or_create(&l).set(*n);
             next.by_quality.insert(l);
         }
@@ -556,22 +571,24 @@ impl Metrics {
         self.targets.read().map(|t| t.len()).unwrap_or(0)
     }
 
-    /// The exposition in three parts: the daemon metrics, the per-target section (shared, not
-    /// copied) and the end marker. Concatenated, they are valid OpenMetrics text.
-    pub fn encode_parts(&self) -> [Bytes; 3] {
+    /// The exposition as chunks: the daemon metrics, the per-target section (rendered chunk by
+    /// chunk as the iterator is read, from the table current now) and the end marker.
+    /// Concatenated, they are valid OpenMetrics text.
+    pub fn encode_chunks(&self) -> impl Iterator<Item = Bytes> + Send + 'static {
         let mut head = String::with_capacity(8192);
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut head, &self.registry);
-        let section = self.targets.read().map(|t| t.section()).unwrap_or_default();
-        [Bytes::from(head), section, Bytes::from_static(b"# EOF\n")]
+        let section = self.targets.read().ok().map(|t| t.chunks());
+        std::iter::once(Bytes::from(head))
+            .chain(section.into_iter().flatten())
+            .chain(std::iter::once(Bytes::from_static(b"# EOF\n")))
     }
 
     /// The whole exposition as one string (tests, the benchmark).
     pub fn encode(&self) -> String {
-        let parts = self.encode_parts();
-        let mut out = String::with_capacity(parts.iter().map(Bytes::len).sum());
-        for p in &parts {
-            out.push_str(&String::from_utf8_lossy(p));
+        let mut out = String::new();
+        for p in self.encode_chunks() {
+            out.push_str(&String::from_utf8_lossy(&p));
         }
         out
     }

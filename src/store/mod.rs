@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod facts;
 mod merge;
 pub mod outbox;
+mod metric_rows;
 pub mod page;
 mod queries;
 pub mod silences;
@@ -33,6 +34,7 @@ use sqlx::{Sqlite, Transaction};
 pub use crate::model::Change;
 pub use merge::{PhoneRow, WabaRow};
 pub use outbox::Tx;
+pub use metric_rows::MetricTarget;
 pub use queries::{HistoryEntry, HistoryFilter, Page, PollRun, StatusEntry};
 
 use crate::sources::SourcePoll;

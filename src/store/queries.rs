@@ -76,7 +76,7 @@ fn effective_limit(business: &Option<String>, tier: &Option<String>) -> Option<S
     business.clone().or_else(|| tier.clone())
 }
 
-fn is_stale(stale_from: &HashMap<String, String>, source: &str, polled: &str) -> bool {
+pub(super) fn is_stale(stale_from: &HashMap<String, String>, source: &str, polled: &str) -> bool {
     stale_from
         .get(source)
         .is_some_and(|started| polled < started.as_str())
@@ -464,7 +464,7 @@ impl Store {
 pub const WEBHOOK_DEDUPE_WINDOW: chrono::Duration = chrono::Duration::days(8);
 
 /// The distinct sources among `sources`, in order.
-fn sources_of<'a>(sources: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+pub(super) fn sources_of<'a>(sources: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     let mut out: Vec<&str> = sources.collect();
     out.sort_unstable();
     out.dedup();
@@ -474,7 +474,7 @@ fn sources_of<'a>(sources: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 /// The start of the `stale_after`-th latest finished poll of each of `sources`: a target
 /// last read before it was missed by that many polls in a row. One indexed look-up per
 /// source (`poll_runs (source, id)`), however many poll records the retention keeps.
-async fn stale_from_in(
+pub(super) async fn stale_from_in(
     conn: &mut sqlx::SqliteConnection,
     sources: &[&str],
     stale_after: u32,

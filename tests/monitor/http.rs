@@ -110,20 +110,31 @@ async fn metrics_are_valid_openmetrics_follow_changes_and_drop_a_removed_number(
     let (code, text) = d.get("/metrics", None).await;
     assert_eq!(code, 200);
     assert_valid_openmetrics(&text);
-    let red = format!(
-        "waba_monitor_phone_quality{{phone_number_id=\"{P1}\",waba_id=\"{WABA1}\",state=\"RED\"}}"
+    // Compact by default: one level per dimension, the names in the info series.
+    let quality =
+        format!("waba_monitor_phone_quality_level{{phone_number_id=\"{P1}\",waba_id=\"{WABA1}\"}}");
+    let status =
+        format!("waba_monitor_phone_status_level{{phone_number_id=\"{P1}\",waba_id=\"{WABA1}\"}}");
+    assert_eq!(sample(&text, &quality), Some("1"), "GREEN is 1");
+    assert_eq!(sample(&text, &status), Some("1"), "CONNECTED is 1");
+    assert!(
+        text.contains(&format!(
+            "waba_monitor_phone_info{{phone_number_id=\"{P1}\",waba_id=\"{WABA1}\","
+        )),
+        "{text}"
     );
-    let green = format!(
-        "waba_monitor_phone_quality{{phone_number_id=\"{P1}\",waba_id=\"{WABA1}\",state=\"GREEN\"}}"
+    assert!(
+        !text.contains("state=\""),
+        "no state sets unless metrics_detail = \"full\""
     );
-    assert_eq!(sample(&text, &red), Some("0"));
-    assert_eq!(sample(&text, &green), Some("1"));
-    // Every state is always present.
-    for state in ["GREEN", "YELLOW", "RED", "NA", "UNKNOWN"] {
-        assert!(text.contains(&format!(
-            "phone_number_id=\"{P0}\",waba_id=\"{WABA1}\",state=\"{state}\"}}"
-        )));
-    }
+    // 7 series per number and 4 per WABA: under 8 per number at 10 numbers per WABA.
+    let count = |prefix: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && !l.starts_with('#'))
+            .count()
+    };
+    assert_eq!(count("waba_monitor_phone"), 7 * 3, "{text}");
+    assert_eq!(count("waba_monitor_waba_"), 4, "{text}");
     assert!(text.contains("waba_monitor_build_info{version=\""));
     assert!(text.contains("waba_monitor_phone_info{phone_number_id="));
     assert!(!text.contains(TOKEN), "token in metrics");
@@ -136,8 +147,7 @@ async fn metrics_are_valid_openmetrics_follow_changes_and_drop_a_removed_number(
     while d.next_cycle().await == 0 {}
     let (_, text) = d.get("/metrics", None).await;
     assert_valid_openmetrics(&text);
-    assert_eq!(sample(&text, &red), Some("1"));
-    assert_eq!(sample(&text, &green), Some("0"));
+    assert_eq!(sample(&text, &quality), Some("3"), "RED is 3");
     assert!(
         !text.contains(&format!("phone_number_id=\"{P0}\"")),
         "gone number still exported"
@@ -147,6 +157,50 @@ async fn metrics_are_valid_openmetrics_follow_changes_and_drop_a_removed_number(
         .and_then(|v| v.parse::<f64>().ok())
         .expect("calls counted");
     assert!(calls >= 2.0);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_detail_adds_a_series_per_state_and_keeps_the_compact_ones() {
+    let app = TestApp::spawn(one_waba(2), &format!("wabas = [\"{WABA1}\"]")).await;
+    app.add_daemon_key("metrics_detail = \"full\"");
+    app.sim
+        .with_state(|s| s.phone_mut(P1).status = Some("BANNED".into()));
+    let d = Running::start(&app).await;
+    let (code, text) = d.get("/metrics", None).await;
+    assert_eq!(code, 200);
+    assert_valid_openmetrics(&text);
+    let l = format!("phone_number_id=\"{P1}\",waba_id=\"{WABA1}\"");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("waba_monitor_phone_status{{{l},state=\"BANNED\"}}")
+        ),
+        Some("1")
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("waba_monitor_phone_status{{{l},state=\"CONNECTED\"}}")
+        ),
+        Some("0")
+    );
+    assert_eq!(
+        sample(&text, &format!("waba_monitor_phone_status_level{{{l}}}")),
+        Some("13")
+    );
+    assert!(
+        text.contains(&format!("{l},display_phone_number=")) && text.contains("status=\"BANNED\"}"),
+        "{text}"
+    );
+    for state in ["GREEN", "YELLOW", "RED", "NA", "UNKNOWN"] {
+        assert!(text.contains(&format!(
+            "waba_monitor_phone_quality{{{l},state=\"{state}\"}}"
+        )));
+    }
+    assert!(text.contains(&format!(
+        "waba_monitor_waba_review_status{{waba_id=\"{WABA1}\",state=\"APPROVED\"}} 1"
+    )));
     d.stop().await;
 }
 

@@ -585,13 +585,29 @@ impl SimState {
     /// A benchmark fleet: one business `100000000000001` owning `wabas` WABAs with
     /// `phones_per_waba` healthy numbers each; all ids are numeric strings.
     pub fn fleet(wabas: usize, phones_per_waba: usize) -> SimState {
+        SimState::fleet_in(1, wabas, phones_per_waba)
+    }
+
+    /// [`SimState::fleet`] spread over `portfolios` businesses (`100000000000001`, ...), each
+    /// owning a contiguous block of the WABAs.
+    pub fn fleet_in(portfolios: usize, wabas: usize, phones_per_waba: usize) -> SimState {
         let mut state = SimState::default();
-        let business = "100000000000001";
-        state.add_business(business, "Fleet Holdings");
+        let portfolios = portfolios.max(1);
+        let business_of = |b: usize| (100_000_000_000_001u64 + b as u64).to_string();
+        for b in 0..portfolios {
+            let name = if portfolios == 1 {
+                "Fleet Holdings".to_owned()
+            } else {
+                format!("Fleet Holdings {}", b + 1)
+            };
+            state.add_business(&business_of(b), &name);
+        }
+        let per_portfolio = wabas.div_ceil(portfolios).max(1);
         for w in 0..wabas {
+            let business = business_of(w / per_portfolio);
             let waba_id = (200_000_000_000_001u64 + w as u64).to_string();
             state.add_waba(
-                Some((business, Relation::Owned)),
+                Some((&business, Relation::Owned)),
                 &waba_id,
                 &format!("Fleet WABA {}", w + 1),
             );

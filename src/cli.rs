@@ -12,11 +12,16 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH, META_QUOTA_PER_WABA_HOUR};
 use crate::daemon::{self, RunOptions};
 use crate::poller::{CycleReport, Poller};
 use crate::retry::RetryPolicy;
-use crate::store::{HistoryFilter, Store};
+use crate::store::{HistoryQuery, Rank, Ranked, StatusFilter, Store};
 use crate::telemetry;
 use crate::timefmt::{format_duration, parse_duration};
 
 use crate::output::outln;
+
+mod progress;
+mod table;
+
+use table::{Cell, Paint, Table};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,22 +53,54 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the current state of every number and WABA from the database.
+    /// Show the current state of the numbers and WABAs from the database, worst first
+    ///
+    /// Numbers first, then WABAs, then the templates that stop sends or are at risk. Each
+    /// table lists what the alert rules call critical first (BANNED, BLOCKED, FLAGGED, RED,
+    /// health BLOCKED...), then warnings (YELLOW, RESTRICTED, health LIMITED...), then the
+    /// healthy ones, then those gone from their WABA. Columns for a number: display number,
+    /// verified name, id, WABA, source, quality, status, health, messaging limit, SINCE (how
+    /// long it has been in its current state) and STALE ("stale": not read by the source's
+    /// last `stale_after` polls, the state shown is the last known; "gone": no longer listed).
+    /// Filters combine, and apply to --json and --templates too. Colour only on a terminal
+    /// (NO_COLOR turns it off).
+    #[command(verbatim_doc_comment)]
     Status {
-        /// Print a JSON array instead of a table.
+        /// Print a JSON array instead of tables (WABAs, then numbers; see README).
         #[arg(long)]
         json: bool,
         /// List every message template (name, language, status, quality, category) instead
         /// of the numbers and WABAs.
         #[arg(long)]
         templates: bool,
+        /// Only this WABA and its numbers (and templates).
+        #[arg(long, value_name = "ID")]
+        waba: Option<String>,
+        /// Only the WABAs of this business portfolio and their numbers.
+        #[arg(long, value_name = "ID")]
+        business: Option<String>,
+        /// Only what this source (a [[meta]] or [[bsp]] name in the config) reported.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Only what is not healthy: what the alert rules rate critical or a warning (gone
+        /// targets are left out; with --templates, only templates that stop sends or are at
+        /// risk).
+        #[arg(long)]
+        problems: bool,
     },
-    /// Show recorded changes, newest first.
+    /// Show recorded changes, newest first, with each number's display number and name.
     History {
         /// Only changes of this phone number or WABA: its id, or a number's display number
-        /// ("+44 20 7946 0123"; digits are compared, so any spacing works).
+        /// ("+44 20 7946 0123"; digits are compared, so any spacing works). Unknown: exit 1.
         #[arg(long)]
         id: Option<String>,
+        /// Only changes of this WABA, its numbers and its templates.
+        #[arg(long, value_name = "ID")]
+        waba: Option<String>,
+        /// Only changes of this field: quality_rating, status, health, messaging_limit_tier,
+        /// whatsapp_business_manager_messaging_limit, account_review_status, presence...
+        #[arg(long, value_name = "NAME")]
+        field: Option<String>,
         /// Only changes observed within this long ago: 30m, 24h, 7d... (a span longer than
         /// the calendar goes back shows everything)
         #[arg(long)]
@@ -80,6 +117,27 @@ pub enum Command {
     Backup {
         /// Where to write the copy; must not exist yet.
         path: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    ///
+    /// bash: `waba-monitor completions bash > /etc/bash_completion.d/waba-monitor`;
+    /// zsh: into a folder of $fpath as `_waba-monitor`;
+    /// fish: `~/.config/fish/completions/waba-monitor.fish`.
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), generated from this command line's own help
+    ///
+    /// Read it with `waba-monitor man | man -l -`; install it with
+    /// `waba-monitor man > /usr/share/man/man1/waba-monitor.1`. With --dir, one page per
+    /// command is written there instead (waba-monitor.1, waba-monitor-status.1, ...).
+    #[command(verbatim_doc_comment)]
+    Man {
+        /// Write every page into this folder instead of printing the main one.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Send a realistic sample alert through the configured SMTP server now, and print whether
     /// the server accepted it or, in plain words, why not.
@@ -179,13 +237,32 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Run => cmd_run(&cli.config).await,
         Command::CheckConfig => cmd_check_config(&cli.config),
         Command::PollOnce { json } => cmd_poll_once(&cli.config, json).await,
-        Command::Status { json, templates } => cmd_status(&cli.config, json, templates).await,
+        Command::Status {
+            json,
+            templates,
+            waba,
+            business,
+            source,
+            problems,
+        } => {
+            let filter = StatusFilter {
+                waba,
+                business,
+                source,
+                problems,
+            };
+            cmd_status(&cli.config, json, templates, &filter).await
+        }
         Command::History {
             id,
+            waba,
+            field,
             since,
             limit,
             json,
-        } => cmd_history(&cli.config, id, since, limit, json).await,
+        } => cmd_history(&cli.config, id, waba, field, since, limit, json).await,
+        Command::Completions { shell } => cmd_completions(shell),
+        Command::Man { dir } => cmd_man(dir.as_deref()),
         Command::TestEmail => cmd_test_email(&cli.config).await,
         Command::Silence { command } => cmd_silence(&cli.config, command).await,
         Command::Backup { path } => cmd_backup(&cli.config, &path).await,
@@ -537,6 +614,16 @@ fn print_routes(cfg: &Config) {
     }
 }
 
+/// The database's size with its write-ahead log: about what a backup copies.
+fn database_size(db: &std::path::Path) -> u64 {
+    let wal = std::path::PathBuf::from(format!("{}-wal", db.display()));
+    [db, wal.as_path()]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 async fn cmd_backup(config: &std::path::Path, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
     if dest.exists() {
         eprintln!(
@@ -545,11 +632,26 @@ async fn cmd_backup(config: &std::path::Path, dest: &std::path::Path) -> anyhow:
         );
         return Ok(ExitCode::from(2));
     }
-    let (_, store) = match open_existing_store(config).await {
+    let (cfg, store) = match open_existing_store(config).await {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let result = store.backup(dest).await;
+    // On a terminal, the copy's size against the database's while SQLite writes it.
+    let bar = progress::bytes(database_size(&cfg.daemon.database));
+    bar.set_message(format!("writing {}", dest.display()));
+    let result = {
+        let copy = store.backup(dest);
+        tokio::pin!(copy);
+        loop {
+            tokio::select! {
+                r = &mut copy => break r,
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                    bar.set_position(std::fs::metadata(dest).map_or(0, |m| m.len()));
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
     store.close().await;
     result.with_context(|| format!("could not write the backup to {}", dest.display()))?;
     outln!("backup written to {}", dest.display());
@@ -671,7 +773,20 @@ async fn cmd_poll_once(path: &std::path::Path, json: bool) -> anyhow::Result<Exi
         .await
         .context("could not open the database")?;
     let poller = Poller::from_config(&cfg, store.clone(), RetryPolicy::default())?;
-    let report = poller.poll_once().await;
+    // On a terminal, how far the cycle is; nothing when stderr is a pipe or a file.
+    let bar = progress::spinner();
+    let report = {
+        let cycle = poller.poll_once();
+        tokio::pin!(cycle);
+        loop {
+            bar.set_message(progress::cycle_message(&poller.progress()));
+            tokio::select! {
+                report = &mut cycle => break report,
+                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
+        }
+    };
+    bar.finish_and_clear();
     store.close().await;
     if json {
         outln!("{}", serde_json::to_string_pretty(&report_json(&report))?);
@@ -835,8 +950,8 @@ async fn cmd_silence(path: &std::path::Path, command: SilenceCommand) -> anyhow:
                         s.state,
                         s.starts_at,
                         s.expired_at.as_deref().unwrap_or(&s.ends_at),
-                        truncate(&s.author, 12),
-                        truncate(&s.matchers.describe(), 30),
+                        table::truncate(&s.author, 12),
+                        table::truncate(&s.matchers.describe(), 30),
                         s.comment
                     );
                 }
@@ -881,67 +996,62 @@ async fn cmd_status(
     path: &std::path::Path,
     json: bool,
     templates: bool,
+    filter: &StatusFilter,
 ) -> anyhow::Result<ExitCode> {
     let (cfg, store) = match open_existing_store(path).await {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
+    let colour = table::colour_on_stdout();
     if templates {
-        let all = store.templates(None, false).await?;
+        let all = filtered_templates(&store, filter, filter.problems).await?;
         store.close().await;
         if json {
             outln!("{}", serde_json::to_string_pretty(&all)?);
+        } else if all.is_empty() {
+            outln!("No template matches{}.", describe_filter(filter));
         } else {
-            print_templates(&all);
+            print_templates(&all, colour);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let entries = store.status_with(true, cfg.daemon.stale_after).await?;
-    let problems = store.templates(None, true).await?;
+    let view = store.status_view(filter, cfg.daemon.stale_after).await?;
+    let problems = filtered_templates(&store, filter, true).await?;
     store.close().await;
     if json {
+        // The documented shape: one array, WABAs first, then numbers.
+        let entries: Vec<&crate::store::StatusEntry> = view
+            .wabas
+            .iter()
+            .chain(&view.numbers)
+            .map(|r| &r.entry)
+            .collect();
         outln!("{}", serde_json::to_string_pretty(&entries)?);
+        if view.targets_in_database == 0 {
+            eprintln!("{}", nothing_read_yet(&cfg));
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    outln!(
-        "{:<13} {:<17} {:<18} {:<24} {:<8} {:<13} {:<15} {:<10} LAST CHANGE",
-        "KIND",
-        "ID",
-        "NUMBER",
-        "NAME",
-        "QUALITY",
-        "STATUS",
-        "LIMIT",
-        "HEALTH"
-    );
-    for e in &entries {
-        let name = match e.kind {
-            "waba" => e.name.clone(),
-            _ => e.verified_name.clone(),
-        };
-        let status = match e.kind {
-            "waba" => e.account_review_status.clone(),
-            _ => e.status.clone(),
-        };
-        let gone = if !e.present {
-            " (gone)"
-        } else if e.stale {
-            " (stale: not read by the latest polls)"
-        } else {
-            ""
-        };
+    if view.targets_in_database == 0 {
+        outln!("{}", nothing_read_yet(&cfg));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if view.numbers.is_empty() && view.wabas.is_empty() {
         outln!(
-            "{:<13} {:<17} {:<18} {:<24} {:<8} {:<13} {:<15} {:<10} {}{gone}",
-            e.kind,
-            e.id,
-            e.display_phone_number.as_deref().unwrap_or("-"),
-            truncate(name.as_deref().unwrap_or("-"), 24),
-            e.quality_rating.as_deref().unwrap_or("-"),
-            status.as_deref().unwrap_or("-"),
-            e.messaging_limit.as_deref().unwrap_or("-"),
-            e.health.as_deref().unwrap_or("-"),
-            e.last_changed_at
+            "No number or WABA matches{} ({} in the database; `status` without filters lists them all).",
+            describe_filter(filter),
+            view.targets_in_database
         );
+    }
+    let now = Utc::now();
+    if !view.numbers.is_empty() {
+        print_numbers(&view.numbers, now, colour);
+    }
+    if !view.wabas.is_empty() {
+        if !view.numbers.is_empty() {
+            outln!("");
+        }
+        print_wabas(&view.wabas, now, colour);
     }
     if !problems.is_empty() {
         outln!("");
@@ -949,52 +1059,249 @@ async fn cmd_status(
             "Templates that stop sends or are at risk ({}; `status --templates` lists them all):",
             problems.len()
         );
-        print_templates(&problems);
+        print_templates(&problems, colour);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The template table of `status`.
-fn print_templates(rows: &[crate::store::templates::TemplateRow]) {
-    outln!(
-        "{:<17} {:<17} {:<28} {:<8} {:<15} {:<8} {:<15} LAST CHANGE",
-        "WABA",
-        "TEMPLATE ID",
-        "NAME",
-        "LANG",
-        "STATUS",
-        "QUALITY",
-        "CATEGORY"
-    );
-    for t in rows {
-        outln!(
-            "{:<17} {:<17} {:<28} {:<8} {:<15} {:<8} {:<15} {}{}",
-            t.waba_id,
-            t.id,
-            truncate(t.name.as_deref().unwrap_or("-"), 28),
-            t.language.as_deref().unwrap_or("-"),
-            t.status.as_deref().unwrap_or("-"),
-            t.quality.as_deref().unwrap_or("-"),
-            t.category.as_deref().unwrap_or("-"),
-            t.last_changed_at,
-            if t.present { "" } else { " (deleted)" }
-        );
+/// What `status` says on a database nothing was read into yet, and what to run.
+fn nothing_read_yet(cfg: &Config) -> String {
+    let me = crate::output::self_command();
+    format!(
+        "Nothing has been read into {} yet: no number or WABA is known.\n\
+         Run `{me} --config {} poll-once` to read every source now (or start the daemon: \
+         `systemctl start waba-monitor`, or `{me} run`), then `status` again. \
+         `{me} check-config` shows what the config monitors.",
+        cfg.daemon.database.display(),
+        cfg.path.display()
+    )
+}
+
+/// " --waba 1 --problems" style: the filters given, for messages.
+fn describe_filter(f: &StatusFilter) -> String {
+    let mut out = String::new();
+    for (flag, value) in [
+        ("--waba", &f.waba),
+        ("--business", &f.business),
+        ("--source", &f.source),
+    ] {
+        if let Some(v) = value {
+            out.push_str(&format!(" {flag} {v}"));
+        }
+    }
+    if f.problems {
+        out.push_str(" --problems");
+    }
+    out
+}
+
+/// The templates `status` shows under `filter`: the WABA in SQL, the source and the
+/// portfolio on the (short) list.
+async fn filtered_templates(
+    store: &Store,
+    filter: &StatusFilter,
+    problems_only: bool,
+) -> anyhow::Result<Vec<crate::store::templates::TemplateRow>> {
+    let mut rows = store
+        .templates(filter.waba.as_deref(), problems_only)
+        .await?;
+    if let Some(source) = &filter.source {
+        rows.retain(|t| &t.source == source);
+    }
+    if let Some(business) = &filter.business {
+        let wabas = store.wabas_of_business(business).await?;
+        rows.retain(|t| wabas.contains(&t.waba_id));
+    }
+    Ok(rows)
+}
+
+/// The paint of a current value by the alert rule table (as if first seen).
+fn value_paint(field: &str, value: Option<&str>) -> Paint {
+    value.map_or(Paint::Plain, |v| {
+        Paint::of(crate::alerts::rules::verdict(field, None, v).map(|v| v.severity)).trouble_only()
+    })
+}
+
+fn rank_paint(rank: Rank) -> Paint {
+    match rank {
+        Rank::Critical => Paint::Bad,
+        Rank::Warning => Paint::Warn,
+        Rank::Ok => Paint::Plain,
+        Rank::Gone => Paint::Dim,
     }
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
+/// How long ago `at` (RFC 3339) was, in its two largest units: "3d4h", "5h", "12m30s".
+fn since(now: chrono::DateTime<Utc>, at: &str) -> String {
+    let Some(t) = crate::timefmt::parse_rfc3339(at) else {
+        return "-".into();
+    };
+    let secs = (now - t).num_seconds().max(0).unsigned_abs();
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs % 86_400 / 3600, "h"),
+        (secs % 3600 / 60, "m"),
+        (secs % 60, "s"),
+    ];
+    let first = parts.iter().position(|(n, _)| *n > 0).unwrap_or(3);
+    parts[first..]
+        .iter()
+        .take(2)
+        .filter(|(n, _)| *n > 0 || first == 3)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect()
+}
+
+fn stale_cell(e: &crate::store::StatusEntry) -> Cell {
+    if !e.present {
+        Cell::new("gone", Paint::Dim)
+    } else if e.stale {
+        Cell::new("stale", Paint::Warn)
     } else {
-        let mut t: String = s.chars().take(n - 1).collect();
-        t.push('…');
-        t
+        Cell::plain("")
     }
 }
 
+fn print_numbers(rows: &[Ranked], now: chrono::DateTime<Utc>, colour: bool) {
+    use crate::model::field;
+    let mut t = Table::new(&[
+        ("NUMBER", 20),
+        ("NAME", 28),
+        ("ID", 20),
+        ("WABA", 20),
+        ("SOURCE", 16),
+        ("QUALITY", 8),
+        ("STATUS", 14),
+        ("HEALTH", 9),
+        ("LIMIT", 15),
+        ("SINCE", 7),
+        ("STALE", 5),
+    ]);
+    for r in rows {
+        let e = &r.entry;
+        t.push(vec![
+            Cell::new(
+                e.display_phone_number.as_deref().unwrap_or("-"),
+                rank_paint(r.rank),
+            ),
+            Cell::opt(e.verified_name.as_deref(), Paint::Plain),
+            Cell::plain(&e.id),
+            Cell::opt(e.waba_id.as_deref(), Paint::Plain),
+            Cell::plain(&e.source),
+            Cell::opt(
+                e.quality_rating.as_deref(),
+                value_paint(field::QUALITY_RATING, e.quality_rating.as_deref()),
+            ),
+            Cell::opt(
+                e.status.as_deref(),
+                value_paint(field::STATUS, e.status.as_deref()),
+            ),
+            Cell::opt(
+                e.health.as_deref(),
+                value_paint(field::HEALTH, e.health.as_deref()),
+            ),
+            Cell::opt(e.messaging_limit.as_deref(), Paint::Plain),
+            Cell::plain(since(now, &e.last_changed_at)),
+            stale_cell(e),
+        ]);
+    }
+    t.print(colour);
+}
+
+fn print_wabas(rows: &[Ranked], now: chrono::DateTime<Utc>, colour: bool) {
+    use crate::model::field;
+    let mut t = Table::new(&[
+        ("WABA", 20),
+        ("NAME", 28),
+        ("BUSINESS", 20),
+        ("SOURCE", 16),
+        ("REVIEW", 10),
+        ("VERIFICATION", 14),
+        ("HEALTH", 9),
+        ("LIMIT", 15),
+        ("SINCE", 7),
+        ("STALE", 5),
+    ]);
+    for r in rows {
+        let e = &r.entry;
+        t.push(vec![
+            Cell::new(&e.id, rank_paint(r.rank)),
+            Cell::opt(e.name.as_deref(), Paint::Plain),
+            Cell::opt(e.business_id.as_deref(), Paint::Plain),
+            Cell::plain(&e.source),
+            Cell::opt(
+                e.account_review_status.as_deref(),
+                value_paint(
+                    field::ACCOUNT_REVIEW_STATUS,
+                    e.account_review_status.as_deref(),
+                ),
+            ),
+            Cell::opt(
+                e.business_verification_status.as_deref(),
+                value_paint(
+                    field::BUSINESS_VERIFICATION_STATUS,
+                    e.business_verification_status.as_deref(),
+                ),
+            ),
+            Cell::opt(
+                e.health.as_deref(),
+                value_paint(field::HEALTH, e.health.as_deref()),
+            ),
+            Cell::opt(e.messaging_limit.as_deref(), Paint::Plain),
+            Cell::plain(since(now, &e.last_changed_at)),
+            stale_cell(e),
+        ]);
+    }
+    t.print(colour);
+}
+
+/// The template table of `status`.
+fn print_templates(rows: &[crate::store::templates::TemplateRow], colour: bool) {
+    use crate::alerts::rules::template_verdict;
+    use crate::model::template_field as tf;
+    let paint = |field: &str, v: Option<&str>| {
+        v.map_or(Paint::Plain, |v| {
+            Paint::of(template_verdict(field, None, v).map(|v| v.severity)).trouble_only()
+        })
+    };
+    let mut t = Table::new(&[
+        ("WABA", 20),
+        ("TEMPLATE ID", 20),
+        ("NAME", 28),
+        ("LANG", 8),
+        ("STATUS", 15),
+        ("QUALITY", 8),
+        ("CATEGORY", 15),
+        ("LAST CHANGE", 40),
+    ]);
+    for r in rows {
+        t.push(vec![
+            Cell::plain(&r.waba_id),
+            Cell::plain(&r.id),
+            Cell::opt(r.name.as_deref(), Paint::Plain),
+            Cell::opt(r.language.as_deref(), Paint::Plain),
+            Cell::opt(r.status.as_deref(), paint(tf::STATUS, r.status.as_deref())),
+            Cell::opt(
+                r.quality.as_deref(),
+                paint(tf::QUALITY, r.quality.as_deref()),
+            ),
+            Cell::opt(r.category.as_deref(), Paint::Plain),
+            Cell::plain(format!(
+                "{}{}",
+                r.last_changed_at,
+                if r.present { "" } else { " (deleted)" }
+            )),
+        ]);
+    }
+    t.print(colour);
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn cmd_history(
     path: &std::path::Path,
     id: Option<String>,
+    waba: Option<String>,
+    field: Option<String>,
     since: Option<String>,
     limit: u32,
     json: bool,
@@ -1025,36 +1332,93 @@ async fn cmd_history(
             }
         },
     };
+    let waba = match waba {
+        None => None,
+        Some(w) if store.waba_known(&w).await? => Some(w.trim().to_owned()),
+        Some(w) => {
+            store.close().await;
+            eprintln!("error: no WABA with id \"{w}\" in the database (`status` lists them)");
+            return Ok(ExitCode::from(1));
+        }
+    };
     let rows = store
-        .history(&HistoryFilter {
+        .history_named(&HistoryQuery {
             id,
+            waba,
+            field: field.map(|f| f.trim().to_owned()),
             since,
             limit: Some(limit),
         })
         .await?;
     store.close().await;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&rows)?);
+        let entries: Vec<&crate::store::HistoryEntry> = rows.iter().map(|r| &r.entry).collect();
+        outln!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(ExitCode::SUCCESS);
     }
-    outln!(
-        "{:<25} {:<13} {:<17} {:<42} {:<16} NEW",
-        "OBSERVED AT",
-        "KIND",
-        "ID",
-        "FIELD",
-        "OLD"
-    );
+    if rows.is_empty() {
+        outln!("No recorded change matches.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new(&[
+        ("OBSERVED AT", 24),
+        ("KIND", 12),
+        ("ID", 20),
+        ("NUMBER", 20),
+        ("NAME", 28),
+        ("FIELD", 42),
+        ("OLD", 24),
+        ("NEW", 40),
+    ]);
     for r in &rows {
-        outln!(
-            "{:<25} {:<13} {:<17} {:<42} {:<16} {}",
-            r.observed_at,
-            r.kind,
-            r.id,
-            r.field,
-            r.old.as_deref().unwrap_or("-"),
-            r.new.as_deref().unwrap_or("-")
-        );
+        let e = &r.entry;
+        let severity = crate::model::TargetKind::parse(&e.kind).and_then(|kind| {
+            crate::alerts::rules::verdict_for(kind, &e.field, e.old.as_deref(), e.new.as_deref()?)
+        });
+        t.push(vec![
+            Cell::plain(&e.observed_at),
+            Cell::plain(&e.kind),
+            Cell::plain(&e.id),
+            Cell::opt(r.display_phone_number.as_deref(), Paint::Plain),
+            Cell::opt(r.name.as_deref(), Paint::Plain),
+            Cell::plain(&e.field),
+            Cell::opt(e.old.as_deref(), Paint::Plain),
+            Cell::opt(e.new.as_deref(), Paint::of(severity.map(|v| v.severity))),
+        ]);
+    }
+    t.print(table::colour_on_stdout());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes generated text (a completion script, a man page) to stdout as it is.
+fn write_raw(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other.context("could not write the output")?),
+    }
+}
+
+fn cmd_completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut command(), "waba-monitor", &mut buf);
+    write_raw(&buf)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_man(dir: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    match dir {
+        Some(dir) => {
+            clap_mangen::generate_to(command(), dir)
+                .with_context(|| format!("could not write the man pages into {}", dir.display()))?;
+            outln!("man pages written to {}", dir.display());
+        }
+        None => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(command()).render(&mut buf)?;
+            write_raw(&buf)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

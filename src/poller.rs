@@ -106,6 +106,28 @@ pub struct Poller {
         WhatomateSource,
         std::sync::Mutex<Option<Vec<WhatomateAccount>>>,
     )>,
+    /// How far the running cycle is, for progress displays.
+    progress: ProgressCounters,
+}
+
+/// How far the running cycle is: read by `poll-once`'s progress bar and the log of the
+/// daemon's first cycle while [`Poller::poll_once`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CycleProgress {
+    pub sources: usize,
+    /// Sources whose poll has ended (read, or failed).
+    pub sources_done: usize,
+    /// HTTP requests sent to Meta this cycle: pages and batches.
+    pub requests: u64,
+    /// Every source is done and the cycle is being written to the database.
+    pub recording: bool,
+}
+
+#[derive(Debug, Default)]
+struct ProgressCounters {
+    sources_done: std::sync::atomic::AtomicUsize,
+    requests_at_start: std::sync::atomic::AtomicU64,
+    recording: std::sync::atomic::AtomicBool,
 }
 
 /// Where "now" comes from: the wall clock in production, a simulated one in the quota
@@ -178,6 +200,7 @@ impl Poller {
         metrics.set_graph_api_versions(&cfg.meta);
         let secret_key = load_secret_key(cfg)?;
         Ok(Poller {
+            progress: ProgressCounters::default(),
             whatomate,
             secret_key,
             store,
@@ -453,6 +476,18 @@ impl Poller {
         }
     }
 
+    /// How far the running cycle is (between cycles: the last one's end).
+    pub fn progress(&self) -> CycleProgress {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sent: u64 = self.sources.iter().map(Source::requests_sent).sum();
+        CycleProgress {
+            sources: self.sources.len(),
+            sources_done: self.progress.sources_done.load(Relaxed),
+            requests: sent.saturating_sub(self.progress.requests_at_start.load(Relaxed)),
+            recording: self.progress.recording.load(Relaxed),
+        }
+    }
+
     pub fn source_names(&self) -> Vec<String> {
         self.sources.iter().map(|s| s.name().to_owned()).collect()
     }
@@ -465,6 +500,13 @@ impl Poller {
     /// transition and its email are committed together or not at all.
     pub async fn poll_once(&self) -> CycleReport {
         let started_at = Utc::now();
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let sent: u64 = self.sources.iter().map(Source::requests_sent).sum();
+            self.progress.requests_at_start.store(sent, Relaxed);
+            self.progress.sources_done.store(0, Relaxed);
+            self.progress.recording.store(false, Relaxed);
+        }
         // A cycle that was cut short (timeout, crash) left its runs `running`; cycles never
         // overlap, so any still open now are dead.
         if let Err(e) = self.store.abandon_unfinished_runs(started_at).await {
@@ -495,6 +537,9 @@ impl Poller {
             ));
         }
         let polled = join_all(polls).await;
+        self.progress
+            .recording
+            .store(true, std::sync::atomic::Ordering::Relaxed);
 
         let now = Utc::now();
         let (mut sources, alerts) = match self.record(&polled, now).await {
@@ -555,6 +600,9 @@ impl Poller {
             _ => source.poll((self.clock)()).await,
         };
         let elapsed = t0.elapsed();
+        self.progress
+            .sources_done
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         log_poll(&poll);
         self.record_poll_metrics(source, &poll, elapsed);
         Polled {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::lifecycle::{CycleStats, ShutdownSignal};
-use crate::poller::CycleReport;
+use crate::poller::{CycleProgress, CycleReport};
 use crate::runtime::SharedRuntime;
 
 /// Runs the schedule of the runtime in force until `shutdown`; calls `on_cycle` after every
@@ -60,11 +60,16 @@ pub async fn run(
             }
             tick = tick_rx.recv() => {
                 if tick.is_none() { break; }
-                stats.cycles_started.fetch_add(1, Ordering::Relaxed);
+                let first = stats.cycles_started.fetch_add(1, Ordering::Relaxed) == 0;
                 let rt = runtime.current();
                 let cfg = &rt.config.daemon;
                 let poller = rt.poller.clone();
-                let cycle = tokio::time::timeout(cfg.cycle_timeout, poller.poll_once());
+                // The first cycle reads the whole fleet for the first time and can take
+                // minutes: it says how far it is at a steady rate.
+                let cycle = tokio::time::timeout(
+                    cfg.cycle_timeout,
+                    logging_progress(poller.poll_once(), first.then_some(|| poller.progress())),
+                );
                 tokio::pin!(cycle);
                 let finished = tokio::select! {
                     r = &mut cycle => Some(r),
@@ -136,6 +141,46 @@ async fn add_job(
     sched.add(job).await.context("could not add the poll job")
 }
 
+/// How often the first cycle logs how far it is: one line per interval, however many
+/// targets it reads.
+const FIRST_CYCLE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `cycle`; with `progress`, logs every [`FIRST_CYCLE_LOG_EVERY`] until it ends how far
+/// it is (sources read, requests sent).
+async fn logging_progress<T>(
+    cycle: impl std::future::Future<Output = T>,
+    progress: Option<impl Fn() -> CycleProgress>,
+) -> T {
+    let Some(progress) = progress else {
+        return cycle.await;
+    };
+    tokio::pin!(cycle);
+    let start = tokio::time::Instant::now();
+    let mut every = tokio::time::interval_at(start + FIRST_CYCLE_LOG_EVERY, FIRST_CYCLE_LOG_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            out = &mut cycle => return out,
+            _ = every.tick() => {
+                let p = progress();
+                let elapsed = crate::timefmt::format_duration(std::time::Duration::from_secs(start.elapsed().as_secs()));
+                if p.recording {
+                    tracing::info!(elapsed = %elapsed, requests = p.requests, "first cycle: every source read, recording it in the database");
+                } else {
+                    tracing::info!(
+                        elapsed = %elapsed,
+                        sources_done = p.sources_done,
+                        sources = p.sources,
+                        requests = p.requests,
+                        "first cycle still running: {} of {} source(s) read, {} request(s) (pages and batches) so far",
+                        p.sources_done, p.sources, p.requests
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn offer_tick(tx: &mpsc::Sender<()>, stats: &CycleStats) {
     if tx.try_send(()).is_err() {
         stats.skipped_ticks.fetch_add(1, Ordering::Relaxed);
@@ -152,5 +197,37 @@ fn record_finished(stats: &CycleStats, report: &CycleReport) {
     match report.store_error() {
         Some(e) => stats.unrecorded(e.to_owned()),
         None => stats.unrecorded_in_a_row.store(0, Ordering::Relaxed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_cycle_reports_progress_at_a_steady_rate_not_per_target() {
+        // A 35-second cycle is asked for its progress at 10, 20 and 30 s: three log lines,
+        // whatever it does meanwhile.
+        let asked = AtomicUsize::new(0);
+        let progress = || {
+            asked.fetch_add(1, Ordering::Relaxed);
+            CycleProgress::default()
+        };
+        let cycle = async {
+            tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+            7
+        };
+        assert_eq!(logging_progress(cycle, Some(progress)).await, 7);
+        assert_eq!(asked.load(Ordering::Relaxed), 3);
+
+        // Later cycles say nothing.
+        let quiet: Option<fn() -> CycleProgress> = None;
+        let cycle = async {
+            tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+            8
+        };
+        assert_eq!(logging_progress(cycle, quiet).await, 8);
     }
 }

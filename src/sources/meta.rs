@@ -269,6 +269,11 @@ impl MetaSource {
         self
     }
 
+    /// HTTP requests (pages and batches) this source's client has sent since it was built.
+    pub fn requests_sent(&self) -> u64 {
+        self.client.counters().requests.load(Ordering::Relaxed)
+    }
+
     /// Calls charged to `key` (a WABA, business or number id) in the last hour.
     pub fn calls_last_hour(&self, key: &str) -> u32 {
         self.quota.lock().used(key)

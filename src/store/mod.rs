@@ -33,9 +33,12 @@ use sqlx::{Sqlite, Transaction};
 
 pub use crate::model::Change;
 pub use merge::{PhoneRow, WabaRow};
-pub use outbox::Tx;
 pub use metric_rows::MetricTarget;
-pub use queries::{HistoryEntry, HistoryFilter, Page, PollRun, StatusEntry};
+pub use outbox::Tx;
+pub use queries::{
+    HistoryEntry, HistoryFilter, HistoryQuery, NamedHistoryEntry, Page, PollRun, Rank, Ranked,
+    StatusEntry, StatusFilter, StatusView,
+};
 
 use crate::sources::SourcePoll;
 use crate::timefmt::rfc3339;

@@ -140,7 +140,8 @@ fn phone_entry(
         id: p.id.clone(),
         source: p.source.clone(),
         waba_id: p.waba_id.clone(),
-        business_id: None,
+        // A number belongs to the portfolio of its WABA.
+        business_id: waba.and_then(|w| w.business_id.clone()),
         display_phone_number: p.display_phone_number.clone(),
         verified_name: p.verified_name.clone(),
         name: waba.and_then(|w| w.name.clone()),
@@ -511,4 +512,323 @@ pub struct PollRun {
     pub failures: i64,
     pub changes: i64,
     pub error: Option<String>,
+}
+
+/// What `status` narrows to; every filter is applied in SQL, so a fleet of 100,000 numbers
+/// is narrowed before it is read. Filters combine (all must hold).
+#[derive(Debug, Clone, Default)]
+pub struct StatusFilter {
+    /// One WABA: the WABA itself and its numbers.
+    pub waba: Option<String>,
+    /// One business portfolio: its WABAs and their numbers.
+    pub business: Option<String>,
+    /// One source (a `[[meta]]`, `[[bsp]]` name).
+    pub source: Option<String>,
+    /// Only what is not healthy: what the alert rules rate a warning or worse (gone targets,
+    /// already reported when they went, are left out).
+    pub problems: bool,
+}
+
+/// How bad a target is now: the alert rule table's verdict on its current values as if first
+/// seen (what an alert would call critical is [`Rank::Critical`]). Ordered, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rank {
+    /// No longer listed by its WABA (or portfolio): kept for its history.
+    Gone,
+    Ok,
+    Warning,
+    Critical,
+}
+
+impl Rank {
+    fn from_sql(n: i64) -> Rank {
+        match n {
+            0 => Rank::Gone,
+            2 => Rank::Warning,
+            3 => Rank::Critical,
+            _ => Rank::Ok,
+        }
+    }
+}
+
+/// A target of `status` with its [`Rank`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub rank: Rank,
+    pub entry: StatusEntry,
+}
+
+/// What `status` shows: the WABAs and the numbers matching a [`StatusFilter`], each worst
+/// first, and how many targets the database holds at all (0: nothing was read yet).
+#[derive(Debug, Clone, Default)]
+pub struct StatusView {
+    pub wabas: Vec<Ranked>,
+    pub numbers: Vec<Ranked>,
+    pub targets_in_database: u64,
+}
+
+/// The values of `field` among `candidates` that the alert rule table rates critical and
+/// warning on a first sighting, as JSON arrays for `json_each`: the SQL rank below is the
+/// rule table's, not a second copy of it.
+fn rated(field_name: &str, candidates: &[&str]) -> [String; 2] {
+    use crate::alerts::rules::{Severity, verdict};
+    let pick = |severity: Severity| {
+        let values: Vec<&str> = candidates
+            .iter()
+            .copied()
+            .filter(|v| verdict(field_name, None, v).is_some_and(|v| v.severity == severity))
+            .collect();
+        serde_json::to_string(&values).unwrap_or_else(|_| "[]".to_owned())
+    };
+    [pick(Severity::Critical), pick(Severity::Warning)]
+}
+
+/// `account_review_status` values Meta documents (the rule table rates them).
+const REVIEW_VALUES: &[&str] = &["APPROVED", "PENDING", "REJECTED"];
+/// `business_verification_status` values, lower-cased (the rule table compares them so).
+const VERIFICATION_VALUES: &[&str] = &[
+    "verified",
+    "unverified",
+    "not_verified",
+    "pending",
+    "pending_submission",
+    "pending_need_more_info",
+    "failed",
+    "rejected",
+    "revoked",
+    "expired",
+];
+
+/// A number's rank (0 gone, 1 ok, 2 warning, 3 critical); ?1-?3 critical and ?4-?6 warning
+/// values of quality, status and health.
+macro_rules! number_rank {
+    () => {
+        "CASE WHEN p.present = 0 THEN 0 \
+         WHEN p.quality_rating IN (SELECT value FROM json_each(?1)) \
+           OR p.status IN (SELECT value FROM json_each(?2)) \
+           OR p.health IN (SELECT value FROM json_each(?3)) THEN 3 \
+         WHEN p.quality_rating IN (SELECT value FROM json_each(?4)) \
+           OR p.status IN (SELECT value FROM json_each(?5)) \
+           OR p.health IN (SELECT value FROM json_each(?6)) THEN 2 ELSE 1 END"
+    };
+}
+
+/// A WABA's rank; ?1-?3 critical and ?4-?6 warning values of review status, verification
+/// (lower case) and health.
+macro_rules! waba_rank {
+    () => {
+        "CASE WHEN w.present = 0 THEN 0 \
+         WHEN w.account_review_status IN (SELECT value FROM json_each(?1)) \
+           OR lower(w.business_verification_status) IN (SELECT value FROM json_each(?2)) \
+           OR w.health IN (SELECT value FROM json_each(?3)) THEN 3 \
+         WHEN w.account_review_status IN (SELECT value FROM json_each(?4)) \
+           OR lower(w.business_verification_status) IN (SELECT value FROM json_each(?5)) \
+           OR w.health IN (SELECT value FROM json_each(?6)) THEN 2 ELSE 1 END"
+    };
+}
+
+/// Numbers matching ?7 WABA, ?8 source, ?9 business, ?10 problems only; worst first, then
+/// by WABA and display number.
+const STATUS_NUMBERS: &str = concat!(
+    "SELECT * FROM (SELECT p.*, ",
+    number_rank!(),
+    " AS rank FROM phone_numbers p \
+     WHERE (?7 IS NULL OR p.waba_id = ?7) AND (?8 IS NULL OR p.source = ?8) \
+     AND (?9 IS NULL OR p.waba_id IN (SELECT id FROM wabas WHERE business_id = ?9))) \
+     WHERE (?10 = 0 OR rank >= 2) ORDER BY rank DESC, waba_id, display_phone_number, id"
+);
+
+/// WABAs matching ?7 WABA, ?8 source, ?9 business, ?10 problems only; worst first.
+const STATUS_WABAS: &str = concat!(
+    "SELECT * FROM (SELECT w.*, ",
+    waba_rank!(),
+    " AS rank FROM wabas w \
+     WHERE (?7 IS NULL OR w.id = ?7) AND (?8 IS NULL OR w.source = ?8) \
+     AND (?9 IS NULL OR w.business_id = ?9)) \
+     WHERE (?10 = 0 OR rank >= 2) ORDER BY rank DESC, id"
+);
+
+/// One history row with who it is about: a number's display number and verified name, a
+/// WABA's or a template's name (as `history` prints it).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NamedHistoryEntry {
+    #[sqlx(flatten)]
+    pub entry: HistoryEntry,
+    pub display_phone_number: Option<String>,
+    pub name: Option<String>,
+}
+
+/// What `history` narrows to (all given must hold).
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// One target's id (as stored: resolve a display number first).
+    pub id: Option<String>,
+    /// Everything in one WABA: the WABA, its numbers and its templates.
+    pub waba: Option<String>,
+    /// One field (`quality_rating`, `status`, ...).
+    pub field: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: Option<u32>,
+}
+
+impl Store {
+    /// The WABAs and numbers `filter` selects, ranked and ordered worst first in SQL, from one
+    /// snapshot of the read-only pool. A target is `stale` when the last `stale_after`
+    /// finished polls of its source did not read it.
+    pub async fn status_view(
+        &self,
+        filter: &StatusFilter,
+        stale_after: u32,
+    ) -> Result<StatusView, StoreError> {
+        use crate::model::{CanSendMessage, PhoneStatus, QualityRating, field};
+        use sqlx::{FromRow, Row};
+        let [q_crit, q_warn] = rated(field::QUALITY_RATING, QualityRating::KNOWN);
+        let [s_crit, s_warn] = rated(field::STATUS, PhoneStatus::KNOWN);
+        let [h_crit, h_warn] = rated(field::HEALTH, CanSendMessage::KNOWN);
+        let [r_crit, r_warn] = rated(field::ACCOUNT_REVIEW_STATUS, REVIEW_VALUES);
+        let [v_crit, v_warn] = rated(field::BUSINESS_VERIFICATION_STATUS, VERIFICATION_VALUES);
+        let mut tx = self.read_pool().begin().await?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM wabas) + (SELECT COUNT(*) FROM phone_numbers)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let number_rows = sqlx::query(STATUS_NUMBERS)
+            .bind(&q_crit)
+            .bind(&s_crit)
+            .bind(&h_crit)
+            .bind(&q_warn)
+            .bind(&s_warn)
+            .bind(&h_warn)
+            .bind(&filter.waba)
+            .bind(&filter.source)
+            .bind(&filter.business)
+            .bind(filter.problems)
+            .fetch_all(&mut *tx)
+            .await?;
+        let waba_rows = sqlx::query(STATUS_WABAS)
+            .bind(&r_crit)
+            .bind(&v_crit)
+            .bind(&h_crit)
+            .bind(&r_warn)
+            .bind(&v_warn)
+            .bind(&h_warn)
+            .bind(&filter.waba)
+            .bind(&filter.source)
+            .bind(&filter.business)
+            .bind(filter.problems)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut numbers = Vec::with_capacity(number_rows.len());
+        for row in &number_rows {
+            numbers.push((
+                Rank::from_sql(row.try_get("rank")?),
+                PhoneRow::from_row(row)?,
+            ));
+        }
+        let mut listed = Vec::with_capacity(waba_rows.len());
+        for row in &waba_rows {
+            listed.push((
+                Rank::from_sql(row.try_get("rank")?),
+                WabaRow::from_row(row)?,
+            ));
+        }
+        // The numbers' own WABAs (for their names, portfolio and limits), listed or not.
+        let mut waba_ids: Vec<&str> = numbers
+            .iter()
+            .filter_map(|(_, p)| p.waba_id.as_deref())
+            .collect();
+        waba_ids.sort_unstable();
+        waba_ids.dedup();
+        let owners: Vec<WabaRow> = if waba_ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as("SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each(?1))")
+                .bind(serde_json::to_string(&waba_ids).unwrap_or_else(|_| "[]".to_owned()))
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        let sources = sources_of(
+            listed
+                .iter()
+                .map(|(_, w)| w.source.as_str())
+                .chain(numbers.iter().map(|(_, p)| p.source.as_str())),
+        );
+        let stale_from = stale_from_in(&mut tx, &sources, stale_after).await?;
+        tx.commit().await?;
+        let by_id: HashMap<&str, &WabaRow> = owners.iter().map(|w| (w.id.as_str(), w)).collect();
+        Ok(StatusView {
+            wabas: listed
+                .iter()
+                .map(|(rank, w)| Ranked {
+                    rank: *rank,
+                    entry: waba_entry(w, true, &stale_from),
+                })
+                .collect(),
+            numbers: numbers
+                .iter()
+                .map(|(rank, p)| {
+                    let waba = p.waba_id.as_deref().and_then(|id| by_id.get(id).copied());
+                    Ranked {
+                        rank: *rank,
+                        entry: phone_entry(p, waba, true, &stale_from),
+                    }
+                })
+                .collect(),
+            targets_in_database: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    /// Whether `id` is a WABA the database knows (read, listed by a number, or added through
+    /// the fleet API).
+    pub async fn waba_known(&self, id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM wabas WHERE id = ?1 UNION ALL \
+             SELECT 1 FROM phone_numbers WHERE waba_id = ?1 UNION ALL \
+             SELECT 1 FROM managed_accounts WHERE target_id = ?1 LIMIT 1",
+        )
+        .bind(id.trim())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// The ids of the WABAs of business portfolio `business`.
+    pub async fn wabas_of_business(&self, business: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM wabas WHERE business_id = ?1 ORDER BY id")
+                .bind(business)
+                .fetch_all(self.read_pool())
+                .await?,
+        )
+    }
+
+    /// Changes, newest first, each with the display number and name of what it is about.
+    pub async fn history_named(
+        &self,
+        q: &HistoryQuery,
+    ) -> Result<Vec<NamedHistoryEntry>, StoreError> {
+        Ok(sqlx::query_as::<_, NamedHistoryEntry>(
+            "SELECT h.seq, h.target_id AS id, h.kind, h.field, h.old, h.new, h.observed_at, \
+             p.display_phone_number AS display_phone_number, \
+             COALESCE(p.verified_name, w.name, t.name) AS name \
+             FROM history h \
+             LEFT JOIN phone_numbers p ON h.kind = 'phone_number' AND p.id = h.target_id \
+             LEFT JOIN wabas w ON h.kind = 'waba' AND w.id = h.target_id \
+             LEFT JOIN templates t ON h.kind = 'template' AND t.id = h.target_id \
+             WHERE (?1 IS NULL OR h.target_id = ?1) \
+             AND (?2 IS NULL OR h.target_id = ?2 \
+                  OR h.target_id IN (SELECT id FROM phone_numbers WHERE waba_id = ?2) \
+                  OR h.target_id IN (SELECT id FROM templates WHERE waba_id = ?2)) \
+             AND (?3 IS NULL OR h.field = ?3) AND (?4 IS NULL OR h.observed_at >= ?4) \
+             ORDER BY h.seq DESC LIMIT ?5",
+        )
+        .bind(&q.id)
+        .bind(&q.waba)
+        .bind(&q.field)
+        .bind(q.since.map(rfc3339))
+        .bind(q.limit.map_or(-1, i64::from))
+        .fetch_all(self.pool())
+        .await?)
+    }
 }

@@ -197,3 +197,308 @@ fn the_reference_monitor_toml_loads_through_the_real_loader() {
     assert_eq!(email.smtp_port, 587);
     assert_eq!(cfg.alerts.blind_after, 3);
 }
+
+// Issue 20: the command line as an ops tool.
+
+const FLEET_WABA1: &str = "200000000000001";
+const FLEET_WABA2: &str = "200000000000002";
+const BUSINESS: &str = "100000000000001";
+/// Numbers 1-3 are in WABA 1, 4-6 in WABA 2.
+const N: [&str; 6] = [
+    "300000000000001",
+    "300000000000002",
+    "300000000000003",
+    "300000000000004",
+    "300000000000005",
+    "300000000000006",
+];
+
+/// Two WABAs of three numbers, read through their business: number 2 RED, number 5 BANNED
+/// (both critical), number 4 YELLOW (a warning), the rest healthy.
+async fn troubled_fleet() -> TestApp {
+    let mut state = waba_monitor::sim::SimState::fleet(2, 3);
+    state.phone_mut(N[1]).quality_rating = Some("RED".into());
+    state.phone_mut(N[4]).status = Some("BANNED".into());
+    state.phone_mut(N[3]).quality_rating = Some("YELLOW".into());
+    let app = TestApp::spawn(state, &format!("businesses = [\"{BUSINESS}\"]")).await;
+    let out = app.cli(&["poll-once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lines of the first table (the numbers), header included.
+fn numbers_table(text: &str) -> Vec<&str> {
+    text.lines().take_while(|l| !l.is_empty()).collect()
+}
+
+/// Where `id` is among `lines`.
+fn line_of(lines: &[&str], id: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.contains(id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{}", lines.join("\n")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_problems_lists_only_the_unhealthy_numbers_worst_first() {
+    let app = troubled_fleet().await;
+
+    let text = stdout_of(&app.cli(&["status", "--problems"]));
+    let table = numbers_table(&text);
+    assert!(table[0].starts_with("NUMBER"), "{text}");
+    for header in [
+        "NAME", "WABA", "SOURCE", "QUALITY", "STATUS", "HEALTH", "LIMIT", "SINCE", "STALE",
+    ] {
+        assert!(
+            table[0].contains(header),
+            "no {header} column: {}",
+            table[0]
+        );
+    }
+    assert_eq!(table.len(), 4, "three problems and the header:\n{text}");
+    let (red, banned, yellow) = (
+        line_of(&table, N[1]),
+        line_of(&table, N[4]),
+        line_of(&table, N[3]),
+    );
+    assert!(
+        red < yellow && banned < yellow,
+        "critical before warning:\n{text}"
+    );
+    for healthy in [N[0], N[2], N[5]] {
+        assert!(!text.contains(healthy), "{healthy} is healthy:\n{text}");
+    }
+    // The display number and the verified name are on the line, and the bad values.
+    assert!(
+        table[red].contains("RED") && table[red].contains("Fleet 1 Line 2"),
+        "{text}"
+    );
+    assert!(table[banned].contains("BANNED"), "{text}");
+    // Healthy WABAs are not problems: no WABA table.
+    assert!(!text.lines().any(|l| l.starts_with("WABA ")), "{text}");
+
+    // Without the filter: everything, still worst first (the healthy ones last).
+    let text = stdout_of(&app.cli(&["status"]));
+    let table = numbers_table(&text);
+    assert_eq!(table.len(), 7, "{text}");
+    let yellow = line_of(&table, N[3]);
+    for healthy in [N[0], N[2], N[5]] {
+        assert!(line_of(&table, healthy) > yellow, "{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with("WABA ")),
+        "the WABA table:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_filters_narrow_the_table_and_the_json_alike() {
+    let app = troubled_fleet().await;
+
+    // --waba: that WABA and its numbers only.
+    let text = stdout_of(&app.cli(&["status", "--waba", FLEET_WABA2]));
+    for n in &N[3..] {
+        assert!(text.contains(n), "{n} missing:\n{text}");
+    }
+    for n in &N[..3] {
+        assert!(!text.contains(n), "{n} is in the other WABA:\n{text}");
+    }
+    assert!(!text.contains(FLEET_WABA1), "{text}");
+
+    // --source: a source nobody read from matches nothing, and says so.
+    let text = stdout_of(&app.cli(&["status", "--source", "main"]));
+    assert_eq!(numbers_table(&text).len(), 7, "{text}");
+    let text = stdout_of(&app.cli(&["status", "--source", "elsewhere"]));
+    assert!(
+        text.contains("No number or WABA matches --source elsewhere"),
+        "{text}"
+    );
+
+    // --json with filters: still one array in the documented shape, every entry matching.
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = app.cli(args);
+        serde_json::from_slice::<serde_json::Value>(stdout_of(&out).as_bytes())
+            .expect("json")
+            .as_array()
+            .expect("array")
+            .clone()
+    };
+    let all = json(&["status", "--json", "--waba", FLEET_WABA2]);
+    assert_eq!(all.len(), 4, "the WABA and its three numbers: {all:?}");
+    assert!(all.iter().all(|e| e["waba_id"] == FLEET_WABA2), "{all:?}");
+    assert_eq!(all[0]["kind"], "waba", "WABAs first");
+    let bad = json(&["status", "--json", "--waba", FLEET_WABA2, "--problems"]);
+    let ids: Vec<&str> = bad.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids, [N[4], N[3]], "BANNED before YELLOW, nothing healthy");
+    let sourced = json(&["status", "--json", "--source", "main"]);
+    assert_eq!(sourced.len(), 8);
+    assert!(sourced.iter().all(|e| e["source"] == "main"));
+    assert!(json(&["status", "--json", "--source", "elsewhere"]).is_empty());
+    let business = json(&["status", "--json", "--business", BUSINESS]);
+    assert_eq!(business.len(), 8);
+    assert!(
+        business.iter().all(|e| e["business_id"] == BUSINESS),
+        "a number carries its WABA's portfolio: {business:?}"
+    );
+    assert!(json(&["status", "--json", "--business", "1"]).is_empty());
+}
+
+/// Runs the binary with stdout into a file, as `status > report.txt` does.
+fn output_to_file(app: &TestApp, args: &[&str]) -> String {
+    let path = app.config_path.with_file_name("output.txt");
+    let file = std::fs::File::create(&path).expect("file");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_waba-monitor"))
+        .arg("--config")
+        .arg(&app.config_path)
+        .args(args)
+        .env_remove("NO_COLOR")
+        .stdout(file)
+        .status()
+        .expect("runs");
+    assert!(status.success());
+    std::fs::read_to_string(&path).expect("output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_into_a_file_has_no_escape_codes() {
+    let app = troubled_fleet().await;
+    for args in [
+        &["status"][..],
+        &["status", "--problems"],
+        &["status", "--waba", FLEET_WABA2],
+        &["history"],
+        &["completions", "bash"],
+    ] {
+        let text = output_to_file(&app, args);
+        assert!(text.len() > 100, "{args:?}: {text}");
+        assert!(
+            !text.contains('\x1b'),
+            "{args:?} wrote an escape code:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_finds_a_number_by_its_display_number_and_names_it() {
+    let app = troubled_fleet().await;
+    app.sim.with_state(|s| {
+        s.phone_mut(N[3]).quality_rating = Some("GREEN".into());
+    });
+    stdout_of(&app.cli(&["poll-once"]));
+    let display = app
+        .sim
+        .with_state(|s| s.phone_mut(N[3]).display_phone_number.clone());
+    // Any spacing: the digits are compared.
+    let spaced: String = display.chars().filter(char::is_ascii_digit).collect();
+    let spaced = format!("+{} ({}) {}", &spaced[..1], &spaced[1..4], &spaced[4..]);
+
+    for wanted in [display.as_str(), spaced.as_str(), N[3]] {
+        let text = stdout_of(&app.cli(&["history", "--id", wanted]));
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert!(!rows.is_empty(), "{wanted}: {text}");
+        assert!(
+            rows.iter()
+                .all(|l| l.contains(N[3]) && l.contains(&display) && l.contains("Fleet 2 Line 1")),
+            "{wanted}: every row is the number's, with its display number and name:\n{text}"
+        );
+        assert!(text.contains("YELLOW") && text.contains("GREEN"), "{text}");
+    }
+
+    // --field narrows to one field, --waba to one WABA's targets.
+    let text = stdout_of(&app.cli(&["history", "--id", &display, "--field", "quality_rating"]));
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "first sighting and YELLOW -> GREEN:\n{text}");
+    assert!(rows.iter().all(|l| l.contains("quality_rating")));
+    let out = app.cli(&["history", "--json", "--waba", FLEET_WABA1]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ids: std::collections::BTreeSet<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert!(ids.contains(FLEET_WABA1) && ids.contains(N[0]), "{ids:?}");
+    let templates = app
+        .sim
+        .with_state(|s| s.wabas[FLEET_WABA1].templates.clone());
+    assert!(
+        ids.iter()
+            .all(|id| [FLEET_WABA1, N[0], N[1], N[2]].contains(id)
+                || templates.iter().any(|t| t == id)),
+        "only WABA 1, its numbers and its templates: {ids:?}"
+    );
+    assert!(!ids.contains(N[3]) && !ids.contains(FLEET_WABA2), "{ids:?}");
+
+    // An id nobody knows: a message and exit 1.
+    for args in [
+        &["history", "--id", "+1 999 000 0000"][..],
+        &["history", "--waba", "999"],
+    ] {
+        let out = app.cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("in the database"), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_on_an_empty_database_says_what_to_run() {
+    let app = TestApp::spawn(one_waba(1), &format!("wabas = [\"{WABA1}\"]")).await;
+    // A database created (the store opened once) with nothing read into it.
+    app.store().await.close().await;
+    let text = stdout_of(&app.cli(&["status"]));
+    assert!(text.contains("Nothing has been read"), "{text}");
+    assert!(text.contains("poll-once"), "{text}");
+    let out = app.cli(&["status", "--json"]);
+    assert_eq!(stdout_of(&out).trim(), "[]");
+}
+
+#[test]
+fn completions_print_scripts_the_shells_accept_and_man_prints_a_page() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_waba-monitor"))
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{args:?}");
+        out.stdout
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("waba-monitor.bash");
+    std::fs::write(&script, run(&["completions", "bash"])).expect("write");
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("bash runs");
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let bash = std::fs::read_to_string(&script).expect("read");
+    for word in ["status", "history", "--problems", "--waba", "completions"] {
+        assert!(bash.contains(word), "{word} not completed");
+    }
+    for shell in ["zsh", "fish"] {
+        let text = String::from_utf8(run(&["completions", shell])).expect("utf-8");
+        assert!(text.contains("problems"), "{shell}: {text}");
+    }
+    let man = String::from_utf8(run(&["man"])).expect("utf-8");
+    assert!(man.contains(".TH waba-monitor 1"), "{man}");
+    assert!(man.contains("status"), "{man}");
+}

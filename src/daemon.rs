@@ -343,7 +343,8 @@ impl Delivery {
         opts: &RunOptions,
         shutdown: &ShutdownSignal,
     ) -> Delivery {
-        let hooks = rt.config.routes.iter().any(|r| r.webhook_url.is_some());
+        let hooks =
+            rt.config.routes.iter().any(|r| r.webhook_url.is_some()) || rt.alertmanager.is_some();
         let deliverer = match (&rt.config.email, &rt.mailer) {
             (Some(email), Some(mailer)) => Deliverer::new(
                 ground.store.clone(),
@@ -353,7 +354,7 @@ impl Delivery {
             ),
             _ if hooks => {
                 tracing::warn!(
-                    "no [email] section: alerts go to the routes' webhook receivers only, nothing is emailed"
+                    "no [email] section: alerts go to the routes' webhook receivers and [alertmanager] only, nothing is emailed"
                 );
                 Deliverer::without_mailer(
                     ground.store.clone(),
@@ -370,7 +371,8 @@ impl Delivery {
                 };
             }
         }
-        .with_metrics(ground.metrics.clone());
+        .with_metrics(ground.metrics.clone())
+        .with_alertmanager(rt.alertmanager.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut global = shutdown.clone();
         let own = ShutdownSignal::from_future(async move {

@@ -47,6 +47,8 @@ pub struct Runtime {
     pub mailer: Option<Arc<Mailer>>,
     /// `[webhooks]` secrets, read with this configuration (the receiver reads them per request).
     pub webhooks: Option<Arc<WebhookSecrets>>,
+    /// `[alertmanager]` with its credentials read: what the delivery worker posts with.
+    pub alertmanager: Option<Arc<crate::notify::alertmanager::Alertmanager>>,
 }
 
 /// The app secret (keys the delivery signatures) and the handshake's verify token.
@@ -94,6 +96,9 @@ impl Runtime {
             })),
             None => None,
         };
+        let alertmanager = crate::notify::alertmanager::Alertmanager::new(&cfg)
+            .context("the [alertmanager] settings do not work")?
+            .map(Arc::new);
         let poller = Poller::build(
             &cfg,
             ground.store.clone(),
@@ -108,6 +113,7 @@ impl Runtime {
             api_token,
             mailer,
             webhooks,
+            alertmanager,
             poller: Arc::new(poller),
             config: cfg,
         })

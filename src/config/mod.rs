@@ -31,6 +31,7 @@ pub const DEFAULT_API_VERSION: &str = "v25.0";
 /// Meta's Business Management API quota: calls per hour per app per WABA.
 pub const META_QUOTA_PER_WABA_HOUR: u64 = 200;
 
+mod alertmanager;
 mod alerts;
 mod bsp;
 mod checks;
@@ -49,6 +50,7 @@ mod values;
 mod webhooks;
 mod whatomate;
 
+pub use alertmanager::{AlertmanagerAuth, AlertmanagerConfig};
 pub use alerts::AlertsConfig;
 pub use bsp::{BspKind, BspSourceConfig, DEFAULT_FINEDU_URL};
 pub use cost::CostEstimate;
@@ -97,6 +99,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[heartbeat]`.
     pub heartbeat: Option<HeartbeatConfig>,
+    /// `[alertmanager]`: every open alert posted to these Alertmanagers.
+    pub alertmanager: Option<AlertmanagerConfig>,
 }
 
 impl Config {
@@ -246,6 +250,9 @@ impl Config {
         let heartbeat = raw
             .heartbeat
             .and_then(|h| routes::validate_heartbeat(h.get_ref().clone(), h.span(), &mut p));
+        let alertmanager = raw.alertmanager.and_then(|a| {
+            alertmanager::validate_alertmanager(a.span(), a.into_inner(), base_dir, &mut p)
+        });
         let alerts = validate_alerts(raw.alerts, &mut p);
         let webhooks = raw.webhooks.and_then(|w| {
             let listen = daemon.as_ref().map(|d| d.listen);
@@ -266,6 +273,7 @@ impl Config {
                 webhooks,
                 routes,
                 heartbeat,
+                alertmanager,
             }),
             _ => Err(ConfigError {
                 path: path.to_owned(),

@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub(super) webhooks: Option<Spanned<RawWebhooks>>,
     pub(super) routes: Vec<Spanned<RawRoute>>,
     pub(super) heartbeat: Option<Spanned<RawHeartbeat>>,
+    pub(super) alertmanager: Option<Spanned<super::alertmanager::RawAlertmanager>>,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +152,7 @@ const TOP_KEYS: &[&str] = &[
     "webhooks",
     "route",
     "heartbeat",
+    "alertmanager",
 ];
 
 const ROUTE_KEYS: &[&str] = &[
@@ -494,6 +496,11 @@ pub(super) fn read_raw(root: &DeTable<'_>, p: &mut Problems<'_>) -> RawConfig {
             "heartbeat" => {
                 raw.heartbeat =
                     read_table(v, name, p).map(|t| Spanned::new(v.span(), read_heartbeat(t, p)));
+            }
+            "alertmanager" => {
+                raw.alertmanager = read_table(v, name, p).map(|t| {
+                    Spanned::new(v.span(), super::alertmanager::read_alertmanager(t, p))
+                });
             }
             _ => unknown_key(k, name, "the top level", TOP_KEYS, p),
         }

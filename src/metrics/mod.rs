@@ -179,6 +179,8 @@ pub struct Metrics {
     pub emails_abandoned: Counter,
     /// Attempts to deliver a digest to a route's webhook receiver, by outcome.
     pub alert_webhook_deliveries: Family<DeliveryOutcomeLabels, Counter>,
+    /// Posts of the open alerts to an Alertmanager (`[alertmanager]`), by outcome.
+    pub alertmanager_posts: Family<DeliveryOutcomeLabels, Counter>,
     /// Heartbeat requests the heartbeat service answered with 2xx, by signal.
     pub heartbeats: Family<HeartbeatLabels, Counter>,
     /// Heartbeat requests that failed (unreachable, timed out, not 2xx).
@@ -249,6 +251,7 @@ impl Metrics {
             emails_failed: Counter::default(),
             emails_abandoned: Counter::default(),
             alert_webhook_deliveries: Family::default(),
+            alertmanager_posts: Family::default(),
             heartbeats: Family::default(),
             heartbeat_failures: Counter::default(),
             outbox_pending: Gauge::default(),
@@ -361,6 +364,9 @@ impl Metrics {
                 .get_or_create(&DeliveryOutcomeLabels {
                     outcome: outcome.to_owned(),
                 });
+            let _ = m.alertmanager_posts.get_or_create(&DeliveryOutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
         }
         for signal in HEARTBEAT_SIGNALS {
             let _ = m.heartbeats.get_or_create(&HeartbeatLabels {
@@ -371,6 +377,11 @@ impl Metrics {
             "alert_webhook_deliveries",
             "Attempts to deliver an alert digest to a route's webhook receiver, by outcome (sent: 2xx; retry: 5xx, 408, 429, unreachable or timed out; failed: another 4xx, never retried; abandoned: given up after max_age)",
             m.alert_webhook_deliveries.clone(),
+        );
+        registry.register(
+            "alertmanager_posts",
+            "Posts of the open alerts to an Alertmanager's /api/v2/alerts, by outcome (sent: 2xx; retry: 5xx, 408, 429, unreachable or timed out; failed: another 4xx, never retried; abandoned: given up)",
+            m.alertmanager_posts.clone(),
         );
         registry.register(
             "heartbeats",
@@ -452,6 +463,15 @@ impl Metrics {
     /// [`WEBHOOK_DELIVERY_OUTCOMES`]).
     pub fn alert_webhook_delivery(&self, outcome: &str) {
         self.alert_webhook_deliveries
+            .get_or_create(&DeliveryOutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one post to an Alertmanager (`outcome` is one of [`WEBHOOK_DELIVERY_OUTCOMES`]).
+    pub fn alertmanager_post(&self, outcome: &str) {
+        self.alertmanager_posts
             .get_or_create(&DeliveryOutcomeLabels {
                 outcome: outcome.to_owned(),
             })

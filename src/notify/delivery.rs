@@ -25,6 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use super::alertmanager::Alertmanager;
 use super::hook;
 use super::mailer::{Mailer, Outgoing, SendFailure};
 use crate::config::EmailConfig;
@@ -89,14 +90,16 @@ pub fn hook_verdict(status: u16) -> HookVerdict {
 enum Channel {
     Email,
     Webhook,
+    /// A snapshot for an Alertmanager (`[alertmanager]`).
+    Alertmanager,
 }
 
 impl Channel {
     fn of(channel: &str) -> Channel {
-        if channel == "webhook" {
-            Channel::Webhook
-        } else {
-            Channel::Email
+        match channel {
+            "webhook" => Channel::Webhook,
+            super::alertmanager::CHANNEL => Channel::Alertmanager,
+            _ => Channel::Email,
         }
     }
 
@@ -104,6 +107,7 @@ impl Channel {
         match self {
             Channel::Email => "alert email",
             Channel::Webhook => "alert webhook",
+            Channel::Alertmanager => "Alertmanager post",
         }
     }
 
@@ -111,6 +115,7 @@ impl Channel {
         match self {
             Channel::Email => "Message-ID",
             Channel::Webhook => "Idempotency-Key",
+            Channel::Alertmanager => "snapshot key",
         }
     }
 
@@ -119,7 +124,7 @@ impl Channel {
     fn who(self, recipient: &str) -> String {
         match self {
             Channel::Email => recipient.to_owned(),
-            Channel::Webhook => hook::origin(recipient),
+            Channel::Webhook | Channel::Alertmanager => hook::origin(recipient),
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct Deliverer {
     metrics: Arc<Metrics>,
     /// Whether this worker already said that email rows wait for `[email]`.
     warned_no_mailer: AtomicBool,
+    /// `[alertmanager]`: posts its snapshots, and queues one every `refresh`.
+    alertmanager: Option<Arc<Alertmanager>>,
 }
 
 impl Deliverer {
@@ -175,7 +182,15 @@ impl Deliverer {
             backoff,
             metrics: Arc::new(Metrics::new()),
             warned_no_mailer: AtomicBool::new(false),
+            alertmanager: None,
         }
+    }
+
+    /// Posts Alertmanager snapshots (`[alertmanager]`) and queues a fresh one every
+    /// [`AlertmanagerRouting::refresh`](super::alertmanager::AlertmanagerRouting::refresh).
+    pub fn with_alertmanager(mut self, am: Option<Arc<Alertmanager>>) -> Deliverer {
+        self.alertmanager = am;
+        self
     }
 
     /// Counts deliveries in these metrics (the daemon's shared ones).
@@ -205,6 +220,7 @@ impl Deliverer {
                 self.metrics.emails_abandoned.inc();
             }
             Channel::Webhook => self.metrics.alert_webhook_delivery("abandoned"),
+            Channel::Alertmanager => self.metrics.alertmanager_post("abandoned"),
         }
     }
 
@@ -269,7 +285,16 @@ impl Deliverer {
                 "alert emails are waiting in the outbox but there is no [email] section to send them: they stay queued until [email] is configured again"
             );
         }
-        self.store.pending_due_on("webhook", now, BATCH).await
+        let mut rows = self.store.pending_due_on("webhook", now, BATCH).await?;
+        if self.alertmanager.is_some() {
+            rows.extend(
+                self.store
+                    .pending_due_on(super::alertmanager::CHANNEL, now, BATCH)
+                    .await?,
+            );
+            rows.sort_by_key(|r| r.id);
+        }
+        Ok(rows)
     }
 
     /// One pass: settles sends cut off by a crash, then goes over the rows due at `now`. Each
@@ -299,6 +324,15 @@ impl Deliverer {
             }
             let result = match (channel, &self.mailer) {
                 (Channel::Webhook, _) => self.post(&row).await,
+                (Channel::Alertmanager, _) => match &self.alertmanager {
+                    Some(am) if am.knows(&row.recipient) => {
+                        am.post(&row.recipient, &row.body).await
+                    }
+                    _ => Err(SendFailure::Permanent(format!(
+                        "[alertmanager] no longer lists {}",
+                        hook::origin(&row.recipient)
+                    ))),
+                },
                 (Channel::Email, Some(mailer)) => {
                     mailer
                         .send_with_html(
@@ -346,6 +380,7 @@ impl Deliverer {
                         self.metrics.emails_sent.inc();
                     }
                     Channel::Webhook => self.metrics.alert_webhook_delivery("sent"),
+                    Channel::Alertmanager => self.metrics.alertmanager_post("sent"),
                 }
                 report.sent += 1;
                 tracing::info!(to = %who, message_id = %row.message_id, reply = %reply, attempts, "{what} delivered");
@@ -357,11 +392,13 @@ impl Deliverer {
                         self.metrics.emails_failed.inc();
                     }
                     Channel::Webhook => self.metrics.alert_webhook_delivery("failed"),
+                    Channel::Alertmanager => self.metrics.alertmanager_post("failed"),
                 }
                 report.failed += 1;
                 let by = match channel {
                     Channel::Email => "the SMTP server",
                     Channel::Webhook => "the webhook receiver",
+                    Channel::Alertmanager => "the Alertmanager",
                 };
                 tracing::error!(to = %who, message_id = %row.message_id, error = %text, "{what} refused for good by {by}; not retried");
             }
@@ -378,8 +415,10 @@ impl Deliverer {
                     self.store
                         .schedule_retry(row.id, attempts, &text, next)
                         .await?;
-                    if channel == Channel::Webhook {
-                        self.metrics.alert_webhook_delivery("retry");
+                    match channel {
+                        Channel::Webhook => self.metrics.alert_webhook_delivery("retry"),
+                        Channel::Alertmanager => self.metrics.alertmanager_post("retry"),
+                        Channel::Email => {}
                     }
                     report.retrying += 1;
                     tracing::warn!(to = %who, message_id = %row.message_id, error = %text, attempts, retry_in = ?wait, "{what} not accepted yet; will retry");
@@ -446,6 +485,14 @@ impl Deliverer {
         }
     }
 
+    /// Queues a snapshot of the open alerts for every Alertmanager (the periodic re-post).
+    async fn queue_alertmanager_snapshot(&self, am: &Alertmanager) -> Result<(), StoreError> {
+        let mut tx = self.store.begin_write().await?;
+        super::alertmanager::queue_in(&mut tx, &am.routing, Utc::now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// How many rows wait for the SMTP server or a webhook receiver.
     pub async fn pending(&self) -> Result<i64, StoreError> {
         Ok(self.store.outbox_pending().await?.0)
@@ -454,7 +501,20 @@ impl Deliverer {
     /// Runs until shutdown: a pass when woken (after a cycle queued mail) and every `tick`.
     /// At shutdown the send in progress finishes; pending rows stay for the next start.
     pub async fn run(self, wake: Arc<Notify>, mut shutdown: ShutdownSignal, tick: Duration) {
+        let mut last_snapshot: Option<std::time::Instant> = None;
         loop {
+            let mut tick = tick;
+            if let Some(am) = &self.alertmanager {
+                let refresh = am.routing.refresh;
+                if last_snapshot.is_none_or(|t| t.elapsed() >= refresh) {
+                    last_snapshot = Some(std::time::Instant::now());
+                    if let Err(e) = self.queue_alertmanager_snapshot(am).await {
+                        self.metrics.store_error("outbox");
+                        tracing::error!(error = %e, "could not queue the open alerts for Alertmanager");
+                    }
+                }
+                tick = tick.min(refresh);
+            }
             if let Err(e) = self.deliver_due(Utc::now()).await {
                 self.metrics.store_error("outbox");
                 tracing::error!(error = %e, "could not read or update the outbox");

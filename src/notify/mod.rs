@@ -4,6 +4,7 @@
 //! Only this module speaks SMTP. Every outbox row carries its final Message-ID from the start, so
 //! a message resent after a crash between "accepted" and "marked sent" is recognisably the same.
 
+pub mod alertmanager;
 pub mod delivery;
 pub mod heartbeat;
 pub mod hook;
@@ -37,6 +38,8 @@ pub struct Routing {
     pub email: Option<EmailConfig>,
     pub routes: Vec<RouteConfig>,
     pub escalate_to: Vec<String>,
+    /// `[alertmanager]`: a snapshot of the open alerts queued whenever alerts are digested.
+    pub alertmanager: Option<alertmanager::AlertmanagerRouting>,
 }
 
 impl Routing {
@@ -45,6 +48,7 @@ impl Routing {
             email: cfg.email.clone(),
             routes: cfg.routes.clone(),
             escalate_to: cfg.alerts.escalate_to.clone(),
+            alertmanager: alertmanager::AlertmanagerRouting::from_config(cfg),
         }
     }
 
@@ -111,8 +115,24 @@ pub async fn digest(
 
 /// [`digest`] inside the caller's transaction (the poller's cycle transaction, so the
 /// transitions and their emails are committed together). Alerts of a target an active silence
-/// matches are recorded as silenced and sent nowhere. Returns each alert it took.
+/// matches are recorded as silenced and sent nowhere. Returns each alert it took. With
+/// `[alertmanager]`, a cycle that took any alert also queues a snapshot of the open alerts
+/// for each Alertmanager, in the same transaction.
 pub async fn digest_in(
+    tx: &mut Tx<'_>,
+    routing: &Routing,
+    now: DateTime<Utc>,
+) -> Result<Vec<Digested>, StoreError> {
+    let taken = digest_alerts_in(tx, routing, now).await?;
+    if !taken.is_empty()
+        && let Some(am) = &routing.alertmanager
+    {
+        alertmanager::queue_in(tx, am, now).await?;
+    }
+    Ok(taken)
+}
+
+async fn digest_alerts_in(
     tx: &mut Tx<'_>,
     routing: &Routing,
     now: DateTime<Utc>,

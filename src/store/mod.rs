@@ -9,6 +9,7 @@
 //!   leaves either all of it or none of it, and a restart diffs against what was committed.
 
 pub mod accounts;
+pub mod alertmanager;
 pub mod alerts;
 pub mod facts;
 mod merge;

@@ -1,6 +1,7 @@
 //! End-to-end tests of polling and history: the real poller, a real SQLite file in a temp dir,
 //! and the Graph API simulated over loopback HTTP in Meta's shapes.
 
+mod alertmanager;
 mod alerts;
 mod bsp;
 mod cli;

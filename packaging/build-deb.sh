@@ -5,18 +5,23 @@
 #
 # 1. `cargo build --locked --profile NAME` (default: release, what is shipped; --no-build packs
 #    the binary already built for that profile);
-# 2. generates into ${CARGO_TARGET_DIR:-target}/NAME/packaging/ what the package ships but the
-#    tree does not hold as such:
-#      waba-monitor.service  systemd/waba-monitor.service with ExecStart= in /usr/bin (the one
-#                            unit stays the source; install.sh installs it as it is, for
-#                            /usr/local/bin)
-#      monitor.toml          the conffile: monitor.toml with every secret read from the systemd
-#                            credential the unit loads instead of an environment variable (the
-#                            service gets none), so that `check-config` accepts it as installed
-#      waba-monitor.1.gz     the man page: `waba-monitor man` (clap_mangen) when the binary has
-#                            that command, else a page made of the `--help` of every command
-#                            (gzip -9n: cargo-deb compresses only files it did not find under
-#                            target/)
+# 2. generates, into ${CARGO_TARGET_DIR:-target}/NAME/packaging/root/ laid out as installed
+#    (made afresh each time; Cargo.toml packs the whole tree), what the package ships but the
+#    source tree does not hold as such:
+#      usr/lib/systemd/system/waba-monitor.service
+#                  systemd/waba-monitor.service with ExecStart= in /usr/bin (the one unit stays
+#                  the source; install.sh installs it as it is, for /usr/local/bin)
+#      etc/waba-monitor/monitor.toml
+#                  the conffile: monitor.toml with every secret read from the systemd credential
+#                  the unit loads instead of an environment variable (the service gets none), so
+#                  that `check-config` accepts it as installed
+#      usr/share/man/man1/*.1.gz
+#                  the man pages: `waba-monitor man --dir` (clap_mangen, one page per command)
+#                  when the binary has it, else `waba-monitor man`, else one page made of the
+#                  `--help` of every command (gzip -9n: cargo-deb compresses only files it did
+#                  not find under target/)
+#      usr/share/{bash-completion,zsh,fish}/...
+#                  shell completions, when the binary has `completions`
 #    Each rewrite is checked: if monitor.toml or the unit no longer has the line it expects, the
 #    build fails instead of shipping an unconverted file;
 # 3. `cargo deb --no-build` packs it; the .deb lands in ${CARGO_TARGET_DIR:-target}/debian/.
@@ -70,6 +75,7 @@ fi
 target_dir="$(cargo metadata --format-version 1 --no-deps --locked |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 out="$target_dir/$profile/packaging"
+root="$out/root"
 bin="$target_dir/$profile/waba-monitor"
 
 if ((build)); then
@@ -78,8 +84,9 @@ if ((build)); then
 fi
 [[ -x "$bin" ]] || die "$bin not found: build it (without --no-build)"
 version="$("$bin" --version)"
-echo "== generating the packaged files for $version into $out" >&2
-mkdir -p "$out"
+echo "== generating the packaged files for $version into $root" >&2
+rm -rf "$root"
+mkdir -p "$root/usr/lib/systemd/system" "$root/etc/waba-monitor" "$root/usr/share/man/man1"
 
 # --- The unit: ExecStart= in /usr/bin -------------------------------------------------------------
 unit_src="systemd/waba-monitor.service"
@@ -91,7 +98,7 @@ fi
 if grep -v '^[[:space:]]*#' "$out/waba-monitor.service.tmp" | grep -q '/usr/local/'; then
     die "$unit_src: a setting other than ExecStart= names /usr/local/; the package installs to /usr"
 fi
-mv -f "$out/waba-monitor.service.tmp" "$out/waba-monitor.service"
+mv -f "$out/waba-monitor.service.tmp" "$root/usr/lib/systemd/system/waba-monitor.service"
 
 # --- The conffile: secrets from the unit's credentials -----------------------------------------
 # The unit loads only the Meta token (LoadCredential=meta-token:...); a missing optional secret
@@ -137,15 +144,18 @@ if left="$(grep -nE '^[[:space:]]*[a-z_]+_env[[:space:]]*=' "$out/monitor.toml.t
   (teach $prog to rewrite it to a /run/credentials/waba-monitor.service/ file):
 $left"
 fi
-mv -f "$out/monitor.toml.tmp" "$out/monitor.toml"
+mv -f "$out/monitor.toml.tmp" "$root/etc/waba-monitor/monitor.toml"
 
 # --- The man page ----------------------------------------------------------------------------------
 # roff-safe text: a backslash is \e, and a line starting with . or ' would be a request.
 roff_text() { sed -e 's/\\/\\e/g' -e "s/^\\([.']\\)/\\\\\\&\\1/"; }
-if "$bin" man --help >/dev/null 2>&1; then
+man1="$root/usr/share/man/man1"
+if "$bin" man --help 2>/dev/null | grep -q -- '--dir'; then
+    echo "  man pages: \`waba-monitor man --dir\` (clap_mangen, one per command)" >&2
+    "$bin" man --dir "$man1" >/dev/null
+elif "$bin" man --help >/dev/null 2>&1; then
     echo "  man page: \`waba-monitor man\` (clap_mangen)" >&2
-    "$bin" man >"$out/waba-monitor.1"
-    grep -q '^\.TH ' "$out/waba-monitor.1" || die "\`waba-monitor man\` printed no man page (.TH) on stdout"
+    "$bin" man >"$man1/waba-monitor.1"
 else
     echo "  man page: \`--help\` of every command (the binary has no \`man\` command)" >&2
     about="$("$bin" --help | sed -n '1p')"
@@ -167,9 +177,23 @@ else
         printf '.TP\n/etc/waba-monitor/credentials/\nsecret files, loaded by the unit with LoadCredential=\n'
         printf '.TP\n/var/lib/waba-monitor/monitor.db\nthe database (state and history)\n'
         printf '.SH SEE ALSO\n.BR systemctl (1),\n.BR journalctl (1)\n'
-    } >"$out/waba-monitor.1"
+    } >"$man1/waba-monitor.1"
 fi
-gzip -9nf "$out/waba-monitor.1"
+for page in "$man1"/*.1; do
+    grep -q '^\.TH ' "$page" || die "$page is not a man page (no .TH)"
+done
+[[ -f "$man1/waba-monitor.1" ]] || die "no waba-monitor.1 among the man pages"
+gzip -9nf "$man1"/*.1
+
+# --- Shell completions -------------------------------------------------------------------------------
+if "$bin" completions --help >/dev/null 2>&1; then
+    echo "  completions: bash, zsh, fish (\`waba-monitor completions\`)" >&2
+    mkdir -p "$root/usr/share/bash-completion/completions" "$root/usr/share/zsh/vendor-completions" \
+        "$root/usr/share/fish/vendor_completions.d"
+    "$bin" completions bash >"$root/usr/share/bash-completion/completions/waba-monitor"
+    "$bin" completions zsh >"$root/usr/share/zsh/vendor-completions/_waba-monitor"
+    "$bin" completions fish >"$root/usr/share/fish/vendor_completions.d/waba-monitor.fish"
+fi
 
 # --- The package -------------------------------------------------------------------------------------
 echo "== cargo deb --no-build --locked --profile $profile" >&2

@@ -68,6 +68,7 @@ done
 
 # --- Cleanup: whatever this script installed or made goes, also after a failed check ---------------
 made_db=0
+made_private=0
 cleanup() {
     local rc=$?
     if dpkg-query -W -f='${Status}' waba-monitor 2>/dev/null | grep -q 'installed\|config-files'; then
@@ -77,7 +78,7 @@ cleanup() {
     if ((made_db)); then
         rm -rf /var/lib/private/waba-monitor
         rm -f /var/lib/waba-monitor
-        rmdir /var/lib/private 2>/dev/null || true
+        if ((made_private)); then rmdir /var/lib/private 2>/dev/null || true; fi
     fi
     rm -f /etc/waba-monitor/credentials/meta-token
     rmdir /etc/waba-monitor/credentials /etc/waba-monitor 2>/dev/null || true
@@ -136,7 +137,6 @@ expected="$(
 -rwxr-xr-x root/root ./usr/bin/waba-monitor
 -rw-r--r-- root/root ./usr/lib/systemd/system/waba-monitor.service
 -rw-r--r-- root/root ./etc/waba-monitor/monitor.toml
--rw-r--r-- root/root ./usr/share/man/man1/waba-monitor.1.gz
 -rw-r--r-- root/root ./usr/share/waba-monitor/prometheus/alerts.yml
 -rw-r--r-- root/root ./usr/share/waba-monitor/prometheus/scrape.yml
 -rw-r--r-- root/root ./usr/share/waba-monitor/grafana/waba-monitor.json
@@ -148,7 +148,28 @@ expected="$(
 -rw-r--r-- root/root ./usr/share/lintian/overrides/waba-monitor
 EOF
 )"
-actual="$(dpkg-deb --contents "$deb" | awk '$1 !~ /^d/ { print $1, $2, $6 }')"
+# The man pages and completions follow what the packaged binary offers: one page per command
+# when it has `man --dir` (else the one waba-monitor.1), completions when it has `completions`.
+unpacked="$(mktemp -d)"
+dpkg-deb --extract "$deb" "$unpacked"
+packaged_bin="$unpacked/usr/bin/waba-monitor"
+pages="waba-monitor.1"
+if "$packaged_bin" man --help 2>/dev/null | grep -q -- '--dir'; then
+    mkdir "$unpacked/man"
+    "$packaged_bin" man --dir "$unpacked/man" >/dev/null
+    pages="$(cd "$unpacked/man" && ls)"
+fi
+for page in $pages; do
+    expected+=$'\n'"-rw-r--r-- root/root ./usr/share/man/man1/$page.gz"
+done
+if "$packaged_bin" completions --help >/dev/null 2>&1; then
+    expected+=$'\n'"-rw-r--r-- root/root ./usr/share/bash-completion/completions/waba-monitor"
+    expected+=$'\n'"-rw-r--r-- root/root ./usr/share/zsh/vendor-completions/_waba-monitor"
+    expected+=$'\n'"-rw-r--r-- root/root ./usr/share/fish/vendor_completions.d/waba-monitor.fish"
+fi
+rm -rf "$unpacked"
+# cargo-deb writes numeric owners (0/0), dpkg-deb names (root/root): both are root.
+actual="$(dpkg-deb --contents "$deb" | awk '$1 !~ /^d/ { sub(/^0\/0$/, "root/root", $2); print $1, $2, $6 }')"
 missing="$(comm -23 <(sort <<<"$expected") <(sort <<<"$actual"))"
 extra="$(comm -13 <(sort <<<"$expected") <(sort <<<"$actual"))"
 dpkg-deb --contents "$deb" | awk '$1 !~ /^d/ { printf "  %s %s %9s %s\n", $1, $2, $3, $6 }'
@@ -158,7 +179,7 @@ $missing
 $extra"
 [[ -z "$extra" ]] || die "not expected in the package (add it to the list in $prog if it belongs):
 $extra"
-ok "$(wc -l <<<"$expected") files, each with its mode and owner"
+ok "$(wc -l <<<"$expected") files ($(wc -w <<<"$pages") man pages), each with its mode and owner"
 
 # --- 3. lintian ----------------------------------------------------------------------------------------
 echo "== lintian"
@@ -212,7 +233,10 @@ ok "reinstalled; the edited conffile is kept"
 # DynamicUser= with StateDirectory=waba-monitor: the directory is /var/lib/private/waba-monitor
 # (0700) and /var/lib/waba-monitor a symbolic link to it.
 made_db=1
-install -d -m 0700 /var/lib/private
+if [[ ! -d /var/lib/private ]]; then
+    made_private=1
+    install -d -m 0700 /var/lib/private
+fi
 install -d -m 0700 /var/lib/private/waba-monitor
 echo "not a real database" >/var/lib/private/waba-monitor/monitor.db
 ln -s private/waba-monitor /var/lib/waba-monitor
@@ -221,7 +245,7 @@ db=/var/lib/waba-monitor/monitor.db
 echo "== dpkg -r waba-monitor"
 dpkg -r waba-monitor 2>&1 | sed 's/^/  /'
 for gone in /usr/bin/waba-monitor "$unit" /usr/share/waba-monitor /usr/share/doc/waba-monitor \
-    /usr/share/man/man1/waba-monitor.1.gz; do
+    /usr/share/man/man1/waba-monitor.1.gz /usr/share/bash-completion/completions/waba-monitor; do
     [[ ! -e "$gone" ]] || die "$gone is still there after dpkg -r"
 done
 for kept in /etc/waba-monitor/monitor.toml /etc/waba-monitor/credentials "$db"; do

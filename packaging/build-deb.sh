@@ -12,9 +12,9 @@
 #                  systemd/waba-monitor.service with ExecStart= in /usr/bin (the one unit stays
 #                  the source; install.sh installs it as it is, for /usr/local/bin)
 #      etc/waba-monitor/monitor.toml
-#                  the conffile: monitor.toml with every secret read from the systemd credential
-#                  the unit loads instead of an environment variable (the service gets none), so
-#                  that `check-config` accepts it as installed
+#                  the conffile (packaging/conffile.sh): monitor.toml with every secret read
+#                  from the systemd credential the unit loads instead of an environment variable
+#                  (the service gets none), so that `check-config` accepts it as installed
 #      usr/share/man/man1/*.1.gz
 #                  the man pages: `waba-monitor man --dir` (clap_mangen, one page per command)
 #                  when the binary has it, else `waba-monitor man`, else one page made of the
@@ -100,51 +100,8 @@ if grep -v '^[[:space:]]*#' "$out/waba-monitor.service.tmp" | grep -q '/usr/loca
 fi
 mv -f "$out/waba-monitor.service.tmp" "$root/usr/lib/systemd/system/waba-monitor.service"
 
-# --- The conffile: secrets from the unit's credentials -----------------------------------------
-# The unit loads only the Meta token (LoadCredential=meta-token:...); a missing optional secret
-# would stop the service, so the SMTP login is left commented out (a relay without login), with
-# the credential line to use next to it, as in the reference.
-config_src="monitor.toml"
-rewrite() { # rewrite FROM TO: replace the one line that is exactly FROM by TO
-    local from="$1" to="$2" n
-    n="$(grep -cxF -- "$from" "$out/monitor.toml.tmp" || true)"
-    [[ "$n" == 1 ]] || die "$config_src: expected exactly one line '$from' to rewrite for the package, found $n"
-    FROM="$from" TO="$to" python3 -c '
-import os, sys
-path = sys.argv[1]
-with open(path, encoding="utf-8") as f:
-    lines = f.read().split("\n")
-lines = [os.environ["TO"] if l == os.environ["FROM"] else l for l in lines]
-with open(path, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines))
-' "$out/monitor.toml.tmp"
-}
-{
-    cat <<'HEADER'
-# Installed by the waba-monitor Debian package as a conffile: an upgrade never overwrites your
-# edits (dpkg asks when both you and the package changed it). It is the reference,
-# /usr/share/doc/waba-monitor/examples/monitor.toml, with the secrets read from the files systemd
-# hands the service (LoadCredential= in the unit) instead of environment variables, which the
-# service does not get. The ids below are examples: put yours, then
-#   sudo waba-monitor check-config && sudo systemctl enable --now waba-monitor
-#
-HEADER
-    cat "$config_src"
-} >"$out/monitor.toml.tmp"
-rewrite 'access_token_env = "WABA_MONITOR_META_TOKEN"' \
-    '# access_token_env = "WABA_MONITOR_META_TOKEN"'
-rewrite '# access_token_file = "/run/credentials/waba-monitor.service/meta-token"' \
-    'access_token_file = "/run/credentials/waba-monitor.service/meta-token"'
-rewrite 'username = "monitor@example.com"' \
-    '# username = "monitor@example.com"'
-rewrite 'password_env = "WABA_MONITOR_SMTP_PASSWORD"' \
-    '# password_env = "WABA_MONITOR_SMTP_PASSWORD"'
-if left="$(grep -nE '^[[:space:]]*[a-z_]+_env[[:space:]]*=' "$out/monitor.toml.tmp")"; then
-    die "$config_src: a secret still comes from an environment variable in the packaged config
-  (teach $prog to rewrite it to a /run/credentials/waba-monitor.service/ file):
-$left"
-fi
-mv -f "$out/monitor.toml.tmp" "$root/etc/waba-monitor/monitor.toml"
+# --- The conffile: secrets from the unit's credentials (packaging/conffile.sh) -----------------
+packaging/conffile.sh monitor.toml "$root/etc/waba-monitor/monitor.toml"
 
 # --- The man page ----------------------------------------------------------------------------------
 # roff-safe text: a backslash is \e, and a line starting with . or ' would be a request.

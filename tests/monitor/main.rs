@@ -17,6 +17,7 @@ mod http;
 mod http_load;
 mod install;
 mod mail_safety;
+mod packaging;
 mod page;
 mod quota;
 mod receivers;

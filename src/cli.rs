@@ -767,14 +767,16 @@ async fn cmd_poll_once(path: &std::path::Path, json: bool) -> anyhow::Result<Exi
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    telemetry::init(cfg.daemon.log_format);
+    // On a terminal, how far the cycle is (log lines printed around it); nothing when stderr
+    // is a pipe or a file.
+    let bar = progress::spinner();
+    telemetry::init_with_writer(cfg.daemon.log_format, progress::log_writer(&bar));
     crate::daemon::warn_if_empty_database(&cfg.daemon.database);
     let store = Store::open(&cfg.daemon.database)
         .await
         .context("could not open the database")?;
     let poller = Poller::from_config(&cfg, store.clone(), RetryPolicy::default())?;
-    // On a terminal, how far the cycle is; nothing when stderr is a pipe or a file.
-    let bar = progress::spinner();
+    progress::start(&bar);
     let report = {
         let cycle = poller.poll_once();
         tokio::pin!(cycle);
@@ -1015,7 +1017,9 @@ async fn cmd_status(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let view = store.status_view(filter, cfg.daemon.stale_after).await?;
+    let view = store
+        .status_view(filter, cfg.daemon.stale_after, json)
+        .await?;
     let problems = filtered_templates(&store, filter, true).await?;
     store.close().await;
     if json {

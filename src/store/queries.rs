@@ -674,11 +674,14 @@ pub struct HistoryQuery {
 impl Store {
     /// The WABAs and numbers `filter` selects, ranked and ordered worst first in SQL, from one
     /// snapshot of the read-only pool. A target is `stale` when the last `stale_after`
-    /// finished polls of its source did not read it.
+    /// finished polls of its source did not read it; `health_detail: false` leaves
+    /// `health_entities` out (the table does not show them; parsing them for 100,000 numbers
+    /// would double the work).
     pub async fn status_view(
         &self,
         filter: &StatusFilter,
         stale_after: u32,
+        health_detail: bool,
     ) -> Result<StatusView, StoreError> {
         use crate::model::{CanSendMessage, PhoneStatus, QualityRating, field};
         use sqlx::{FromRow, Row};
@@ -719,18 +722,20 @@ impl Store {
             .bind(filter.problems)
             .fetch_all(&mut *tx)
             .await?;
+        // Each driver row is dropped once decoded: at 100,000 numbers holding both doubles
+        // the peak memory.
         let mut numbers = Vec::with_capacity(number_rows.len());
-        for row in &number_rows {
+        for row in number_rows {
             numbers.push((
                 Rank::from_sql(row.try_get("rank")?),
-                PhoneRow::from_row(row)?,
+                PhoneRow::from_row(&row)?,
             ));
         }
         let mut listed = Vec::with_capacity(waba_rows.len());
-        for row in &waba_rows {
+        for row in waba_rows {
             listed.push((
                 Rank::from_sql(row.try_get("rank")?),
-                WabaRow::from_row(row)?,
+                WabaRow::from_row(&row)?,
             ));
         }
         // The numbers' own WABAs (for their names, portfolio and limits), listed or not.
@@ -759,19 +764,19 @@ impl Store {
         let by_id: HashMap<&str, &WabaRow> = owners.iter().map(|w| (w.id.as_str(), w)).collect();
         Ok(StatusView {
             wabas: listed
-                .iter()
+                .into_iter()
                 .map(|(rank, w)| Ranked {
-                    rank: *rank,
-                    entry: waba_entry(w, true, &stale_from),
+                    rank,
+                    entry: waba_entry(&w, health_detail, &stale_from),
                 })
                 .collect(),
             numbers: numbers
-                .iter()
+                .into_iter()
                 .map(|(rank, p)| {
                     let waba = p.waba_id.as_deref().and_then(|id| by_id.get(id).copied());
                     Ranked {
-                        rank: *rank,
-                        entry: phone_entry(p, waba, true, &stale_from),
+                        rank,
+                        entry: phone_entry(&p, waba, health_detail, &stale_from),
                     }
                 })
                 .collect(),
@@ -830,5 +835,202 @@ impl Store {
         .bind(q.limit.map_or(-1, i64::from))
         .fetch_all(self.pool())
         .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::rules::{Severity, verdict};
+    use crate::model::{CanSendMessage, PhoneStatus, QualityRating, field};
+
+    /// What the rule table says of current values, as the page and `status` rank them.
+    fn expected(values: &[(&str, &str)]) -> Rank {
+        values
+            .iter()
+            .filter_map(|(f, v)| verdict(f, None, v))
+            .map(|v| match v.severity {
+                Severity::Critical => Rank::Critical,
+                Severity::Warning => Rank::Warning,
+                Severity::Improving | Severity::Resolved => Rank::Ok,
+            })
+            .max()
+            .unwrap_or(Rank::Ok)
+    }
+
+    #[tokio::test]
+    async fn the_sql_rank_is_the_rule_tables_for_every_known_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("m.db")).await.expect("open");
+        let t = "2026-01-01T00:00:00.000Z";
+        // One number per known value of each field (the others healthy), one gone, one with
+        // a value Meta may add tomorrow.
+        let mut numbers: Vec<(String, [&str; 3], bool)> = Vec::new();
+        for q in QualityRating::KNOWN {
+            numbers.push((format!("q{q}"), [q, "CONNECTED", "AVAILABLE"], true));
+        }
+        for s in PhoneStatus::KNOWN {
+            numbers.push((format!("s{s}"), ["GREEN", s, "AVAILABLE"], true));
+        }
+        for h in CanSendMessage::KNOWN {
+            numbers.push((format!("h{h}"), ["GREEN", "CONNECTED", h], true));
+        }
+        numbers.push(("gone".into(), ["RED", "BANNED", "BLOCKED"], false));
+        numbers.push(("new".into(), ["PURPLE", "SOMETHING_NEW", "MAYBE"], true));
+        for (id, [q, s, h], present) in &numbers {
+            sqlx::query(
+                "INSERT INTO phone_numbers (id, source, waba_id, quality_rating, status, health, \
+                 present, first_seen_at, last_polled_at, last_changed_at) \
+                 VALUES (?1, ?2, 'w1', ?3, ?4, ?5, ?6, ?7, ?7, ?7)",
+            )
+            .bind(id)
+            .bind(if id.starts_with('h') { "bsp" } else { "main" })
+            .bind(q)
+            .bind(s)
+            .bind(h)
+            .bind(present)
+            .bind(t)
+            .execute(store.pool())
+            .await
+            .expect("insert");
+        }
+        let mut wabas: Vec<(String, [String; 3])> = Vec::new();
+        for r in REVIEW_VALUES {
+            wabas.push((
+                format!("r{r}"),
+                [r.to_string(), "verified".into(), "AVAILABLE".into()],
+            ));
+        }
+        for v in VERIFICATION_VALUES {
+            // Meta's spelling varies in case: the rule table compares lower case.
+            wabas.push((
+                format!("v{v}"),
+                ["APPROVED".into(), v.to_uppercase(), "AVAILABLE".into()],
+            ));
+        }
+        for (id, [r, v, h]) in &wabas {
+            sqlx::query(
+                "INSERT INTO wabas (id, source, business_id, account_review_status, \
+                 business_verification_status, health, first_seen_at, last_polled_at, \
+                 last_changed_at) VALUES (?1, 'main', 'b1', ?2, ?3, ?4, ?5, ?5, ?5)",
+            )
+            .bind(id)
+            .bind(r)
+            .bind(v)
+            .bind(h)
+            .bind(t)
+            .execute(store.pool())
+            .await
+            .expect("insert");
+        }
+
+        let all = store
+            .status_view(&StatusFilter::default(), 1, false)
+            .await
+            .expect("status");
+        assert_eq!(
+            all.targets_in_database as usize,
+            numbers.len() + wabas.len()
+        );
+        for r in &all.numbers {
+            let e = &r.entry;
+            let want = if e.present {
+                expected(&[
+                    (
+                        field::QUALITY_RATING,
+                        e.quality_rating.as_deref().unwrap_or(""),
+                    ),
+                    (field::STATUS, e.status.as_deref().unwrap_or("")),
+                    (field::HEALTH, e.health.as_deref().unwrap_or("")),
+                ])
+            } else {
+                Rank::Gone
+            };
+            assert_eq!(r.rank, want, "{}", e.id);
+        }
+        for r in &all.wabas {
+            let e = &r.entry;
+            let want = expected(&[
+                (
+                    field::ACCOUNT_REVIEW_STATUS,
+                    e.account_review_status.as_deref().unwrap_or(""),
+                ),
+                (
+                    field::BUSINESS_VERIFICATION_STATUS,
+                    e.business_verification_status.as_deref().unwrap_or(""),
+                ),
+                (field::HEALTH, e.health.as_deref().unwrap_or("")),
+            ]);
+            assert_eq!(r.rank, want, "{}", e.id);
+        }
+        // Worst first, and the rule table's spot checks.
+        let ranks: Vec<Rank> = all.numbers.iter().map(|r| r.rank).collect();
+        assert!(ranks.windows(2).all(|w| w[0] >= w[1]), "{ranks:?}");
+        let rank_of = |id: &str| {
+            all.numbers
+                .iter()
+                .find(|r| r.entry.id == id)
+                .map(|r| r.rank)
+        };
+        assert_eq!(rank_of("qRED"), Some(Rank::Critical));
+        assert_eq!(rank_of("sBANNED"), Some(Rank::Critical));
+        assert_eq!(rank_of("hBLOCKED"), Some(Rank::Critical));
+        assert_eq!(rank_of("qYELLOW"), Some(Rank::Warning));
+        assert_eq!(rank_of("new"), Some(Rank::Ok));
+        assert_eq!(rank_of("gone"), Some(Rank::Gone));
+        let waba_rank = |id: &str| all.wabas.iter().find(|r| r.entry.id == id).map(|r| r.rank);
+        assert_eq!(waba_rank("rREJECTED"), Some(Rank::Critical));
+        assert_eq!(waba_rank("vrevoked"), Some(Rank::Warning));
+
+        // --problems: critical and warnings only, nothing gone; filters combine.
+        let problems = store
+            .status_view(
+                &StatusFilter {
+                    problems: true,
+                    ..StatusFilter::default()
+                },
+                1,
+                false,
+            )
+            .await
+            .expect("status");
+        assert!(!problems.numbers.is_empty() && !problems.wabas.is_empty());
+        assert!(
+            problems
+                .numbers
+                .iter()
+                .chain(&problems.wabas)
+                .all(|r| r.rank >= Rank::Warning)
+        );
+        let bsp = store
+            .status_view(
+                &StatusFilter {
+                    source: Some("bsp".into()),
+                    problems: true,
+                    ..StatusFilter::default()
+                },
+                1,
+                false,
+            )
+            .await
+            .expect("status");
+        let ids: Vec<&str> = bsp.numbers.iter().map(|r| r.entry.id.as_str()).collect();
+        assert_eq!(ids, ["hBLOCKED", "hLIMITED"]);
+        assert!(bsp.wabas.is_empty());
+        let business = store
+            .status_view(
+                &StatusFilter {
+                    business: Some("b1".into()),
+                    waba: Some("w1".into()),
+                    ..StatusFilter::default()
+                },
+                1,
+                false,
+            )
+            .await
+            .expect("status");
+        // w1 is no WABA row of b1 (the numbers point at an unknown WABA): nothing of b1 is w1.
+        assert!(business.numbers.is_empty() && business.wabas.is_empty());
+        store.close().await;
     }
 }

@@ -330,49 +330,68 @@ fn status_line(r: &CycleReport) -> String {
 /// The delivery worker and how to stop it alone (when a reload brings a new runtime).
 struct Delivery {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<()>>,
+    /// The outbox worker, and `[alertmanager]`'s own worker.
+    handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Delivery {
     /// Starts delivering with the runtime's mailer (email and webhook rows); without
-    /// `[email]`, webhook rows only when a route has a `webhook_url`; with neither there is
-    /// nothing to do.
+    /// `[email]`, webhook rows only when a route has a `webhook_url`; with `[alertmanager]`, a
+    /// worker of its own for its snapshots (a slow SMTP server never holds them up); with none
+    /// of these there is nothing to do.
     fn start(
         rt: &Runtime,
         ground: &Ground,
         opts: &RunOptions,
         shutdown: &ShutdownSignal,
     ) -> Delivery {
-        let hooks =
-            rt.config.routes.iter().any(|r| r.webhook_url.is_some()) || rt.alertmanager.is_some();
+        let hooks = rt.config.routes.iter().any(|r| r.webhook_url.is_some());
         let deliverer = match (&rt.config.email, &rt.mailer) {
-            (Some(email), Some(mailer)) => Deliverer::new(
+            (Some(email), Some(mailer)) => Some(Deliverer::new(
                 ground.store.clone(),
                 (**mailer).clone(),
                 email,
                 opts.email_backoff,
-            ),
+            )),
             _ if hooks => {
                 tracing::warn!(
-                    "no [email] section: alerts go to the routes' webhook receivers and [alertmanager] only, nothing is emailed"
+                    "no [email] section: alerts go to the routes' webhook receivers only, nothing is emailed"
                 );
-                Deliverer::without_mailer(
+                Some(Deliverer::without_mailer(
                     ground.store.clone(),
                     delivery::DEFAULT_WEBHOOK_TIMEOUT,
                     delivery::DEFAULT_WEBHOOK_MAX_AGE,
                     opts.email_backoff,
-                )
+                ))
             }
             _ => {
-                tracing::warn!("no [email] section: alerts are logged and recorded, not emailed");
-                return Delivery {
-                    stop: None,
-                    handle: None,
-                };
+                if rt.alertmanager.is_some() {
+                    tracing::warn!(
+                        "no [email] section: alerts go to [alertmanager] only, nothing is emailed"
+                    );
+                } else {
+                    tracing::warn!(
+                        "no [email] section: alerts are logged and recorded, not emailed"
+                    );
+                }
+                None
             }
+        };
+        let am_worker = rt.alertmanager.as_ref().map(|am| {
+            Deliverer::for_alertmanager(
+                ground.store.clone(),
+                am.clone(),
+                delivery::DEFAULT_WEBHOOK_MAX_AGE,
+                opts.email_backoff,
+            )
+            .with_metrics(ground.metrics.clone())
+        });
+        if deliverer.is_none() && am_worker.is_none() {
+            return Delivery {
+                stop: None,
+                handles: Vec::new(),
+            };
         }
-        .with_metrics(ground.metrics.clone())
-        .with_alertmanager(rt.alertmanager.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut global = shutdown.clone();
         let own = ShutdownSignal::from_future(async move {
@@ -381,10 +400,27 @@ impl Delivery {
                 _ = stop_rx => {}
             }
         });
-        let handle = tokio::spawn(deliverer.run(ground.mail_wake.clone(), own, opts.delivery_tick));
+        let mut handles = Vec::new();
+        if let Some(d) = deliverer {
+            let d = d.with_metrics(ground.metrics.clone());
+            handles.push(tokio::spawn(d.run(
+                ground.mail_wake.clone(),
+                own.clone(),
+                opts.delivery_tick,
+            )));
+        }
+        if let Some(d) = am_worker {
+            // Not woken by cycles (it looks every second): the wake-up stays the outbox
+            // worker's.
+            handles.push(tokio::spawn(d.run(
+                Arc::new(tokio::sync::Notify::new()),
+                own,
+                opts.delivery_tick,
+            )));
+        }
         Delivery {
             stop: Some(stop_tx),
-            handle: Some(handle),
+            handles,
         }
     }
 
@@ -392,13 +428,13 @@ impl Delivery {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        if let Some(h) = self.handle.take() {
+        for h in self.handles.drain(..) {
             let _ = h.await;
         }
     }
 
     async fn join(mut self) {
-        if let Some(h) = self.handle.take() {
+        for h in self.handles.drain(..) {
             let _ = h.await;
         }
     }

@@ -148,6 +148,13 @@ pub struct Deliverer {
     alertmanager: Option<Arc<Alertmanager>>,
 }
 
+/// Which rows a worker reads: Alertmanager snapshots have a worker of their own
+/// ([`Deliverer::for_alertmanager`]), so a slow SMTP server never delays their refresh past
+/// their `endsAt`.
+fn is_alertmanager_worker(d: &Deliverer) -> bool {
+    d.alertmanager.is_some()
+}
+
 impl Deliverer {
     /// Delivers email through `mailer` and webhook digests, both with `[email]`'s `timeout`
     /// and `max_age`.
@@ -186,11 +193,19 @@ impl Deliverer {
         }
     }
 
-    /// Posts Alertmanager snapshots (`[alertmanager]`) and queues a fresh one every
+    /// The worker of `[alertmanager]`: reads only Alertmanager snapshot rows, posts them, and
+    /// queues a fresh snapshot every
     /// [`AlertmanagerRouting::refresh`](super::alertmanager::AlertmanagerRouting::refresh).
-    pub fn with_alertmanager(mut self, am: Option<Arc<Alertmanager>>) -> Deliverer {
-        self.alertmanager = am;
-        self
+    /// The other workers leave those rows to it.
+    pub fn for_alertmanager(
+        store: Store,
+        am: Arc<Alertmanager>,
+        max_age: Duration,
+        backoff: RetryPolicy,
+    ) -> Deliverer {
+        let mut d = Deliverer::build(store, None, DEFAULT_WEBHOOK_TIMEOUT, max_age, backoff);
+        d.alertmanager = Some(am);
+        d
     }
 
     /// Counts deliveries in these metrics (the daemon's shared ones).
@@ -232,6 +247,10 @@ impl Deliverer {
         let rows = self.store.interrupted_sends().await?;
         for row in rows {
             let channel = Channel::of(&row.channel);
+            if (channel == Channel::Alertmanager) != is_alertmanager_worker(self) {
+                // The other worker's row.
+                continue;
+            }
             let (what, who) = (channel.what(), channel.who(&row.recipient));
             let interrupted = row.interrupted_attempts + 1;
             if interrupted >= MAX_INTERRUPTED_SENDS {
@@ -274,6 +293,12 @@ impl Deliverer {
     /// The rows this worker can send that are due at `now`: all of them with a mailer, the
     /// webhook rows without one (saying once that email rows wait).
     async fn due(&self, now: DateTime<Utc>) -> Result<Vec<DueMessage>, StoreError> {
+        if is_alertmanager_worker(self) {
+            return self
+                .store
+                .pending_due_on(super::alertmanager::CHANNEL, now, BATCH)
+                .await;
+        }
         if self.mailer.is_some() {
             return self.store.pending_due(now, BATCH).await;
         }
@@ -285,16 +310,7 @@ impl Deliverer {
                 "alert emails are waiting in the outbox but there is no [email] section to send them: they stay queued until [email] is configured again"
             );
         }
-        let mut rows = self.store.pending_due_on("webhook", now, BATCH).await?;
-        if self.alertmanager.is_some() {
-            rows.extend(
-                self.store
-                    .pending_due_on(super::alertmanager::CHANNEL, now, BATCH)
-                    .await?,
-            );
-            rows.sort_by_key(|r| r.id);
-        }
-        Ok(rows)
+        self.store.pending_due_on("webhook", now, BATCH).await
     }
 
     /// One pass: settles sends cut off by a crash, then goes over the rows due at `now`. Each
@@ -309,6 +325,10 @@ impl Deliverer {
             let channel = Channel::of(&row.channel);
             if channel == Channel::Email && self.mailer.is_none() {
                 // Not read without a mailer; a row that slipped in stays pending untouched.
+                continue;
+            }
+            if (channel == Channel::Alertmanager) != is_alertmanager_worker(self) {
+                // The Alertmanager worker's row (or, for it, another worker's).
                 continue;
             }
             let created = parse_rfc3339(&row.created_at).unwrap_or(now);
@@ -513,7 +533,9 @@ impl Deliverer {
                         tracing::error!(error = %e, "could not queue the open alerts for Alertmanager");
                     }
                 }
-                tick = tick.min(refresh);
+                // Not woken by cycles (the other worker is): the snapshots a cycle queues are
+                // looked for every second.
+                tick = tick.min(refresh).min(Duration::from_secs(1));
             }
             if let Err(e) = self.deliver_due(Utc::now()).await {
                 self.metrics.store_error("outbox");

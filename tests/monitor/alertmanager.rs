@@ -705,3 +705,54 @@ fn check_config_and_run_both_refuse_a_missing_alertmanager_secret_with_its_key_a
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_server_that_hangs_does_not_hold_up_alertmanager() {
+    // Accepts connections and never says a word: every email send waits for its timeout.
+    let smtp = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let smtp_port = smtp.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in smtp.incoming() {
+            held.push(s);
+        }
+    });
+    let am = Alertmanager::start().await;
+    let app = app(
+        &am.url(),
+        &format!(
+            "\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {smtp_port}\ntls = \"none\"\nfrom = \"waba-monitor <monitor@example.com>\"\nto = [\"ops@example.com\"]\ntimeout = \"10s\"\n"
+        ),
+    )
+    .await;
+    let mut d = Daemon::start(&app, opts()).await;
+    set_quality(&app, P0, "RED");
+    // The email of this alert is stuck in its send; the Alertmanager post is not behind it.
+    am.wait_for(
+        "the RED number while the SMTP server hangs",
+        "WhatsAppNumberQualityRed",
+        P0,
+        Duration::from_secs(3),
+        |a| a.is_some(),
+    )
+    .await;
+    set_quality(&app, P1, "RED");
+    d.next_cycle_within(Duration::from_secs(5)).await;
+    am.wait_for(
+        "the second RED number while the SMTP server hangs",
+        "WhatsAppNumberQualityRed",
+        P1,
+        Duration::from_secs(3),
+        |a| a.is_some(),
+    )
+    .await;
+    let m = metrics(&d).await;
+    assert_eq!(
+        sample(&m, "waba_monitor_emails_sent_total"),
+        Some(0.0),
+        "the hanging server accepted nothing:\n{m}"
+    );
+    // Not stopped cleanly: a clean stop waits for the email sends stuck in the hanging
+    // server; the test's runtime ends the daemon's tasks.
+    drop(d);
+}

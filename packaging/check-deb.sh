@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Debian package and checks it, then installs it on THIS machine and purges it again:
 #
-#   packaging/check-deb.sh [--profile NAME]        (as root; CI runs it from .ci/run)
+#   packaging/check-deb.sh [--profile NAME] [--no-build]   (as root; CI runs it from .ci/run)
+#
+# --no-build packs the binary already built for the profile (quick reruns while working on the
+# packaging; CI builds).
 #
 #   1. packaging/build-deb.sh (release build + cargo deb), timed; the .deb's size;
 #   2. `dpkg-deb --info`: package, version (Cargo's, and the changelog's newest entry),
@@ -44,6 +47,10 @@ while (($#)); do
         (($# >= 2)) || die "--profile needs a value"
         build_args+=(--profile "$2")
         shift 2
+        ;;
+    --no-build)
+        build_args+=(--no-build)
+        shift
         ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'

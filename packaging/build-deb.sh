@@ -41,6 +41,7 @@ die() {
     echo "$prog: $*" >&2
     exit 1
 }
+trap 'echo "$prog: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 profile="release"
 build=1

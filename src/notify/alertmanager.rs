@@ -30,7 +30,7 @@ use crate::config::{AlertmanagerAuth, AlertmanagerConfig, Config};
 use crate::model::TargetKind;
 use crate::store::outbox::{NewMessage, Tx};
 use crate::store::{StoreError, alertmanager as am_store, silences};
-use crate::timefmt::{parse_rfc3339, rfc3339};
+use crate::timefmt::rfc3339;
 
 /// The outbox channel of Alertmanager snapshots.
 pub const CHANNEL: &str = "alertmanager";
@@ -545,14 +545,6 @@ fn meta_errors(item: &AlertItem) -> (Vec<String>, Vec<String>) {
         }
     }
     (codes, solutions)
-}
-
-/// Whether a snapshot row created at `created` is older than `max`: a snapshot still pending
-/// then says nothing a newer one would not.
-pub fn is_stale(created: &str, now: DateTime<Utc>, max: Duration) -> bool {
-    parse_rfc3339(created)
-        .and_then(|c| (now - c).to_std().ok())
-        .is_some_and(|age| age > max)
 }
 
 #[cfg(test)]

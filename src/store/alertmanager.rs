@@ -81,7 +81,7 @@ pub async fn open_alerts_in(tx: &mut Tx<'_>) -> Result<Vec<OpenForAlertmanager>,
         .collect())
 }
 
-/// The alert rows created at or after `since` that changed an earlier value (`old` set):
+/// The alert rows created at or after `since` that ended or changed an earlier value:
 /// what an Alertmanager may still hold open under that earlier value's name.
 pub async fn recent_changes_in(
     tx: &mut Tx<'_>,
@@ -93,7 +93,7 @@ pub async fn recent_changes_in(
         target_joins!(),
         "FROM alerts k ",
         target_from!(),
-        "WHERE k.created_at >= ?1 AND k.old IS NOT NULL \
+        "WHERE k.created_at >= ?1 \
            AND k.severity IN ('resolved', 'improving', 'critical', 'warning') \
          ORDER BY k.id"
     );

@@ -161,6 +161,28 @@ impl Alertmanager {
     }
 }
 
+impl Alertmanager {
+    /// Waits until the alert is gone, and asserts it went before the endsAt it was last seen
+    /// with: ended by the monitor, not expired.
+    async fn wait_ended_early(&self, what: &str, name: &str, phone: &str, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        let mut last_end = String::new();
+        while let Some(a) = self.alert(name, phone).await {
+            last_end = a["endsAt"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {a:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let gone_at = waba_monitor::timefmt::rfc3339(chrono::Utc::now());
+        assert!(
+            last_end.is_empty() || gone_at < last_end,
+            "{what}: gone at {gone_at}, only when its endsAt {last_end} passed"
+        );
+    }
+}
+
 impl Drop for Alertmanager {
     fn drop(&mut self) {
         self.down();
@@ -301,12 +323,11 @@ async fn a_red_number_appears_within_a_cycle_stays_while_red_and_resolves_when_g
     // GREEN again: resolved (gone from the alerts not ended) within a cycle or two, well
     // before its endsAt.
     set_quality(&app, P0, "GREEN");
-    am.wait_for(
+    am.wait_ended_early(
         "the alert resolved",
         "WhatsAppNumberQualityRed",
         P0,
         Duration::from_secs(4),
-        |a| a.is_none(),
     )
     .await;
     d.stop().await;
@@ -755,4 +776,91 @@ async fn an_smtp_server_that_hangs_does_not_hold_up_alertmanager() {
     // Not stopped cleanly: a clean stop waits for the email sends stuck in the hanging
     // server; the test's runtime ends the daemon's tasks.
     drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_improving_number_moves_from_the_red_alert_to_the_yellow_one() {
+    let am = Alertmanager::start().await;
+    let app = app(&am.url(), "").await;
+    let d = Daemon::start(&app, opts()).await;
+    set_quality(&app, P0, "RED");
+    am.wait_for(
+        "the RED number",
+        "WhatsAppNumberQualityRed",
+        P0,
+        Duration::from_secs(3),
+        |a| a.is_some(),
+    )
+    .await;
+    set_quality(&app, P0, "YELLOW");
+    let yellow = am
+        .wait_for(
+            "the YELLOW alert",
+            "WhatsAppNumberQualityYellow",
+            P0,
+            Duration::from_secs(3),
+            |a| a.is_some(),
+        )
+        .await
+        .expect("alert");
+    assert_eq!(yellow["labels"]["severity"], "warning", "{yellow:#}");
+    assert_eq!(yellow["annotations"]["old"], "RED", "{yellow:#}");
+    // The RED one ended with the change, not at its endsAt.
+    am.wait_ended_early(
+        "the RED alert ended",
+        "WhatsAppNumberQualityRed",
+        P0,
+        Duration::from_secs(3),
+    )
+    .await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blind_source_is_posted_under_the_prometheus_rules_name_and_resolves_when_readable() {
+    use waba_monitor::sim::{Fault, FaultKind, FaultTarget};
+    let am = Alertmanager::start().await;
+    let app = app(&am.url(), "\n[alerts]\nblind_after = 2\n").await;
+    let mut d = Daemon::start(&app, opts()).await;
+    app.sim
+        .with_state(|s| s.add_fault(Fault::always(FaultTarget::Any, FaultKind::transient())));
+    let blind = |alerts: &[Value]| {
+        alerts
+            .iter()
+            .find(|a| a["labels"]["alertname"] == "WabaMonitorSourceBlind")
+            .cloned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let a = loop {
+        if let Some(a) = blind(&am.alerts().await) {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no WabaMonitorSourceBlind in {:#}",
+            Value::Array(am.alerts().await)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(a["labels"]["source"], "main", "{a:#}");
+    assert_eq!(a["labels"]["severity"], "critical", "{a:#}");
+    app.sim.with_state(|s| s.faults.clear());
+    d.next_cycle_within(Duration::from_secs(5)).await;
+    // Ended by the monitor, before the endsAt it was last posted with.
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let mut last_end = String::new();
+    while let Some(a) = blind(&am.alerts().await) {
+        last_end = a["endsAt"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the blind alert did not end once the source was readable"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ended_at = waba_monitor::timefmt::rfc3339(chrono::Utc::now());
+    assert!(
+        last_end.is_empty() || ended_at < last_end,
+        "gone at {ended_at}, only when its endsAt {last_end} passed"
+    );
+    d.stop().await;
 }

@@ -78,6 +78,13 @@ fn opts(args: &[String]) -> Opts {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let o = opts(&args);
+    if let Some(i) = args.iter().position(|a| a == "--status-json") {
+        let cfg = args.get(i + 1).cloned().unwrap_or_default();
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(status_json_child(&cfg));
+    }
     if let Some(i) = args.iter().position(|a| a == "--scrape") {
         let url = args.get(i + 1).cloned().unwrap_or_default();
         return scrape_child(&url);
@@ -207,6 +214,17 @@ fn scrape_child(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Child process: what `status --json` does, printed to stdout.
+async fn status_json_child(cfg: &str) -> anyhow::Result<()> {
+    let cfg = Config::load(std::path::Path::new(cfg)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = Store::open(&cfg.daemon.database).await?;
+    let entries = store.status_with(true, cfg.daemon.stale_after).await?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &entries)?;
+    out.flush()?;
+    Ok(())
+}
+
 struct Scraper {
     child: Child,
     stdin: ChildStdin,
@@ -315,7 +333,7 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
                 format!("businesses = {ids:?}")
             };
             format!(
-                "[[meta]]\nname = \"bench\"\ngraph_url = \"{url}\"\napi_version = \"v24.0\"\naccess_token_file = \"token\"\nconcurrency = {conc}\ntemplates = false\n{targets}\n"
+                "[[meta]]\nname = \"bench\"\ngraph_url = \"{url}\"\napi_version = \"v24.0\"\naccess_token_file = \"token\"\nconcurrency = {conc}\ntemplates = false\nquota_per_waba_hour = 5000\nquota_share = 1.0\n{targets}\n"
             )
         }
     };
@@ -499,17 +517,42 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
         max(&api_during)
     );
 
-    // `status --json` as the CLI does it: the whole fleet, read and printed.
-    let t = Instant::now();
-    let entries = store.status_with(true, cfg.daemon.stale_after).await?;
-    let json = serde_json::to_vec(&entries)?;
+    // `status --json` in its own process: the real binary when it was built next to this
+    // example (`cargo build --release`), else the same store call in a child of this one.
     println!(
-        "status --json: {} entries, {:.1} MB, {:.2} s",
-        entries.len(),
-        json.len() as f64 / 1e6,
-        t.elapsed().as_secs_f64()
+        "peak RSS of the monitor so far (polling + metrics + HTTP): {:.1} MB",
+        peak_rss_mb()
     );
-    drop((entries, json));
+    let cli = std::env::current_exe()?
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("waba-monitor"))
+        .filter(|p| p.exists());
+    let t = Instant::now();
+    let out = match &cli {
+        Some(bin) => Command::new(bin)
+            .arg("--config")
+            .arg(&cfg_path)
+            .args(["status", "--json"])
+            .stderr(Stdio::null())
+            .output()?,
+        None => Command::new(std::env::current_exe()?)
+            .arg("--status-json")
+            .arg(&cfg_path)
+            .output()?,
+    };
+    println!(
+        "status --json ({}): {:.1} MB of JSON in {:.2} s, exit {}",
+        if cli.is_some() {
+            "the waba-monitor binary"
+        } else {
+            "the store call in a child process"
+        },
+        out.stdout.len() as f64 / 1e6,
+        t.elapsed().as_secs_f64(),
+        out.status
+    );
+    drop(out);
 
     if o.days > 0 {
         let rows0 = store.history_count().await?;

@@ -843,7 +843,7 @@ fn print_report(r: &CycleReport) {
             s.phones,
             s.calls,
             s.requests,
-            s.changes.len(),
+            s.change_count(),
             if s.deferred > 0 {
                 format!(
                     "; {} target(s) held back to stay inside Meta's quota",

@@ -37,7 +37,10 @@ use crate::store::{Change, Store};
 pub struct SourceReport {
     pub source: String,
     pub outcome: PollOutcome,
+    /// The changes that concern alerts (see `quiet_changes` for the rest).
     pub changes: Vec<Change>,
+    /// History rows written for first sightings that concern no alert (not kept in memory).
+    pub quiet_changes: usize,
     /// Targets seen for the first time.
     pub new_targets: usize,
     pub failures: Vec<TargetFailure>,
@@ -69,8 +72,9 @@ impl CycleReport {
             .all(|s| s.outcome == PollOutcome::Ok && s.store_error.is_none())
     }
 
+    /// History rows the cycle wrote (changes recorded).
     pub fn changes(&self) -> usize {
-        self.sources.iter().map(|s| s.changes.len()).sum()
+        self.sources.iter().map(SourceReport::change_count).sum()
     }
 
     pub fn calls(&self) -> u64 {
@@ -211,6 +215,7 @@ impl Poller {
             metrics,
             clock: Arc::new(Utc::now),
             stale_after: cfg.daemon.stale_after,
+            metrics_detail: cfg.daemon.metrics_detail,
         })
     }
 
@@ -235,7 +240,6 @@ impl Poller {
     /// Rebuilds the per-target series from the database (at start, and after each cycle),
     /// streaming the rows into the compact table.
     pub async fn sync_metrics(&self) {
-            metrics_detail: cfg.daemon.metrics_detail,
         let mut table = crate::metrics::TableBuilder::new(self.metrics_detail);
         match self
             .store
@@ -753,6 +757,7 @@ impl Poller {
         polled: &[Polled],
         now: DateTime<Utc>,
     ) -> Result<(Vec<SourceReport>, Vec<crate::notify::Digested>), crate::store::StoreError> {
+        let began = std::time::Instant::now();
         let mut tx = self.store.begin_write().await?;
         let mut reports = Vec::with_capacity(polled.len());
         // Higher-priority sources (Meta) first, so that in this very cycle a BSP's view of a
@@ -801,7 +806,6 @@ impl Poller {
             }
             crate::store::alerts::apply_plan(&mut tx, &plan, &observed).await?;
             self.record_health_in(
-        let began = std::time::Instant::now();
                 &mut tx,
                 &report.source,
                 &source_health(&p.poll, &p.own_token),
@@ -809,6 +813,7 @@ impl Poller {
             )
             .await?;
             report.new_targets = applied.new_targets;
+            report.quiet_changes = applied.quiet_changes;
             report.changes = applied.changes;
             by_index[i] = Some(report);
         }
@@ -820,6 +825,9 @@ impl Poller {
         crate::store::alerts::queue_silence_ends_in(&mut tx, now).await?;
         let taken = crate::notify::digest_in(&mut tx, &self.routing, now).await?;
         tx.commit().await?;
+        self.metrics
+            .cycle_write_seconds
+            .set(began.elapsed().as_secs_f64());
         Ok((reports, taken))
     }
 
@@ -868,13 +876,10 @@ impl Poller {
             }
         }
         p.span.record("wabas", report.wabas);
-        self.metrics
-            .cycle_write_seconds
-            .set(began.elapsed().as_secs_f64());
         p.span.record("numbers", report.phones);
         p.span.record("calls", report.calls);
         p.span.record("failures", report.failures.len());
-        p.span.record("changes", report.changes.len());
+        p.span.record("changes", report.change_count());
         let outcome = report.final_outcome();
         tracing::debug!(outcome = outcome.as_str(), "poll recorded");
         let Some(run_id) = p.run_id else { return };
@@ -888,7 +893,7 @@ impl Poller {
                 run_id,
                 outcome.as_str(),
                 Some(&p.poll),
-                report.changes.len(),
+                report.change_count(),
                 error.as_deref(),
                 Utc::now(),
             )
@@ -981,11 +986,17 @@ impl SourceReport {
         }
     }
 
+    /// History rows this poll wrote: the changes kept and the quiet ones.
+    pub fn change_count(&self) -> usize {
+        self.changes.len() + self.quiet_changes
+    }
+
     fn from_poll(poll: &SourcePoll) -> SourceReport {
         SourceReport {
             source: poll.source.clone(),
             outcome: poll.outcome(),
             changes: Vec::new(),
+            quiet_changes: 0,
             new_targets: 0,
             failures: poll.failures.clone(),
             wabas: poll.wabas.len(),

@@ -1,14 +1,16 @@
-//! The fields `/metrics` exports of every present target, streamed row by row: the exporter
-//! builds its compact table from them without the whole fleet's rows in memory at once.
-
-use futures_util::TryStreamExt;
+//! The fields `/metrics` exports of every present target, read in pages of a few thousand
+//! rows: the exporter builds its compact table from them without the whole fleet's rows in
+//! memory at once. Each page crosses from SQLite as one JSON array (one value through the
+//! driver, not one per row: at 100,000 numbers that is the difference between ~1.2 s and
+//! a fraction of it).
 
 use super::queries::{is_stale, sources_of, stale_from_in};
 use super::{Store, StoreError};
 
 /// One present target's exported fields, lent to the callback of
-/// [`Store::for_each_metric_target`] for one row at a time.
-#[derive(Debug, Default, sqlx::FromRow)]
+/// [`Store::for_each_metric_target`] for one row at a time. Read from a JSON array in field
+/// order.
+#[derive(Debug, Default, serde::Deserialize)]
 pub struct MetricTarget {
     /// `phone_number` or `waba`.
     pub kind: String,
@@ -31,26 +33,34 @@ pub struct MetricTarget {
     pub last_polled_at: String,
     pub last_changed_at: String,
     /// Not read by its source's latest `stale_after` polls.
-    #[sqlx(skip)]
+    #[serde(skip)]
     pub stale: bool,
 }
 
-const WABAS: &str = "SELECT 'waba' AS kind, id, source, id AS waba_id, business_id, \
-     NULL AS display_phone_number, NULL AS verified_name, name, NULL AS quality_rating, \
-     NULL AS status, business_messaging_limit AS messaging_limit, health, account_review_status, \
-     business_verification_status, last_polled_at, last_changed_at \
-     FROM wabas WHERE present ORDER BY id";
+/// Rows per page.
+const PAGE: i64 = 4_000;
 
-const PHONES: &str = "SELECT 'phone_number' AS kind, p.id, p.source, p.waba_id, \
-     NULL AS business_id, p.display_phone_number, p.verified_name, w.name, p.quality_rating, \
-     p.status, COALESCE(p.business_messaging_limit, w.business_messaging_limit, \
-     p.messaging_limit_tier) AS messaging_limit, p.health, NULL AS account_review_status, \
-     NULL AS business_verification_status, p.last_polled_at, p.last_changed_at \
-     FROM phone_numbers p LEFT JOIN wabas w ON w.id = p.waba_id WHERE p.present ORDER BY p.id";
+/// One page of present WABAs after id `?1`, as a JSON array of [`MetricTarget`] arrays, and
+/// the page's last id.
+const WABAS: &str = "SELECT json_group_array(json_array('waba', id, source, id, business_id, \
+     NULL, NULL, name, NULL, NULL, business_messaging_limit, health, account_review_status, \
+     business_verification_status, last_polled_at, last_changed_at)), max(id) \
+     FROM (SELECT * FROM wabas WHERE present AND id > ?1 ORDER BY id LIMIT ?2)";
+
+/// The same for numbers, with the WABA's name and the effective limit (the number's portfolio
+/// limit, else its WABA's, else the deprecated tier: as `status` shows it).
+const PHONES: &str = "SELECT json_group_array(json_array('phone_number', id, source, waba_id, \
+     NULL, display_phone_number, verified_name, waba_name, quality_rating, status, \
+     effective_limit, health, NULL, NULL, last_polled_at, last_changed_at)), max(id) \
+     FROM (SELECT p.*, w.name AS waba_name, COALESCE(p.business_messaging_limit, \
+     w.business_messaging_limit, p.messaging_limit_tier) AS effective_limit \
+     FROM phone_numbers p LEFT JOIN wabas w ON w.id = p.waba_id \
+     WHERE p.present AND p.id > ?1 ORDER BY p.id LIMIT ?2)";
 
 impl Store {
-    /// Calls `f` with every present WABA, then every present number, one row at a time from
-    /// one read (a consistent snapshot under WAL, never blocking the writer).
+    /// Calls `f` with every present WABA, then every present number (each by id), one row at a
+    /// time, from one read transaction (a consistent snapshot under WAL, never blocking the
+    /// writer).
     pub async fn for_each_metric_target(
         &self,
         stale_after: u32,
@@ -63,16 +73,29 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         let stale_from = stale_from_in(
-            &mut *tx,
+            &mut tx,
             &sources_of(sources.iter().map(String::as_str)),
             stale_after,
         )
         .await?;
         for sql in [WABAS, PHONES] {
-            let mut rows = sqlx::query_as::<_, MetricTarget>(sql).fetch(&mut *tx);
-            while let Some(mut row) = rows.try_next().await? {
-                row.stale = is_stale(&stale_from, &row.source, &row.last_polled_at);
-                f(&row);
+            let mut after = String::new();
+            loop {
+                let (json, last): (String, Option<String>) = sqlx::query_as(sql)
+                    .bind(&after)
+                    .bind(PAGE)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let rows: Vec<MetricTarget> = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))?;
+                for mut row in rows {
+                    row.stale = is_stale(&stale_from, &row.source, &row.last_polled_at);
+                    f(&row);
+                }
+                match last {
+                    Some(last) => after = last,
+                    None => break,
+                }
             }
         }
         tx.commit().await?;
@@ -195,6 +218,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stale, [true, true, true]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_fleet_larger_than_a_page_is_read_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).await.unwrap();
+        let n = super::PAGE as usize * 2 + 7;
+        let poll = SourcePoll {
+            source: "meta".into(),
+            phones: (0..n)
+                .map(|i| PhoneObservation {
+                    id: format!("{}", 300_000 + i),
+                    waba_id: Some("200".into()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let at = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        crate::store::apply_in(&mut tx, None, &poll, at)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let mut ids = Vec::new();
+        store
+            .for_each_metric_target(2, |t| ids.push(t.id.clone()))
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), n);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ordered, no repeats");
+        assert_eq!(ids.first().map(String::as_str), Some("300000"));
         store.close().await;
     }
 }

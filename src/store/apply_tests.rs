@@ -1,0 +1,130 @@
+//! `apply_in`: what a first sighting keeps for the alert planner and what goes straight to the
+//! history.
+
+use chrono::{TimeZone, Utc};
+
+use crate::model::{PhoneObservation, PhoneStatus, QualityRating};
+use crate::sources::SourcePoll;
+use crate::store::Store;
+
+fn number(id: &str, quality: QualityRating, status: PhoneStatus) -> PhoneObservation {
+    PhoneObservation {
+        id: id.into(),
+        waba_id: Some("200".into()),
+        display_phone_number: Some("+1 555 0100".into()),
+        quality_rating: Some(quality),
+        status: Some(status),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_healthy_first_sighting_is_history_only_and_a_bad_one_reaches_the_planner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("m.db")).await.unwrap();
+    // An alert already open on a number the poll has never read (a webhook got there first).
+    sqlx::query(
+        "INSERT INTO alert_state (target_id, topic, kind, severity, value, opened_at, last_sent_at) \
+         VALUES ('303', 'quality', 'phone_number', 'critical', 'RED', 't', 't')",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let poll = SourcePoll {
+        source: "meta".into(),
+        phones: vec![
+            number("301", QualityRating::Green, PhoneStatus::Connected),
+            number("302", QualityRating::Red, PhoneStatus::Banned),
+            number("303", QualityRating::Green, PhoneStatus::Connected),
+        ],
+        ..Default::default()
+    };
+    let at = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    let r = crate::store::apply_in(&mut tx, None, &poll, at)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let kept: Vec<(String, String, Option<String>)> = r
+        .changes
+        .iter()
+        .map(|c| (c.target_id.clone(), c.field.clone(), c.new.clone()))
+        .collect();
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(
+        kept,
+        [
+            ("302".to_owned(), "quality_rating".to_owned(), s("RED")),
+            ("302".to_owned(), "status".to_owned(), s("BANNED")),
+            // With an alert open on it, whatever could close an alert is kept for the planner.
+            ("303".to_owned(), "presence".to_owned(), s("present")),
+            ("303".to_owned(), "quality_rating".to_owned(), s("GREEN")),
+            ("303".to_owned(), "status".to_owned(), s("CONNECTED")),
+        ]
+    );
+    // Every change is in the history all the same, in order, once.
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT target_id, field FROM history ORDER BY seq")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), r.changes.len() + r.quiet_changes);
+    assert_eq!(r.quiet_changes, rows.len() - 5);
+    for id in ["301", "302", "303"] {
+        let fields: Vec<&str> = rows
+            .iter()
+            .filter(|(t, _)| t == id)
+            .map(|(_, f)| f.as_str())
+            .collect();
+        for f in ["presence", "quality_rating", "status"] {
+            assert_eq!(
+                fields.iter().filter(|x| **x == f).count(),
+                1,
+                "{id} {f}: {fields:?}"
+            );
+        }
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn thousands_of_history_rows_go_in_batches_with_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("m.db")).await.unwrap();
+    let n = super::HISTORY_BATCH + 11;
+    let poll = SourcePoll {
+        source: "meta".into(),
+        phones: (0..n)
+            .map(|i| {
+                number(
+                    &format!("{}", 400_000 + i),
+                    QualityRating::Green,
+                    PhoneStatus::Connected,
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let at = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+    let run = store.begin_run("meta", at).await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    let r = crate::store::apply_in(&mut tx, Some(run), &poll, at)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(r.changes.is_empty(), "{:?}", r.changes.first());
+    let (count, quality, runs, when): (i64, i64, i64, String) = sqlx::query_as(
+        "SELECT COUNT(*), SUM(field = 'quality_rating' AND new = 'GREEN' AND old IS NULL), \
+         SUM(poll_run_id = ?1), MIN(observed_at) FROM history",
+    )
+    .bind(run)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(count as usize, r.quiet_changes);
+    assert_eq!(quality as usize, n);
+    assert_eq!(runs, count);
+    assert_eq!(when, crate::timefmt::rfc3339(at));
+    store.close().await;
+}

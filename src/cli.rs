@@ -511,6 +511,23 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         ),
         None => outln!("  heartbeat: none ([heartbeat] not configured)"),
     }
+    match &cfg.alertmanager {
+        Some(am) => outln!(
+            "  alertmanager: every open alert posted to {} ({}), timeout {}",
+            am.urls
+                .iter()
+                .map(|u| crate::notify::hook::origin(u.as_str()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match &am.auth {
+                crate::config::AlertmanagerAuth::None => "no credentials",
+                crate::config::AlertmanagerAuth::Basic { .. } => "basic auth",
+                crate::config::AlertmanagerAuth::Bearer(_) => "bearer token",
+            },
+            format_duration(am.timeout)
+        ),
+        None => outln!("  alertmanager: none ([alertmanager] not configured)"),
+    }
     for w in &warnings {
         outln!("warning: {w}");
     }

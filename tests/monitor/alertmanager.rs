@@ -704,6 +704,24 @@ fn check_config_and_run_both_refuse_a_missing_alertmanager_secret_with_its_key_a
             "{command}: {stderr}"
         );
     }
+    // With the variable set, check-config passes and says where alerts go, never the token.
+    let out = Command::new(env!("CARGO_BIN_EXE_waba-monitor"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check-config")
+        .env("T", "t")
+        .env("WABA_MONITOR_TEST_AM_UNSET", "am-token-Pq7Zx")
+        .output()
+        .expect("binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "alertmanager: every open alert posted to http://127.0.0.1:9093 (bearer token)"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("am-token-Pq7Zx"), "{stdout}");
     // A bad URL too, with its line.
     std::fs::write(
         &config,

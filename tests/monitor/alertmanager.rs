@@ -240,12 +240,15 @@ async fn a_red_number_appears_within_a_cycle_stays_while_red_and_resolves_when_g
     .await;
     let mut d = Daemon::start(&app, opts()).await;
     set_quality(&app, P0, "RED");
+    // The cycle that records the change queues the alert in its transaction; it is in
+    // Alertmanager well before the next cycle (1 s) is due.
+    while d.next_cycle_within(Duration::from_secs(5)).await == 0 {}
     let a = am
         .wait_for(
             "the RED number in Alertmanager within a cycle",
             "WhatsAppNumberQualityRed",
             P0,
-            Duration::from_secs(3),
+            Duration::from_millis(1500),
             |a| a.is_some(),
         )
         .await

@@ -793,6 +793,7 @@ async fn cmd_poll_once(path: &std::path::Path, json: bool) -> anyhow::Result<Exi
         .await
         .context("could not open the database")?;
     let poller = Poller::from_config(&cfg, store.clone(), RetryPolicy::default())?;
+    bar.set_message(progress::cycle_message(&poller.progress()));
     progress::start(&bar);
     let report = {
         let cycle = poller.poll_once();
@@ -1047,7 +1048,7 @@ async fn cmd_status(
             .chain(&view.numbers)
             .map(|r| &r.entry)
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&entries)?);
+        write_json(&entries)?;
         if view.targets_in_database == 0 {
             eprintln!("{}", nothing_read_yet(&cfg));
         }
@@ -1409,6 +1410,21 @@ async fn cmd_history(
     }
     t.print(table::colour_on_stdout());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `value` as pretty JSON to stdout, streamed (100,000 numbers are 100 MB of text,
+/// never held whole); a closed stdout ends quietly, as `outln!` does.
+fn write_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => Ok(other.context("could not write the output")?),
+    }
 }
 
 /// Writes generated text (a completion script, a man page) to stdout as it is.

@@ -24,6 +24,8 @@ pub fn spinner() -> ProgressBar {
 pub fn start(bar: &ProgressBar) {
     if !bar.is_hidden() {
         bar.reset_elapsed();
+        // Drawn now, not at the ticker's first beat: a quick command still shows it once.
+        bar.tick();
         bar.enable_steady_tick(Duration::from_millis(120));
     }
 }

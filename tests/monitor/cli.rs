@@ -502,3 +502,73 @@ fn completions_print_scripts_the_shells_accept_and_man_prints_a_page() {
     assert!(man.contains(".TH waba-monitor 1"), "{man}");
     assert!(man.contains("status"), "{man}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_commands_draw_no_progress_when_stderr_is_not_a_terminal() {
+    let app = TestApp::spawn(one_waba(2), &format!("wabas = [\"{WABA1}\"]")).await;
+    let out = app.cli(&["poll-once"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The progress line's words, and a terminal's line clearing, never reach a pipe.
+    assert!(
+        !stderr.contains("source(s) read") && !stderr.contains("\x1b[2K"),
+        "{stderr}"
+    );
+    let copy = app.config_path.with_file_name("copy.db");
+    let out = app.cli(&["backup", copy.to_str().expect("utf-8 path")]);
+    assert!(out.status.success());
+    assert!(copy.exists());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("backup written to {}", copy.display())
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs the binary on a pseudo-terminal (util-linux `script`, essential on Debian) and returns
+/// what the terminal received.
+fn on_a_terminal(app: &TestApp, args: &str, no_color: Option<&str>) -> String {
+    let command = format!(
+        "{} --config {} {args}",
+        env!("CARGO_BIN_EXE_waba-monitor"),
+        app.config_path.display()
+    );
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &command, "/dev/null"]);
+    match no_color {
+        Some(v) => script.env("NO_COLOR", v),
+        None => script.env_remove("NO_COLOR"),
+    };
+    let out = script.output().expect("script runs");
+    assert!(out.status.success(), "{command}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_coloured_on_a_terminal_unless_no_color_is_set() {
+    let app = troubled_fleet().await;
+    let tty = on_a_terminal(&app, "status --problems", None);
+    assert!(tty.contains("\x1b[1;31mRED\x1b[0m"), "RED in red: {tty:?}");
+    assert!(
+        tty.contains("\x1b[33mYELLOW\x1b[0m"),
+        "YELLOW in yellow: {tty:?}"
+    );
+    let plain = on_a_terminal(&app, "status --problems", Some("1"));
+    assert!(
+        plain.contains("RED") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+    // An empty NO_COLOR does not count (no-color.org).
+    let empty = on_a_terminal(&app, "status --problems", Some(""));
+    assert!(empty.contains('\x1b'), "{empty:?}");
+
+    // On a terminal, poll-once shows how far it is, and clears that line before its report.
+    let tty = on_a_terminal(&app, "poll-once", None);
+    assert!(tty.contains("source(s) read"), "{tty:?}");
+    let report = tty.rfind("source main: ok").expect("the report");
+    assert!(tty[..report].ends_with("\x1b[2K"), "{tty:?}");
+}

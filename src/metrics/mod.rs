@@ -240,9 +240,9 @@ impl Metrics {
             }),
             last_success: Family::default(),
             last_cycle_finished: FloatGauge::default(),
+            cycle_write_seconds: FloatGauge::default(),
             cycles_skipped: Gauge::default(),
             graph_calls: Family::default(),
-            cycle_write_seconds: FloatGauge::default(),
             business_usage: Family::default(),
             app_usage: Family::default(),
             source_blind: Family::default(),
@@ -312,13 +312,13 @@ impl Metrics {
             m.last_cycle_finished.clone(),
         );
         registry.register(
-            "cycles_skipped",
-            "Scheduled ticks skipped because a cycle was still running",
-        registry.register(
             "cycle_write_seconds",
             "How long the last cycle's single write transaction held the database's write lock (readers are never blocked: WAL)",
             m.cycle_write_seconds.clone(),
         );
+        registry.register(
+            "cycles_skipped",
+            "Scheduled ticks skipped because a cycle was still running",
             m.cycles_skipped.clone(),
         );
         registry.register(
@@ -521,6 +521,11 @@ impl Metrics {
         }
     }
 
+    /// Bytes the per-target table holds (for the benchmark).
+    pub fn target_heap_bytes(&self) -> usize {
+        self.targets.read().map(|t| t.heap_bytes()).unwrap_or(0)
+    }
+
     /// Sets the template series from the store's figures, removing the ones that no longer
     /// apply (a template recovered, a WABA without templates of a status any more).
     pub fn sync_templates(&self, t: &crate::store::templates::TemplateMetrics) {
@@ -541,11 +546,6 @@ impl Metrics {
                 waba_id: waba_id.clone(),
                 score: score.clone(),
             };
-    /// Bytes the per-target table holds (for the benchmark).
-    pub fn target_heap_bytes(&self) -> usize {
-        self.targets.read().map(|t| t.heap_bytes()).unwrap_or(0)
-    }
-
             self.templates_quality.get_or_create(&l).set(*n);
             next.by_quality.insert(l);
         }

@@ -56,8 +56,8 @@ pub(super) struct RawDaemon {
     pub(super) cycle_timeout: Option<Spanned<String>>,
     pub(super) shutdown_grace: Option<Spanned<String>>,
     pub(super) log_format: Option<Spanned<String>>,
-    pub(super) api_token_env: Option<Spanned<String>>,
     pub(super) metrics_detail: Option<Spanned<String>>,
+    pub(super) api_token_env: Option<Spanned<String>>,
     pub(super) api_token_file: Option<Spanned<String>>,
     pub(super) secret_key_file: Option<Spanned<String>>,
     pub(super) stale_after: Option<Spanned<i64>>,
@@ -177,9 +177,9 @@ const DAEMON_KEYS: &[&str] = &[
     "cycle_timeout",
     "shutdown_grace",
     "log_format",
+    "metrics_detail",
     "api_token_env",
     "api_token_file",
-    "metrics_detail",
     "secret_key_file",
     "stale_after",
     "retention",
@@ -269,9 +269,9 @@ fn read_daemon(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawDaemon {
             "cycle_timeout" => raw.cycle_timeout = read_duration(v, &key, "m", p),
             "shutdown_grace" => raw.shutdown_grace = read_duration(v, &key, "s", p),
             "log_format" => raw.log_format = read_str(v, &key, p),
+            "metrics_detail" => raw.metrics_detail = read_str(v, &key, p),
             "api_token_env" => raw.api_token_env = read_str(v, &key, p),
             "api_token_file" => raw.api_token_file = read_str(v, &key, p),
-            "metrics_detail" => raw.metrics_detail = read_str(v, &key, p),
             "secret_key_file" => raw.secret_key_file = read_str(v, &key, p),
             "stale_after" => raw.stale_after = read_int(v, &key, p),
             "retention" => raw.retention = read_duration(v, &key, "d", p),
@@ -498,9 +498,8 @@ pub(super) fn read_raw(root: &DeTable<'_>, p: &mut Problems<'_>) -> RawConfig {
                     read_table(v, name, p).map(|t| Spanned::new(v.span(), read_heartbeat(t, p)));
             }
             "alertmanager" => {
-                raw.alertmanager = read_table(v, name, p).map(|t| {
-                    Spanned::new(v.span(), super::alertmanager::read_alertmanager(t, p))
-                });
+                raw.alertmanager = read_table(v, name, p)
+                    .map(|t| Spanned::new(v.span(), super::alertmanager::read_alertmanager(t, p)));
             }
             _ => unknown_key(k, name, "the top level", TOP_KEYS, p),
         }

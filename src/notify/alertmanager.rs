@@ -332,7 +332,7 @@ pub fn identity(
 ) -> Option<(String, &'static str)> {
     let base = topic.split(':').next().unwrap_or(topic);
     if kind == "source" || base == "blind" {
-        return Some(("WabaMonitorSourceBlind".to_owned(), "critical"));
+        return Some(("WhatsAppMonitoringBlind".to_owned(), "critical"));
     }
     let value = value?;
     let target = TargetKind::parse(kind)?;
@@ -582,7 +582,7 @@ mod tests {
         );
         assert_eq!(
             identity("source", "blind", "blind", None, None).map(|(n, _)| n),
-            Some("WabaMonitorSourceBlind".into())
+            Some("WhatsAppMonitoringBlind".into())
         );
         // Every name shared with a Prometheus rule is one of the shipped rules.
         let rules = std::fs::read_to_string(concat!(
@@ -601,7 +601,7 @@ mod tests {
             "WhatsAppTemplatePaused",
             "WhatsAppTemplateDisabled",
             "WhatsAppTemplateQualityRed",
-            "WabaMonitorSourceBlind",
+            "WhatsAppMonitoringBlind",
         ] {
             assert!(
                 rules.contains(&format!("alert: {name}\n")),

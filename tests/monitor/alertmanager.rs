@@ -848,7 +848,7 @@ async fn a_blind_source_is_posted_under_the_prometheus_rules_name_and_resolves_w
     let blind = |alerts: &[Value]| {
         alerts
             .iter()
-            .find(|a| a["labels"]["alertname"] == "WabaMonitorSourceBlind")
+            .find(|a| a["labels"]["alertname"] == "WhatsAppMonitoringBlind")
             .cloned()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -858,7 +858,7 @@ async fn a_blind_source_is_posted_under_the_prometheus_rules_name_and_resolves_w
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no WabaMonitorSourceBlind in {:#}",
+            "no WhatsAppMonitoringBlind in {:#}",
             Value::Array(am.alerts().await)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

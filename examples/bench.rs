@@ -5,8 +5,8 @@
 //!     target/release/examples/bench                                # 1,000 WABAs x 10, 1 portfolio
 //!     target/release/examples/bench business --wabas 10000 --portfolios 10
 //!     target/release/examples/bench wabas --wabas 1000             # WABAs listed in the config
-//!     target/release/examples/bench finedu --wabas 10000           # Finedu walk, 10 per page
-//!     options: --per-waba K (10)  --days D (0: 1 % churn per simulated day, then the
+//!     target/release/examples/bench finedu --wabas 10000           # Finedu walk: 100 pages of 100
+//!     options: --per-waba K (10)  --page-size N (Finedu, 100)  --days D (0: 1 % churn per simulated day, then the
 //!              database's size)  --scrapes S (21)  --detail compact|full
 //!
 //! The simulator runs in a child process (this binary with `--serve`), and so do the scrapes
@@ -42,6 +42,8 @@ struct Opts {
     portfolios: usize,
     days: usize,
     scrapes: usize,
+    /// Finedu's pageSize (1-100; the API serves pages 1 to 100 only).
+    page_size: usize,
     detail: String,
 }
 
@@ -71,6 +73,7 @@ fn opts(args: &[String]) -> Opts {
         portfolios: num("--portfolios", 1),
         days: num("--days", 0),
         scrapes: num("--scrapes", 21),
+        page_size: num("--page-size", 100),
         detail,
     }
 }
@@ -318,7 +321,8 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
     let conc = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "4".into());
     let source = match o.mode.as_str() {
         "finedu" => format!(
-            "[[bsp]]\nkind = \"finedu\"\nname = \"bench\"\nbase_url = \"{url}\"\ntoken_file = \"token\"\npage_size = 10\n"
+            "[[bsp]]\nkind = \"finedu\"\nname = \"bench\"\nbase_url = \"{url}\"\ntoken_file = \"token\"\npage_size = {}\n",
+            o.page_size
         ),
         mode => {
             let targets = if mode == "wabas" {

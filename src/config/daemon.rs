@@ -294,4 +294,22 @@ mod tests {
         let src = GOOD.replace("0 */5 * * * *", "0 0 0 29 2 *");
         assert!(Config::from_toml(Path::new("m.toml"), &src).is_ok());
     }
+
+    #[test]
+    fn metrics_detail_is_compact_by_default_full_on_request_and_anything_else_is_refused() {
+        use crate::config::MetricsDetail;
+        let cfg = Config::from_toml(Path::new("m.toml"), GOOD).unwrap();
+        assert_eq!(cfg.daemon.metrics_detail, MetricsDetail::Compact);
+        let full = GOOD.replace("[daemon]\n", "[daemon]\nmetrics_detail = \"full\"\n");
+        let cfg = Config::from_toml(Path::new("m.toml"), &full).unwrap();
+        assert_eq!(cfg.daemon.metrics_detail, MetricsDetail::Full);
+        let bad = GOOD.replace("[daemon]\n", "[daemon]\nmetrics_detail = \"verbose\"\n");
+        let e = Config::from_toml(Path::new("m.toml"), &bad).unwrap_err();
+        assert_eq!(
+            located(&e),
+            [("daemon.metrics_detail".to_owned(), Some(3))],
+            "{e}"
+        );
+        assert!(e.problems[0].message.contains("verbose"), "{e}");
+    }
 }

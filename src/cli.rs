@@ -89,29 +89,7 @@ pub enum Command {
         problems: bool,
     },
     /// Show recorded changes, newest first, with each number's display number and name.
-    History {
-        /// Only changes of this phone number or WABA: its id, or a number's display number
-        /// ("+44 20 7946 0123"; digits are compared, so any spacing works). Unknown: exit 1.
-        #[arg(long)]
-        id: Option<String>,
-        /// Only changes of this WABA, its numbers and its templates.
-        #[arg(long, value_name = "ID")]
-        waba: Option<String>,
-        /// Only changes of this field: quality_rating, status, health, messaging_limit_tier,
-        /// whatsapp_business_manager_messaging_limit, account_review_status, presence...
-        #[arg(long, value_name = "NAME")]
-        field: Option<String>,
-        /// Only changes observed within this long ago: 30m, 24h, 7d... (a span longer than
-        /// the calendar goes back shows everything)
-        #[arg(long)]
-        since: Option<String>,
-        /// At most this many rows.
-        #[arg(long, default_value_t = 200)]
-        limit: u32,
-        /// Print a JSON array instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    History(HistoryArgs),
     /// Write a consistent copy of the database to PATH (SQLite `VACUUM INTO`); safe while the
     /// daemon runs.
     Backup {
@@ -161,6 +139,32 @@ pub enum Command {
         #[arg(long = "for")]
         run_for: Option<String>,
     },
+}
+
+/// The options of `history`.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// Only changes of this phone number or WABA: its id, or a number's display number
+    /// ("+44 20 7946 0123"; digits are compared, so any spacing works). Unknown: exit 1.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Only changes of this WABA, its numbers and its templates.
+    #[arg(long, value_name = "ID")]
+    pub waba: Option<String>,
+    /// Only changes of this field: quality_rating, status, health, messaging_limit_tier,
+    /// whatsapp_business_manager_messaging_limit, account_review_status, presence...
+    #[arg(long, value_name = "NAME")]
+    pub field: Option<String>,
+    /// Only changes observed within this long ago: 30m, 24h, 7d... (a span longer than
+    /// the calendar goes back shows everything)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 200)]
+    pub limit: u32,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,14 +257,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             };
             cmd_status(&cli.config, json, templates, &filter).await
         }
-        Command::History {
-            id,
-            waba,
-            field,
-            since,
-            limit,
-            json,
-        } => cmd_history(&cli.config, id, waba, field, since, limit, json).await,
+        Command::History(args) => cmd_history(&cli.config, args).await,
         Command::Completions { shell } => cmd_completions(shell),
         Command::Man { dir } => cmd_man(dir.as_deref()),
         Command::TestEmail => cmd_test_email(&cli.config).await,
@@ -1318,16 +1315,15 @@ fn print_templates(rows: &[crate::store::templates::TemplateRow], colour: bool) 
     t.print(colour);
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn cmd_history(
-    path: &std::path::Path,
-    id: Option<String>,
-    waba: Option<String>,
-    field: Option<String>,
-    since: Option<String>,
-    limit: u32,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+async fn cmd_history(path: &std::path::Path, args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let HistoryArgs {
+        id,
+        waba,
+        field,
+        since,
+        limit,
+        json,
+    } = args;
     let since = match since.as_deref().map(parse_duration) {
         None => None,
         // Further back than time goes: everything.

@@ -121,7 +121,7 @@ pub struct CycleProgress {
     pub sources: usize,
     /// Sources whose poll has ended (read, or failed).
     pub sources_done: usize,
-    /// HTTP requests sent to Meta this cycle: pages and batches.
+    /// HTTP requests sent this cycle: Meta's pages and batches, a BSP's pages.
     pub requests: u64,
     /// Every source is done and the cycle is being written to the database.
     pub recording: bool,

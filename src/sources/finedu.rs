@@ -32,6 +32,8 @@ pub struct FineduSource {
     pub cfg: BspSourceConfig,
     http: reqwest::Client,
     retry: RetryPolicy,
+    /// Pages requested since the source was built (for progress displays).
+    pages_requested: std::sync::atomic::AtomicU64,
 }
 
 /// Classifies a non-success answer of the BSP by its HTTP status (the API documents no error
@@ -128,11 +130,22 @@ fn number(v: &Value, field: &str) -> Option<u64> {
 impl FineduSource {
     pub fn new(cfg: BspSourceConfig, retry: RetryPolicy) -> Result<FineduSource, GraphError> {
         let http = super::graph::client::http_client(cfg.request_timeout)?;
-        Ok(FineduSource { cfg, http, retry })
+        Ok(FineduSource {
+            cfg,
+            http,
+            retry,
+            pages_requested: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     pub fn name(&self) -> &str {
         &self.cfg.name
+    }
+
+    /// Pages requested since the source was built.
+    pub fn requests_sent(&self) -> u64 {
+        self.pages_requested
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One page, retried while the failure is transient.
@@ -240,6 +253,8 @@ impl FineduSource {
         let mut page = 1;
         loop {
             out.requests += 1;
+            self.pages_requested
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let body = match self.page(&token, page).await {
                 Ok(b) => b,
                 Err(e) => {

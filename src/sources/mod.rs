@@ -217,12 +217,12 @@ impl Source {
         }
     }
 
-    /// HTTP requests this source has sent since it was built: Meta's pages and batches (a
-    /// BSP's pages are not counted here). For progress displays.
+    /// HTTP requests this source has sent since it was built: Meta's pages and batches, a
+    /// BSP's pages. For progress displays.
     pub fn requests_sent(&self) -> u64 {
         match self {
             Source::Meta(s) => s.requests_sent(),
-            Source::Finedu(_) => 0,
+            Source::Finedu(s) => s.requests_sent(),
         }
     }
 

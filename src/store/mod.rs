@@ -516,6 +516,9 @@ fn is_quiet(c: &Change, alerted: &std::collections::HashSet<String>) -> bool {
     }
 }
 
+/// kind, target_id, field, old, new of one history row, as a JSON array.
+type HistoryCells<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<&'a str>);
+
 /// Writes one history row per change, in order, `HISTORY_BATCH` rows per statement.
 async fn insert_history(
     tx: &mut Transaction<'_, Sqlite>,
@@ -524,7 +527,7 @@ async fn insert_history(
     run_id: Option<i64>,
 ) -> Result<(), StoreError> {
     for batch in changes.chunks(HISTORY_BATCH) {
-        let rows: Vec<(&str, &str, &str, Option<&str>, Option<&str>)> = batch
+        let rows: Vec<HistoryCells<'_>> = batch
             .iter()
             .map(|c| {
                 (

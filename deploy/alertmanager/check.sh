@@ -33,6 +33,6 @@ route() {
 route team-retail-pager alertname=WhatsAppNumberQualityRed severity=critical business_id=100000000000001 waba_id=200000000000001
 route team-retail alertname=WhatsAppNumberQualityYellow severity=warning business_id=100000000000001 waba_id=200000000000001
 route team-support alertname=WhatsAppNumberBanned severity=critical business_id=100000000000009 waba_id=200000000000002
-route whatsapp-ops alertname=WabaMonitorSourceBlind severity=critical source=main
+route whatsapp-ops alertname=WhatsAppMonitoringBlind severity=critical source=main
 route whatsapp-ops alertname=WhatsAppNumberQualityRed severity=critical waba_id=299999999999999
 echo "deploy/alertmanager/alertmanager.yml: ok"

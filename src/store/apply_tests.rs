@@ -128,3 +128,109 @@ async fn thousands_of_history_rows_go_in_batches_with_their_values() {
     assert_eq!(when, crate::timefmt::rfc3339(at));
     store.close().await;
 }
+
+async fn apply(store: &Store, poll: &SourcePoll, minute: u32) -> crate::store::ApplyReport {
+    let at = Utc.with_ymd_and_hms(2026, 12, 1, 10, minute, 0).unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    let r = crate::store::apply_in(&mut tx, None, poll, at)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    r
+}
+
+#[tokio::test]
+async fn an_unchanged_number_is_known_by_its_fingerprint_and_a_change_is_still_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("m.db")).await.unwrap();
+    let mut poll = SourcePoll {
+        source: "meta".into(),
+        priority: 2,
+        phones: (0..3)
+            .map(|i| {
+                number(
+                    &format!("30{i}"),
+                    QualityRating::Green,
+                    PhoneStatus::Connected,
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    apply(&store, &poll, 0).await;
+    let hashes = || async {
+        sqlx::query_as::<_, (String, Option<i64>, String)>(
+            "SELECT id, obs_hash, last_polled_at FROM phone_numbers ORDER BY id",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+    };
+    let first = hashes().await;
+    assert!(first.iter().all(|(_, h, _)| h.is_some()), "{first:?}");
+
+    let again = apply(&store, &poll, 5).await;
+    assert_eq!(again.unchanged, 3);
+    assert!(again.changes.is_empty() && again.quiet_changes == 0);
+    let second = hashes().await;
+    assert!(
+        second
+            .iter()
+            .all(|(_, _, polled)| polled == "2026-12-01T10:05:00.000Z"),
+        "{second:?}"
+    );
+
+    poll.phones[1].quality_rating = Some(QualityRating::Red);
+    let changed = apply(&store, &poll, 10).await;
+    assert_eq!(changed.unchanged, 2);
+    let c: Vec<(&str, Option<&str>, Option<&str>)> = changed
+        .changes
+        .iter()
+        .map(|c| (c.target_id.as_str(), c.old.as_deref(), c.new.as_deref()))
+        .collect();
+    assert_eq!(c, [("301", Some("GREEN"), Some("RED"))]);
+    let third = hashes().await;
+    assert_ne!(
+        third[1].1, second[1].1,
+        "the new observation's fingerprint is stored"
+    );
+    assert_eq!(third[0].1, second[0].1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_number_written_elsewhere_is_compared_in_full_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("m.db")).await.unwrap();
+    let poll = SourcePoll {
+        source: "meta".into(),
+        priority: 2,
+        phones: vec![number("301", QualityRating::Green, PhoneStatus::Connected)],
+        ..Default::default()
+    };
+    apply(&store, &poll, 0).await;
+    // Removed through the fleet API (store::accounts): no longer present.
+    sqlx::query("UPDATE phone_numbers SET present = 0 WHERE id = '301'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let back = apply(&store, &poll, 5).await;
+    assert_eq!(back.unchanged, 0);
+    let c: Vec<(&str, Option<&str>, Option<&str>)> = back
+        .changes
+        .iter()
+        .map(|c| (c.field.as_str(), c.old.as_deref(), c.new.as_deref()))
+        .collect();
+    assert_eq!(c, [("presence", Some("gone"), Some("present"))]);
+    // Another source's view of the same number (a BSP, lower priority) is shadowed, and a
+    // higher one's is merged in full: the fingerprint is per source and priority.
+    let bsp = SourcePoll {
+        source: "finedu".into(),
+        priority: 1,
+        phones: vec![number("301", QualityRating::Green, PhoneStatus::Connected)],
+        ..Default::default()
+    };
+    assert_eq!(apply(&store, &bsp, 10).await.shadowed, 1);
+    assert_eq!(apply(&store, &poll, 15).await.unchanged, 1);
+    store.close().await;
+}

@@ -43,6 +43,7 @@ pub use queries::{
     StatusEntry, StatusFilter, StatusView,
 };
 
+use crate::model::PhoneObservation;
 use crate::sources::SourcePoll;
 use crate::timefmt::rfc3339;
 
@@ -380,8 +381,47 @@ pub async fn apply_in(
         // Read and merged in chunks, so a fleet of ten thousand numbers never has all its rows
         // in memory at once.
         let mut touched_phones = Vec::new();
+        // The fingerprints to store for the numbers merged in full (new, changed, or not
+        // fingerprinted yet).
+        let mut fingerprinted: Vec<(&str, i64)> = Vec::new();
         for chunk in poll.phones.chunks(APPLY_CHUNK) {
+            // A number whose observation has the fingerprint stored for it (same source and
+            // priority, present, not written by anything else since) is unchanged: its row is
+            // neither read nor compared.
             let ids: Vec<&str> = chunk.iter().map(|p| p.id.as_str()).collect();
+            let known: Option<String> = sqlx::query_scalar(
+                "SELECT group_concat(id || char(31) || obs_hash, char(30)) FROM phone_numbers \
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND present = 1 \
+                 AND source = ?2 AND source_priority = ?3 AND obs_hash IS NOT NULL",
+            )
+            .bind(json_list(&ids))
+            .bind(&poll.source)
+            .bind(i64::from(poll.priority))
+            .fetch_one(&mut **tx)
+            .await?;
+            let known: HashMap<&str, i64> = known
+                .as_deref()
+                .unwrap_or("")
+                .split('\u{1e}')
+                .filter_map(|pair| {
+                    let (id, hash) = pair.split_once('\u{1f}')?;
+                    Some((id, hash.parse().ok()?))
+                })
+                .collect();
+            let mut full: Vec<(&PhoneObservation, i64)> = Vec::new();
+            for obs in chunk {
+                let hash = phone_fingerprint(obs);
+                if known.get(obs.id.as_str()) == Some(&hash) {
+                    touched_phones.push(obs.id.as_str());
+                    report.unchanged += 1;
+                } else {
+                    full.push((obs, hash));
+                }
+            }
+            if full.is_empty() {
+                continue;
+            }
+            let ids: Vec<&str> = full.iter().map(|(p, _)| p.id.as_str()).collect();
             let mut rows: HashMap<String, PhoneRow> = sqlx::query_as::<_, PhoneRow>(
                 "SELECT * FROM phone_numbers WHERE id IN (SELECT value FROM json_each(?1))",
             )
@@ -391,7 +431,7 @@ pub async fn apply_in(
             .into_iter()
             .map(|r| (r.id.clone(), r))
             .collect();
-            for obs in chunk {
+            for (obs, hash) in full {
                 let existing = rows.remove(&obs.id);
                 if existing
                     .as_ref()
@@ -417,6 +457,7 @@ pub async fn apply_in(
                     touched_phones.push(obs.id.as_str());
                     report.unchanged += 1;
                 }
+                fingerprinted.push((obs.id.as_str(), hash));
                 for c in changes {
                     if is_new && is_quiet(&c, &alerted) {
                         quiet.push(c);
@@ -475,6 +516,20 @@ pub async fn apply_in(
             .await?;
         }
 
+        // The fingerprints of the numbers merged in full, now that their rows are written.
+        for batch in fingerprinted.chunks(HISTORY_BATCH) {
+            let json = serde_json::to_string(batch)
+                .map_err(|e| StoreError::Sql(sqlx::Error::Encode(Box::new(e))))?;
+            sqlx::query(
+                "UPDATE phone_numbers SET obs_hash = json_extract(j.value, '$[1]') \
+                 FROM json_each(?1) AS j WHERE phone_numbers.id = json_extract(j.value, '$[0]') \
+                 AND phone_numbers.present = 1",
+            )
+            .bind(json)
+            .execute(&mut **tx)
+            .await?;
+        }
+
         // Message templates (only the WABAs whose templates this poll read).
         if !poll.templates.is_empty() || !poll.complete_template_wabas.is_empty() {
             let found = templates::apply_polled_in(tx, poll, &now, observed_at.timestamp()).await?;
@@ -499,6 +554,18 @@ pub async fn apply_in(
         insert_history(tx, &report.changes, &now, run_id).await?;
         Ok(report)
     }
+}
+
+/// FNV-1a (64 bits) of everything a poll observed of a number (its `Debug` form: every field,
+/// `None` distinct from `Some("")`). Stored, so compared across runs: a change of the form
+/// after an upgrade only makes the next poll compare every number in full once.
+fn phone_fingerprint(obs: &PhoneObservation) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{obs:?}").as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
 }
 
 /// A first sighting's change the alert planner would do nothing with: no verdict, or a

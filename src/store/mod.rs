@@ -381,9 +381,6 @@ pub async fn apply_in(
         // Read and merged in chunks, so a fleet of ten thousand numbers never has all its rows
         // in memory at once.
         let mut touched_phones = Vec::new();
-        // The fingerprints to store for the numbers merged in full (new, changed, or not
-        // fingerprinted yet).
-        let mut fingerprinted: Vec<(&str, i64)> = Vec::new();
         for chunk in poll.phones.chunks(APPLY_CHUNK) {
             // A number whose observation has the fingerprint stored for it (same source and
             // priority, present, not written by anything else since) is unchanged: its row is
@@ -452,12 +449,17 @@ pub async fn apply_in(
                 }
                 if row != before || is_new {
                     row.last_polled_at.clone_from(&now);
-                    upsert_phone(tx, &row).await?;
+                    upsert_phone(tx, &row, Some(hash)).await?;
                 } else {
+                    // Unchanged but not fingerprinted yet (or written elsewhere since): once.
+                    sqlx::query("UPDATE phone_numbers SET obs_hash = ?2 WHERE id = ?1")
+                        .bind(&obs.id)
+                        .bind(hash)
+                        .execute(&mut **tx)
+                        .await?;
                     touched_phones.push(obs.id.as_str());
                     report.unchanged += 1;
                 }
-                fingerprinted.push((obs.id.as_str(), hash));
                 for c in changes {
                     if is_new && is_quiet(&c, &alerted) {
                         quiet.push(c);
@@ -492,7 +494,7 @@ pub async fn apply_in(
             for mut row in missing {
                 report.changes.push(row.mark_gone(&now));
                 report.gone += 1;
-                upsert_phone(tx, &row).await?;
+                upsert_phone(tx, &row, None).await?;
             }
         }
 
@@ -512,20 +514,6 @@ pub async fn apply_in(
             )
             .bind(&now)
             .bind(json_list(&touched_phones))
-            .execute(&mut **tx)
-            .await?;
-        }
-
-        // The fingerprints of the numbers merged in full, now that their rows are written.
-        for batch in fingerprinted.chunks(HISTORY_BATCH) {
-            let json = serde_json::to_string(batch)
-                .map_err(|e| StoreError::Sql(sqlx::Error::Encode(Box::new(e))))?;
-            sqlx::query(
-                "UPDATE phone_numbers SET obs_hash = json_extract(j.value, '$[1]') \
-                 FROM json_each(?1) AS j WHERE phone_numbers.id = json_extract(j.value, '$[0]') \
-                 AND phone_numbers.present = 1",
-            )
-            .bind(json)
             .execute(&mut **tx)
             .await?;
         }
@@ -720,17 +708,20 @@ async fn upsert_waba(
     Ok(())
 }
 
+/// Writes a number's row whole; `obs_hash` is the fingerprint of the observation it was merged
+/// from (`None`: not from an observation, so the next poll compares it in full).
 async fn upsert_phone(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     r: &PhoneRow,
+    obs_hash: Option<i64>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT OR REPLACE INTO phone_numbers (id, source, waba_id, display_phone_number, \
          verified_name, quality_rating, status, messaging_limit_tier, business_messaging_limit, \
          health, health_entities, name_status, code_verification_status, throughput, \
          account_mode, present, first_seen_at, last_polled_at, last_changed_at, source_priority, \
-         source_created_at, source_updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+         source_created_at, source_updated_at, obs_hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     )
     .bind(&r.id)
     .bind(&r.source)
@@ -754,6 +745,7 @@ async fn upsert_phone(
     .bind(r.source_priority)
     .bind(&r.source_created_at)
     .bind(&r.source_updated_at)
+    .bind(obs_hash)
     .execute(&mut **tx)
     .await?;
     Ok(())

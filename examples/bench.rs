@@ -303,15 +303,8 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
     if let Some(k) = &keep {
         std::fs::create_dir_all(k)?;
     }
-    let dir_path = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    struct Dir(std::path::PathBuf);
-    impl Dir {
-        fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-    let dir = Dir(dir_path);
-    let token = dir.path().join("token");
+    let dir = keep.unwrap_or_else(|| tmp.path().to_path_buf());
+    let token = dir.join("token");
     std::fs::write(&token, TOKEN)?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -341,7 +334,7 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
             )
         }
     };
-    let cfg_path = dir.path().join("monitor.toml");
+    let cfg_path = dir.join("monitor.toml");
     std::fs::write(
         &cfg_path,
         format!(

@@ -322,7 +322,9 @@ impl Fam {
 
 /// (family, name, type, help, only with `metrics_detail = "full"`), in output order. Info
 /// families are named without `_info`: OpenMetrics appends it to the sample.
-const FAMILIES: &[(Fam, &str, &str, &str, bool)] = &[
+type Family = (Fam, &'static str, &'static str, &'static str, bool);
+
+const FAMILIES: &[Family] = &[
     (
         Fam::PhoneInfo,
         "waba_monitor_phone",
@@ -492,9 +494,7 @@ impl TargetTable {
             + self.words.iter().map(|w| w.len() + 16).sum::<usize>()
     }
 
-    fn families(
-        &self,
-    ) -> impl Iterator<Item = &'static (Fam, &'static str, &'static str, &'static str, bool)> {
+    fn families(&self) -> impl Iterator<Item = &'static Family> {
         let full = self.detail == MetricsDetail::Full;
         FAMILIES.iter().filter(move |f| full || !f.4)
     }
@@ -663,6 +663,8 @@ impl TargetTable {
 #[derive(Debug)]
 pub struct Chunks {
     table: Arc<TargetTable>,
+    /// The families this table exports (its `metrics_detail`), in output order.
+    families: Vec<&'static Family>,
     family: usize,
     item: usize,
     header_done: bool,
@@ -675,9 +677,8 @@ impl Iterator for Chunks {
     type Item = Bytes;
 
     fn next(&mut self) -> Option<Bytes> {
-        let families: Vec<_> = self.table.families().collect();
         let mut out = String::with_capacity(CHUNK + 1024);
-        while let Some((fam, name, kind, help, _)) = families.get(self.family) {
+        while let Some((fam, name, kind, help, _)) = self.families.get(self.family).copied() {
             if !self.header_done {
                 let _ = writeln!(out, "# HELP {name} {help}.");
                 let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -731,6 +732,7 @@ impl TargetSeries {
     /// The section's chunks, rendered as they are read.
     pub fn chunks(&self) -> Chunks {
         Chunks {
+            families: self.table.families().collect(),
             table: self.table.clone(),
             family: 0,
             item: 0,

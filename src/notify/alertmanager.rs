@@ -184,17 +184,7 @@ impl Alertmanager {
                 )));
             }
             Err(e) => {
-                let e = e.without_url();
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    let line = cause.to_string();
-                    if !text.contains(&line) {
-                        text.push_str(": ");
-                        text.push_str(&line);
-                    }
-                    source = cause.source();
-                }
+                let text = super::hook::error_text(e);
                 let text = crate::redact::redact(&format!(
                     "{origin}: {}",
                     super::hook::scrub(&text, base)

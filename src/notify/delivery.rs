@@ -573,17 +573,7 @@ fn describe(e: reqwest::Error, origin: &str, url: &str, timeout: Duration) -> Se
         ));
     }
     let permanent = e.is_builder();
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
+    let text = hook::error_text(e);
     let text = format!("{origin}: {}", hook::scrub(&text, url));
     if permanent {
         SendFailure::Permanent(text)

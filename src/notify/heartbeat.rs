@@ -72,17 +72,7 @@ pub async fn ping(
         Err(_) => Err(no_answer(&origin, cfg.timeout)),
         Ok(Err(e)) if e.is_timeout() => Err(no_answer(&origin, cfg.timeout)),
         Ok(Err(e)) => {
-            let e = e.without_url();
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                let line = cause.to_string();
-                if !text.contains(&line) {
-                    text.push_str(": ");
-                    text.push_str(&line);
-                }
-                source = cause.source();
-            }
+            let text = hook::error_text(e);
             Err(format!(
                 "{origin}: {}",
                 hook::scrub(&hook::scrub(&text, url.as_str()), cfg.url.as_str())

@@ -124,6 +124,24 @@ pub fn origin(url: &str) -> String {
     }
 }
 
+/// A failed request's error and its causes in one line ("error sending request: connection
+/// refused"), without the URL reqwest puts in it (it may carry a secret): callers still
+/// [`scrub`] the text for a URL a cause repeats.
+pub fn error_text(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// `text` with `url` — whole, or its path and query — replaced by its [`origin`] and `/…`, for
 /// text that might repeat it (an HTTP library's error, a receiver's answer).
 pub fn scrub(text: &str, url: &str) -> String {

@@ -234,3 +234,16 @@ async fn a_number_written_elsewhere_is_compared_in_full_again() {
     assert_eq!(apply(&store, &poll, 15).await.unchanged, 1);
     store.close().await;
 }
+
+#[test]
+fn a_number_s_fingerprint_is_the_fnv_of_its_debug_form_streamed_or_built() {
+    let obs = number("301", QualityRating::Red, PhoneStatus::Banned);
+    let mut built = super::Fnv::new();
+    built.eat(format!("{obs:?}").as_bytes());
+    assert_eq!(super::phone_fingerprint(&obs), built.finish());
+    let other = number("301", QualityRating::Green, PhoneStatus::Banned);
+    assert_ne!(
+        super::phone_fingerprint(&obs),
+        super::phone_fingerprint(&other)
+    );
+}

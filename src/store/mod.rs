@@ -544,16 +544,43 @@ pub async fn apply_in(
     }
 }
 
-/// FNV-1a (64 bits) of everything a poll observed of a number (its `Debug` form: every field,
-/// `None` distinct from `Some("")`). Stored, so compared across runs: a change of the form
-/// after an upgrade only makes the next poll compare every number in full once.
-fn phone_fingerprint(obs: &PhoneObservation) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{obs:?}").as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// FNV-1a (64 bits): the fingerprints the store keeps of observations (numbers, templates),
+/// stable across runs and versions because they are stored. Fed bytes directly or through
+/// `fmt::Write`, so a `Debug` form is hashed without being built.
+pub(super) struct Fnv(u64);
+
+impl Fnv {
+    pub(super) fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
     }
-    h as i64
+
+    pub(super) fn eat(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub(super) fn finish(&self) -> i64 {
+        self.0 as i64
+    }
+}
+
+impl std::fmt::Write for Fnv {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.eat(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The fingerprint of everything a poll observed of a number (its `Debug` form: every field,
+/// `None` distinct from `Some("")`). A change of that form after an upgrade only makes the next
+/// poll compare every number in full once.
+fn phone_fingerprint(obs: &PhoneObservation) -> i64 {
+    let mut h = Fnv::new();
+    // Writing to the hasher cannot fail.
+    let _ = std::fmt::Write::write_fmt(&mut h, format_args!("{obs:?}"));
+    h.finish()
 }
 
 /// A first sighting's change the alert planner would do nothing with: no verdict, or a

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
+use super::queries::{is_stale, sources_of, stale_from_in};
 use super::silences::{Matchers, Silence};
 use super::{Store, StoreError};
 use crate::timefmt::rfc3339;
@@ -168,14 +169,8 @@ const FLEET_WABAS_JSON: &str = "SELECT json_group_array(json_array(id, source, b
      health, health_entities, json(CASE present WHEN 0 THEN 'false' ELSE 'true' END), \
      first_seen_at, last_polled_at, last_changed_at)) FROM wabas";
 
-fn parse_rows<T: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<T>, StoreError> {
+pub(super) fn parse_rows<T: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<T>, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))
-}
-
-fn is_stale(stale_from: &HashMap<String, String>, source: &str, polled: &str) -> bool {
-    stale_from
-        .get(source)
-        .is_some_and(|started| polled < started.as_str())
 }
 
 fn waba_of(w: WabaSqlRow, stale_from: &HashMap<String, String>) -> (FleetWaba, Option<String>) {
@@ -226,34 +221,6 @@ fn number_of(
     }
 }
 
-/// The start of the `stale_after`-th latest finished poll of each of `sources` (see
-/// `queries::stale_from_in`): a target last read before it was missed that many times. One
-/// indexed look-up per source.
-async fn stale_from<'a>(
-    conn: &mut sqlx::SqliteConnection,
-    sources: impl IntoIterator<Item = &'a str>,
-    stale_after: u32,
-) -> Result<HashMap<String, String>, StoreError> {
-    let mut sources: Vec<&str> = sources.into_iter().collect();
-    sources.sort_unstable();
-    sources.dedup();
-    let mut out = HashMap::with_capacity(sources.len());
-    for source in sources {
-        let started: Option<String> = sqlx::query_scalar(
-            "SELECT started_at FROM poll_runs WHERE source = ?1 AND outcome != 'running' \
-             ORDER BY id DESC LIMIT 1 OFFSET ?2",
-        )
-        .bind(source)
-        .bind(i64::from(stale_after.max(1) - 1))
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(started) = started {
-            out.insert(source.to_owned(), started);
-        }
-    }
-    Ok(out)
-}
-
 impl Store {
     /// Every WABA and every number with what the fleet page shows of them, and the silences
     /// active or pending at `now`, from one snapshot of the read-only pool.
@@ -271,7 +238,7 @@ impl Store {
             .iter()
             .map(|w| w.source.as_str())
             .chain(numbers.iter().map(|n| n.source.as_str()));
-        let stale = stale_from(&mut tx, sources, stale_after).await?;
+        let stale = stale_from_in(&mut tx, &sources_of(sources), stale_after).await?;
         let silences = silences_in(&mut tx, now).await?;
         tx.commit().await?;
         let wabas: Vec<FleetWaba> = wabas.into_iter().map(|w| waba_of(w, &stale).0).collect();
@@ -315,7 +282,7 @@ impl Store {
                 .await?;
         let sources =
             std::iter::once(row.source.as_str()).chain(numbers.iter().map(|n| n.source.as_str()));
-        let stale = stale_from(&mut tx, sources, stale_after).await?;
+        let stale = stale_from_in(&mut tx, &sources_of(sources), stale_after).await?;
         tx.commit().await?;
         let (waba, health_entities) = waba_of(row, &stale);
         let numbers = numbers
@@ -342,7 +309,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         let stale = match &row {
-            Some(r) => stale_from(&mut tx, [r.source.as_str()], stale_after).await?,
+            Some(r) => stale_from_in(&mut tx, &[r.source.as_str()], stale_after).await?,
             None => HashMap::new(),
         };
         tx.commit().await?;

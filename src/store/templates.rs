@@ -124,15 +124,11 @@ fn list_of<'a>(items: impl Iterator<Item = &'a str>) -> String {
 /// FNV-1a (64 bits) of what a poll observed of a template, and the source that observed it:
 /// stable across runs and versions (it is stored).
 fn fingerprint(source: &str, t: &TemplateObservation) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = super::Fnv::new();
     let mut eat = |s: Option<&str>| {
         // A field boundary, and `None` distinct from `Some("")`.
-        for b in s.map_or(&[0xff_u8][..], str::as_bytes) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0x1f;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        h.eat(s.map_or(&[0xff_u8][..], str::as_bytes));
+        h.eat(&[0x1f]);
     };
     for f in [
         Some(source),
@@ -147,7 +143,7 @@ fn fingerprint(source: &str, t: &TemplateObservation) -> i64 {
     ] {
         eat(f);
     }
-    h as i64
+    h.finish()
 }
 
 async fn upsert(tx: &mut Tx<'_>, r: &TemplateRow) -> Result<(), sqlx::Error> {

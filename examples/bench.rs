@@ -520,11 +520,15 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
         "peak RSS of the monitor so far (polling + metrics + HTTP): {:.1} MB",
         peak_rss_mb()
     );
-    let cli = std::env::current_exe()?
+    // Only a binary built with (or after) this benchmark: an older one may not know the
+    // database's newest migration.
+    let exe = std::env::current_exe()?;
+    let built = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let cli = exe
         .parent()
         .and_then(|p| p.parent())
         .map(|p| p.join("waba-monitor"))
-        .filter(|p| p.exists());
+        .filter(|p| built(p).is_some_and(|t| Some(t) >= built(&exe)));
     let t = Instant::now();
     let mut status = match &cli {
         Some(bin) => Command::new(bin)
@@ -532,7 +536,6 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
             .arg(&cfg_path)
             .args(["status", "--json"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()?,
         None => Command::new(std::env::current_exe()?)
             .arg("--status-json")
@@ -551,7 +554,7 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
         if cli.is_some() {
             "the waba-monitor binary"
         } else {
-            "the store call in a child process"
+            "the store call in a child process; `cargo build --release` to time the binary"
         },
         bytes as f64 / 1e6,
         t.elapsed().as_secs_f64(),

@@ -2,7 +2,8 @@
 # Checks systemd/waba-monitor.service:
 #   1. `systemd-analyze verify`: the unit parses, every directive is known, referenced commands
 #      exist; any warning that mentions the unit fails the check (verify itself exits 0 on many
-#      of them, e.g. "Unknown key ... ignoring");
+#      of them, e.g. "Unknown key ... ignoring"); then the same with the sample drop-ins in
+#      systemd/waba-monitor.service.d/ (postgres.conf: the HA pair, systemd/HA.md) applied;
 #   2. `systemd-analyze security --offline=yes --threshold=15`: the hardening exposure score is
 #      at most 1.5 (on the 0-10 scale; lower is better). Prints the score.
 # Runs from anywhere; exits non-zero on the first failure.
@@ -67,6 +68,27 @@ if ((rc != 0)) || grep -q "waba-monitor" <<<"$out"; then
     exit 1
 fi
 echo "  SUCCESS: no warnings"
+
+# The sample drop-ins (systemd/waba-monitor.service.d/*.conf, e.g. postgres.conf for the HA pair
+# on PostgreSQL, systemd/HA.md) are checked together with the unit: verify reads the drop-in
+# folder next to the unit file it is given, as systemd reads /etc/systemd/system/<unit>.d/.
+dropin_dir="systemd/$unit_name.d"
+if compgen -G "$dropin_dir/*.conf" >/dev/null; then
+    mkdir -p "$tmp/dropins/$unit_name.d"
+    cp "$tmp/$unit_name" "$tmp/dropins/$unit_name"
+    cp "$dropin_dir"/*.conf "$tmp/dropins/$unit_name.d/"
+    echo "== systemd-analyze verify $unit_src with $(cd "$dropin_dir" && echo *.conf)"
+    rc=0
+    out="$(systemd-analyze verify "$tmp/dropins/$unit_name" 2>&1)" || rc=$?
+    if [[ -n "$out" ]]; then
+        printf '%s\n' "$out" | sed -e "s#$tmp/dropins/#systemd/#g" -e 's/^/  /'
+    fi
+    if ((rc != 0)) || grep -q "waba-monitor" <<<"$out"; then
+        echo "  FAILED: systemd-analyze verify (exit $rc) reported problems with $unit_name and its drop-ins" >&2
+        exit 1
+    fi
+    echo "  SUCCESS: no warnings"
+fi
 
 echo "== systemd-analyze security --offline=yes --threshold=$threshold $unit_src"
 rc=0

@@ -1,4 +1,4 @@
-// sqlx::migrate!() embeds the files under migrations/ at compile time; tell cargo to rebuild
+// sqlx::migrate!() embeds the files under migrations/sqlite and migrations/postgres at compile time; tell cargo to rebuild
 // when any of them changes, otherwise a new migration would silently be left out.
 fn main() {
     println!("cargo:rerun-if-changed=migrations");

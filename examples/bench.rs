@@ -572,7 +572,7 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
             longest_write = longest_write.max(metrics.cycle_write_seconds.get());
         }
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(store.pool())
+            .execute(store.pool().sqlite().expect("a SQLite store"))
             .await?;
         println!(
             "{} simulated days at 1 % daily churn: {} history rows, database {:.1} MB ({:.1} s)",

@@ -8,6 +8,7 @@
 //! shows it. A removed account keeps its row and its history; its number (or WABA and the
 //! numbers read through it) is marked gone.
 
+use super::db::{db, tx};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -107,18 +108,15 @@ async fn audit_in(
     target: &str,
     detail: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO managed_audit (at, actor, action, kind, target_id, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
+    tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO managed_audit (at, actor, action, kind, target_id, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6)",))
     .bind(now)
     .bind(actor)
     .bind(action)
     .bind(kind)
     .bind(target)
     .bind(detail)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -131,53 +129,42 @@ async fn history_in(
     new: &str,
     now: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO history (kind, target_id, field, old, new, observed_at, poll_run_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
-    )
+    tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO history (kind, target_id, field, old, new, observed_at, poll_run_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, NULL)",))
     .bind(kind)
     .bind(target)
     .bind(field)
     .bind(old)
     .bind(new)
     .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The last `managed` value of a target (its previous fleet API write).
 async fn last_managed_in(tx: &mut Tx<'_>, target: &str) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT new FROM history WHERE target_id = ?1 AND field = ?2 ORDER BY seq DESC LIMIT 1",
-    )
+    Ok(tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT new FROM history WHERE target_id = $1 AND field = $2 ORDER BY seq DESC LIMIT 1",))
     .bind(target)
     .bind(FIELD)
-    .fetch_optional(&mut **tx)
-    .await?
+    .fetch_optional(ex).await)?
     .flatten())
 }
 
 async fn active_in(tx: &mut Tx<'_>, target: &str) -> Result<Option<ManagedAccount>, StoreError> {
     Ok(
-        sqlx::query_as(
-            "SELECT * FROM managed_accounts WHERE target_id = ?1 AND removed_at IS NULL",
-        )
+        tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT * FROM managed_accounts WHERE target_id = $1 AND removed_at IS NULL",))
         .bind(target)
-        .fetch_optional(&mut **tx)
-        .await?,
+        .fetch_optional(ex).await)?,
     )
 }
 
 /// Stores the key-check value once (with the first sealed token).
 async fn key_check_in(tx: &mut Tx<'_>, sealed: &[u8], now: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT OR IGNORE INTO secret_key_check (id, sealed, created_at) VALUES (1, ?1, ?2)",
-    )
+    tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO secret_key_check (id, sealed, created_at) VALUES (1, $1, $2) \
+         ON CONFLICT DO NOTHING",))
     .bind(sealed)
     .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -199,15 +186,13 @@ impl Store {
             return Ok(Err(Refused::ManagedByApi));
         }
         let watched: Option<String> = if new.kind == KIND_PHONE {
-            sqlx::query_scalar("SELECT source FROM phone_numbers WHERE id = ?1 AND present = 1")
+            tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT source FROM phone_numbers WHERE id = $1 AND present = TRUE"))
                 .bind(new.target_id)
-                .fetch_optional(&mut *tx)
-                .await?
+                .fetch_optional(ex).await)?
         } else {
-            sqlx::query_scalar("SELECT source FROM wabas WHERE id = ?1 AND present = 1")
+            tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT source FROM wabas WHERE id = $1 AND present = TRUE"))
                 .bind(new.target_id)
-                .fetch_optional(&mut *tx)
-                .await?
+                .fetch_optional(ex).await)?
         };
         if let Some(source) = watched {
             return Ok(Err(Refused::WatchedBy(source)));
@@ -216,11 +201,9 @@ impl Store {
             Some((s, h)) => (Some(s.as_slice()), h.as_deref()),
             None => (None, None),
         };
-        sqlx::query(
-            "INSERT INTO managed_accounts (kind, target_id, waba_id, name, source, token, \
+        tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO managed_accounts (kind, target_id, waba_id, name, source, token, \
              token_hint, created_at, created_by, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8)",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)",))
         .bind(new.kind)
         .bind(new.target_id)
         .bind(new.waba_id)
@@ -230,8 +213,7 @@ impl Store {
         .bind(hint)
         .bind(&now)
         .bind(actor)
-        .execute(&mut *tx)
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
         if sealed.is_some()
             && let Some(check) = key_check
         {
@@ -297,24 +279,20 @@ impl Store {
         };
         let mut what = Vec::new();
         if let Some(n) = name {
-            sqlx::query("UPDATE managed_accounts SET name = ?2, updated_at = ?3 WHERE id = ?1")
+            tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE managed_accounts SET name = $2, updated_at = $3 WHERE id = $1"))
                 .bind(row.id)
                 .bind(n)
                 .bind(&now)
-                .execute(&mut *tx)
-                .await?;
+                .execute(ex).await.map(|r| r.rows_affected()))?;
             what.push(format!("name {:?} -> {n:?}", row.name));
         }
         if let Some((sealed, hint)) = &token {
-            sqlx::query(
-                "UPDATE managed_accounts SET token = ?2, token_hint = ?3, updated_at = ?4 WHERE id = ?1",
-            )
+            tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE managed_accounts SET token = $2, token_hint = $3, updated_at = $4 WHERE id = $1",))
             .bind(row.id)
             .bind(sealed.as_slice())
             .bind(hint.as_deref())
             .bind(&now)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex).await.map(|r| r.rows_affected()))?;
             if let Some(check) = key_check {
                 key_check_in(&mut tx, check, &now).await?;
             }
@@ -367,50 +345,41 @@ impl Store {
         let Some(row) = active_in(&mut tx, target).await? else {
             return Ok(false);
         };
-        sqlx::query("UPDATE managed_accounts SET removed_at = ?2, removed_by = ?3, token = NULL, updated_at = ?2 WHERE id = ?1")
+        tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE managed_accounts SET removed_at = $2, removed_by = $3, token = NULL, updated_at = $2 WHERE id = $1"))
             .bind(row.id)
             .bind(&now)
             .bind(actor)
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex).await.map(|r| r.rows_affected()))?;
         let mut gone: Vec<(&str, String)> = Vec::new();
         if row.kind == KIND_WABA {
-            let present: Option<String> =
-                sqlx::query_scalar("SELECT source FROM wabas WHERE id = ?1 AND present = 1")
+            let present: Option<String> = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT source FROM wabas WHERE id = $1 AND present = TRUE"))
                     .bind(target)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                    .fetch_optional(ex).await)?;
             if let Some(source) = present {
                 gone.push((KIND_WABA, target.to_owned()));
-                let numbers: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM phone_numbers WHERE waba_id = ?1 AND present = 1 AND source = ?2 \
-                     AND id NOT IN (SELECT target_id FROM managed_accounts WHERE removed_at IS NULL)",
-                )
+                let numbers: Vec<String> = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT id FROM phone_numbers WHERE waba_id = $1 AND present = TRUE AND source = $2 \
+                     AND id NOT IN (SELECT target_id FROM managed_accounts WHERE removed_at IS NULL)",))
                 .bind(target)
                 .bind(&source)
-                .fetch_all(&mut *tx)
-                .await?;
+                .fetch_all(ex).await)?;
                 gone.extend(numbers.into_iter().map(|n| (KIND_PHONE, n)));
             }
         } else {
-            let present: Option<String> =
-                sqlx::query_scalar("SELECT id FROM phone_numbers WHERE id = ?1 AND present = 1")
+            let present: Option<String> = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT id FROM phone_numbers WHERE id = $1 AND present = TRUE"))
                     .bind(target)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                    .fetch_optional(ex).await)?;
             gone.extend(present.map(|p| (KIND_PHONE, p)));
         }
         for (kind, id) in &gone {
             let sql = if *kind == KIND_WABA {
-                "UPDATE wabas SET present = 0, last_changed_at = ?2 WHERE id = ?1"
+                "UPDATE wabas SET present = FALSE, last_changed_at = $2 WHERE id = $1"
             } else {
-                "UPDATE phone_numbers SET present = 0, last_changed_at = ?2 WHERE id = ?1"
+                "UPDATE phone_numbers SET present = FALSE, last_changed_at = $2 WHERE id = $1"
             };
-            sqlx::query(sql)
+            tx!(tx, (ex, d) => sqlx::query(d.sql(sql))
                 .bind(id)
                 .bind(&now)
-                .execute(&mut *tx)
-                .await?;
+                .execute(ex).await.map(|r| r.rows_affected()))?;
             history_in(
                 &mut tx,
                 kind,
@@ -445,46 +414,42 @@ impl Store {
     /// The active accounts, for a poll cycle (write pool).
     pub async fn managed_accounts(&self) -> Result<Vec<ManagedAccount>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT * FROM managed_accounts WHERE removed_at IS NULL ORDER BY id")
-                .fetch_all(self.pool())
-                .await?,
+            db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT * FROM managed_accounts WHERE removed_at IS NULL ORDER BY id"))
+                .fetch_all(ex).await)?,
         )
     }
 
     /// Every account row, active and removed, for the status API (read pool; without the
     /// sealed tokens' bytes beyond whether there is one).
     pub async fn managed_accounts_read(&self) -> Result<Vec<ManagedAccount>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, kind, target_id, waba_id, name, source, \
+        Ok(
+            db!(self.read_pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, kind, target_id, waba_id, name, source, \
              CASE WHEN token IS NULL THEN NULL ELSE X'00' END AS token, token_hint, created_at, \
-             created_by, updated_at, removed_at, removed_by FROM managed_accounts ORDER BY id",
+             created_by, updated_at, removed_at, removed_by FROM managed_accounts ORDER BY id",))
+        .fetch_all(ex).await)?,
         )
-        .fetch_all(self.read_pool())
-        .await?)
     }
 
     /// Active API numbers not read by any poll yet (not in `phone_numbers`), oldest first: the
     /// `pending` accounts the list shows after the polled ones.
     pub async fn managed_unpolled(&self) -> Result<Vec<ManagedAccount>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, kind, target_id, waba_id, name, source, \
+        Ok(
+            db!(self.read_pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, kind, target_id, waba_id, name, source, \
              CASE WHEN token IS NULL THEN NULL ELSE X'00' END AS token, token_hint, created_at, \
              created_by, updated_at, removed_at, removed_by FROM managed_accounts m \
              WHERE removed_at IS NULL AND kind = 'phone_number' \
-             AND NOT EXISTS (SELECT 1 FROM phone_numbers p WHERE p.id = m.target_id) ORDER BY id",
+             AND NOT EXISTS (SELECT 1 FROM phone_numbers p WHERE p.id = m.target_id) ORDER BY id",))
+        .fetch_all(ex).await)?,
         )
-        .fetch_all(self.read_pool())
-        .await?)
     }
 
     /// The audit of the fleet API, newest first (one target, or all).
     pub async fn managed_audit(&self, target: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM managed_audit WHERE (?1 IS NULL OR target_id = ?1) ORDER BY id DESC",
-        )
+        Ok(
+            db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT * FROM managed_audit WHERE ($1 IS NULL OR target_id = $1) ORDER BY id DESC",))
         .bind(target)
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(ex).await)?,
+        )
     }
 }
 

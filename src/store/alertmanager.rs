@@ -6,6 +6,7 @@
 //! writes rows.
 
 use super::StoreError;
+use super::db::tx;
 use super::outbox::{NewMessage, Tx, UndigestedAlert, queue_digest};
 use chrono::{DateTime, Utc};
 
@@ -70,7 +71,7 @@ pub async fn open_alerts_in(tx: &mut Tx<'_>) -> Result<Vec<OpenForAlertmanager>,
         target_from!(),
         "ORDER BY k.target_id, k.topic"
     );
-    let rows: Vec<OpenRow> = sqlx::query_as(sql).fetch_all(&mut **tx).await?;
+    let rows: Vec<OpenRow> = tx!(tx, (ex, d) => sqlx::query_as(d.sql(sql)).fetch_all(ex).await)?;
     Ok(rows
         .into_iter()
         .map(|r| OpenForAlertmanager {
@@ -93,11 +94,11 @@ pub async fn recent_changes_in(
         target_joins!(),
         "FROM alerts k ",
         target_from!(),
-        "WHERE k.created_at >= ?1 \
+        "WHERE k.created_at >= $1 \
            AND k.severity IN ('resolved', 'improving', 'critical', 'warning') \
          ORDER BY k.id"
     );
-    Ok(sqlx::query_as(sql).bind(since).fetch_all(&mut **tx).await?)
+    Ok(tx!(tx, (ex, d) => sqlx::query_as(d.sql(sql)).bind(since).fetch_all(ex).await)?)
 }
 
 /// Queues `message` (channel `alertmanager`, recipient an Alertmanager's URL) and deletes that
@@ -109,11 +110,8 @@ pub async fn queue_snapshot_in(
     message: &NewMessage<'_>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "DELETE FROM outbox WHERE channel = 'alertmanager' AND recipient = ?1 AND in_flight = 0",
-    )
+    tx!(tx, (ex, d) => sqlx::query(d.sql("DELETE FROM outbox WHERE channel = 'alertmanager' AND recipient = $1 AND in_flight = 0",))
     .bind(message.recipient)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     queue_digest(tx, message, now).await
 }

@@ -2,6 +2,7 @@
 //! queued alerts (`alerts`) and each source's failure count (`source_state`), always inside
 //! the caller's transaction.
 
+use super::db::tx;
 use chrono::{DateTime, Utc};
 
 use super::Tx;
@@ -21,12 +22,10 @@ pub async fn open_alerts_for(
         if open.contains_key(&(target.clone(), topic.clone())) {
             continue;
         }
-        let value: Option<Option<String>> =
-            sqlx::query_scalar("SELECT value FROM alert_state WHERE target_id = ?1 AND topic = ?2")
+        let value: Option<Option<String>> = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT value FROM alert_state WHERE target_id = $1 AND topic = $2"))
                 .bind(target)
                 .bind(topic)
-                .fetch_optional(&mut **tx)
-                .await?;
+                .fetch_optional(ex).await)?;
         if let Some(value) = value {
             open.insert((target.clone(), topic.clone()), value);
         }
@@ -54,36 +53,30 @@ async fn apply_update(tx: &mut Tx<'_>, u: &StateUpdate, now: &str) -> Result<(),
             severity,
             value,
         } => {
-            sqlx::query(
-                "INSERT INTO alert_state (target_id, topic, kind, severity, value, opened_at, last_sent_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
-                 ON CONFLICT (target_id, topic) DO UPDATE SET severity = ?4, value = ?5, last_sent_at = ?6",
-            )
+            tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO alert_state (target_id, topic, kind, severity, value, opened_at, last_sent_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                 ON CONFLICT (target_id, topic) DO UPDATE SET severity = $4, value = $5, last_sent_at = $6",))
             .bind(target_id)
             .bind(topic)
             .bind(kind)
             .bind(severity.as_str())
             .bind(value)
             .bind(now)
-            .execute(&mut **tx)
-            .await?;
+            .execute(ex).await.map(|r| r.rows_affected()))?;
         }
         StateUpdate::Close { target_id, topic } => {
-            sqlx::query("DELETE FROM alert_state WHERE target_id = ?1 AND topic = ?2")
+            tx!(tx, (ex, d) => sqlx::query(d.sql("DELETE FROM alert_state WHERE target_id = $1 AND topic = $2"))
                 .bind(target_id)
                 .bind(topic)
-                .execute(&mut **tx)
-                .await?;
+                .execute(ex).await.map(|r| r.rows_affected()))?;
         }
     }
     Ok(())
 }
 
 async fn insert_alert(tx: &mut Tx<'_>, a: &NewAlert) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO alerts (created_at, kind, target_id, topic, severity, field, old, new, previous_since, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
+    tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO alerts (created_at, kind, target_id, topic, severity, field, old, new, previous_since, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",))
     .bind(&a.created_at)
     .bind(&a.kind)
     .bind(&a.target_id)
@@ -94,8 +87,7 @@ async fn insert_alert(tx: &mut Tx<'_>, a: &NewAlert) -> Result<(), sqlx::Error> 
     .bind(&a.new)
     .bind(&a.previous_since)
     .bind(&a.detail)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -110,30 +102,24 @@ pub async fn record_source_health_in(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let now = rfc3339(now);
-    let before: SourceState = sqlx::query_as::<_, (i64, bool)>(
-        "SELECT consecutive_failures, blind FROM source_state WHERE source = ?1",
-    )
+    let before: SourceState = tx!(tx, (ex, d) => sqlx::query_as::<_, (i64, bool)>(d.sql("SELECT consecutive_failures, blind FROM source_state WHERE source = $1",))
     .bind(source)
-    .fetch_optional(&mut **tx)
-    .await?
+    .fetch_optional(ex).await)?
     .map(|(consecutive_failures, blind)| SourceState {
         consecutive_failures,
         blind,
     })
     .unwrap_or_default();
     let step = blind_step(source, before, health, blind_after, policy, &now);
-    sqlx::query(
-        "INSERT INTO source_state (source, consecutive_failures, blind, reason, since) VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT (source) DO UPDATE SET consecutive_failures = ?2, blind = ?3, reason = ?4, \
-         since = CASE WHEN source_state.blind = ?3 THEN source_state.since ELSE ?5 END",
-    )
+    tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO source_state (source, consecutive_failures, blind, reason, since) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (source) DO UPDATE SET consecutive_failures = $2, blind = $3, reason = $4, \
+         since = CASE WHEN source_state.blind = $3 THEN source_state.since ELSE $5 END",))
     .bind(source)
     .bind(step.state.consecutive_failures)
     .bind(step.state.blind)
     .bind(&step.reason)
     .bind(&now)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     if let Some(u) = &step.update {
         apply_update(tx, u, &now).await?;
     }
@@ -146,11 +132,11 @@ pub async fn record_source_health_in(
 /// Queues a reminder for every alert still open and not mentioned for `repeat`, in its own
 /// transaction. Returns how many were queued. A zero `repeat` disables reminders.
 pub async fn queue_reminders(
-    pool: &sqlx::SqlitePool,
+    store: &super::Store,
     repeat: std::time::Duration,
     now: DateTime<Utc>,
-) -> Result<usize, sqlx::Error> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+) -> Result<usize, super::StoreError> {
+    let mut tx = store.begin_write().await?;
     let n = queue_reminders_in(&mut tx, repeat, now).await?;
     tx.commit().await?;
     Ok(n)
@@ -170,12 +156,9 @@ pub async fn queue_reminders_in(
         return Ok(0);
     };
     let now_s = rfc3339(now);
-    let due: Vec<(String, String, String, String, Option<String>, String)> = sqlx::query_as(
-        "SELECT target_id, topic, kind, severity, value, opened_at FROM alert_state WHERE last_sent_at <= ?1",
-    )
+    let due: Vec<(String, String, String, String, Option<String>, String)> = tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT target_id, topic, kind, severity, value, opened_at FROM alert_state WHERE last_sent_at <= $1",))
     .bind(rfc3339(cutoff))
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(ex).await)?;
     for (target_id, topic, kind, severity, value, opened_at) in &due {
         let open = OpenAlert {
             target_id: target_id.clone(),
@@ -186,12 +169,11 @@ pub async fn queue_reminders_in(
             opened_at: opened_at.clone(),
         };
         insert_alert(tx, &reminder(&open, &now_s)).await?;
-        sqlx::query("UPDATE alert_state SET last_sent_at = ?1 WHERE target_id = ?2 AND topic = ?3")
+        tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE alert_state SET last_sent_at = $1 WHERE target_id = $2 AND topic = $3"))
             .bind(&now_s)
             .bind(target_id)
             .bind(topic)
-            .execute(&mut **tx)
-            .await?;
+            .execute(ex).await.map(|r| r.rows_affected()))?;
     }
     Ok(due.len())
 }
@@ -207,13 +189,10 @@ pub async fn queue_escalations_in(
         return Ok(0);
     };
     let now_s = rfc3339(now);
-    let due: Vec<(String, String, String, String, Option<String>, String)> = sqlx::query_as(
-        "SELECT target_id, topic, kind, severity, value, opened_at FROM alert_state \
-         WHERE severity = 'critical' AND escalated_at IS NULL AND opened_at <= ?1",
-    )
+    let due: Vec<(String, String, String, String, Option<String>, String)> = tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT target_id, topic, kind, severity, value, opened_at FROM alert_state \
+         WHERE severity = 'critical' AND escalated_at IS NULL AND opened_at <= $1",))
     .bind(rfc3339(cutoff))
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(ex).await)?;
     for (target_id, topic, kind, severity, value, opened_at) in &due {
         let open = OpenAlert {
             target_id: target_id.clone(),
@@ -224,12 +203,11 @@ pub async fn queue_escalations_in(
             opened_at: opened_at.clone(),
         };
         insert_alert(tx, &crate::alerts::escalation(&open, &now_s)).await?;
-        sqlx::query("UPDATE alert_state SET escalated_at = ?1 WHERE target_id = ?2 AND topic = ?3")
+        tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE alert_state SET escalated_at = $1 WHERE target_id = $2 AND topic = $3"))
             .bind(&now_s)
             .bind(target_id)
             .bind(topic)
-            .execute(&mut **tx)
-            .await?;
+            .execute(ex).await.map(|r| r.rows_affected()))?;
     }
     Ok(due.len())
 }
@@ -260,8 +238,7 @@ pub async fn queue_silence_ends_in(
         return Ok(0);
     }
     let active = super::silences::active_in(tx, now).await?;
-    let rows: Vec<OpenWithTarget> = sqlx::query_as(
-        "SELECT s.target_id, s.topic, s.kind, s.severity, s.value, s.opened_at, \
+    let rows: Vec<OpenWithTarget> = tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT s.target_id, s.topic, s.kind, s.severity, s.value, s.opened_at, \
                 COALESCE(p.waba_id, t.waba_id, w.id) AS waba_id, \
                 COALESCE(pw.business_id, tw.business_id, w.business_id) AS business_id, \
                 COALESCE(p.source, t.source, w.source, CASE WHEN s.kind = 'source' THEN s.target_id END) AS source \
@@ -270,10 +247,8 @@ pub async fn queue_silence_ends_in(
          LEFT JOIN wabas pw ON pw.id = p.waba_id \
          LEFT JOIN wabas w ON s.kind = 'waba' AND w.id = s.target_id \
          LEFT JOIN templates t ON s.kind = 'template' AND t.id = s.target_id \
-         LEFT JOIN wabas tw ON tw.id = t.waba_id",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
+         LEFT JOIN wabas tw ON tw.id = t.waba_id",))
+    .fetch_all(ex).await)?;
     let now_s = rfc3339(now);
     let mut n = 0;
     for r in rows {
@@ -298,12 +273,11 @@ pub async fn queue_silence_ends_in(
         };
         tracing::info!(target = %r.target_id, topic = %r.topic, "a silence ended with the target still bad: sending one notice");
         insert_alert(tx, &reminder(&open, &now_s)).await?;
-        sqlx::query("UPDATE alert_state SET last_sent_at = ?1 WHERE target_id = ?2 AND topic = ?3")
+        tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE alert_state SET last_sent_at = $1 WHERE target_id = $2 AND topic = $3"))
             .bind(&now_s)
             .bind(&r.target_id)
             .bind(&r.topic)
-            .execute(&mut **tx)
-            .await?;
+            .execute(ex).await.map(|r| r.rows_affected()))?;
         n += 1;
     }
     Ok(n)

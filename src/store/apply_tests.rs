@@ -1,6 +1,7 @@
 //! `apply_in`: what a first sighting keeps for the alert planner and what goes straight to the
 //! history.
 
+use super::db::db;
 use chrono::{TimeZone, Utc};
 
 use crate::model::{PhoneObservation, PhoneStatus, QualityRating};
@@ -23,12 +24,9 @@ async fn a_healthy_first_sighting_is_history_only_and_a_bad_one_reaches_the_plan
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("m.db")).await.unwrap();
     // An alert already open on a number the poll has never read (a webhook got there first).
-    sqlx::query(
-        "INSERT INTO alert_state (target_id, topic, kind, severity, value, opened_at, last_sent_at) \
-         VALUES ('303', 'quality', 'phone_number', 'critical', 'RED', 't', 't')",
-    )
-    .execute(store.pool())
-    .await
+    db!(store.pool(), (ex, d) => sqlx::query(d.sql("INSERT INTO alert_state (target_id, topic, kind, severity, value, opened_at, last_sent_at) \
+         VALUES ('303', 'quality', 'phone_number', 'critical', 'RED', 't', 't')",))
+    .execute(ex).await.map(|r| r.rows_affected()))
     .unwrap();
     let poll = SourcePoll {
         source: "meta".into(),
@@ -65,9 +63,8 @@ async fn a_healthy_first_sighting_is_history_only_and_a_bad_one_reaches_the_plan
     );
     // Every change is in the history all the same, in order, once.
     let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT target_id, field FROM history ORDER BY seq")
-            .fetch_all(store.pool())
-            .await
+        db!(store.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT target_id, field FROM history ORDER BY seq"))
+            .fetch_all(ex).await)
             .unwrap();
     assert_eq!(rows.len(), r.changes.len() + r.quiet_changes);
     assert_eq!(r.quiet_changes, rows.len() - 5);
@@ -114,13 +111,11 @@ async fn thousands_of_history_rows_go_in_batches_with_their_values() {
         .unwrap();
     tx.commit().await.unwrap();
     assert!(r.changes.is_empty(), "{:?}", r.changes.first());
-    let (count, quality, runs, when): (i64, i64, i64, String) = sqlx::query_as(
-        "SELECT COUNT(*), SUM(field = 'quality_rating' AND new = 'GREEN' AND old IS NULL), \
-         SUM(poll_run_id = ?1), MIN(observed_at) FROM history",
-    )
+    let (count, quality, runs, when): (i64, i64, i64, String) = db!(store.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT COUNT(*), \
+         CAST(SUM(CASE WHEN field = 'quality_rating' AND new = 'GREEN' AND old IS NULL THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN poll_run_id = $1 THEN 1 ELSE 0 END) AS BIGINT), MIN(observed_at) FROM history",))
     .bind(run)
-    .fetch_one(store.pool())
-    .await
+    .fetch_one(ex).await)
     .unwrap();
     assert_eq!(count as usize, r.quiet_changes);
     assert_eq!(quality as usize, n);
@@ -159,11 +154,8 @@ async fn an_unchanged_number_is_known_by_its_fingerprint_and_a_change_is_still_r
     };
     apply(&store, &poll, 0).await;
     let hashes = || async {
-        sqlx::query_as::<_, (String, Option<i64>, String)>(
-            "SELECT id, obs_hash, last_polled_at FROM phone_numbers ORDER BY id",
-        )
-        .fetch_all(store.pool())
-        .await
+        db!(store.pool(), (ex, d) => sqlx::query_as::<_, (String, Option<i64>, String)>(d.sql("SELECT id, obs_hash, last_polled_at FROM phone_numbers ORDER BY id",))
+        .fetch_all(ex).await)
         .unwrap()
     };
     let first = hashes().await;
@@ -210,9 +202,8 @@ async fn a_number_written_elsewhere_is_compared_in_full_again() {
     };
     apply(&store, &poll, 0).await;
     // Removed through the fleet API (store::accounts): no longer present.
-    sqlx::query("UPDATE phone_numbers SET present = 0 WHERE id = '301'")
-        .execute(store.pool())
-        .await
+    db!(store.pool(), (ex, d) => sqlx::query(d.sql("UPDATE phone_numbers SET present = FALSE WHERE id = '301'"))
+        .execute(ex).await.map(|r| r.rows_affected()))
         .unwrap();
     let back = apply(&store, &poll, 5).await;
     assert_eq!(back.unchanged, 0);

@@ -5,6 +5,7 @@
 //! row and yields a [`Change`] for the alert planner.
 
 use super::Tx;
+use super::db::{db, tx};
 use crate::model::{Change, TargetKind, field};
 
 /// One fact as a delivery states it.
@@ -39,15 +40,12 @@ pub async fn record_fact_in(
     now: &str,
 ) -> Result<Option<Change>, sqlx::Error> {
     let kind = fact.kind.as_str();
-    let stored: Option<Stored> = sqlx::query_as(
-        "SELECT value, detail, event_time, recorded_at FROM facts \
-         WHERE kind = ?1 AND target_id = ?2 AND field = ?3",
-    )
+    let stored: Option<Stored> = tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT value, detail, event_time, recorded_at FROM facts \
+         WHERE kind = $1 AND target_id = $2 AND field = $3",))
     .bind(kind)
     .bind(&fact.target_id)
     .bind(&fact.field)
-    .fetch_optional(&mut **tx)
-    .await?;
+    .fetch_optional(ex).await)?;
     if let Some(s) = &stored {
         if fact.event_time < s.event_time {
             return Ok(None);
@@ -56,28 +54,23 @@ pub async fn record_fact_in(
             // The same value: no history, no alert; a newer time or a new detail (a ban date
             // moved) is kept so that an older fact arriving later is still recognised.
             if s.event_time != fact.event_time || s.detail != fact.detail {
-                sqlx::query(
-                    "UPDATE facts SET event_time = ?4, detail = ?5, expires_at = ?6 \
-                     WHERE kind = ?1 AND target_id = ?2 AND field = ?3",
-                )
+                tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE facts SET event_time = $4, detail = $5, expires_at = $6 \
+                     WHERE kind = $1 AND target_id = $2 AND field = $3",))
                 .bind(kind)
                 .bind(&fact.target_id)
                 .bind(&fact.field)
                 .bind(fact.event_time)
                 .bind(&fact.detail)
                 .bind(fact.expires_at)
-                .execute(&mut **tx)
-                .await?;
+                .execute(ex).await.map(|r| r.rows_affected()))?;
             }
             return Ok(None);
         }
     }
-    sqlx::query(
-        "INSERT INTO facts (kind, target_id, field, value, detail, event_time, expires_at, recorded_at, webhook_event_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-         ON CONFLICT (kind, target_id, field) DO UPDATE SET value = ?4, detail = ?5, event_time = ?6, \
-         expires_at = ?7, recorded_at = ?8, webhook_event_id = ?9",
-    )
+    tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO facts (kind, target_id, field, value, detail, event_time, expires_at, recorded_at, webhook_event_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (kind, target_id, field) DO UPDATE SET value = $4, detail = $5, event_time = $6, \
+         expires_at = $7, recorded_at = $8, webhook_event_id = $9",))
     .bind(kind)
     .bind(&fact.target_id)
     .bind(&fact.field)
@@ -87,21 +80,17 @@ pub async fn record_fact_in(
     .bind(fact.expires_at)
     .bind(now)
     .bind(event_id)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     let old = stored.as_ref().map(|s| s.value.clone());
-    sqlx::query(
-        "INSERT INTO history (kind, target_id, field, old, new, observed_at, poll_run_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
-    )
+    tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO history (kind, target_id, field, old, new, observed_at, poll_run_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, NULL)",))
     .bind(kind)
     .bind(&fact.target_id)
     .bind(&fact.field)
     .bind(&old)
     .bind(&fact.value)
     .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(Some(Change {
         kind: fact.kind,
         target_id: fact.target_id.clone(),
@@ -117,15 +106,12 @@ pub async fn expired_restrictions_in(
     tx: &mut Tx<'_>,
     now_unix: i64,
 ) -> Result<Vec<Fact>, sqlx::Error> {
-    let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT kind, target_id, value, event_time, expires_at FROM facts \
-         WHERE field = ?1 AND value <> ?2 AND expires_at IS NOT NULL AND expires_at <= ?3",
-    )
+    let rows: Vec<(String, String, String, i64, i64)> = tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT kind, target_id, value, event_time, expires_at FROM facts \
+         WHERE field = $1 AND value <> $2 AND expires_at IS NOT NULL AND expires_at <= $3",))
     .bind(field::RESTRICTION)
     .bind(field::NONE)
     .bind(now_unix)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(ex).await)?;
     Ok(rows
         .into_iter()
         .filter_map(|(kind, target_id, value, event_time, expires_at)| {
@@ -145,18 +131,15 @@ pub async fn expired_restrictions_in(
 /// Whether any restriction is due to expire by `now_unix` (a cheap read, outside a write
 /// transaction, so an idle check takes no write lock).
 pub async fn any_expired_restriction(
-    pool: &sqlx::SqlitePool,
+    pool: &super::Pool,
     now_unix: i64,
 ) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM facts \
-         WHERE field = ?1 AND value <> ?2 AND expires_at IS NOT NULL AND expires_at <= ?3",
-    )
+    let n: i64 = db!(pool, (ex, d) => sqlx::query_scalar(d.sql("SELECT COUNT(*) FROM facts \
+         WHERE field = $1 AND value <> $2 AND expires_at IS NOT NULL AND expires_at <= $3",))
     .bind(field::RESTRICTION)
     .bind(field::NONE)
     .bind(now_unix)
-    .fetch_one(pool)
-    .await?;
+    .fetch_one(ex).await)?;
     Ok(n > 0)
 }
 
@@ -167,15 +150,12 @@ pub async fn phone_id_by_display_in(
     waba_id: &str,
     digits: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT id FROM phone_numbers WHERE (waba_id = ?1 OR ?1 = '') AND \
-         replace(replace(replace(replace(replace(replace(display_phone_number, '+', ''), ' ', ''), '-', ''), '(', ''), ')', ''), '.', '') = ?2 \
-         ORDER BY present DESC LIMIT 1",
-    )
+    tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT id FROM phone_numbers WHERE (waba_id = $1 OR $1 = '') AND \
+         replace(replace(replace(replace(replace(replace(display_phone_number, '+', ''), ' ', ''), '-', ''), '(', ''), ')', ''), '.', '') = $2 \
+         ORDER BY present DESC LIMIT 1",))
     .bind(waba_id)
     .bind(digits)
-    .fetch_optional(&mut **tx)
-    .await
+    .fetch_optional(ex).await)
 }
 
 /// Marks delivery `id` processed with `outcome`, inside the transaction that recorded its facts.
@@ -185,42 +165,35 @@ pub async fn mark_processed_in(
     at: &str,
     outcome: &str,
 ) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "UPDATE webhook_events SET processed_at = ?2, outcome = ?3 WHERE id = ?1 AND processed_at IS NULL",
-    )
+    let r = tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE webhook_events SET processed_at = $2, outcome = $3 WHERE id = $1 AND processed_at IS NULL",))
     .bind(id)
     .bind(at)
     .bind(outcome)
-    .execute(&mut **tx)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    .execute(ex).await.map(|r| r.rows_affected()))?;
+    Ok(r == 1)
 }
 
 /// Sets the outcome of a delivery being processed in this transaction.
 pub async fn set_outcome_in(tx: &mut Tx<'_>, id: i64, outcome: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE webhook_events SET outcome = ?2 WHERE id = ?1")
+    tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE webhook_events SET outcome = $2 WHERE id = $1"))
         .bind(id)
         .bind(outcome)
-        .execute(&mut **tx)
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The stored fact of (kind, target, field): its value and detail (tests, the CLI).
 pub async fn fact(
-    pool: &sqlx::SqlitePool,
+    pool: &super::Pool,
     kind: TargetKind,
     target_id: &str,
     field_name: &str,
 ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT value, detail FROM facts WHERE kind = ?1 AND target_id = ?2 AND field = ?3",
-    )
+    db!(pool, (ex, d) => sqlx::query_as(d.sql("SELECT value, detail FROM facts WHERE kind = $1 AND target_id = $2 AND field = $3",))
     .bind(kind.as_str())
     .bind(target_id)
     .bind(field_name)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(ex).await)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! driver, not one per row: at 100,000 numbers that is the difference between ~1.2 s and
 //! a fraction of it).
 
+use super::db::tx;
 use super::page::parse_rows;
 use super::queries::{is_stale, sources_of, stale_from_in};
 use super::{Store, StoreError};
@@ -46,7 +47,7 @@ const PAGE: i64 = 4_000;
 const WABAS: &str = "SELECT json_group_array(json_array('waba', id, source, id, business_id, \
      NULL, NULL, name, NULL, NULL, business_messaging_limit, health, account_review_status, \
      business_verification_status, last_polled_at, last_changed_at)), max(id) \
-     FROM (SELECT * FROM wabas WHERE present AND id > ?1 ORDER BY id LIMIT ?2)";
+     FROM (SELECT * FROM wabas WHERE present AND id > $1 ORDER BY id LIMIT $2) AS page";
 
 /// The same for numbers, with the WABA's name and the effective limit (the number's portfolio
 /// limit, else its WABA's, else the deprecated tier: as `status` shows it).
@@ -56,7 +57,7 @@ const PHONES: &str = "SELECT json_group_array(json_array('phone_number', id, sou
      FROM (SELECT p.*, w.name AS waba_name, COALESCE(p.business_messaging_limit, \
      w.business_messaging_limit, p.messaging_limit_tier) AS effective_limit \
      FROM phone_numbers p LEFT JOIN wabas w ON w.id = p.waba_id \
-     WHERE p.present AND p.id > ?1 ORDER BY p.id LIMIT ?2)";
+     WHERE p.present AND p.id > $1 ORDER BY p.id LIMIT $2) AS page";
 
 impl Store {
     /// Calls `f` with every present WABA, then every present number (each by id), one row at a
@@ -68,11 +69,8 @@ impl Store {
         mut f: impl FnMut(&MetricTarget),
     ) -> Result<(), StoreError> {
         let mut tx = self.read_pool().begin().await?;
-        let sources: Vec<String> = sqlx::query_scalar(
-            "SELECT source FROM wabas WHERE present UNION SELECT source FROM phone_numbers WHERE present",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let sources: Vec<String> = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT source FROM wabas WHERE present UNION SELECT source FROM phone_numbers WHERE present",))
+        .fetch_all(ex).await)?;
         let stale_from = stale_from_in(
             &mut tx,
             &sources_of(sources.iter().map(String::as_str)),
@@ -82,11 +80,10 @@ impl Store {
         for sql in [WABAS, PHONES] {
             let mut after = String::new();
             loop {
-                let (json, last): (String, Option<String>) = sqlx::query_as(sql)
+                let (json, last): (String, Option<String>) = tx!(tx, (ex, d) => sqlx::query_as(d.sql(sql))
                     .bind(&after)
                     .bind(PAGE)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                    .fetch_one(ex).await)?;
                 let rows: Vec<MetricTarget> = parse_rows(&json)?;
                 for mut row in rows {
                     row.stale = is_stale(&stale_from, &row.source, &row.last_polled_at);

@@ -13,11 +13,15 @@ pub mod alertmanager;
 pub mod alerts;
 #[cfg(test)]
 mod apply_tests;
+pub(crate) mod db;
 pub mod facts;
 mod merge;
 mod metric_rows;
 pub mod outbox;
 pub mod page;
+#[cfg(any(test, feature = "sim"))]
+#[doc(hidden)]
+pub mod pg_testing;
 mod queries;
 pub mod silences;
 pub mod templates;
@@ -29,15 +33,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Sqlite, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use crate::model::Change;
+pub use db::{Dialect, Pool, Tx};
+use db::{db, tx};
 pub use merge::{PhoneRow, WabaRow};
 pub use metric_rows::MetricTarget;
-pub use outbox::Tx;
 pub use queries::{
     HistoryEntry, HistoryFilter, HistoryQuery, NamedHistoryEntry, Page, PollRun, Rank, Ranked,
     StatusEntry, StatusFilter, StatusView,
@@ -115,9 +118,29 @@ fn outranked(owner: &str, owner_priority: i64, present: bool, poll: &SourcePoll)
 ///   the cycle's connections).
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    reads: SqlitePool,
-    probes: SqlitePool,
+    pool: Pool,
+    reads: Pool,
+    probes: Pool,
+}
+
+/// Where the store lives: a SQLite file (one daemon) or a PostgreSQL database (a pair).
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(std::path::PathBuf),
+    Postgres {
+        /// The URL without a password (`postgres://user@host:port/db?sslmode=...`).
+        url: String,
+        password: Option<secrecy::SecretString>,
+    },
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "{}", p.display()),
+            Database::Postgres { url, .. } => f.write_str(url),
+        }
+    }
 }
 
 impl Store {
@@ -130,13 +153,92 @@ impl Store {
     /// How long an API read waits for a free read connection before it answers "busy".
     pub const READ_WAIT: Duration = Duration::from_secs(5);
 
+    /// Connections of a PostgreSQL pool for writes (the cycle, delivery, webhooks, pruning, the
+    /// lease, the API's writes).
+    pub const PG_WRITE_CONNECTIONS: u32 = 6;
+
     /// Opens (creating if missing) the database, in WAL mode, and applies the migrations.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         Self::open_with(path, Self::BUSY_TIMEOUT).await
     }
 
+    /// Opens the configured database: [`Store::open`] for a file, [`Store::open_postgres`]
+    /// for a URL.
+    pub async fn connect(database: &Database) -> Result<Store, StoreError> {
+        match database {
+            Database::Sqlite(path) => Self::open(path).await,
+            Database::Postgres { url, password } => {
+                Self::open_postgres(url, password.as_ref()).await
+            }
+        }
+    }
+
+    /// Connects to a PostgreSQL database (`url` without its password, which comes apart) and
+    /// applies its migrations. Reads share the server, so the read pools are pools of their own
+    /// on the same database, opened when first used.
+    pub async fn open_postgres(
+        url: &str,
+        password: Option<&secrecy::SecretString>,
+    ) -> Result<Store, StoreError> {
+        Self::open_postgres_with(url, password, Self::BUSY_TIMEOUT).await
+    }
+
+    /// [`Store::open_postgres`] with another wait for the write lock (`lock_timeout`, what
+    /// SQLite's busy timeout is there).
+    pub async fn open_postgres_with(
+        url: &str,
+        password: Option<&secrecy::SecretString>,
+        lock_timeout: Duration,
+    ) -> Result<Store, StoreError> {
+        use secrecy::ExposeSecret;
+        let shown = redact_url(url);
+        let open_err = |source: sqlx::Error| StoreError::Open {
+            path: shown.clone(),
+            source,
+        };
+        let mut opts = PgConnectOptions::from_str(url).map_err(open_err)?;
+        if let Some(p) = password {
+            opts = opts.password(p.expose_secret());
+        }
+        let lock_ms = lock_timeout.as_millis().to_string();
+        opts = opts
+            .application_name("waba-monitor")
+            .options([("lock_timeout", lock_ms.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(Self::PG_WRITE_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts.clone())
+            .await
+            .map_err(open_err)?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let reads = PgPoolOptions::new()
+            .max_connections(Self::READ_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(Self::READ_WAIT)
+            .connect_lazy_with(opts.clone());
+        let probes = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Self::READ_WAIT)
+            .connect_lazy_with(opts);
+        Ok(Store {
+            pool: Pool::Pg(pool),
+            reads: Pool::Pg(reads),
+            probes: Pool::Pg(probes),
+        })
+    }
+
+    /// Which backend this store is on.
+    pub fn dialect(&self) -> Dialect {
+        self.pool.dialect()
+    }
+
     /// [`Store::open`] with another wait for locks (tests shorten it).
     pub async fn open_with(path: &Path, busy_timeout: Duration) -> Result<Store, StoreError> {
+        #[cfg(test)]
+        if let Some(url) = pg_testing_override::override_for(path) {
+            return Self::open_postgres_with(&url, None, busy_timeout).await;
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Creating the folder is what a first start needs; systemd's StateDirectory= does it
             // in production, this covers `demo` and hand-made configs.
@@ -167,7 +269,7 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         // Readers open the file the writer created and migrated (WAL is a property of the
         // file), read-only, and only when first used: the CLI's commands never open them.
         let read_opts = SqliteConnectOptions::from_str("sqlite://")
@@ -189,19 +291,19 @@ impl Store {
             .acquire_timeout(Self::READ_WAIT)
             .connect_lazy_with(read_opts);
         Ok(Store {
-            pool,
-            reads,
-            probes,
+            pool: Pool::Lite(pool),
+            reads: Pool::Lite(reads),
+            probes: Pool::Lite(probes),
         })
     }
 
     /// The write pool (the cycle, delivery, pruning, the CLI).
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
     /// The read-only pool of the status API.
-    pub fn read_pool(&self) -> &SqlitePool {
+    pub fn read_pool(&self) -> &Pool {
         &self.reads
     }
 
@@ -213,13 +315,10 @@ impl Store {
 
     /// Marks poll runs left `running` by a previous process (killed mid-cycle) as abandoned.
     pub async fn abandon_unfinished_runs(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE poll_runs SET outcome = 'abandoned', finished_at = ?1 WHERE outcome = 'running'",
-        )
+        let r = db!(&self.pool, (ex, d) => sqlx::query(d.sql("UPDATE poll_runs SET outcome = 'abandoned', finished_at = $1 WHERE outcome = 'running'",))
         .bind(rfc3339(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        .execute(ex).await.map(|r| r.rows_affected()))?;
+        Ok(r)
     }
 
     /// Records the start of a source's poll; returns the run id.
@@ -227,14 +326,27 @@ impl Store {
         // `execute` runs the statement to its end, so a failed commit (a full disk) is an
         // error here; `INSERT … RETURNING` read with `fetch_one` got its row before the commit
         // and missed that failure.
-        let done = sqlx::query(
-            "INSERT INTO poll_runs (source, started_at, outcome) VALUES (?1, ?2, 'running')",
-        )
-        .bind(source)
-        .bind(rfc3339(started))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.last_insert_rowid())
+        const INSERT: &str =
+            "INSERT INTO poll_runs (source, started_at, outcome) VALUES ($1, $2, 'running')";
+        Ok(match &self.pool {
+            Pool::Lite(p) => sqlx::query(INSERT)
+                .bind(source)
+                .bind(rfc3339(started))
+                .execute(p)
+                .await?
+                .last_insert_rowid(),
+            // PostgreSQL reports a failed commit of the statement as its error either way.
+            Pool::Pg(p) => {
+                sqlx::query_scalar(
+                    "INSERT INTO poll_runs (source, started_at, outcome) \
+                     VALUES ($1, $2, 'running') RETURNING id",
+                )
+                .bind(source)
+                .bind(rfc3339(started))
+                .fetch_one(p)
+                .await?
+            }
+        })
     }
 
     /// Records how a source's poll ended.
@@ -256,10 +368,8 @@ impl Store {
                 p.failures.len() as i64,
             )
         });
-        sqlx::query(
-            "UPDATE poll_runs SET finished_at = ?2, outcome = ?3, calls = ?4, requests = ?5, \
-             wabas = ?6, numbers = ?7, failures = ?8, changes = ?9, error = ?10 WHERE id = ?1",
-        )
+        db!(&self.pool, (ex, d) => sqlx::query(d.sql("UPDATE poll_runs SET finished_at = $2, outcome = $3, calls = $4, requests = $5, \
+             wabas = $6, numbers = $7, failures = $8, changes = $9, error = $10 WHERE id = $1",))
         .bind(run_id)
         .bind(rfc3339(finished))
         .bind(outcome)
@@ -270,15 +380,27 @@ impl Store {
         .bind(failures)
         .bind(changes as i64)
         .bind(error)
-        .execute(&self.pool)
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
-    /// Starts a write transaction (`BEGIN IMMEDIATE`: it takes the write lock at once, so it
-    /// never fails half-way with SQLITE_BUSY when it upgrades from reading to writing).
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Starts a write transaction. SQLite: `BEGIN IMMEDIATE` (it takes the write lock at once,
+    /// so it never fails half-way with SQLITE_BUSY when it upgrades from reading to writing).
+    /// PostgreSQL: a transaction that first takes the store's write lock (a transaction-level
+    /// advisory lock), so that writers follow each other as they do on SQLite and every
+    /// read-then-write of the store keeps the meaning it has there.
+    pub async fn begin_write(&self) -> Result<Tx<'static>, StoreError> {
+        Ok(match &self.pool {
+            Pool::Lite(p) => Tx::Lite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Pg(p) => {
+                let mut t = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(db::WRITE_LOCK)
+                    .execute(&mut *t)
+                    .await?;
+                Tx::Pg(t)
+            }
+        })
     }
 }
 
@@ -286,7 +408,7 @@ impl Store {
 /// change, inside the caller's transaction. Returns the changes, each with when its previous
 /// value began (for the alerts the poller plans from them).
 pub async fn apply_in(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx<'_>,
     run_id: Option<i64>,
     poll: &SourcePoll,
     observed_at: DateTime<Utc>,
@@ -302,17 +424,14 @@ pub async fn apply_in(
             .iter()
             .map(String::as_str)
             .collect();
-        let mut waba_rows: HashMap<String, WabaRow> = sqlx::query_as::<_, WabaRow>(
-            "SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each(?1)) \
-             OR (business_id IN (SELECT value FROM json_each(?2)) AND present = 1) \
-             OR (?4 AND source = ?3 AND present = 1)",
-        )
+        let mut waba_rows: HashMap<String, WabaRow> = tx!(tx, (ex, d) => sqlx::query_as::<_, WabaRow>(d.sql("SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each($1)) \
+             OR (business_id IN (SELECT value FROM json_each($2)) AND present = TRUE) \
+             OR ($4 AND source = $3 AND present = TRUE)",))
         .bind(json_list(&observed_wabas))
         .bind(json_list(&complete_businesses))
         .bind(&poll.source)
         .bind(poll.complete_source)
-        .fetch_all(&mut **tx)
-        .await?
+        .fetch_all(ex).await)?
         .into_iter()
         .map(|r| (r.id.clone(), r))
         .collect();
@@ -321,9 +440,8 @@ pub async fn apply_in(
         // raise an alert (or close one already open on the target, say from a webhook) are kept
         // for the planner.
         let alerted: std::collections::HashSet<String> =
-            sqlx::query_scalar("SELECT DISTINCT target_id FROM alert_state")
-                .fetch_all(&mut **tx)
-                .await?
+            tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT DISTINCT target_id FROM alert_state"))
+                .fetch_all(ex).await)?
                 .into_iter()
                 .collect();
         let mut quiet: Vec<Change> = Vec::new();
@@ -386,16 +504,13 @@ pub async fn apply_in(
             // priority, present, not written by anything else since) is unchanged: its row is
             // neither read nor compared.
             let ids: Vec<&str> = chunk.iter().map(|p| p.id.as_str()).collect();
-            let known: Option<String> = sqlx::query_scalar(
-                "SELECT group_concat(id || char(31) || obs_hash, char(30)) FROM phone_numbers \
-                 WHERE id IN (SELECT value FROM json_each(?1)) AND present = 1 \
-                 AND source = ?2 AND source_priority = ?3 AND obs_hash IS NOT NULL",
-            )
+            let known: Option<String> = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT group_concat(id || char(31) || obs_hash, char(30)) FROM phone_numbers \
+                 WHERE id IN (SELECT value FROM json_each($1)) AND present = TRUE \
+                 AND source = $2 AND source_priority = $3 AND obs_hash IS NOT NULL",))
             .bind(json_list(&ids))
             .bind(&poll.source)
             .bind(i64::from(poll.priority))
-            .fetch_one(&mut **tx)
-            .await?;
+            .fetch_one(ex).await)?;
             let known: HashMap<&str, i64> = known
                 .as_deref()
                 .unwrap_or("")
@@ -419,12 +534,9 @@ pub async fn apply_in(
                 continue;
             }
             let ids: Vec<&str> = full.iter().map(|(p, _)| p.id.as_str()).collect();
-            let mut rows: HashMap<String, PhoneRow> = sqlx::query_as::<_, PhoneRow>(
-                "SELECT * FROM phone_numbers WHERE id IN (SELECT value FROM json_each(?1))",
-            )
+            let mut rows: HashMap<String, PhoneRow> = tx!(tx, (ex, d) => sqlx::query_as::<_, PhoneRow>(d.sql("SELECT * FROM phone_numbers WHERE id IN (SELECT value FROM json_each($1))",))
             .bind(json_list(&ids))
-            .fetch_all(&mut **tx)
-            .await?
+            .fetch_all(ex).await)?
             .into_iter()
             .map(|r| (r.id.clone(), r))
             .collect();
@@ -452,11 +564,10 @@ pub async fn apply_in(
                     upsert_phone(tx, &row, Some(hash)).await?;
                 } else {
                     // Unchanged but not fingerprinted yet (or written elsewhere since): once.
-                    sqlx::query("UPDATE phone_numbers SET obs_hash = ?2 WHERE id = ?1")
+                    tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE phone_numbers SET obs_hash = $2 WHERE id = $1"))
                         .bind(&obs.id)
                         .bind(hash)
-                        .execute(&mut **tx)
-                        .await?;
+                        .execute(ex).await.map(|r| r.rows_affected()))?;
                     touched_phones.push(obs.id.as_str());
                     report.unchanged += 1;
                 }
@@ -481,16 +592,13 @@ pub async fn apply_in(
         listing_complete.extend(gone_wabas.iter().map(String::as_str));
         if !listing_complete.is_empty() {
             let observed: Vec<&str> = poll.phones.iter().map(|p| p.id.as_str()).collect();
-            let missing: Vec<PhoneRow> = sqlx::query_as::<_, PhoneRow>(
-                "SELECT * FROM phone_numbers WHERE present = 1 AND source = ?3 \
-                 AND waba_id IN (SELECT value FROM json_each(?1)) \
-                 AND id NOT IN (SELECT value FROM json_each(?2))",
-            )
+            let missing: Vec<PhoneRow> = tx!(tx, (ex, d) => sqlx::query_as::<_, PhoneRow>(d.sql("SELECT * FROM phone_numbers WHERE present = TRUE AND source = $3 \
+                 AND waba_id IN (SELECT value FROM json_each($1)) \
+                 AND id NOT IN (SELECT value FROM json_each($2))",))
             .bind(json_list(&listing_complete))
             .bind(json_list(&observed))
             .bind(&poll.source)
-            .fetch_all(&mut **tx)
-            .await?;
+            .fetch_all(ex).await)?;
             for mut row in missing {
                 report.changes.push(row.mark_gone(&now));
                 report.gone += 1;
@@ -500,22 +608,16 @@ pub async fn apply_in(
 
         // Targets read but unchanged: one statement per table, not one per row.
         if !touched_wabas.is_empty() {
-            sqlx::query(
-                "UPDATE wabas SET last_polled_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
-            )
+            tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE wabas SET last_polled_at = $1 WHERE id IN (SELECT value FROM json_each($2))",))
             .bind(&now)
             .bind(json_list(&touched_wabas))
-            .execute(&mut **tx)
-            .await?;
+            .execute(ex).await.map(|r| r.rows_affected()))?;
         }
         if !touched_phones.is_empty() {
-            sqlx::query(
-                "UPDATE phone_numbers SET last_polled_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
-            )
+            tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE phone_numbers SET last_polled_at = $1 WHERE id IN (SELECT value FROM json_each($2))",))
             .bind(&now)
             .bind(json_list(&touched_phones))
-            .execute(&mut **tx)
-            .await?;
+            .execute(ex).await.map(|r| r.rows_affected()))?;
         }
 
         // Message templates (only the WABAs whose templates this poll read).
@@ -527,14 +629,11 @@ pub async fn apply_in(
         // How long each previous value lasted: when its history row was written (read before
         // this cycle's rows go in).
         for c in report.changes.iter_mut().filter(|c| c.old.is_some()) {
-            c.previous_since = sqlx::query_scalar(
-                "SELECT observed_at FROM history WHERE target_id = ?1 AND field = ?2 \
-                 ORDER BY seq DESC LIMIT 1",
-            )
+            c.previous_since = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT observed_at FROM history WHERE target_id = $1 AND field = $2 \
+                 ORDER BY seq DESC LIMIT 1",))
             .bind(&c.target_id)
             .bind(&c.field)
-            .fetch_optional(&mut **tx)
-            .await?;
+            .fetch_optional(ex).await)?;
         }
 
         report.quiet_changes += quiet.len();
@@ -603,7 +702,7 @@ type HistoryCells<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<&'a 
 
 /// Writes one history row per change, in order, `HISTORY_BATCH` rows per statement.
 async fn insert_history(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx<'_>,
     changes: &[Change],
     now: &str,
     run_id: Option<i64>,
@@ -623,17 +722,21 @@ async fn insert_history(
             .collect();
         let json = serde_json::to_string(&rows)
             .map_err(|e| StoreError::Sql(sqlx::Error::Encode(Box::new(e))))?;
-        sqlx::query(
-            "INSERT INTO history (kind, target_id, field, old, new, observed_at, poll_run_id) \
-             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
-             json_extract(value, '$[2]'), json_extract(value, '$[3]'), \
-             json_extract(value, '$[4]'), ?2, ?3 FROM json_each(?1) ORDER BY key",
-        )
+        tx!(tx, (ex, d) => sqlx::query(if d.is_postgres() {
+                "INSERT INTO history (kind, target_id, field, old, new, observed_at, poll_run_id) \
+                 SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, \
+                 $2, $3 FROM json_array_elements($1::json) WITH ORDINALITY AS j(value, key) \
+                 ORDER BY j.key"
+            } else {
+                "INSERT INTO history (kind, target_id, field, old, new, observed_at, poll_run_id) \
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                 json_extract(value, '$[2]'), json_extract(value, '$[3]'), \
+                 json_extract(value, '$[4]'), $2, $3 FROM json_each($1) ORDER BY key"
+            })
         .bind(json)
         .bind(now)
         .bind(run_id)
-        .execute(&mut **tx)
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
     }
     Ok(())
 }
@@ -698,21 +801,50 @@ fn check_access(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// A database URL as it may be shown: without a password, should one be there.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// With `WABA_MONITOR_TEST_BACKEND=postgres`, the library's tests run on PostgreSQL: a test that
+/// opens a SQLite file gets a PostgreSQL database of its own instead (the same one again for
+/// the same path, so reopening "the file" reopens it).
+#[cfg(test)]
+pub(crate) fn test_on_postgres() -> bool {
+    std::env::var("WABA_MONITOR_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+#[cfg(test)]
+mod test_backend {
+    pub fn override_for(path: &std::path::Path) -> Option<String> {
+        super::test_on_postgres()
+            .then(|| super::pg_testing::database_for_key(&path.to_string_lossy()))
+    }
+}
+#[cfg(test)]
+use test_backend as pg_testing_override;
+
 fn json_list(items: &[&str]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
 
-async fn upsert_waba(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    r: &WabaRow,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT OR REPLACE INTO wabas (id, source, business_id, name, account_review_status, \
+async fn upsert_waba(tx: &mut Tx<'_>, r: &WabaRow) -> Result<(), sqlx::Error> {
+    tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO wabas (id, source, business_id, name, account_review_status, \
          business_verification_status, business_messaging_limit, health, health_entities, \
          ownership_type, present, first_seen_at, last_polled_at, last_changed_at, source_priority, \
          source_created_at, source_updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+         ON CONFLICT (id) DO UPDATE SET source = excluded.source, business_id = excluded.business_id, name = excluded.name, account_review_status = excluded.account_review_status, business_verification_status = excluded.business_verification_status, business_messaging_limit = excluded.business_messaging_limit, health = excluded.health, health_entities = excluded.health_entities, ownership_type = excluded.ownership_type, present = excluded.present, first_seen_at = excluded.first_seen_at, last_polled_at = excluded.last_polled_at, last_changed_at = excluded.last_changed_at, source_priority = excluded.source_priority, source_created_at = excluded.source_created_at, source_updated_at = excluded.source_updated_at",))
     .bind(&r.id)
     .bind(&r.source)
     .bind(&r.business_id)
@@ -730,26 +862,24 @@ async fn upsert_waba(
     .bind(r.source_priority)
     .bind(&r.source_created_at)
     .bind(&r.source_updated_at)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Writes a number's row whole; `obs_hash` is the fingerprint of the observation it was merged
 /// from (`None`: not from an observation, so the next poll compares it in full).
 async fn upsert_phone(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut Tx<'_>,
     r: &PhoneRow,
     obs_hash: Option<i64>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT OR REPLACE INTO phone_numbers (id, source, waba_id, display_phone_number, \
+    tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO phone_numbers (id, source, waba_id, display_phone_number, \
          verified_name, quality_rating, status, messaging_limit_tier, business_messaging_limit, \
          health, health_entities, name_status, code_verification_status, throughput, \
          account_mode, present, first_seen_at, last_polled_at, last_changed_at, source_priority, \
          source_created_at, source_updated_at, obs_hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+         ON CONFLICT (id) DO UPDATE SET source = excluded.source, waba_id = excluded.waba_id, display_phone_number = excluded.display_phone_number, verified_name = excluded.verified_name, quality_rating = excluded.quality_rating, status = excluded.status, messaging_limit_tier = excluded.messaging_limit_tier, business_messaging_limit = excluded.business_messaging_limit, health = excluded.health, health_entities = excluded.health_entities, name_status = excluded.name_status, code_verification_status = excluded.code_verification_status, throughput = excluded.throughput, account_mode = excluded.account_mode, present = excluded.present, first_seen_at = excluded.first_seen_at, last_polled_at = excluded.last_polled_at, last_changed_at = excluded.last_changed_at, source_priority = excluded.source_priority, source_created_at = excluded.source_created_at, source_updated_at = excluded.source_updated_at, obs_hash = excluded.obs_hash",))
     .bind(&r.id)
     .bind(&r.source)
     .bind(&r.waba_id)
@@ -773,7 +903,6 @@ async fn upsert_phone(
     .bind(&r.source_created_at)
     .bind(&r.source_updated_at)
     .bind(obs_hash)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
 }

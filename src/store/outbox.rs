@@ -7,6 +7,7 @@
 //! in its own commit before the SMTP conversation starts, and its outcome clears `in_flight`
 //! (migration 0005): a pending row still in flight was cut off by a crash.
 
+use super::db::{db, tx};
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
@@ -14,7 +15,7 @@ use crate::timefmt::rfc3339;
 
 /// A write transaction on the store, as [`Store::begin_write`] returns it: what the
 /// in-transaction functions of the store take.
-pub type Tx<'c> = sqlx::Transaction<'c, sqlx::Sqlite>;
+pub use super::db::Tx;
 
 /// An alert not yet put into a digest, with what is known about its target (its number's or
 /// WABA's names, its WABA, its health entities).
@@ -97,8 +98,8 @@ pub struct InterruptedSend {
 
 /// Every alert not yet digested, oldest first.
 pub async fn undigested_alerts(tx: &mut Tx<'_>) -> Result<Vec<UndigestedAlert>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT a.id, a.created_at, a.kind, a.target_id, a.topic, a.severity, a.field, a.old, a.new, \
+    Ok(
+        tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT a.id, a.created_at, a.kind, a.target_id, a.topic, a.severity, a.field, a.old, a.new, \
                 a.previous_since, a.detail, \
                 p.display_phone_number, p.verified_name, \
                 COALESCE(p.waba_id, t.waba_id, w.id) AS waba_id, \
@@ -113,10 +114,9 @@ pub async fn undigested_alerts(tx: &mut Tx<'_>) -> Result<Vec<UndigestedAlert>, 
          LEFT JOIN wabas w ON a.kind = 'waba' AND w.id = a.target_id \
          LEFT JOIN templates t ON a.kind = 'template' AND t.id = a.target_id \
          LEFT JOIN wabas tw ON tw.id = t.waba_id \
-         WHERE a.digested = 0 ORDER BY a.id",
+         WHERE a.digested = 0 ORDER BY a.id",))
+    .fetch_all(ex).await)?,
     )
-    .fetch_all(&mut **tx)
-    .await?)
 }
 
 /// Queues one email, due at once. A message already queued (same Message-ID: a digest redone
@@ -126,10 +126,8 @@ pub async fn queue_digest(
     message: &NewMessage<'_>,
     created: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT OR IGNORE INTO outbox (recipient, message_id, subject, body, references_hdr, created_at, next_attempt_at, channel, content_type, html) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
-    )
+    tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO outbox (recipient, message_id, subject, body, references_hdr, created_at, next_attempt_at, channel, content_type, html) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9) ON CONFLICT DO NOTHING",))
     .bind(message.recipient)
     .bind(message.message_id)
     .bind(message.subject)
@@ -139,8 +137,7 @@ pub async fn queue_digest(
     .bind(message.channel)
     .bind(message.content_type)
     .bind(message.html)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -152,46 +149,40 @@ pub async fn opened_severity_in(
     topic: &str,
     before: i64,
 ) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT severity FROM alerts WHERE target_id = ?1 AND topic = ?2 AND id < ?3 \
-         AND severity IN ('critical', 'warning') ORDER BY id DESC LIMIT 1",
-    )
+    Ok(
+        tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT severity FROM alerts WHERE target_id = $1 AND topic = $2 AND id < $3 \
+         AND severity IN ('critical', 'warning') ORDER BY id DESC LIMIT 1",))
     .bind(target_id)
     .bind(topic)
     .bind(before)
-    .fetch_optional(&mut **tx)
-    .await?)
+    .fetch_optional(ex).await)?,
+    )
 }
 
 /// Marks these alerts as silenced: recorded, never sent (they are digested too).
 pub async fn mark_silenced(tx: &mut Tx<'_>, alert_ids: &[i64]) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE alerts SET digested = 1, silenced = 1 WHERE id IN (SELECT value FROM json_each(?1))",
-    )
+    tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE alerts SET digested = 1, silenced = 1 WHERE id IN (SELECT value FROM json_each($1))",))
     .bind(serde_json::to_string(alert_ids).unwrap_or_else(|_| "[]".into()))
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Marks these alerts as put into a digest.
 pub async fn mark_digested(tx: &mut Tx<'_>, alert_ids: &[i64]) -> Result<(), StoreError> {
-    sqlx::query("UPDATE alerts SET digested = 1 WHERE id IN (SELECT value FROM json_each(?1))")
+    tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE alerts SET digested = 1 WHERE id IN (SELECT value FROM json_each($1))"))
         .bind(serde_json::to_string(alert_ids).unwrap_or_else(|_| "[]".into()))
-        .execute(&mut **tx)
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 impl Store {
     /// Pending rows still marked in flight: their last send was cut off.
     pub async fn interrupted_sends(&self) -> Result<Vec<InterruptedSend>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, recipient, message_id, attempts, interrupted_attempts, channel \
-             FROM outbox WHERE state = 'pending' AND in_flight = 1 ORDER BY id",
+        Ok(
+            db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, recipient, message_id, attempts, interrupted_attempts, channel \
+             FROM outbox WHERE state = 'pending' AND in_flight = 1 ORDER BY id",))
+        .fetch_all(ex).await)?,
         )
-        .fetch_all(self.pool())
-        .await?)
     }
 
     /// Takes an interrupted row out of flight, due again as it was, with `interrupted` cut-off
@@ -202,14 +193,11 @@ impl Store {
         interrupted: i64,
         note: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET in_flight = 0, interrupted_attempts = ?2, last_error = ?3 WHERE id = ?1",
-        )
+        db!(self.pool(), (ex, d) => sqlx::query(d.sql("UPDATE outbox SET in_flight = 0, interrupted_attempts = $2, last_error = $3 WHERE id = $1",))
         .bind(id)
         .bind(interrupted)
         .bind(note)
-        .execute(self.pool())
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -221,14 +209,11 @@ impl Store {
         interrupted: i64,
         reason: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET state = 'abandoned', in_flight = 0, interrupted_attempts = ?2, last_error = ?3 WHERE id = ?1",
-        )
+        db!(self.pool(), (ex, d) => sqlx::query(d.sql("UPDATE outbox SET state = 'abandoned', in_flight = 0, interrupted_attempts = $2, last_error = $3 WHERE id = $1",))
         .bind(id)
         .bind(interrupted)
         .bind(reason)
-        .execute(self.pool())
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -238,16 +223,15 @@ impl Store {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<DueMessage>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, recipient, message_id, subject, body, references_hdr, created_at, attempts, \
+        Ok(
+            db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, recipient, message_id, subject, body, references_hdr, created_at, attempts, \
                     channel, content_type, html \
-             FROM outbox WHERE state = 'pending' AND in_flight = 0 AND next_attempt_at <= ?1 \
-             ORDER BY id LIMIT ?2",
-        )
+             FROM outbox WHERE state = 'pending' AND in_flight = 0 AND next_attempt_at <= $1 \
+             ORDER BY id LIMIT $2",))
         .bind(rfc3339(now))
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?)
+        .bind(i64::from(limit))
+        .fetch_all(ex).await)?,
+        )
     }
 
     /// [`Store::pending_due`] restricted to one `channel` (`email` or `webhook`): a worker
@@ -259,33 +243,29 @@ impl Store {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<DueMessage>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, recipient, message_id, subject, body, references_hdr, created_at, attempts, \
+        Ok(
+            db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, recipient, message_id, subject, body, references_hdr, created_at, attempts, \
                     channel, content_type, html \
-             FROM outbox WHERE state = 'pending' AND in_flight = 0 AND next_attempt_at <= ?1 \
-                   AND channel = ?3 \
-             ORDER BY id LIMIT ?2",
-        )
+             FROM outbox WHERE state = 'pending' AND in_flight = 0 AND next_attempt_at <= $1 \
+                   AND channel = $3 \
+             ORDER BY id LIMIT $2",))
         .bind(rfc3339(now))
-        .bind(limit)
+        .bind(i64::from(limit))
         .bind(channel)
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(ex).await)?,
+        )
     }
 
     /// Counts one more attempt of a row, started `at`, and marks it in flight, in its own
     /// commit. `false` if the row is no longer pending or is already in flight (settled or
     /// taken since it was read): nothing was changed and it must not be sent.
     pub async fn begin_attempt(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        let started = sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ?2, in_flight = 1 \
-             WHERE id = ?1 AND state = 'pending' AND in_flight = 0",
-        )
+        let started = db!(self.pool(), (ex, d) => sqlx::query(d.sql("UPDATE outbox SET attempts = attempts + 1, last_attempt_at = $2, in_flight = 1 \
+             WHERE id = $1 AND state = 'pending' AND in_flight = 0",))
         .bind(id)
         .bind(rfc3339(at))
-        .execute(self.pool())
-        .await?;
-        Ok(started.rows_affected() > 0)
+        .execute(ex).await.map(|r| r.rows_affected()))?;
+        Ok(started > 0)
     }
 
     /// The server accepted the row's message `at`, at its `attempts`-th attempt.
@@ -295,27 +275,21 @@ impl Store {
         attempts: i64,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET state = 'sent', in_flight = 0, attempts = ?2, sent_at = ?3, last_error = NULL WHERE id = ?1",
-        )
+        db!(self.pool(), (ex, d) => sqlx::query(d.sql("UPDATE outbox SET state = 'sent', in_flight = 0, attempts = $2, sent_at = $3, last_error = NULL WHERE id = $1",))
         .bind(id)
         .bind(attempts)
         .bind(rfc3339(at))
-        .execute(self.pool())
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// The server refused the row's message for good (`failed`), with `error`.
     pub async fn mark_failed(&self, id: i64, attempts: i64, error: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET state = 'failed', in_flight = 0, attempts = ?2, last_error = ?3 WHERE id = ?1",
-        )
+        db!(self.pool(), (ex, d) => sqlx::query(d.sql("UPDATE outbox SET state = 'failed', in_flight = 0, attempts = $2, last_error = $3 WHERE id = $1",))
         .bind(id)
         .bind(attempts)
         .bind(error)
-        .execute(self.pool())
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -326,14 +300,11 @@ impl Store {
         attempts: i64,
         error: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET state = 'abandoned', in_flight = 0, attempts = ?2, last_error = ?3 WHERE id = ?1",
-        )
+        db!(self.pool(), (ex, d) => sqlx::query(d.sql("UPDATE outbox SET state = 'abandoned', in_flight = 0, attempts = $2, last_error = $3 WHERE id = $1",))
         .bind(id)
         .bind(attempts)
         .bind(error)
-        .execute(self.pool())
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -345,15 +316,12 @@ impl Store {
         error: &str,
         next: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET in_flight = 0, attempts = ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
-        )
+        db!(self.pool(), (ex, d) => sqlx::query(d.sql("UPDATE outbox SET in_flight = 0, attempts = $2, last_error = $3, next_attempt_at = $4 WHERE id = $1",))
         .bind(id)
         .bind(attempts)
         .bind(error)
         .bind(rfc3339(next))
-        .execute(self.pool())
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 }

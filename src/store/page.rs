@@ -3,6 +3,7 @@
 //! a window (the chart), the emails sent about a target and the silences in force. Everything
 //! here reads through the read-only pool of the status API, never the cycle's connections.
 
+use super::db::{db, tx};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -226,12 +227,10 @@ impl Store {
     /// active or pending at `now`, from one snapshot of the read-only pool.
     pub async fn fleet(&self, now: DateTime<Utc>, stale_after: u32) -> Result<Fleet, StoreError> {
         let mut tx = self.read_pool().begin().await?;
-        let wabas: String = sqlx::query_scalar(FLEET_WABAS_JSON)
-            .fetch_one(&mut *tx)
-            .await?;
-        let numbers: String = sqlx::query_scalar(FLEET_NUMBERS_JSON)
-            .fetch_one(&mut *tx)
-            .await?;
+        let wabas: String = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql(FLEET_WABAS_JSON))
+            .fetch_one(ex).await)?;
+        let numbers: String = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql(FLEET_NUMBERS_JSON))
+            .fetch_one(ex).await)?;
         let wabas: Vec<WabaSqlRow> = parse_rows(&wabas)?;
         let numbers: Vec<NumberRow> = parse_rows(&numbers)?;
         let sources = wabas
@@ -267,19 +266,15 @@ impl Store {
         stale_after: u32,
     ) -> Result<Option<WabaDetail>, StoreError> {
         let mut tx = self.read_pool().begin().await?;
-        let Some(row): Option<WabaSqlRow> =
-            sqlx::query_as(concat!(waba_columns!(), " WHERE id = ?1"))
+        let Some(row): Option<WabaSqlRow> = tx!(tx, (ex, d) => sqlx::query_as(d.sql(concat!(waba_columns!(), " WHERE id = $1")))
                 .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
+                .fetch_optional(ex).await)?
         else {
             return Ok(None);
         };
-        let numbers: Vec<NumberRow> =
-            sqlx::query_as(concat!(number_columns!(), " WHERE waba_id = ?1"))
+        let numbers: Vec<NumberRow> = tx!(tx, (ex, d) => sqlx::query_as(d.sql(concat!(number_columns!(), " WHERE waba_id = $1")))
                 .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
+                .fetch_all(ex).await)?;
         let sources =
             std::iter::once(row.source.as_str()).chain(numbers.iter().map(|n| n.source.as_str()));
         let stale = stale_from_in(&mut tx, &sources_of(sources), stale_after).await?;
@@ -304,10 +299,9 @@ impl Store {
         stale_after: u32,
     ) -> Result<Option<FleetWaba>, StoreError> {
         let mut tx = self.read_pool().begin().await?;
-        let row: Option<WabaSqlRow> = sqlx::query_as(concat!(waba_columns!(), " WHERE id = ?1"))
+        let row: Option<WabaSqlRow> = tx!(tx, (ex, d) => sqlx::query_as(d.sql(concat!(waba_columns!(), " WHERE id = $1")))
             .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional(ex).await)?;
         let stale = match &row {
             Some(r) => stale_from_in(&mut tx, &[r.source.as_str()], stale_after).await?,
             None => HashMap::new(),
@@ -318,7 +312,7 @@ impl Store {
 
     /// The silences active or pending at `now` (read-only pool).
     pub async fn open_silences(&self, now: DateTime<Utc>) -> Result<Vec<Silence>, StoreError> {
-        let mut conn = self.read_pool().acquire().await?;
+        let mut conn = self.read_pool().begin().await?;
         silences_in(&mut conn, now).await
     }
 
@@ -331,24 +325,18 @@ impl Store {
     ) -> Result<FieldSeries, StoreError> {
         let since = rfc3339(since);
         let mut tx = self.read_pool().begin().await?;
-        let before: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT new FROM history WHERE target_id = ?1 AND field = ?2 AND observed_at < ?3 \
-             ORDER BY seq DESC LIMIT 1",
-        )
+        let before: Option<Option<String>> = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT new FROM history WHERE target_id = $1 AND field = $2 AND observed_at < $3 \
+             ORDER BY seq DESC LIMIT 1",))
         .bind(id)
         .bind(field)
         .bind(&since)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let changes: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT observed_at, old, new FROM history WHERE target_id = ?1 AND field = ?2 \
-             AND observed_at >= ?3 ORDER BY seq",
-        )
+        .fetch_optional(ex).await)?;
+        let changes: Vec<(String, Option<String>, Option<String>)> = tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT observed_at, old, new FROM history WHERE target_id = $1 AND field = $2 \
+             AND observed_at >= $3 ORDER BY seq",))
         .bind(id)
         .bind(field)
         .bind(&since)
-        .fetch_all(&mut *tx)
-        .await?;
+        .fetch_all(ex).await)?;
         tx.commit().await?;
         Ok(FieldSeries {
             before: before.flatten(),
@@ -366,32 +354,28 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<SentEmail>, StoreError> {
         let needles: Vec<String> = ids.iter().map(|id| format!("<target-{id}@")).collect();
-        Ok(sqlx::query_as(
-            "SELECT id, recipient, subject, state, created_at, sent_at, attempts, last_error \
+        Ok(
+            db!(self.read_pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, recipient, subject, state, created_at, sent_at, attempts, last_error \
              FROM outbox WHERE channel = 'email' AND references_hdr IS NOT NULL AND EXISTS \
-             (SELECT 1 FROM json_each(?1) WHERE instr(outbox.references_hdr, json_each.value) > 0) \
-             ORDER BY id DESC LIMIT ?2",
-        )
+             (SELECT 1 FROM json_each($1) AS n WHERE instr(outbox.references_hdr, n.value) > 0) \
+             ORDER BY id DESC LIMIT $2",))
         .bind(serde_json::to_string(&needles).unwrap_or_else(|_| "[]".to_owned()))
         .bind(i64::from(limit))
-        .fetch_all(self.read_pool())
-        .await?)
+        .fetch_all(ex).await)?,
+        )
     }
 }
 
 /// The silences active or pending at `now`.
 async fn silences_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut super::Tx<'_>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Silence>, StoreError> {
     let at = rfc3339(now);
-    let rows: Vec<SilenceRow> = sqlx::query_as(
-        "SELECT id, matchers, starts_at, ends_at, comment, author, created_at FROM silences \
-         WHERE expired_at IS NULL AND ends_at > ?1 ORDER BY starts_at, id",
-    )
+    let rows: Vec<SilenceRow> = tx!(conn, (ex, d) => sqlx::query_as(d.sql("SELECT id, matchers, starts_at, ends_at, comment, author, created_at FROM silences \
+         WHERE expired_at IS NULL AND ends_at > $1 ORDER BY starts_at, id",))
     .bind(&at)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(ex).await)?;
     Ok(rows
         .into_iter()
         .map(|r| {

@@ -1,5 +1,6 @@
 //! Read side of the store: current status and history, for the CLI (and later the HTTP API).
 
+use super::db::{db, tx};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -180,15 +181,11 @@ impl Store {
         health_detail: bool,
         stale_after: u32,
     ) -> Result<Vec<StatusEntry>, StoreError> {
-        let mut conn = self.pool().acquire().await?;
-        let wabas: Vec<WabaRow> = sqlx::query_as("SELECT * FROM wabas ORDER BY present DESC, id")
-            .fetch_all(&mut *conn)
-            .await?;
-        let phones: Vec<PhoneRow> = sqlx::query_as(
-            "SELECT * FROM phone_numbers ORDER BY present DESC, waba_id, display_phone_number, id",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+        let mut conn = self.pool().begin().await?;
+        let wabas: Vec<WabaRow> = tx!(conn, (ex, d) => sqlx::query_as(d.sql("SELECT * FROM wabas ORDER BY present DESC, id"))
+            .fetch_all(ex).await)?;
+        let phones: Vec<PhoneRow> = tx!(conn, (ex, d) => sqlx::query_as(d.sql("SELECT * FROM phone_numbers ORDER BY present DESC, waba_id, display_phone_number, id",))
+        .fetch_all(ex).await)?;
         let sources = sources_of(
             wabas
                 .iter()
@@ -214,13 +211,10 @@ impl Store {
     /// `None` when nothing matches.
     pub async fn resolve_target(&self, wanted: &str) -> Result<Option<String>, StoreError> {
         let wanted = wanted.trim();
-        let exact: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM phone_numbers WHERE id = ?1 UNION ALL SELECT id FROM wabas WHERE id = ?1 \
-             UNION ALL SELECT target_id FROM managed_accounts WHERE target_id = ?1 LIMIT 1",
-        )
+        let exact: Option<String> = db!(self.pool(), (ex, d) => sqlx::query_scalar(d.sql("SELECT id FROM phone_numbers WHERE id = $1 UNION ALL SELECT id FROM wabas WHERE id = $1 \
+             UNION ALL SELECT target_id FROM managed_accounts WHERE target_id = $1 LIMIT 1",))
         .bind(wanted)
-        .fetch_optional(self.pool())
-        .await?;
+        .fetch_optional(ex).await)?;
         if exact.is_some() {
             return Ok(exact);
         }
@@ -228,11 +222,8 @@ impl Store {
         if digits.is_empty() {
             return Ok(None);
         }
-        let numbers: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT id, display_phone_number FROM phone_numbers ORDER BY present DESC, id",
-        )
-        .fetch_all(self.pool())
-        .await?;
+        let numbers: Vec<(String, Option<String>)> = db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, display_phone_number FROM phone_numbers ORDER BY present DESC, id",))
+        .fetch_all(ex).await)?;
         Ok(numbers.into_iter().find_map(|(id, display)| {
             display
                 .filter(|d| d.chars().filter(char::is_ascii_digit).eq(digits.chars()))
@@ -242,40 +233,37 @@ impl Store {
 
     /// Changes, newest first.
     pub async fn history(&self, f: &HistoryFilter) -> Result<Vec<HistoryEntry>, StoreError> {
-        let rows = sqlx::query_as::<_, HistoryEntry>(
-            "SELECT seq, target_id AS id, kind, field, old, new, observed_at FROM history \
-             WHERE (?1 IS NULL OR target_id = ?1) AND (?2 IS NULL OR observed_at >= ?2) \
-             ORDER BY seq DESC LIMIT ?3",
-        )
+        let rows = db!(self.pool(), (ex, d) => sqlx::query_as::<_, HistoryEntry>(d.sql("SELECT seq, target_id AS id, kind, field, old, new, observed_at FROM history \
+             WHERE ($1 IS NULL OR target_id = $1) AND ($2 IS NULL OR observed_at >= $2) \
+             ORDER BY seq DESC LIMIT $3",))
         .bind(&f.id)
         .bind(f.since.map(rfc3339))
         .bind(f.limit.map_or(-1, i64::from))
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(ex).await)?;
         Ok(rows)
     }
 
     /// How many history rows exist (for tests and the benchmark).
     pub async fn history_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM history")
-            .fetch_one(self.pool())
-            .await?)
+        Ok(
+            db!(self.pool(), (ex, d) => sqlx::query_scalar(d.sql("SELECT COUNT(*) FROM history"))
+            .fetch_one(ex).await)?,
+        )
     }
 
     /// Emails waiting for the SMTP server: how many, and when the oldest was queued (for
     /// `/metrics`: on the probe connection, never one of the cycle's).
     pub async fn outbox_pending(&self) -> Result<(i64, Option<String>), StoreError> {
         Ok(
-            sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'")
-                .fetch_one(&self.probes)
-                .await?,
+            db!(&self.probes, (ex, d) => sqlx::query_as(d.sql("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'"))
+                .fetch_one(ex).await)?,
         )
     }
 
     /// Whether the database answers (for readiness: on the probe connection, so neither the
     /// cycle nor a crowd of API readers delays it).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.probes).await?;
+        db!(&self.probes, (ex, d) => sqlx::query(d.sql("SELECT 1")).execute(ex).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -287,19 +275,17 @@ impl Store {
         stale_after: u32,
     ) -> Result<Option<StatusEntry>, StoreError> {
         let mut tx = self.reads.begin().await?;
-        let Some(p): Option<PhoneRow> = sqlx::query_as("SELECT * FROM phone_numbers WHERE id = ?1")
+        let Some(p): Option<PhoneRow> = tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT * FROM phone_numbers WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
+            .fetch_optional(ex).await)?
         else {
             return Ok(None);
         };
         let waba: Option<WabaRow> = match &p.waba_id {
             Some(w) => {
-                sqlx::query_as("SELECT * FROM wabas WHERE id = ?1")
+                tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT * FROM wabas WHERE id = $1"))
                     .bind(w)
-                    .fetch_optional(&mut *tx)
-                    .await?
+                    .fetch_optional(ex).await)?
             }
             None => None,
         };
@@ -318,27 +304,22 @@ impl Store {
         stale_after: u32,
     ) -> Result<Page<StatusEntry>, StoreError> {
         let mut tx = self.reads.begin().await?;
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM phone_numbers")
-            .fetch_one(&mut *tx)
-            .await?;
-        let phones: Vec<PhoneRow> = sqlx::query_as(
-            "SELECT * FROM phone_numbers ORDER BY present DESC, waba_id, display_phone_number, id \
-             LIMIT ?1 OFFSET ?2",
-        )
+        let total: i64 = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT COUNT(*) FROM phone_numbers"))
+            .fetch_one(ex).await)?;
+        let phones: Vec<PhoneRow> = tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT * FROM phone_numbers ORDER BY present DESC, waba_id, display_phone_number, id \
+             LIMIT $1 OFFSET $2",))
         .bind(i64::from(limit))
         .bind(i64::from(offset))
-        .fetch_all(&mut *tx)
-        .await?;
+        .fetch_all(ex).await)?;
         let mut waba_ids: Vec<&str> = phones.iter().filter_map(|p| p.waba_id.as_deref()).collect();
         waba_ids.sort_unstable();
         waba_ids.dedup();
         let wabas: Vec<WabaRow> = if waba_ids.is_empty() {
             Vec::new()
         } else {
-            sqlx::query_as("SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each(?1))")
+            tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each($1))"))
                 .bind(serde_json::to_string(&waba_ids).unwrap_or_else(|_| "[]".to_owned()))
-                .fetch_all(&mut *tx)
-                .await?
+                .fetch_all(ex).await)?
         };
         let sources = sources_of(phones.iter().map(|p| p.source.as_str()));
         let stale_from = stale_from_in(&mut tx, &sources, stale_after).await?;
@@ -366,19 +347,15 @@ impl Store {
         offset: u32,
     ) -> Result<Page<HistoryEntry>, StoreError> {
         let mut tx = self.reads.begin().await?;
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM history WHERE target_id = ?1")
+        let total: i64 = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT COUNT(*) FROM history WHERE target_id = $1"))
             .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let items = sqlx::query_as::<_, HistoryEntry>(
-            "SELECT seq, target_id AS id, kind, field, old, new, observed_at FROM history \
-             WHERE target_id = ?1 ORDER BY seq DESC LIMIT ?2 OFFSET ?3",
-        )
+            .fetch_one(ex).await)?;
+        let items = tx!(tx, (ex, d) => sqlx::query_as::<_, HistoryEntry>(d.sql("SELECT seq, target_id AS id, kind, field, old, new, observed_at FROM history \
+             WHERE target_id = $1 ORDER BY seq DESC LIMIT $2 OFFSET $3",))
         .bind(id)
         .bind(i64::from(limit))
         .bind(i64::from(offset))
-        .fetch_all(&mut *tx)
-        .await?;
+        .fetch_all(ex).await)?;
         tx.commit().await?;
         Ok(Page {
             items,
@@ -397,65 +374,70 @@ impl Store {
         {
             let webhook_cutoff = rfc3339(before.min(Utc::now() - WEBHOOK_DEDUPE_WINDOW));
             let mut tx = self.begin_write().await?;
-            let r = sqlx::query(
-                "DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events \
-                 WHERE processed_at IS NOT NULL AND last_received_at < ?1 ORDER BY id LIMIT ?2)",
-            )
+            let r = tx!(tx, (ex, d) => sqlx::query(d.sql("DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events \
+                 WHERE processed_at IS NOT NULL AND last_received_at < $1 ORDER BY id LIMIT $2)",))
             .bind(&webhook_cutoff)
             .bind(i64::from(batch))
-            .execute(&mut *tx)
-            .await?;
+            .execute(ex).await.map(|r| r.rows_affected()))?;
             tx.commit().await?;
-            deleted += r.rows_affected();
+            deleted += r;
         }
         for sql in [
-            "DELETE FROM history WHERE seq IN (SELECT seq FROM history WHERE observed_at < ?1 ORDER BY seq LIMIT ?2)",
-            "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE digested = 1 AND created_at < ?1 ORDER BY id LIMIT ?2)",
-            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state != 'pending' AND created_at < ?1 ORDER BY id LIMIT ?2)",
+            "DELETE FROM history WHERE seq IN (SELECT seq FROM history WHERE observed_at < $1 ORDER BY seq LIMIT $2)",
+            "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE digested = 1 AND created_at < $1 ORDER BY id LIMIT $2)",
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state != 'pending' AND created_at < $1 ORDER BY id LIMIT $2)",
             "DELETE FROM silences WHERE id IN (SELECT id FROM silences WHERE end_handled = 1 \
-             AND COALESCE(expired_at, ends_at) < ?1 ORDER BY id LIMIT ?2)",
+             AND COALESCE(expired_at, ends_at) < $1 ORDER BY id LIMIT $2)",
             // Poll records are referenced by history rows; delete only unreferenced ones.
-            "DELETE FROM poll_runs WHERE id IN (SELECT id FROM poll_runs WHERE started_at < ?1 \
+            "DELETE FROM poll_runs WHERE id IN (SELECT id FROM poll_runs WHERE started_at < $1 \
              AND outcome != 'running' AND NOT EXISTS (SELECT 1 FROM history h WHERE h.poll_run_id = poll_runs.id) \
-             ORDER BY id LIMIT ?2)",
+             ORDER BY id LIMIT $2)",
         ] {
             let mut tx = self.begin_write().await?;
-            let r = sqlx::query(sql)
+            let r = tx!(tx, (ex, d) => sqlx::query(d.sql(sql))
                 .bind(&cutoff)
                 .bind(i64::from(batch))
-                .execute(&mut *tx)
-                .await?;
+                .execute(ex).await.map(|r| r.rows_affected()))?;
             tx.commit().await?;
-            deleted += r.rows_affected();
+            deleted += r;
         }
         Ok(deleted)
     }
 
     /// Writes a consistent copy of the database to `dest` (`VACUUM INTO`), while the daemon
     /// may keep running.
+    /// PostgreSQL's backups are the server's (`pg_dump`, base backups): refused there.
     pub async fn backup(&self, dest: &std::path::Path) -> Result<(), StoreError> {
-        sqlx::query("VACUUM INTO ?1")
+        let Some(pool) = self.pool().sqlite() else {
+            return Err(StoreError::Access(
+                "backup copies a SQLite database; this one is on PostgreSQL: back it up with the server's tools (pg_dump, or your provider's snapshots)".into(),
+            ));
+        };
+        sqlx::query("VACUUM INTO $1")
             .bind(dest.to_string_lossy().into_owned())
-            .execute(self.pool())
+            .execute(pool)
             .await?;
         Ok(())
     }
 
-    /// `PRAGMA integrity_check` (tests, and after an unclean stop).
+    /// `PRAGMA integrity_check` (tests, and after an unclean stop); on PostgreSQL, whose
+    /// server keeps its own integrity, whether it answers.
     pub async fn integrity_ok(&self) -> Result<bool, StoreError> {
-        let r: String = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_one(self.pool())
-            .await?;
+        let r: String = db!(self.pool(), (ex, d) => sqlx::query_scalar(if d.is_postgres() {
+                "SELECT 'ok'"
+            } else {
+                "PRAGMA integrity_check"
+            })
+            .fetch_one(ex).await)?;
         Ok(r == "ok")
     }
 
     /// The latest poll runs, newest first.
     pub async fn recent_runs(&self, limit: u32) -> Result<Vec<PollRun>, StoreError> {
         Ok(
-            sqlx::query_as::<_, PollRun>("SELECT * FROM poll_runs ORDER BY id DESC LIMIT ?1")
+            db!(self.pool(), (ex, d) => sqlx::query_as::<_, PollRun>(d.sql("SELECT * FROM poll_runs ORDER BY id DESC LIMIT $1"))
                 .bind(i64::from(limit))
-                .fetch_all(self.pool())
-                .await?,
+                .fetch_all(ex).await)?,
         )
     }
 }
@@ -476,20 +458,17 @@ pub(super) fn sources_of<'a>(sources: impl Iterator<Item = &'a str>) -> Vec<&'a 
 /// last read before it was missed by that many polls in a row. One indexed look-up per
 /// source (`poll_runs (source, id)`), however many poll records the retention keeps.
 pub(super) async fn stale_from_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut super::Tx<'_>,
     sources: &[&str],
     stale_after: u32,
 ) -> Result<HashMap<String, String>, StoreError> {
     let mut out = HashMap::with_capacity(sources.len());
     for source in sources {
-        let started: Option<String> = sqlx::query_scalar(
-            "SELECT started_at FROM poll_runs WHERE source = ?1 AND outcome != 'running' \
-             ORDER BY id DESC LIMIT 1 OFFSET ?2",
-        )
+        let started: Option<String> = tx!(conn, (ex, d) => sqlx::query_scalar(d.sql("SELECT started_at FROM poll_runs WHERE source = $1 AND outcome != 'running' \
+             ORDER BY id DESC LIMIT 1 OFFSET $2",))
         .bind(*source)
         .bind(i64::from(stale_after.max(1) - 1))
-        .fetch_optional(&mut *conn)
-        .await?;
+        .fetch_optional(ex).await)?;
         if let Some(started) = started {
             out.insert((*source).to_owned(), started);
         }
@@ -599,51 +578,51 @@ const VERIFICATION_VALUES: &[&str] = &[
     "expired",
 ];
 
-/// A number's rank (0 gone, 1 ok, 2 warning, 3 critical); ?1-?3 critical and ?4-?6 warning
+/// A number's rank (0 gone, 1 ok, 2 warning, 3 critical); $1-$3 critical and $4-$6 warning
 /// values of quality, status and health.
 macro_rules! number_rank {
     () => {
-        "CASE WHEN p.present = 0 THEN 0 \
-         WHEN p.quality_rating IN (SELECT value FROM json_each(?1)) \
-           OR p.status IN (SELECT value FROM json_each(?2)) \
-           OR p.health IN (SELECT value FROM json_each(?3)) THEN 3 \
-         WHEN p.quality_rating IN (SELECT value FROM json_each(?4)) \
-           OR p.status IN (SELECT value FROM json_each(?5)) \
-           OR p.health IN (SELECT value FROM json_each(?6)) THEN 2 ELSE 1 END"
+        "CAST(CASE WHEN p.present = FALSE THEN 0 \
+         WHEN p.quality_rating IN (SELECT value FROM json_each($1)) \
+           OR p.status IN (SELECT value FROM json_each($2)) \
+           OR p.health IN (SELECT value FROM json_each($3)) THEN 3 \
+         WHEN p.quality_rating IN (SELECT value FROM json_each($4)) \
+           OR p.status IN (SELECT value FROM json_each($5)) \
+           OR p.health IN (SELECT value FROM json_each($6)) THEN 2 ELSE 1 END AS BIGINT)"
     };
 }
 
-/// A WABA's rank; ?1-?3 critical and ?4-?6 warning values of review status, verification
+/// A WABA's rank; $1-$3 critical and $4-$6 warning values of review status, verification
 /// (lower case) and health.
 macro_rules! waba_rank {
     () => {
-        "CASE WHEN w.present = 0 THEN 0 \
-         WHEN w.account_review_status IN (SELECT value FROM json_each(?1)) \
-           OR lower(w.business_verification_status) IN (SELECT value FROM json_each(?2)) \
-           OR w.health IN (SELECT value FROM json_each(?3)) THEN 3 \
-         WHEN w.account_review_status IN (SELECT value FROM json_each(?4)) \
-           OR lower(w.business_verification_status) IN (SELECT value FROM json_each(?5)) \
-           OR w.health IN (SELECT value FROM json_each(?6)) THEN 2 ELSE 1 END"
+        "CAST(CASE WHEN w.present = FALSE THEN 0 \
+         WHEN w.account_review_status IN (SELECT value FROM json_each($1)) \
+           OR lower(w.business_verification_status) IN (SELECT value FROM json_each($2)) \
+           OR w.health IN (SELECT value FROM json_each($3)) THEN 3 \
+         WHEN w.account_review_status IN (SELECT value FROM json_each($4)) \
+           OR lower(w.business_verification_status) IN (SELECT value FROM json_each($5)) \
+           OR w.health IN (SELECT value FROM json_each($6)) THEN 2 ELSE 1 END AS BIGINT)"
     };
 }
 
-/// Numbers matching ?7 WABA, ?8 source, ?9 business, ?10 problems only; worst first, then
+/// Numbers matching $7 WABA, $8 source, $9 business, $10 problems only; worst first, then
 /// by WABA and display number: one JSON array of [`RankedPhone`]s (in field order), built by
 /// SQLite in one step. Read row by row through the driver, 100,000 numbers took seconds and
-/// half a gigabyte; `health_entities` only with ?11.
+/// half a gigabyte; `health_entities` only with $11.
 const STATUS_NUMBERS: &str = concat!(
     "SELECT json_group_array(json_array(rank, id, source, waba_id, display_phone_number, \
      verified_name, quality_rating, status, messaging_limit_tier, business_messaging_limit, \
-     health, CASE WHEN ?11 THEN health_entities END, name_status, code_verification_status, \
+     health, CASE WHEN $11 THEN health_entities END, name_status, code_verification_status, \
      throughput, account_mode, json(CASE present WHEN 0 THEN 'false' ELSE 'true' END), \
      first_seen_at, last_polled_at, last_changed_at, source_priority, source_created_at, \
      source_updated_at) ORDER BY rank DESC, waba_id, display_phone_number, id) \
      FROM (SELECT p.*, ",
     number_rank!(),
     " AS rank FROM phone_numbers p \
-     WHERE (?7 IS NULL OR p.waba_id = ?7) AND (?8 IS NULL OR p.source = ?8) \
-     AND (?9 IS NULL OR p.waba_id IN (SELECT id FROM wabas WHERE business_id = ?9))) \
-     WHERE (?10 = 0 OR rank >= 2)"
+     WHERE ($7 IS NULL OR p.waba_id = $7) AND ($8 IS NULL OR p.source = $8) \
+     AND ($9 IS NULL OR p.waba_id IN (SELECT id FROM wabas WHERE business_id = $9))) AS ranked \
+     WHERE (NOT $10 OR rank >= 2)"
 );
 
 /// A number's rank and row, read positionally from [`STATUS_NUMBERS`]' array.
@@ -706,14 +685,14 @@ impl RankedPhone {
     }
 }
 
-/// WABAs matching ?7 WABA, ?8 source, ?9 business, ?10 problems only; worst first.
+/// WABAs matching $7 WABA, $8 source, $9 business, $10 problems only; worst first.
 const STATUS_WABAS: &str = concat!(
     "SELECT * FROM (SELECT w.*, ",
     waba_rank!(),
     " AS rank FROM wabas w \
-     WHERE (?7 IS NULL OR w.id = ?7) AND (?8 IS NULL OR w.source = ?8) \
-     AND (?9 IS NULL OR w.business_id = ?9)) \
-     WHERE (?10 = 0 OR rank >= 2) ORDER BY rank DESC, id"
+     WHERE ($7 IS NULL OR w.id = $7) AND ($8 IS NULL OR w.source = $8) \
+     AND ($9 IS NULL OR w.business_id = $9)) AS ranked \
+     WHERE (NOT $10 OR rank >= 2) ORDER BY rank DESC, id"
 );
 
 /// One history row with who it is about: a number's display number and verified name, a
@@ -759,12 +738,9 @@ impl Store {
         let [r_crit, r_warn] = rated(field::ACCOUNT_REVIEW_STATUS, REVIEW_VALUES);
         let [v_crit, v_warn] = rated(field::BUSINESS_VERIFICATION_STATUS, VERIFICATION_VALUES);
         let mut tx = self.read_pool().begin().await?;
-        let total: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM wabas) + (SELECT COUNT(*) FROM phone_numbers)",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let numbers_json: String = sqlx::query_scalar(STATUS_NUMBERS)
+        let total: i64 = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT (SELECT COUNT(*) FROM wabas) + (SELECT COUNT(*) FROM phone_numbers)",))
+        .fetch_one(ex).await)?;
+        let numbers_json: String = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql(STATUS_NUMBERS))
             .bind(&q_crit)
             .bind(&s_crit)
             .bind(&h_crit)
@@ -776,9 +752,8 @@ impl Store {
             .bind(&filter.business)
             .bind(filter.problems)
             .bind(health_detail)
-            .fetch_one(&mut *tx)
-            .await?;
-        let waba_rows = sqlx::query(STATUS_WABAS)
+            .fetch_one(ex).await)?;
+        let waba_rows = tx!(tx, (ex, d) => sqlx::query(d.sql(STATUS_WABAS))
             .bind(&r_crit)
             .bind(&v_crit)
             .bind(&h_crit)
@@ -789,8 +764,11 @@ impl Store {
             .bind(&filter.source)
             .bind(&filter.business)
             .bind(filter.problems)
-            .fetch_all(&mut *tx)
-            .await?;
+            .fetch_all(ex).await
+            .and_then(|rows| rows
+                .iter()
+                .map(|row| Ok((Rank::from_sql(row.try_get("rank")?), WabaRow::from_row(row)?)))
+                .collect::<Result<Vec<(Rank, WabaRow)>, sqlx::Error>>()))?;
         let numbers: Vec<(Rank, PhoneRow)> =
             serde_json::from_str::<Vec<RankedPhone>>(&numbers_json)
                 .map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))?
@@ -798,13 +776,7 @@ impl Store {
                 .map(RankedPhone::split)
                 .collect();
         drop(numbers_json);
-        let mut listed = Vec::with_capacity(waba_rows.len());
-        for row in waba_rows {
-            listed.push((
-                Rank::from_sql(row.try_get("rank")?),
-                WabaRow::from_row(&row)?,
-            ));
-        }
+        let listed = waba_rows;
         // The numbers' own WABAs (for their names, portfolio and limits), listed or not.
         let mut waba_ids: Vec<&str> = numbers
             .iter()
@@ -815,10 +787,9 @@ impl Store {
         let owners: Vec<WabaRow> = if waba_ids.is_empty() {
             Vec::new()
         } else {
-            sqlx::query_as("SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each(?1))")
+            tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT * FROM wabas WHERE id IN (SELECT value FROM json_each($1))"))
                 .bind(serde_json::to_string(&waba_ids).unwrap_or_else(|_| "[]".to_owned()))
-                .fetch_all(&mut *tx)
-                .await?
+                .fetch_all(ex).await)?
         };
         let sources = sources_of(
             listed
@@ -854,24 +825,20 @@ impl Store {
     /// Whether `id` is a WABA the database knows (read, listed by a number, or added through
     /// the fleet API).
     pub async fn waba_known(&self, id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM wabas WHERE id = ?1 UNION ALL \
-             SELECT 1 FROM phone_numbers WHERE waba_id = ?1 UNION ALL \
-             SELECT 1 FROM managed_accounts WHERE target_id = ?1 LIMIT 1",
-        )
+        let found: Option<i64> = db!(self.pool(), (ex, d) => sqlx::query_scalar(d.sql("SELECT 1 FROM wabas WHERE id = $1 UNION ALL \
+             SELECT 1 FROM phone_numbers WHERE waba_id = $1 UNION ALL \
+             SELECT 1 FROM managed_accounts WHERE target_id = $1 LIMIT 1",))
         .bind(id.trim())
-        .fetch_optional(self.pool())
-        .await?;
+        .fetch_optional(ex).await)?;
         Ok(found.is_some())
     }
 
     /// The ids of the WABAs of business portfolio `business`.
     pub async fn wabas_of_business(&self, business: &str) -> Result<Vec<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT id FROM wabas WHERE business_id = ?1 ORDER BY id")
+            db!(self.read_pool(), (ex, d) => sqlx::query_scalar(d.sql("SELECT id FROM wabas WHERE business_id = $1 ORDER BY id"))
                 .bind(business)
-                .fetch_all(self.read_pool())
-                .await?,
+                .fetch_all(ex).await)?,
         )
     }
 
@@ -880,28 +847,27 @@ impl Store {
         &self,
         q: &HistoryQuery,
     ) -> Result<Vec<NamedHistoryEntry>, StoreError> {
-        Ok(sqlx::query_as::<_, NamedHistoryEntry>(
-            "SELECT h.seq, h.target_id AS id, h.kind, h.field, h.old, h.new, h.observed_at, \
+        Ok(
+            db!(self.pool(), (ex, d) => sqlx::query_as::<_, NamedHistoryEntry>(d.sql("SELECT h.seq, h.target_id AS id, h.kind, h.field, h.old, h.new, h.observed_at, \
              p.display_phone_number AS display_phone_number, \
              COALESCE(p.verified_name, w.name, t.name) AS name \
              FROM history h \
              LEFT JOIN phone_numbers p ON h.kind = 'phone_number' AND p.id = h.target_id \
              LEFT JOIN wabas w ON h.kind = 'waba' AND w.id = h.target_id \
              LEFT JOIN templates t ON h.kind = 'template' AND t.id = h.target_id \
-             WHERE (?1 IS NULL OR h.target_id = ?1) \
-             AND (?2 IS NULL OR h.target_id = ?2 \
-                  OR h.target_id IN (SELECT id FROM phone_numbers WHERE waba_id = ?2) \
-                  OR h.target_id IN (SELECT id FROM templates WHERE waba_id = ?2)) \
-             AND (?3 IS NULL OR h.field = ?3) AND (?4 IS NULL OR h.observed_at >= ?4) \
-             ORDER BY h.seq DESC LIMIT ?5",
-        )
+             WHERE ($1 IS NULL OR h.target_id = $1) \
+             AND ($2 IS NULL OR h.target_id = $2 \
+                  OR h.target_id IN (SELECT id FROM phone_numbers WHERE waba_id = $2) \
+                  OR h.target_id IN (SELECT id FROM templates WHERE waba_id = $2)) \
+             AND ($3 IS NULL OR h.field = $3) AND ($4 IS NULL OR h.observed_at >= $4) \
+             ORDER BY h.seq DESC LIMIT $5",))
         .bind(&q.id)
         .bind(&q.waba)
         .bind(&q.field)
         .bind(q.since.map(rfc3339))
         .bind(q.limit.map_or(-1, i64::from))
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(ex).await)?,
+        )
     }
 }
 
@@ -945,11 +911,9 @@ mod tests {
         numbers.push(("gone".into(), ["RED", "BANNED", "BLOCKED"], false));
         numbers.push(("new".into(), ["PURPLE", "SOMETHING_NEW", "MAYBE"], true));
         for (id, [q, s, h], present) in &numbers {
-            sqlx::query(
-                "INSERT INTO phone_numbers (id, source, waba_id, quality_rating, status, health, \
+            db!(store.pool(), (ex, d) => sqlx::query(d.sql("INSERT INTO phone_numbers (id, source, waba_id, quality_rating, status, health, \
                  present, first_seen_at, last_polled_at, last_changed_at) \
-                 VALUES (?1, ?2, 'w1', ?3, ?4, ?5, ?6, ?7, ?7, ?7)",
-            )
+                 VALUES ($1, $2, 'w1', $3, $4, $5, $6, $7, $7, $7)",))
             .bind(id)
             .bind(if id.starts_with('h') { "bsp" } else { "main" })
             .bind(q)
@@ -957,8 +921,7 @@ mod tests {
             .bind(h)
             .bind(present)
             .bind(t)
-            .execute(store.pool())
-            .await
+            .execute(ex).await.map(|r| r.rows_affected()))
             .expect("insert");
         }
         let mut wabas: Vec<(String, [String; 3])> = Vec::new();
@@ -976,18 +939,15 @@ mod tests {
             ));
         }
         for (id, [r, v, h]) in &wabas {
-            sqlx::query(
-                "INSERT INTO wabas (id, source, business_id, account_review_status, \
+            db!(store.pool(), (ex, d) => sqlx::query(d.sql("INSERT INTO wabas (id, source, business_id, account_review_status, \
                  business_verification_status, health, first_seen_at, last_polled_at, \
-                 last_changed_at) VALUES (?1, 'main', 'b1', ?2, ?3, ?4, ?5, ?5, ?5)",
-            )
+                 last_changed_at) VALUES ($1, 'main', 'b1', $2, $3, $4, $5, $5, $5)",))
             .bind(id)
             .bind(r)
             .bind(v)
             .bind(h)
             .bind(t)
-            .execute(store.pool())
-            .await
+            .execute(ex).await.map(|r| r.rows_affected()))
             .expect("insert");
         }
 

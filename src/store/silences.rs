@@ -2,6 +2,7 @@
 //! recorded (history, open alerts, metrics) but not sent. Each keeps who made it, when and why,
 //! and who ended it early; expired ones are pruned with the retention.
 
+use super::db::{db, tx};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -118,13 +119,10 @@ impl Row {
 /// The silences in force at `now`.
 pub async fn active_in(tx: &mut Tx<'_>, now: DateTime<Utc>) -> Result<Vec<Silence>, StoreError> {
     let at = rfc3339(now);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, matchers, starts_at, ends_at, comment, author, created_at, expired_at, expired_by \
-         FROM silences WHERE starts_at <= ?1 AND ends_at > ?1 AND expired_at IS NULL ORDER BY id",
-    )
+    let rows: Vec<Row> = tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT id, matchers, starts_at, ends_at, comment, author, created_at, expired_at, expired_by \
+         FROM silences WHERE starts_at <= $1 AND ends_at > $1 AND expired_at IS NULL ORDER BY id",))
     .bind(&at)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(ex).await)?;
     Ok(rows.into_iter().map(|r| r.into_silence(&at)).collect())
 }
 
@@ -135,20 +133,14 @@ pub async fn take_ended_in(
     now: DateTime<Utc>,
 ) -> Result<Vec<Silence>, StoreError> {
     let at = rfc3339(now);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, matchers, starts_at, ends_at, comment, author, created_at, expired_at, expired_by \
-         FROM silences WHERE end_handled = 0 AND (ends_at <= ?1 OR expired_at IS NOT NULL) ORDER BY id",
-    )
+    let rows: Vec<Row> = tx!(tx, (ex, d) => sqlx::query_as(d.sql("SELECT id, matchers, starts_at, ends_at, comment, author, created_at, expired_at, expired_by \
+         FROM silences WHERE end_handled = 0 AND (ends_at <= $1 OR expired_at IS NOT NULL) ORDER BY id",))
     .bind(&at)
-    .fetch_all(&mut **tx)
-    .await?;
+    .fetch_all(ex).await)?;
     if !rows.is_empty() {
-        sqlx::query(
-            "UPDATE silences SET end_handled = 1 WHERE end_handled = 0 AND (ends_at <= ?1 OR expired_at IS NOT NULL)",
-        )
+        tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE silences SET end_handled = 1 WHERE end_handled = 0 AND (ends_at <= $1 OR expired_at IS NOT NULL)",))
         .bind(&at)
-        .execute(&mut **tx)
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
     }
     Ok(rows.into_iter().map(|r| r.into_silence(&at)).collect())
 }
@@ -165,18 +157,15 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO silences (matchers, starts_at, ends_at, comment, author, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-        )
+        let id: i64 = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("INSERT INTO silences (matchers, starts_at, ends_at, comment, author, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",))
         .bind(serde_json::to_string(matchers).unwrap_or_else(|_| "{}".to_owned()))
         .bind(rfc3339(starts_at))
         .bind(rfc3339(ends_at))
         .bind(comment)
         .bind(author)
         .bind(rfc3339(now))
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_one(ex).await)?;
         tx.commit().await?;
         Ok(id)
     }
@@ -189,13 +178,10 @@ impl Store {
         recent: chrono::Duration,
     ) -> Result<Vec<Silence>, StoreError> {
         let at = rfc3339(now);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, matchers, starts_at, ends_at, comment, author, created_at, expired_at, expired_by \
-             FROM silences WHERE COALESCE(expired_at, ends_at) > ?1 ORDER BY id DESC",
-        )
+        let rows: Vec<Row> = db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, matchers, starts_at, ends_at, comment, author, created_at, expired_at, expired_by \
+             FROM silences WHERE COALESCE(expired_at, ends_at) > $1 ORDER BY id DESC",))
         .bind(rfc3339(now - recent))
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(ex).await)?;
         Ok(rows.into_iter().map(|r| r.into_silence(&at)).collect())
     }
 
@@ -208,17 +194,14 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let at = rfc3339(now);
         let mut tx = self.begin_write().await?;
-        let r = sqlx::query(
-            "UPDATE silences SET expired_at = ?2, expired_by = ?3 \
-             WHERE id = ?1 AND expired_at IS NULL AND ends_at > ?2",
-        )
+        let r = tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE silences SET expired_at = $2, expired_by = $3 \
+             WHERE id = $1 AND expired_at IS NULL AND ends_at > $2",))
         .bind(id)
         .bind(&at)
         .bind(by)
-        .execute(&mut *tx)
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
         tx.commit().await?;
-        Ok(r.rows_affected() == 1)
+        Ok(r == 1)
     }
 }
 

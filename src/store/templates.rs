@@ -12,6 +12,7 @@
 //! already known (`state_time`: when a poll last changed it, or the newest applied webhook's
 //! event time) never moves it backwards.
 
+use super::db::{db, tx};
 use std::collections::HashMap;
 
 use super::{StoreError, Tx};
@@ -147,12 +148,11 @@ fn fingerprint(source: &str, t: &TemplateObservation) -> i64 {
 }
 
 async fn upsert(tx: &mut Tx<'_>, r: &TemplateRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT OR REPLACE INTO templates (id, source, waba_id, name, language, status, quality, \
+    tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO templates (id, source, waba_id, name, language, status, quality, \
          category, rejected_reason, previous_category, present, state_time, first_seen_at, \
          last_polled_at, last_changed_at, obs_hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         ON CONFLICT (id) DO UPDATE SET source = excluded.source, waba_id = excluded.waba_id, name = excluded.name, language = excluded.language, status = excluded.status, quality = excluded.quality, category = excluded.category, rejected_reason = excluded.rejected_reason, previous_category = excluded.previous_category, present = excluded.present, state_time = excluded.state_time, first_seen_at = excluded.first_seen_at, last_polled_at = excluded.last_polled_at, last_changed_at = excluded.last_changed_at, obs_hash = excluded.obs_hash",))
     .bind(&r.id)
     .bind(&r.source)
     .bind(&r.waba_id)
@@ -169,8 +169,7 @@ async fn upsert(tx: &mut Tx<'_>, r: &TemplateRow) -> Result<(), sqlx::Error> {
     .bind(&r.last_polled_at)
     .bind(&r.last_changed_at)
     .bind(r.obs_hash)
-    .execute(&mut **tx)
-    .await?;
+    .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -191,14 +190,11 @@ pub(super) async fn apply_polled_in(
     // the same fingerprint is unchanged and costs nothing more.
     let wabas: std::collections::BTreeSet<&str> =
         poll.templates.iter().map(|t| t.waba_id.as_str()).collect();
-    let known: Option<String> = sqlx::query_scalar(
-        "SELECT group_concat(id || ' ' || obs_hash, ' ') FROM templates \
-         WHERE present = 1 AND obs_hash IS NOT NULL \
-         AND waba_id IN (SELECT value FROM json_each(?1))",
-    )
+    let known: Option<String> = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT group_concat(id || ' ' || obs_hash, ' ') FROM templates \
+         WHERE present = TRUE AND obs_hash IS NOT NULL \
+         AND waba_id IN (SELECT value FROM json_each($1))",))
     .bind(list_of(wabas.iter().copied()))
-    .fetch_one(&mut **tx)
-    .await?;
+    .fetch_one(ex).await)?;
     let known: HashMap<&str, i64> = known
         .as_deref()
         .unwrap_or("")
@@ -214,12 +210,9 @@ pub(super) async fn apply_polled_in(
         .filter(|(t, h)| known.get(t.id.as_str()) != Some(h))
         .collect();
     for chunk in differing.chunks(CHUNK) {
-        let mut rows: HashMap<String, TemplateRow> = sqlx::query_as::<_, TemplateRow>(
-            "SELECT * FROM templates WHERE id IN (SELECT value FROM json_each(?1))",
-        )
+        let mut rows: HashMap<String, TemplateRow> = tx!(tx, (ex, d) => sqlx::query_as::<_, TemplateRow>(d.sql("SELECT * FROM templates WHERE id IN (SELECT value FROM json_each($1))",))
         .bind(list_of(chunk.iter().map(|(t, _)| t.id.as_str())))
-        .fetch_all(&mut **tx)
-        .await?
+        .fetch_all(ex).await)?
         .into_iter()
         .map(|r| (r.id.clone(), r))
         .collect();
@@ -244,17 +237,14 @@ pub(super) async fn apply_polled_in(
     }
     // Gone from a listing read to its end.
     if !poll.complete_template_wabas.is_empty() {
-        let missing: Vec<TemplateRow> = sqlx::query_as::<_, TemplateRow>(
-            "SELECT * FROM templates WHERE present = 1 \
-             AND waba_id IN (SELECT value FROM json_each(?1)) \
-             AND id NOT IN (SELECT value FROM json_each(?2))",
-        )
+        let missing: Vec<TemplateRow> = tx!(tx, (ex, d) => sqlx::query_as::<_, TemplateRow>(d.sql("SELECT * FROM templates WHERE present = TRUE \
+             AND waba_id IN (SELECT value FROM json_each($1)) \
+             AND id NOT IN (SELECT value FROM json_each($2))",))
         .bind(list_of(
             poll.complete_template_wabas.iter().map(String::as_str),
         ))
         .bind(list_of(poll.templates.iter().map(|t| t.id.as_str())))
-        .fetch_all(&mut **tx)
-        .await?;
+        .fetch_all(ex).await)?;
         for mut row in missing {
             row.present = false;
             row.state_time = now_unix;
@@ -284,11 +274,9 @@ pub async fn apply_event_in(
     event_time: i64,
     now: &str,
 ) -> Result<Vec<Change>, StoreError> {
-    let existing: Option<TemplateRow> =
-        sqlx::query_as::<_, TemplateRow>("SELECT * FROM templates WHERE id = ?1")
+    let existing: Option<TemplateRow> = tx!(tx, (ex, d) => sqlx::query_as::<_, TemplateRow>(d.sql("SELECT * FROM templates WHERE id = $1"))
             .bind(&obs.id)
-            .fetch_optional(&mut **tx)
-            .await?;
+            .fetch_optional(ex).await)?;
     if existing.as_ref().is_some_and(|r| r.state_time > event_time) {
         return Ok(Vec::new());
     }
@@ -300,27 +288,21 @@ pub async fn apply_event_in(
     upsert(tx, &row).await?;
     for c in &mut changes {
         if c.old.is_some() {
-            c.previous_since = sqlx::query_scalar(
-                "SELECT observed_at FROM history WHERE target_id = ?1 AND field = ?2 \
-                 ORDER BY seq DESC LIMIT 1",
-            )
+            c.previous_since = tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT observed_at FROM history WHERE target_id = $1 AND field = $2 \
+                 ORDER BY seq DESC LIMIT 1",))
             .bind(&c.target_id)
             .bind(&c.field)
-            .fetch_optional(&mut **tx)
-            .await?;
+            .fetch_optional(ex).await)?;
         }
-        sqlx::query(
-            "INSERT INTO history (kind, target_id, field, old, new, observed_at, poll_run_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
-        )
+        tx!(tx, (ex, d) => sqlx::query(d.sql("INSERT INTO history (kind, target_id, field, old, new, observed_at, poll_run_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL)",))
         .bind(c.kind.as_str())
         .bind(&c.target_id)
         .bind(&c.field)
         .bind(&c.old)
         .bind(&c.new)
         .bind(now)
-        .execute(&mut **tx)
-        .await?;
+        .execute(ex).await.map(|r| r.rows_affected()))?;
     }
     Ok(changes)
 }
@@ -328,13 +310,12 @@ pub async fn apply_event_in(
 /// How many times a template went to PAUSED before, by the history (which pause this is,
 /// when Meta's webhook did not say).
 pub async fn pauses_before_in(tx: &mut Tx<'_>, template_id: &str) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT COUNT(*) FROM history WHERE kind = 'template' AND target_id = ?1 \
-         AND field = 'status' AND new = 'PAUSED'",
-    )
+    Ok(
+        tx!(tx, (ex, d) => sqlx::query_scalar(d.sql("SELECT COUNT(*) FROM history WHERE kind = 'template' AND target_id = $1 \
+         AND field = 'status' AND new = 'PAUSED'",))
     .bind(template_id)
-    .fetch_one(&mut **tx)
-    .await?)
+    .fetch_one(ex).await)?,
+    )
 }
 
 /// What `/metrics` shows of templates: counts per WABA, and the templates that are not
@@ -351,7 +332,7 @@ pub struct TemplateMetrics {
 /// The unhealthy-template filter, in SQL (see `TemplateObservation::is_healthy`).
 macro_rules! unhealthy {
     () => {
-        "present = 1 AND (COALESCE(status, 'APPROVED') <> 'APPROVED' \
+        "present = TRUE AND (COALESCE(status, 'APPROVED') <> 'APPROVED' \
          OR COALESCE(quality, 'GREEN') NOT IN ('GREEN', 'UNKNOWN'))"
     };
 }
@@ -359,26 +340,19 @@ macro_rules! unhealthy {
 impl super::Store {
     /// The template figures for `/metrics`.
     pub async fn template_metrics(&self) -> Result<TemplateMetrics, StoreError> {
-        let mut conn = self.pool().acquire().await?;
-        let by_status = sqlx::query_as(
-            "SELECT waba_id, COALESCE(status, 'UNKNOWN'), COUNT(*) FROM templates \
-             WHERE present = 1 GROUP BY 1, 2 ORDER BY 1, 2",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let by_quality = sqlx::query_as(
-            "SELECT waba_id, COALESCE(quality, 'UNKNOWN'), COUNT(*) FROM templates \
-             WHERE present = 1 GROUP BY 1, 2 ORDER BY 1, 2",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let unhealthy = sqlx::query_as(concat!(
+        let mut conn = self.pool().begin().await?;
+        let by_status = tx!(conn, (ex, d) => sqlx::query_as(d.sql("SELECT waba_id, COALESCE(status, 'UNKNOWN'), COUNT(*) FROM templates \
+             WHERE present = TRUE GROUP BY 1, 2 ORDER BY 1, 2",))
+        .fetch_all(ex).await)?;
+        let by_quality = tx!(conn, (ex, d) => sqlx::query_as(d.sql("SELECT waba_id, COALESCE(quality, 'UNKNOWN'), COUNT(*) FROM templates \
+             WHERE present = TRUE GROUP BY 1, 2 ORDER BY 1, 2",))
+        .fetch_all(ex).await)?;
+        let unhealthy = tx!(conn, (ex, d) => sqlx::query_as(d.sql(concat!(
             "SELECT * FROM templates WHERE ",
             unhealthy!(),
             " ORDER BY waba_id, name, language, id"
-        ))
-        .fetch_all(&mut *conn)
-        .await?;
+        )))
+        .fetch_all(ex).await)?;
         Ok(TemplateMetrics {
             by_status,
             by_quality,
@@ -393,14 +367,15 @@ impl super::Store {
         waba_id: Option<&str>,
         problems_only: bool,
     ) -> Result<Vec<TemplateRow>, StoreError> {
-        Ok(sqlx::query_as(concat!(
-            "SELECT * FROM templates WHERE (?1 IS NULL OR waba_id = ?1) AND (?2 = 0 OR (",
+        Ok(
+            db!(self.read_pool(), (ex, d) => sqlx::query_as(d.sql(concat!(
+            "SELECT * FROM templates WHERE ($1 IS NULL OR waba_id = $1) AND ($2 = 0 OR (",
             unhealthy!(),
             ")) ORDER BY present DESC, waba_id, name, language, id"
-        ))
+        )))
         .bind(waba_id)
         .bind(problems_only)
-        .fetch_all(self.read_pool())
-        .await?)
+        .fetch_all(ex).await)?,
+        )
     }
 }

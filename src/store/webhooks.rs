@@ -3,10 +3,11 @@
 //! marks each with its outcome. The same delivery sent again (same body bytes, same SHA-256) is
 //! stored once: the row counts its deliveries.
 
+use super::db::{db, tx};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, Tx};
 use crate::timefmt::rfc3339;
 
 /// A signed delivery as received.
@@ -79,42 +80,40 @@ impl Store {
         &self,
         evs: &[NewWebhookEvent<'_>],
     ) -> Result<Vec<Stored>, StoreError> {
-        let mut conn = self.pool().acquire().await?;
-        sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await?;
-        // An explicit transaction, so a commit that fails (a full disk) is an error here: an
-        // `INSERT … RETURNING` read with `fetch_one` in autocommit hands back its row before
-        // the commit and would miss that failure — and the receiver would answer 200.
-        let rows: Result<Vec<(i64, i64)>, sqlx::Error> = async {
-            use sqlx::Connection;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let mut rows = Vec::with_capacity(evs.len());
-            for ev in evs {
-                let row = sqlx::query_as(
-                    "INSERT INTO webhook_events (received_at, body, body_sha256, field, receipt, last_received_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?1) \
-                     ON CONFLICT (body_sha256) DO UPDATE SET deliveries = deliveries + 1, last_received_at = excluded.last_received_at \
-                     RETURNING id, deliveries",
-                )
-                .bind(rfc3339(ev.received_at))
-                .bind(ev.body)
-                .bind(body_sha256(ev.body))
-                .bind(ev.field)
-                .bind(ev.receipt)
-                .fetch_one(&mut *tx)
-                .await?;
-                rows.push(row);
+        let rows: Result<Vec<(i64, i64)>, sqlx::Error> = match self.pool() {
+            super::Pool::Lite(pool) => {
+                use sqlx::Connection;
+                let mut conn = pool.acquire().await?;
+                sqlx::query("PRAGMA synchronous = FULL")
+                    .execute(&mut *conn)
+                    .await?;
+                // An explicit transaction, so a commit that fails (a full disk) is an error
+                // here: an `INSERT … RETURNING` read with `fetch_one` in autocommit hands back
+                // its row before the commit and would miss that failure — and the receiver
+                // would answer 200.
+                let rows = async {
+                    let mut tx = Tx::Lite(conn.begin_with("BEGIN IMMEDIATE").await?);
+                    let rows = insert_events_in(&mut tx, evs).await?;
+                    tx.commit().await?;
+                    Ok(rows)
+                }
+                .await;
+                // Back to the pool's setting whatever happened (a failure here only leaves
+                // this connection syncing more than it needs to).
+                let _ = sqlx::query("PRAGMA synchronous = NORMAL")
+                    .execute(&mut *conn)
+                    .await;
+                rows
             }
-            tx.commit().await?;
-            Ok(rows)
-        }
-        .await;
-        // Back to the pool's setting whatever happened (a failure here only leaves this
-        // connection syncing more than it needs to).
-        let _ = sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await;
+            // PostgreSQL's commit is synced (`synchronous_commit` on, its default).
+            super::Pool::Pg(_) => {
+                let mut tx = self.begin_write().await?;
+                match insert_events_in(&mut tx, evs).await {
+                    Ok(rows) => tx.commit().await.map(|()| rows),
+                    Err(e) => Err(e),
+                }
+            }
+        };
         Ok(rows?
             .into_iter()
             .map(|(id, deliveries)| {
@@ -133,25 +132,23 @@ impl Store {
         &self,
         limit: i64,
     ) -> Result<Vec<WebhookEvent>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, received_at, body, body_sha256, field, receipt, deliveries, processed_at, outcome \
-             FROM webhook_events WHERE processed_at IS NULL ORDER BY id LIMIT ?1",
+        Ok(
+            db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, received_at, body, body_sha256, field, receipt, deliveries, processed_at, outcome \
+             FROM webhook_events WHERE processed_at IS NULL ORDER BY id LIMIT $1",))
+        .bind(i64::from(limit))
+        .fetch_all(ex).await)?,
         )
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?)
     }
 
     /// Up to `limit` stored deliveries, processed or not, oldest first (for inspection and
     /// tests: what was received, as received).
     pub async fn webhook_events(&self, limit: i64) -> Result<Vec<WebhookEvent>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, received_at, body, body_sha256, field, receipt, deliveries, processed_at, outcome \
-             FROM webhook_events ORDER BY id LIMIT ?1",
+        Ok(
+            db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, received_at, body, body_sha256, field, receipt, deliveries, processed_at, outcome \
+             FROM webhook_events ORDER BY id LIMIT $1",))
+        .bind(i64::from(limit))
+        .fetch_all(ex).await)?,
         )
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?)
     }
 
     /// Marks a delivery processed with its outcome; false if it was already processed (or
@@ -162,24 +159,42 @@ impl Store {
         at: DateTime<Utc>,
         outcome: &str,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE webhook_events SET processed_at = ?2, outcome = ?3 WHERE id = ?1 AND processed_at IS NULL",
-        )
+        let r = db!(self.pool(), (ex, d) => sqlx::query(d.sql("UPDATE webhook_events SET processed_at = $2, outcome = $3 WHERE id = $1 AND processed_at IS NULL",))
         .bind(id)
         .bind(rfc3339(at))
         .bind(outcome)
-        .execute(self.pool())
-        .await?;
-        Ok(r.rows_affected() == 1)
+        .execute(ex).await.map(|r| r.rows_affected()))?;
+        Ok(r == 1)
     }
 
     /// Stored deliveries (each counted once however often it was sent).
     pub async fn webhook_event_count(&self) -> Result<i64, StoreError> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhook_events")
-            .fetch_one(self.pool())
-            .await?;
+        let (n,): (i64,) = db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT COUNT(*) FROM webhook_events"))
+            .fetch_one(ex).await)?;
         Ok(n)
     }
+}
+
+/// Stores each delivery (or counts it again), in the caller's transaction.
+async fn insert_events_in(
+    tx: &mut Tx<'_>,
+    evs: &[NewWebhookEvent<'_>],
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    let mut rows = Vec::with_capacity(evs.len());
+    for ev in evs {
+        let row = tx!(tx, (ex, d) => sqlx::query_as(d.sql("INSERT INTO webhook_events (received_at, body, body_sha256, field, receipt, last_received_at) \
+             VALUES ($1, $2, $3, $4, $5, $1) \
+             ON CONFLICT (body_sha256) DO UPDATE SET deliveries = webhook_events.deliveries + 1, last_received_at = excluded.last_received_at \
+             RETURNING id, deliveries",))
+        .bind(rfc3339(ev.received_at))
+        .bind(ev.body)
+        .bind(body_sha256(ev.body))
+        .bind(ev.field)
+        .bind(ev.receipt)
+        .fetch_one(ex).await)?;
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -262,29 +277,25 @@ mod tests {
         assert_eq!(stored[2], Stored::Duplicate(a));
         assert_eq!(store.webhook_event_count().await.expect("count"), 2);
 
-        // A batch that cannot be committed stores none of its deliveries.
-        let mut lock = store.pool().acquire().await.expect("conn");
+        // A batch that cannot be committed stores none of its deliveries (SQLite: another
+        // handle holds the write lock past the busy timeout; PostgreSQL: the write lock's
+        // wait is cut short by its lock timeout, the same 50 ms).
+        let mut lock = store.begin_write().await.expect("lock");
         let other = Store::open_with(
             &dir.path().join("m.db"),
             std::time::Duration::from_millis(50),
         )
         .await
         .expect("second handle");
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *lock)
-            .await
-            .expect("lock");
         assert!(
             other
                 .insert_webhook_events(&[ev(b"{\"c\":3}"), ev(b"{\"d\":4}")])
                 .await
                 .is_err()
         );
-        sqlx::query("ROLLBACK")
-            .execute(&mut *lock)
-            .await
-            .expect("unlock");
-        drop(lock);
+        tx!(&mut lock, (ex, d) => sqlx::query(d.sql("SELECT 1")).execute(ex).await.map(|r| r.rows_affected()))
+            .expect("still held");
+        lock.rollback().await.expect("unlock");
         assert_eq!(store.webhook_event_count().await.expect("count"), 2);
         other.close().await;
         store.close().await;

@@ -69,7 +69,7 @@ impl Mail {
         let store = self.app.store().await;
         let rows: Vec<(String, String, i64)> =
             sqlx::query_as("SELECT recipient, state, attempts FROM outbox ORDER BY id")
-                .fetch_all(store.pool())
+                .fetch_all(store.pool().sqlite().expect("a SQLite store"))
                 .await
                 .expect("outbox");
         store.close().await;
@@ -246,7 +246,7 @@ async fn a_crash_between_acceptance_and_marking_sent_resends_with_the_same_messa
     // row is still pending.
     let store = m.app.store().await;
     sqlx::query("UPDATE outbox SET state = 'pending', sent_at = NULL")
-        .execute(store.pool())
+        .execute(store.pool().sqlite().expect("a SQLite store"))
         .await
         .expect("simulate the crash");
     store.close().await;
@@ -339,24 +339,16 @@ async fn a_reminder_follows_after_repeat_interval_while_still_bad() {
     // Virtual time: 23 h later nothing is due, 25 h later a reminder is.
     let soon = Utc::now() + chrono::Duration::hours(23);
     assert_eq!(
-        waba_monitor::store::alerts::queue_reminders(
-            store.pool(),
-            Duration::from_secs(86_400),
-            soon
-        )
-        .await
-        .expect("reminders"),
+        waba_monitor::store::alerts::queue_reminders(&store, Duration::from_secs(86_400), soon)
+            .await
+            .expect("reminders"),
         0
     );
     let later = Utc::now() + chrono::Duration::hours(25);
     assert_eq!(
-        waba_monitor::store::alerts::queue_reminders(
-            store.pool(),
-            Duration::from_secs(86_400),
-            later
-        )
-        .await
-        .expect("reminders"),
+        waba_monitor::store::alerts::queue_reminders(&store, Duration::from_secs(86_400), later)
+            .await
+            .expect("reminders"),
         1
     );
     let cfg = m.app.config();

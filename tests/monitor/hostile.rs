@@ -107,7 +107,7 @@ async fn a_token_echoed_by_upstream_is_stored_printed_logged_and_mailed_nowhere(
 
     let store = app.store().await;
     let errors: Vec<Option<String>> = sqlx::query_scalar("SELECT error FROM poll_runs")
-        .fetch_all(store.pool())
+        .fetch_all(store.pool().sqlite().expect("a SQLite store"))
         .await
         .expect("runs");
     assert!(errors.iter().flatten().any(|e| e.contains("OAuth")));
@@ -117,7 +117,7 @@ async fn a_token_echoed_by_upstream_is_stored_printed_logged_and_mailed_nowhere(
     );
     // The "monitoring blind" email waits in the outbox with Meta's message in it.
     let mails: Vec<(String, String)> = sqlx::query_as("SELECT subject, body FROM outbox")
-        .fetch_all(store.pool())
+        .fetch_all(store.pool().sqlite().expect("a SQLite store"))
         .await
         .expect("outbox");
     assert!(!mails.is_empty(), "the blind alert is queued");

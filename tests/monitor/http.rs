@@ -547,7 +547,7 @@ async fn cycles_that_keep_running_past_their_timeout_make_the_source_blind() {
     loop {
         let blind: Option<bool> =
             sqlx::query_scalar("SELECT blind FROM source_state WHERE source = 'main'")
-                .fetch_optional(store.pool())
+                .fetch_optional(store.pool().sqlite().expect("a SQLite store"))
                 .await
                 .expect("source state");
         if blind == Some(true) {
@@ -561,11 +561,11 @@ async fn cycles_that_keep_running_past_their_timeout_make_the_source_blind() {
     }
     let queued: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE subject LIKE '%blind%'")
-            .fetch_one(store.pool())
+            .fetch_one(store.pool().sqlite().expect("a SQLite store"))
             .await
             .expect("outbox");
     let alerts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE topic = 'blind'")
-        .fetch_one(store.pool())
+        .fetch_one(store.pool().sqlite().expect("a SQLite store"))
         .await
         .expect("alerts");
     assert!(alerts >= 1 || queued >= 1, "the blind alert is raised");

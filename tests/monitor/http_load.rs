@@ -530,7 +530,13 @@ async fn readers_holding_every_read_connection_leave_the_cycle_and_the_probes_th
     // Every API read connection taken, each inside a read transaction.
     let mut held = Vec::new();
     for _ in 0..Store::READ_CONNECTIONS {
-        let mut tx = store.read_pool().begin().await.expect("read connection");
+        let mut tx = store
+            .read_pool()
+            .sqlite()
+            .expect("a SQLite store")
+            .begin()
+            .await
+            .expect("read connection");
         sqlx::query("SELECT COUNT(*) FROM phone_numbers")
             .execute(&mut *tx)
             .await

@@ -76,7 +76,7 @@ impl Mail {
         let store = self.app.store().await;
         let rows: Vec<OutboxRow> =
             sqlx::query_as("SELECT state, attempts, last_error FROM outbox ORDER BY id")
-                .fetch_all(store.pool())
+                .fetch_all(store.pool().sqlite().expect("a SQLite store"))
                 .await
                 .expect("outbox");
         store.close().await;

@@ -298,7 +298,7 @@ async fn outbox(app: &TestApp) -> Vec<(String, String, String, i64, Option<Strin
     let rows = sqlx::query_as(
         "SELECT channel, recipient, state, attempts, last_error FROM outbox ORDER BY id",
     )
-    .fetch_all(store.pool())
+    .fetch_all(store.pool().sqlite().expect("a SQLite store"))
     .await
     .expect("outbox");
     store.close().await;

@@ -171,7 +171,7 @@ async fn a_silence_stops_mail_for_its_waba_only_survives_a_restart_and_its_end_s
     let (silenced,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE silenced = 1 AND target_id = ?1")
             .bind(P1)
-            .fetch_one(store.pool())
+            .fetch_one(store.pool().sqlite().expect("a SQLite store"))
             .await
             .expect("count");
     store.close().await;
@@ -358,7 +358,7 @@ async fn two_routes_posting_one_url_in_two_formats_queue_two_deliveries() {
     let store = r.app.store().await;
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT message_id, body FROM outbox WHERE channel = 'webhook' ORDER BY id")
-            .fetch_all(store.pool())
+            .fetch_all(store.pool().sqlite().expect("a SQLite store"))
             .await
             .expect("outbox");
     store.close().await;

@@ -341,12 +341,12 @@ async fn backup_writes_a_consistent_copy_and_retention_prunes_old_history() {
     // Make half the history old, then prune.
     let store = app.store().await;
     sqlx::query("UPDATE history SET observed_at = '2020-01-01T00:00:00.000Z' WHERE seq % 2 = 0")
-        .execute(store.pool())
+        .execute(store.pool().sqlite().expect("a SQLite store"))
         .await
         .expect("age rows");
     let old: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM history WHERE observed_at < '2021-01-01'")
-            .fetch_one(store.pool())
+            .fetch_one(store.pool().sqlite().expect("a SQLite store"))
             .await
             .expect("count");
     assert!(old > 0);

@@ -149,7 +149,7 @@ async fn bench(renders: usize) -> anyhow::Result<()> {
         ),
     )?;
     let cfg = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::open(&cfg.daemon.database).await?;
+    let store = Store::connect(&cfg.daemon.database).await?;
     let poller = std::sync::Arc::new(Poller::from_config(
         &cfg,
         store.clone(),
@@ -164,7 +164,7 @@ async fn bench(renders: usize) -> anyhow::Result<()> {
         s.phones,
         t0.elapsed().as_secs_f64(),
         s.outcome.as_str(),
-        cfg.daemon.database.display()
+        cfg.daemon.database
     );
 
     // The part of a render that is the database: the fleet read in one snapshot.

@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let cfg = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let budget = cfg.meta[0].waba_call_budget();
-    let store = Store::open(&cfg.daemon.database).await?;
+    let store = Store::connect(&cfg.daemon.database).await?;
     let mut poller = Poller::from_config(&cfg, store.clone(), RetryPolicy::fast())?;
     let now = Arc::new(Mutex::new(Utc::now()));
     let clock = now.clone();

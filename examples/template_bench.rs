@@ -118,7 +118,7 @@ async fn run(url: &str, wabas: usize, templates_on: bool) -> anyhow::Result<Run>
         ),
     )?;
     let cfg = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::open(&cfg.daemon.database).await?;
+    let store = Store::connect(&cfg.daemon.database).await?;
     let poller = Poller::from_config(&cfg, store.clone(), RetryPolicy::default())?;
     let cycle = || async {
         let rows_before = store.history_count().await?;

@@ -432,7 +432,12 @@ async fn bench() -> anyhow::Result<()> {
         ),
     )?;
     let cfg = Config::load_for_start(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let db_path = cfg.daemon.database.clone();
+    let db_path = cfg
+        .daemon
+        .database
+        .sqlite_path()
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("the bench runs on a SQLite file"))?;
     let main_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hooks = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}{PATH}", hooks.local_addr()?);

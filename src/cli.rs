@@ -347,7 +347,7 @@ fn cmd_check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         "{} is valid: `run` would start with it.",
         cfg.path.display()
     );
-    outln!("  database:  {}", cfg.daemon.database.display());
+    outln!("  database:  {}", cfg.daemon.database);
     match &cfg.daemon.api_token {
         Some(src) => outln!(
             "  listen:    {}; /api/* requires the bearer token from {}",
@@ -651,7 +651,14 @@ async fn cmd_backup(config: &std::path::Path, dest: &std::path::Path) -> anyhow:
         Err(code) => return Ok(code),
     };
     // On a terminal, the copy's size against the database's while SQLite writes it.
-    let bar = progress::bytes(database_size(&cfg.daemon.database));
+    let Some(file) = cfg.daemon.database.sqlite_path() else {
+        eprintln!(
+            "error: backup copies a SQLite database; {} is PostgreSQL: back it up with the server's tools (pg_dump, or your provider's snapshots)",
+            cfg.daemon.database
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let bar = progress::bytes(database_size(file));
     bar.set_message(format!("writing {}", dest.display()));
     let result = {
         let copy = store.backup(dest);
@@ -786,7 +793,7 @@ async fn cmd_poll_once(path: &std::path::Path, json: bool) -> anyhow::Result<Exi
     let bar = progress::spinner();
     telemetry::init_with_writer(cfg.daemon.log_format, progress::log_writer(&bar));
     crate::daemon::warn_if_empty_database(&cfg.daemon.database);
-    let store = Store::open(&cfg.daemon.database)
+    let store = Store::connect(&cfg.daemon.database)
         .await
         .context("could not open the database")?;
     let poller = Poller::from_config(&cfg, store.clone(), RetryPolicy::default())?;
@@ -993,14 +1000,16 @@ async fn cmd_silence(path: &std::path::Path, command: SilenceCommand) -> anyhow:
 
 async fn open_existing_store(path: &std::path::Path) -> Result<(Config, Store), ExitCode> {
     let cfg = load_config(path)?;
-    if !cfg.daemon.database.exists() {
+    if let Some(file) = cfg.daemon.database.sqlite_path()
+        && !file.exists()
+    {
         eprintln!(
             "no database at {} yet: run `waba-monitor poll-once` or start the daemon first",
-            cfg.daemon.database.display()
+            file.display()
         );
         return Err(ExitCode::from(1));
     }
-    match Store::open(&cfg.daemon.database).await {
+    match Store::connect(&cfg.daemon.database).await {
         Ok(store) => Ok((cfg, store)),
         Err(e) => {
             eprintln!("error: {e}");
@@ -1091,7 +1100,7 @@ fn nothing_read_yet(cfg: &Config) -> String {
          Run `{me} --config {} poll-once` to read every source now (or start the daemon: \
          `systemctl start waba-monitor`, or `{me} run`), then `status` again. \
          `{me} check-config` shows what the config monitors.",
-        cfg.daemon.database.display(),
+        cfg.daemon.database,
         cfg.path.display()
     )
 }

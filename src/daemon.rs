@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::http;
-use crate::lifecycle::{CycleStats, ShutdownSignal};
+use crate::lifecycle::{CycleStats, Leadership, ShutdownSignal};
 use crate::metrics::Metrics;
 use crate::notify::delivery::{self, Deliverer};
 use crate::notify::heartbeat::{Beat, Heartbeat};
@@ -20,6 +20,7 @@ use crate::scheduler;
 use crate::service;
 use crate::sources::SourceMemory;
 use crate::store::Store;
+use crate::store::lease::LEADER;
 
 /// Knobs the CLI and tests set; production uses the defaults.
 #[derive(Debug, Clone)]
@@ -67,7 +68,10 @@ pub fn catch_early_signals() {
 
 /// Warns when the database file exists but is empty: a lost or truncated database would
 /// otherwise silently start a new history.
-pub fn warn_if_empty_database(path: &std::path::Path) {
+pub fn warn_if_empty_database(database: &crate::config::Database) {
+    let Some(path) = database.sqlite_path() else {
+        return;
+    };
     if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
         tracing::warn!(
             database = %path.display(),
@@ -123,7 +127,7 @@ pub async fn run_with_listeners(
 ) -> anyhow::Result<()> {
     let shutdown = ShutdownSignal::from_future(shutdown);
     warn_if_empty_database(&cfg.daemon.database);
-    let store = Store::open_with(&cfg.daemon.database, opts.busy_timeout)
+    let store = Store::connect_with(&cfg.daemon.database, opts.busy_timeout)
         .await
         .context("could not open the database")?;
     // What outlives every configuration; the runtime is what one configuration makes of it.
@@ -135,14 +139,38 @@ pub async fn run_with_listeners(
         retry: opts.retry,
     };
     let metrics = ground.metrics.clone();
+    // A pair on PostgreSQL elects its leader through a lease; one SQLite daemon always leads.
+    let pair = store.dialect().is_postgres();
+    let leadership = Leadership::new(!pair);
+    let lease_alive = Arc::new(std::sync::atomic::AtomicU64::new(unix_now()));
+    let holder = lease_holder_id();
+    let lease_ttl = cfg.daemon.leader_lease;
+    if !pair {
+        metrics.leader.set(1);
+    }
     let runtime = SharedRuntime::new(Runtime::build(cfg, &ground)?);
     let first = runtime.current();
-    first.poller.sync_metrics().await;
+    let poll_now = Arc::new(tokio::sync::Notify::new());
+    let lease = pair.then(|| {
+        tokio::spawn(lease_loop(LeaseLoop {
+            store: store.clone(),
+            holder: holder.clone(),
+            ttl: lease_ttl,
+            leadership: leadership.clone(),
+            metrics: metrics.clone(),
+            poll_now: poll_now.clone(),
+            alive: lease_alive.clone(),
+            shutdown: shutdown.clone(),
+        }))
+    });
+    if leadership.is_leader() {
+        first.poller.sync_metrics().await;
+    }
     let stats = Arc::new(CycleStats::default());
     let addr = listener.local_addr().ok();
     let targets = count_targets(&first.config);
     tracing::info!(
-        database = %first.config.daemon.database.display(),
+        database = %first.config.daemon.database,
         schedule = %first.config.daemon.poll_schedule.expr,
         listen = ?addr,
         sources = ?first.poller.source_names(),
@@ -161,7 +189,6 @@ pub async fn run_with_listeners(
     ));
     // A new webhook delivery wakes its processing; a fact it changes asks for a cycle now.
     let webhook_stored = Arc::new(tokio::sync::Notify::new());
-    let poll_now = Arc::new(tokio::sync::Notify::new());
     // The webhook receiver on its own listener; its path and listener change at a restart.
     let webhooks = match (&first.config.webhooks, webhook_listener) {
         (Some(w), Some(l)) => Some(tokio::spawn(http::webhooks::serve(
@@ -182,22 +209,34 @@ pub async fn run_with_listeners(
     let webhook_worker = webhooks.as_ref().map(|_| {
         tokio::spawn(webhook_loop(
             runtime.clone(),
+            leadership.clone(),
             opts.webhook_tick,
             webhook_stored.clone(),
             poll_now.clone(),
             shutdown.clone(),
         ))
     });
-    let mut delivery = Delivery::start(&first, &ground, &opts, &shutdown);
+    let mut delivery = leadership
+        .is_leader()
+        .then(|| Delivery::start(&first, &ground, &opts, &shutdown));
     let watchdog = {
         let runtime = runtime.clone();
+        let leadership = leadership.clone();
+        let alive = lease_alive.clone();
         tokio::spawn(service::watchdog(
             stats.clone(),
             move || runtime.current().progress_window,
+            // A standby runs no cycle: it is well while it keeps asking for the lease.
+            move || {
+                !leadership.is_leader()
+                    && unix_now().saturating_sub(alive.load(std::sync::atomic::Ordering::Relaxed))
+                        <= 2 * lease_ttl.as_secs()
+            },
             shutdown.clone(),
         ))
     };
     let pruning = tokio::spawn(prune_loop(
+        leadership.clone(),
         store.clone(),
         first.config.daemon.retention,
         metrics.clone(),
@@ -220,12 +259,44 @@ pub async fn run_with_listeners(
         let ground = ground.clone();
         let opts = opts.clone();
         let shutdown = shutdown.clone();
+        let mut leading = leadership.subscribe();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            // A new runtime brings a new mailer (its password file read again): the worker
-            // is restarted with it, whatever changed. The send in progress finishes first.
-            while let Some(()) = swapped_rx.recv().await {
-                delivery.stop().await;
-                delivery = Delivery::start(&runtime.current(), &ground, &opts, &shutdown);
+            loop {
+                tokio::select! {
+                    // A new runtime brings a new mailer (its password file read again): the
+                    // worker is restarted with it, whatever changed. The send in progress
+                    // finishes first.
+                    swapped = swapped_rx.recv() => {
+                        if swapped.is_none() {
+                            break;
+                        }
+                        if let Some(mut d) = delivery.take() {
+                            d.stop().await;
+                            delivery = Some(Delivery::start(&runtime.current(), &ground, &opts, &shutdown));
+                        }
+                    }
+                    // Only the leader sends; a new leader first settles the sends its
+                    // predecessor left in flight (the worker does at its start).
+                    changed = leading.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let now = *leading.borrow_and_update();
+                        match (now, delivery.take()) {
+                            (true, None) => {
+                                delivery = Some(Delivery::start(&runtime.current(), &ground, &opts, &shutdown));
+                            }
+                            (false, Some(mut d)) => {
+                                d.stop().await;
+                                // What a standby exports of the fleet would be stale: only the
+                                // leader's series count.
+                                metrics.clear_targets();
+                            }
+                            (_, d) => delivery = d,
+                        }
+                    }
+                }
             }
             delivery
         })
@@ -240,6 +311,7 @@ pub async fn run_with_listeners(
     ));
     let result = scheduler::run(
         runtime.clone(),
+        leadership.clone(),
         reloaded_rx,
         poll_now,
         stats,
@@ -256,7 +328,7 @@ pub async fn run_with_listeners(
     let grace = runtime.current().config.daemon.shutdown_grace;
     service::stopping();
     reloader.abort();
-    let delivery = delivery_task.await.ok();
+    let delivery = delivery_task.await.ok().flatten();
     if let Some(d) = delivery {
         // The send in progress finishes; unsent rows stay queued for the next start.
         if tokio::time::timeout(grace, d.join()).await.is_err() {
@@ -285,6 +357,13 @@ pub async fn run_with_listeners(
     }
     watchdog.abort();
     pruning.abort();
+    if let Some(lease) = lease {
+        lease.abort();
+        // Everything this instance did is committed or abandoned: hand over at once.
+        if let Err(e) = store.release_lease(LEADER, &holder).await {
+            tracing::warn!(error = %e, "could not release the leader lease; a standby takes over when it lapses");
+        }
+    }
     store.close().await;
     tracing::info!("waba-monitor stopped");
     result
@@ -529,6 +608,7 @@ const REPOLL_GAP: Duration = Duration::from_secs(60);
 /// (through the quota governor), at most one per [`REPOLL_GAP`].
 async fn webhook_loop(
     runtime: SharedRuntime,
+    leadership: Leadership,
     tick: Duration,
     stored: Arc<tokio::sync::Notify>,
     poll_now: Arc<tokio::sync::Notify>,
@@ -540,6 +620,10 @@ async fn webhook_loop(
             _ = shutdown.wait() => return,
             _ = stored.notified() => {}
             _ = tokio::time::sleep(tick) => {}
+        }
+        if !leadership.is_leader() {
+            // Stored here, processed by the leader.
+            continue;
         }
         let rt = runtime.current();
         let done = rt.poller.process_webhooks().await;
@@ -556,6 +640,7 @@ async fn webhook_loop(
 
 /// Prunes history older than `retention` in small batches, hourly, off the poll path.
 async fn prune_loop(
+    leadership: Leadership,
     store: Store,
     retention: Duration,
     metrics: Arc<Metrics>,
@@ -566,7 +651,8 @@ async fn prune_loop(
     }
     loop {
         // A retention longer than the calendar goes back: nothing is old enough to prune.
-        let before = crate::timefmt::checked_ago(chrono::Utc::now(), retention);
+        let before = crate::timefmt::checked_ago(chrono::Utc::now(), retention)
+            .filter(|_| leadership.is_leader());
         let mut total = 0;
         while let Some(before) = before {
             match store.prune_batch(before, 1_000).await {
@@ -610,5 +696,105 @@ pub async fn termination_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// This process among the daemons of one database: host, pid and start time, as
+/// `pg_stat_activity` and the logs can match it.
+fn lease_holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{host}:{}:{nanos:08x}", std::process::id())
+}
+
+struct LeaseLoop {
+    store: Store,
+    holder: String,
+    ttl: Duration,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
+    poll_now: Arc<tokio::sync::Notify>,
+    /// When the database last answered a lease request (unix seconds).
+    alive: Arc<std::sync::atomic::AtomicU64>,
+    shutdown: ShutdownSignal,
+}
+
+/// Takes or renews the leader lease every third of its time. The leader steps down (stops
+/// polling, alerting and sending) when it could not renew for two thirds of the lease, by its
+/// own monotonic clock from the start of its last renewal: before the lease can lapse on the
+/// database's clock and a standby take it.
+async fn lease_loop(mut l: LeaseLoop) {
+    let every = l.ttl / 3;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut warned = false;
+    loop {
+        let started = tokio::time::Instant::now();
+        match tokio::time::timeout(every, l.store.try_lease(LEADER, &l.holder, l.ttl)).await {
+            Ok(Ok(held)) => {
+                l.alive
+                    .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
+                warned = false;
+                match held {
+                    Some(term) => {
+                        deadline = Some(started + l.ttl - every);
+                        if l.leadership.set(true) {
+                            l.metrics.leader.set(1);
+                            l.metrics.leader_transitions.inc();
+                            tracing::info!(holder = %l.holder, term, "took the leader lease: this instance polls, alerts and sends");
+                            l.poll_now.notify_one();
+                        }
+                    }
+                    None => {
+                        deadline = None;
+                        step_down(&l, "another instance holds the leader lease: standing by");
+                    }
+                }
+            }
+            Ok(Err(e)) if !warned => {
+                warned = true;
+                tracing::warn!(error = %e, "could not take or renew the leader lease");
+            }
+            Err(_) if !warned => {
+                warned = true;
+                tracing::warn!(timeout = ?every, "the database did not answer the leader lease request in time");
+            }
+            _ => {}
+        }
+        let next = started + every;
+        loop {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                deadline = None;
+                step_down(
+                    &l,
+                    "could not renew the leader lease in time: stepped down before it can lapse",
+                );
+            }
+            let wake = deadline.map_or(next, |d| d.min(next));
+            tokio::select! {
+                _ = l.shutdown.wait() => return,
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if tokio::time::Instant::now() >= next {
+                break;
+            }
+        }
+    }
+}
+
+fn step_down(l: &LeaseLoop, why: &str) {
+    if l.leadership.set(false) {
+        l.metrics.leader.set(0);
+        l.metrics.leader_transitions.inc();
+        tracing::warn!(holder = %l.holder, "{why}");
     }
 }

@@ -154,7 +154,7 @@ app_id = "{app_id}"
     outln!("  simulated Graph API: {} (loopback only)", sim.url());
     outln!("  simulated BSP (Finedu) API: {}", finedu.url());
     outln!("  config:   {}", config_path.display());
-    outln!("  database: {}", cfg.daemon.database.display());
+    outln!("  database: {}", cfg.daemon.database);
     outln!(
         "  metrics:  http://{}/metrics   status API: http://{}/api/accounts",
         cfg.daemon.listen,

@@ -3,6 +3,7 @@
 //! the crate.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
@@ -75,5 +76,34 @@ impl ShutdownSignal {
     /// Whether shutdown was requested (without waiting).
     pub fn requested(&self) -> bool {
         *self.0.borrow()
+    }
+}
+
+/// Whether this instance leads: the one of a PostgreSQL pair that holds the lease polls,
+/// alerts and sends; the others serve reads. A SQLite daemon always leads.
+#[derive(Clone)]
+pub struct Leadership(Arc<watch::Sender<bool>>);
+
+impl Leadership {
+    pub fn new(leading: bool) -> Leadership {
+        Leadership(Arc::new(watch::channel(leading).0))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Sets it; `true` when it changed.
+    pub fn set(&self, leading: bool) -> bool {
+        self.0.send_if_modified(|v| {
+            let changed = *v != leading;
+            *v = leading;
+            changed
+        })
+    }
+
+    /// Hears of every change.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
     }
 }

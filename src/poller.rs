@@ -918,12 +918,12 @@ pub fn load_secret_key(cfg: &Config) -> anyhow::Result<Option<Arc<crate::secrets
     };
     let db = &cfg.daemon.database;
     let check = crate::store::accounts::key_check_blocking(db)
-        .with_context(|| format!("could not read the key check of {}", db.display()))?;
+        .with_context(|| format!("could not read the key check of {db}"))?;
     match (check, &key) {
         (None, _) => Ok(key),
         (Some(_), None) => anyhow::bail!(
             "the database {} holds access tokens stored through the fleet API, encrypted with a key, and [daemon] secret_key_file is not set: set secret_key_file to the file holding that key (64 hex characters, mode 600)",
-            db.display()
+            db
         ),
         (Some(sealed), Some(k)) => {
             let opened = k.open(&sealed, crate::store::accounts::KEY_CHECK_CONTEXT);
@@ -932,7 +932,7 @@ pub fn load_secret_key(cfg: &Config) -> anyhow::Result<Option<Arc<crate::secrets
             } else {
                 anyhow::bail!(
                     "[daemon] secret_key_file is not the key the access tokens in the database {} were encrypted with: point secret_key_file at the original key file (a new key cannot open them)",
-                    db.display()
+                    db
                 )
             }
         }

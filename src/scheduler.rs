@@ -23,6 +23,7 @@ use crate::runtime::SharedRuntime;
 /// the cron job. Every cycle takes the runtime in force when it starts and keeps it to its end.
 pub async fn run(
     runtime: SharedRuntime,
+    leadership: crate::lifecycle::Leadership,
     mut reloaded: mpsc::UnboundedReceiver<()>,
     poll_now: Arc<tokio::sync::Notify>,
     stats: Arc<CycleStats>,
@@ -60,6 +61,10 @@ pub async fn run(
             }
             tick = tick_rx.recv() => {
                 if tick.is_none() { break; }
+                if !leadership.is_leader() {
+                    // A standby of a pair: the leader polls; taking the lease asks for a cycle.
+                    continue;
+                }
                 let first = stats.cycles_started.fetch_add(1, Ordering::Relaxed) == 0;
                 let rt = runtime.current();
                 let cfg = &rt.config.daemon;

@@ -86,6 +86,7 @@ pub fn making_progress(last_finished: u64, started: u64, now: u64, allowed: Dura
 pub async fn watchdog(
     stats: Arc<CycleStats>,
     window: impl Fn() -> Duration + Send,
+    standing_by: impl Fn() -> bool + Send,
     mut shutdown: ShutdownSignal,
 ) {
     let Some(period) = sd_notify::watchdog_enabled() else {
@@ -103,7 +104,7 @@ pub async fn watchdog(
         let last = stats.last_finished_unix.load(Ordering::Relaxed);
         let unrecorded = stats.unrecorded_in_a_row.load(Ordering::Relaxed);
         let allowed = window();
-        if should_feed(last, started, unix_now(), allowed, unrecorded) {
+        if standing_by() || should_feed(last, started, unix_now(), allowed, unrecorded) {
             notify(&[NotifyState::Watchdog]);
             warned = false;
         } else if !warned {

@@ -18,9 +18,47 @@ use super::{DEFAULT_DATABASE, DEFAULT_LISTEN, DEFAULT_SCHEDULE};
 use crate::secrets::SecretSource;
 use crate::timefmt::format_duration;
 
+/// `database`: a SQLite file (one daemon; the default) or a PostgreSQL database (a highly
+/// available pair or more, electing a leader through a lease in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres {
+        /// `postgres://user@host:port/db?...`, never with a password.
+        url: String,
+        /// `database_password_env` / `database_password_file`.
+        password: Option<SecretSource>,
+    },
+}
+
+impl Database {
+    /// The file, when the database is SQLite.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Database::Sqlite(p) => Some(p),
+            Database::Postgres { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "{}", p.display()),
+            Database::Postgres { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+/// `leader_lease_seconds`' default: a dead leader's lease lapses after this long.
+pub const DEFAULT_LEADER_LEASE: Duration = Duration::from_secs(15);
+
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    pub database: PathBuf,
+    pub database: Database,
+    /// How long the leader's lease lasts without renewal (PostgreSQL only; renewed every third
+    /// of it).
+    pub leader_lease: Duration,
     pub listen: SocketAddr,
     pub poll_schedule: Schedule,
     /// A cycle still running after this long is abandoned (its sources count as failed).
@@ -72,13 +110,61 @@ pub(super) fn validate_daemon(
                 Some(d.span()),
                 "daemon.database",
                 "empty path".into(),
-                &format!("write a file path such as \"{DEFAULT_DATABASE}\""),
+                &format!("write a file path such as \"{DEFAULT_DATABASE}\", or a PostgreSQL URL \"postgres://user@host/dbname\""),
             );
-            PathBuf::new()
+            Database::Sqlite(PathBuf::new())
         }
-        Some(d) => base_dir.join(d.get_ref()),
-        None => PathBuf::from(DEFAULT_DATABASE),
+        Some(d) if is_postgres_url(d.get_ref()) => postgres_database(
+            &d,
+            &raw.database_password_env,
+            &raw.database_password_file,
+            base_dir,
+            p,
+        ),
+        Some(d) => {
+            sqlite_only(
+                &raw.database_password_env,
+                "daemon.database_password_env",
+                p,
+            );
+            sqlite_only(
+                &raw.database_password_file,
+                "daemon.database_password_file",
+                p,
+            );
+            Database::Sqlite(base_dir.join(d.get_ref()))
+        }
+        None => {
+            sqlite_only(
+                &raw.database_password_env,
+                "daemon.database_password_env",
+                p,
+            );
+            sqlite_only(
+                &raw.database_password_file,
+                "daemon.database_password_file",
+                p,
+            );
+            Database::Sqlite(PathBuf::from(DEFAULT_DATABASE))
+        }
     };
+    let lease_span = raw.leader_lease_seconds.as_ref().map(|v| v.span());
+    let leader_lease = Duration::from_secs(u64::from(int_key(
+        raw.leader_lease_seconds,
+        "daemon.leader_lease_seconds",
+        DEFAULT_LEADER_LEASE.as_secs() as u32,
+        6..=300,
+        "use a number of seconds from 6 to 300 (default 15): a dead leader is replaced within it and a third more",
+        p,
+    )));
+    if lease_span.is_some() && matches!(database, Database::Sqlite(_)) {
+        p.add(
+            lease_span,
+            "daemon.leader_lease_seconds",
+            "a leader is elected only among daemons sharing a PostgreSQL database; with a SQLite file the one daemon always leads".into(),
+            "remove leader_lease_seconds, or set database to a PostgreSQL URL",
+        );
+    }
     let listen_span = raw.listen.as_ref().map(|l| l.span());
     let listen = match raw.listen {
         Some(l) => match l.get_ref().parse::<SocketAddr>() {
@@ -256,6 +342,7 @@ pub(super) fn validate_daemon(
     }
     Some(DaemonConfig {
         database,
+        leader_lease,
         listen,
         poll_schedule: schedule?,
         cycle_timeout,
@@ -267,6 +354,94 @@ pub(super) fn validate_daemon(
         stale_after,
         retention,
     })
+}
+
+/// Whether `database` names a PostgreSQL database rather than a file.
+fn is_postgres_url(database: &str) -> bool {
+    let d = database.trim_start();
+    d.starts_with("postgres://") || d.starts_with("postgresql://")
+}
+
+fn sqlite_only(key: &Option<toml::Spanned<String>>, name: &str, p: &mut Problems<'_>) {
+    if let Some(k) = key {
+        p.add(
+            Some(k.span()),
+            name,
+            "a database password is for a PostgreSQL database; this database is a SQLite file".into(),
+            "remove it, or set database to a PostgreSQL URL such as \"postgres://waba@db.example.com/waba_monitor\"",
+        );
+    }
+}
+
+/// A PostgreSQL URL: parsed enough to refuse what cannot work or would leak (a password in it),
+/// the password taken from `database_password_env` / `_file`.
+fn postgres_database(
+    d: &toml::Spanned<String>,
+    env: &Option<toml::Spanned<String>>,
+    file: &Option<toml::Spanned<String>>,
+    base_dir: &Path,
+    p: &mut Problems<'_>,
+) -> Database {
+    let url = d.get_ref().trim().to_owned();
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let (userinfo, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => url.replacen(authority, &format!("{user}:***@{host}"), 1),
+        None => url.clone(),
+    };
+    if userinfo.contains(':') {
+        p.add(
+            Some(d.span()),
+            "daemon.database",
+            format!("{shown} carries a password in the URL, where logs, `check-config` and the status page could show it"),
+            "remove the password from the URL and put it in database_password_file (e.g. systemd's LoadCredential=) or database_password_env",
+        );
+    }
+    if host.is_empty() || host.starts_with(':') {
+        p.add(
+            Some(d.span()),
+            "daemon.database",
+            format!("{shown} names no host"),
+            "write postgres://USER@HOST[:PORT]/DBNAME",
+        );
+    }
+    let path = &rest[authority.len()..];
+    let dbname = path
+        .strip_prefix('/')
+        .map(|x| x.split('?').next().unwrap_or(""))
+        .unwrap_or("");
+    if dbname.is_empty() {
+        p.add(
+            Some(d.span()),
+            "daemon.database",
+            format!("{shown} names no database"),
+            "write postgres://USER@HOST[:PORT]/DBNAME (the database must exist, owned by USER: the daemon creates its tables)",
+        );
+    }
+    if let Err(e) = url::Url::parse(&url) {
+        p.add(
+            Some(d.span()),
+            "daemon.database",
+            format!("{shown} is not a URL: {e}"),
+            "write postgres://USER@HOST[:PORT]/DBNAME[?sslmode=require]",
+        );
+    }
+    let password = secret_source(
+        env,
+        file,
+        (
+            "daemon.database_password_env",
+            "daemon.database_password_file",
+        ),
+        base_dir,
+        Need::Optional,
+        p,
+    );
+    Database::Postgres {
+        url: if userinfo.contains(':') { shown } else { url },
+        password,
+    }
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ pub use alertmanager::{AlertmanagerAuth, AlertmanagerConfig};
 pub use alerts::AlertsConfig;
 pub use bsp::{BspKind, BspSourceConfig, DEFAULT_FINEDU_URL};
 pub use cost::CostEstimate;
-pub use daemon::{DaemonConfig, LogFormat, MetricsDetail};
+pub use daemon::{DEFAULT_LEADER_LEASE, DaemonConfig, Database, LogFormat, MetricsDetail};
 pub use email::{EmailConfig, SmtpTls};
 pub use meta::{ApiVersion, MetaSourceConfig};
 pub use problems::{ConfigError, Problem};
@@ -303,7 +303,10 @@ wabas = ["987654321"]
     #[test]
     fn a_minimal_config_validates_with_defaults() {
         let c = Config::from_toml(Path::new("/etc/x/monitor.toml"), GOOD).expect("valid");
-        assert_eq!(c.daemon.database, PathBuf::from("/etc/x/monitor.db"));
+        assert_eq!(
+            c.daemon.database,
+            crate::config::Database::Sqlite(PathBuf::from("/etc/x/monitor.db"))
+        );
         assert_eq!(c.meta[0].graph_url.as_str(), "https://graph.facebook.com/");
         assert_eq!(c.meta[0].api_version.to_string(), DEFAULT_API_VERSION);
         assert_eq!(c.daemon.listen.to_string(), DEFAULT_LISTEN);

@@ -51,6 +51,9 @@ pub(super) struct RawHeartbeat {
 #[derive(Debug, Default)]
 pub(super) struct RawDaemon {
     pub(super) database: Option<Spanned<String>>,
+    pub(super) database_password_env: Option<Spanned<String>>,
+    pub(super) database_password_file: Option<Spanned<String>>,
+    pub(super) leader_lease_seconds: Option<Spanned<i64>>,
     pub(super) listen: Option<Spanned<String>>,
     pub(super) poll_schedule: Option<Spanned<String>>,
     pub(super) cycle_timeout: Option<Spanned<String>>,
@@ -172,6 +175,9 @@ const HEARTBEAT_KEYS: &[&str] = &["url", "timeout"];
 
 const DAEMON_KEYS: &[&str] = &[
     "database",
+    "database_password_env",
+    "database_password_file",
+    "leader_lease_seconds",
     "listen",
     "poll_schedule",
     "cycle_timeout",
@@ -264,6 +270,9 @@ fn read_daemon(t: &DeTable<'_>, p: &mut Problems<'_>) -> RawDaemon {
         let key = format!("daemon.{name}");
         match name {
             "database" => raw.database = read_str(v, &key, p),
+            "database_password_env" => raw.database_password_env = read_str(v, &key, p),
+            "database_password_file" => raw.database_password_file = read_str(v, &key, p),
+            "leader_lease_seconds" => raw.leader_lease_seconds = read_int(v, &key, p),
             "listen" => raw.listen = read_str(v, &key, p),
             "poll_schedule" => raw.poll_schedule = read_str(v, &key, p),
             "cycle_timeout" => raw.cycle_timeout = read_duration(v, &key, "m", p),

@@ -177,6 +177,10 @@ pub struct Metrics {
     pub emails_sent: Counter,
     pub emails_failed: Counter,
     pub emails_abandoned: Counter,
+    /// 1 while this instance leads (polls, alerts, sends), 0 on a standby; always 1 on SQLite.
+    pub leader: Gauge,
+    /// Times this instance became leader or stepped down.
+    pub leader_transitions: Counter,
     /// Attempts to deliver a digest to a route's webhook receiver, by outcome.
     pub alert_webhook_deliveries: Family<DeliveryOutcomeLabels, Counter>,
     /// Posts of the open alerts to an Alertmanager (`[alertmanager]`), by outcome.
@@ -250,6 +254,8 @@ impl Metrics {
             emails_sent: Counter::default(),
             emails_failed: Counter::default(),
             emails_abandoned: Counter::default(),
+            leader: Gauge::default(),
+            leader_transitions: Counter::default(),
             alert_webhook_deliveries: Family::default(),
             alertmanager_posts: Family::default(),
             heartbeats: Family::default(),
@@ -351,6 +357,16 @@ impl Metrics {
             "emails_failed",
             "Alert emails refused for good (5xx)",
             m.emails_failed.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this instance is the leader (it polls, alerts and sends), 0 on a standby of a PostgreSQL pair",
+            m.leader.clone(),
+        );
+        registry.register(
+            "leader_transitions",
+            "Times this instance became leader or stepped down",
+            m.leader_transitions.clone(),
         );
         registry.register(
             "emails_abandoned",
@@ -519,6 +535,12 @@ impl Metrics {
         if let Ok(mut t) = self.targets.write() {
             t.replace(table);
         }
+    }
+
+    /// Drops every per-target series (a standby of a pair exports none: only the leader's
+    /// count).
+    pub fn clear_targets(&self) {
+        self.set_targets(TargetTable::default());
     }
 
     /// Bytes the per-target table holds (for the benchmark).

@@ -453,10 +453,38 @@ impl Store {
     }
 }
 
-/// The key-check value of the database at `path`, read with a connection and a runtime of its
+/// The key-check value of the configured database, read with a connection and a runtime of its
 /// own on a thread of its own: a runtime is built by synchronous code, inside or outside an
 /// async runtime. `None` when the database does not exist yet or holds no sealed token.
-pub fn key_check_blocking(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+pub fn key_check_blocking(
+    database: &crate::config::Database,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match database {
+        crate::config::Database::Sqlite(path) => key_check_sqlite(path),
+        crate::config::Database::Postgres { .. } => std::thread::scope(|s| {
+            s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| StoreError::Access(format!("could not start a runtime: {e}")))?;
+                rt.block_on(async move {
+                    let store = Store::connect(database).await?;
+                    let sealed: Option<Vec<u8>> = db!(store.pool(), (ex, d) => sqlx::query_scalar(
+                        "SELECT sealed FROM secret_key_check WHERE id = 1"
+                    )
+                    .fetch_optional(ex)
+                    .await)?;
+                    store.close().await;
+                    Ok(sealed)
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::Access("the key check panicked".into())))
+        }),
+    }
+}
+
+fn key_check_sqlite(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     use sqlx::ConnectOptions;
     if !path.exists() {
         return Ok(None);

@@ -15,6 +15,7 @@ pub mod alerts;
 mod apply_tests;
 pub(crate) mod db;
 pub mod facts;
+pub mod lease;
 mod merge;
 mod metric_rows;
 pub mod outbox;
@@ -123,26 +124,6 @@ pub struct Store {
     probes: Pool,
 }
 
-/// Where the store lives: a SQLite file (one daemon) or a PostgreSQL database (a pair).
-#[derive(Debug, Clone)]
-pub enum Database {
-    Sqlite(std::path::PathBuf),
-    Postgres {
-        /// The URL without a password (`postgres://user@host:port/db?sslmode=...`).
-        url: String,
-        password: Option<secrecy::SecretString>,
-    },
-}
-
-impl std::fmt::Display for Database {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Database::Sqlite(p) => write!(f, "{}", p.display()),
-            Database::Postgres { url, .. } => f.write_str(url),
-        }
-    }
-}
-
 impl Store {
     /// How long a write waits for another process's lock before it fails.
     pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -163,12 +144,29 @@ impl Store {
     }
 
     /// Opens the configured database: [`Store::open`] for a file, [`Store::open_postgres`]
-    /// for a URL.
-    pub async fn connect(database: &Database) -> Result<Store, StoreError> {
+    /// for a URL (its password read from where the configuration says).
+    pub async fn connect(database: &crate::config::Database) -> Result<Store, StoreError> {
+        Self::connect_with(database, Self::BUSY_TIMEOUT).await
+    }
+
+    /// [`Store::connect`] with another wait for the write lock.
+    pub async fn connect_with(
+        database: &crate::config::Database,
+        busy_timeout: Duration,
+    ) -> Result<Store, StoreError> {
         match database {
-            Database::Sqlite(path) => Self::open(path).await,
-            Database::Postgres { url, password } => {
-                Self::open_postgres(url, password.as_ref()).await
+            crate::config::Database::Sqlite(path) => Self::open_with(path, busy_timeout).await,
+            crate::config::Database::Postgres { url, password } => {
+                let password = match password {
+                    Some(src) => Some(src.load().map_err(|e| {
+                        StoreError::Access(format!(
+                            "the database password ({}) could not be read: {e}",
+                            src.describe()
+                        ))
+                    })?),
+                    None => None,
+                };
+                Self::open_postgres_with(url, password.as_ref(), busy_timeout).await
             }
         }
     }
@@ -236,7 +234,7 @@ impl Store {
     /// [`Store::open`] with another wait for locks (tests shorten it).
     pub async fn open_with(path: &Path, busy_timeout: Duration) -> Result<Store, StoreError> {
         #[cfg(test)]
-        if let Some(url) = pg_testing_override::override_for(path) {
+        if let Some(url) = test_database_for(path) {
             return Self::open_postgres_with(&url, None, busy_timeout).await;
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -825,14 +823,9 @@ pub(crate) fn test_on_postgres() -> bool {
 }
 
 #[cfg(test)]
-mod test_backend {
-    pub fn override_for(path: &std::path::Path) -> Option<String> {
-        super::test_on_postgres()
-            .then(|| super::pg_testing::database_for_key(&path.to_string_lossy()))
-    }
+fn test_database_for(path: &std::path::Path) -> Option<String> {
+    test_on_postgres().then(|| pg_testing::database_for_key(&path.to_string_lossy()))
 }
-#[cfg(test)]
-use test_backend as pg_testing_override;
 
 fn json_list(items: &[&str]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())

@@ -135,7 +135,7 @@ impl Store {
         Ok(
             db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, received_at, body, body_sha256, field, receipt, deliveries, processed_at, outcome \
              FROM webhook_events WHERE processed_at IS NULL ORDER BY id LIMIT $1",))
-        .bind(i64::from(limit))
+        .bind(limit)
         .fetch_all(ex).await)?,
         )
     }
@@ -146,7 +146,7 @@ impl Store {
         Ok(
             db!(self.pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, received_at, body, body_sha256, field, receipt, deliveries, processed_at, outcome \
              FROM webhook_events ORDER BY id LIMIT $1",))
-        .bind(i64::from(limit))
+        .bind(limit)
         .fetch_all(ex).await)?,
         )
     }

@@ -568,7 +568,13 @@ async fn a_number_with_its_own_token_is_read_with_it_and_the_token_is_never_show
         "logged"
     );
     assert!(!contains(&log, OWN_TOKEN), "the token is in the log");
-    let db = app.config().daemon.database;
+    let db = app
+        .config()
+        .daemon
+        .database
+        .sqlite_path()
+        .expect("a SQLite database")
+        .to_path_buf();
     let mut files = 0;
     for suffix in ["", "-wal", "-shm"] {
         let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));

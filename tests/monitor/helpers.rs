@@ -96,7 +96,7 @@ impl TestApp {
     }
 
     pub async fn store(&self) -> Store {
-        Store::open(&self.config().daemon.database)
+        Store::connect(&self.config().daemon.database)
             .await
             .expect("store opens")
     }

@@ -130,7 +130,13 @@ async fn a_token_echoed_by_upstream_is_stored_printed_logged_and_mailed_nowhere(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_database_file_is_not_reused_silently() {
     let app = TestApp::spawn(one_waba(1), &format!("wabas = [\"{WABA1}\"]")).await;
-    let db = app.config().daemon.database;
+    let db = app
+        .config()
+        .daemon
+        .database
+        .sqlite_path()
+        .expect("a SQLite database")
+        .to_path_buf();
     std::fs::write(&db, b"").expect("a 0-byte file where the database should be");
     let out = app.cli(&["poll-once"]);
     let err = String::from_utf8_lossy(&out.stderr);

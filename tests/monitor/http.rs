@@ -449,7 +449,13 @@ async fn a_cycle_the_database_cannot_record_is_a_failed_cycle_everywhere() {
 
     // Another process holds the database's write lock (a stuck sqlite3 shell, a backup tool):
     // every write of the daemon fails after its busy timeout.
-    let db = app.config().daemon.database;
+    let db = app
+        .config()
+        .daemon
+        .database
+        .sqlite_path()
+        .expect("a SQLite database")
+        .to_path_buf();
     let mut locker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("second connection");

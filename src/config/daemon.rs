@@ -471,6 +471,74 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_url_selects_postgres_with_its_password_kept_out_of_the_url() {
+        use crate::config::Database;
+        let src = GOOD.replace(
+            "database = \"monitor.db\"",
+            "database = \"postgres://waba@db.example.com:5433/waba_monitor?sslmode=require\"\ndatabase_password_env = \"PATH\"\nleader_lease_seconds = 9",
+        );
+        let c = Config::from_toml(Path::new("m.toml"), &src).expect("valid");
+        match &c.daemon.database {
+            Database::Postgres { url, password } => {
+                assert_eq!(
+                    url,
+                    "postgres://waba@db.example.com:5433/waba_monitor?sslmode=require"
+                );
+                assert!(password.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.daemon.leader_lease, std::time::Duration::from_secs(9));
+        // A file path stays SQLite, with the default lease unused.
+        let c = Config::from_toml(Path::new("/etc/x/m.toml"), GOOD).expect("valid");
+        assert_eq!(c.daemon.database.sqlite_path(), Some(Path::new("/etc/x/monitor.db")));
+        assert_eq!(c.daemon.leader_lease, crate::config::DEFAULT_LEADER_LEASE);
+    }
+
+    #[test]
+    fn database_mistakes_are_refused_with_their_key_and_line_and_no_password_shown() {
+        let cases: [(&str, &str, &str); 6] = [
+            (
+                "database = \"postgres://waba:hunter2@db/x\"",
+                "daemon.database",
+                "password in the URL",
+            ),
+            ("database = \"postgres://waba@/x\"", "daemon.database", "no host"),
+            ("database = \"postgresql://waba@db\"", "daemon.database", "no database"),
+            (
+                "database = \"monitor.db\"\ndatabase_password_env = \"PATH\"",
+                "daemon.database_password_env",
+                "SQLite file",
+            ),
+            (
+                "database = \"monitor.db\"\nleader_lease_seconds = 10",
+                "daemon.leader_lease_seconds",
+                "PostgreSQL",
+            ),
+            (
+                "database = \"postgres://waba@db/x\"\nleader_lease_seconds = 3",
+                "daemon.leader_lease_seconds",
+                "",
+            ),
+        ];
+        for (lines, key, says) in cases {
+            let src = GOOD.replace("database = \"monitor.db\"", lines);
+            let e = Config::from_toml(Path::new("m.toml"), &src).unwrap_err();
+            let p = e
+                .problems
+                .iter()
+                .find(|p| p.key == key)
+                .unwrap_or_else(|| panic!("{lines}: no {key} in {e}"));
+            assert!(p.line.is_some(), "{p:?}");
+            assert!(
+                format!("{} {}", p.message, p.fix.as_deref().unwrap_or("")).contains(says),
+                "{lines}: {p:?}"
+            );
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
     fn metrics_detail_is_compact_by_default_full_on_request_and_anything_else_is_refused() {
         use crate::config::MetricsDetail;
         let cfg = Config::from_toml(Path::new("m.toml"), GOOD).unwrap();

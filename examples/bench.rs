@@ -6,8 +6,12 @@
 //!     target/release/examples/bench business --wabas 10000 --portfolios 10
 //!     target/release/examples/bench wabas --wabas 1000             # WABAs listed in the config
 //!     target/release/examples/bench finedu --wabas 10000           # Finedu walk: 100 pages of 100
+//!     target/release/examples/bench --postgres [URL]             # the store on PostgreSQL
 //!     options: --per-waba K (10)  --page-size N (Finedu, 100)  --days D (0: 1 % churn per simulated day, then the
 //!              database's size)  --scrapes S (21)  --detail compact|full
+//!              --postgres [URL]: the store on that PostgreSQL database (its migrations applied on
+//!              connect), or without a URL on a fresh database of a private server started for the
+//!              run (`pg_testing`, or the server `WABA_MONITOR_TEST_POSTGRES` names)
 //!
 //! The simulator runs in a child process (this binary with `--serve`), and so do the scrapes
 //! (`--scrape`: the 10-70 MB bodies are read outside this process), so the CPU time and peak
@@ -15,7 +19,11 @@
 //! first cycle (every target a first sighting) and unchanged cycles: wall and CPU time, Graph
 //! requests (per 100 WABAs), history rows written, RSS; the longest write transaction; the
 //! exposition's size and series per number; scrape times idle and while a cycle runs;
-//! `GET /api/accounts/{id}` and `status --json` times; with `--days`, the database's size.
+//! `GET /api/accounts/{id}` and `status --json` times; the database's size.
+//!
+//! On PostgreSQL the server's work is not this process's: each cycle also prints the CPU time of
+//! the database's backends (read from `/proc`, so only for a server on this machine), and
+//! `status --json` runs as the store call in a child process (the config names a file).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -25,7 +33,7 @@ use waba_monitor::config::Config;
 use waba_monitor::poller::Poller;
 use waba_monitor::retry::RetryPolicy;
 use waba_monitor::sim::{FineduSim, FineduState, GraphSim, SimOptions, SimState};
-use waba_monitor::store::Store;
+use waba_monitor::store::{Pool, Store, pg_testing};
 
 #[path = "common/procstat.rs"]
 mod procstat;
@@ -45,6 +53,8 @@ struct Opts {
     /// Finedu's pageSize (1-100; the API serves pages 1 to 100 only).
     page_size: usize,
     detail: String,
+    /// `--postgres [URL]`: `Some(None)` for a fresh database on a private server.
+    postgres: Option<Option<String>>,
 }
 
 fn opts(args: &[String]) -> Opts {
@@ -66,7 +76,13 @@ fn opts(args: &[String]) -> Opts {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "compact".into());
+    let postgres = args.iter().position(|a| a == "--postgres").map(|i| {
+        args.get(i + 1)
+            .filter(|v| v.starts_with("postgres://") || v.starts_with("postgresql://"))
+            .cloned()
+    });
     Opts {
+        postgres,
         mode,
         wabas: num("--wabas", 1_000),
         per_waba: num("--per-waba", 10),
@@ -87,6 +103,13 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(status_json_child(&cfg));
+    }
+    if let Some(i) = args.iter().position(|a| a == "--status-json-pg") {
+        let cfg = args.get(i + 1).cloned().unwrap_or_default();
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(status_json_pg_child(&cfg));
     }
     if let Some(i) = args.iter().position(|a| a == "--scrape") {
         let url = args.get(i + 1).cloned().unwrap_or_default();
@@ -219,13 +242,92 @@ fn scrape_child(url: &str) -> anyhow::Result<()> {
 
 /// Child process: what `status --json` does, printed to stdout.
 async fn status_json_child(cfg: &str) -> anyhow::Result<()> {
-    let cfg = Config::load(std::path::Path::new(cfg)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::open(&cfg.daemon.database).await?;
+    let cfg_path = std::path::Path::new(cfg);
+    let cfg = Config::load(cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = Store::open(&db_file(cfg_path)).await?;
     let entries = store.status_with(true, cfg.daemon.stale_after).await?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &entries)?;
     out.flush()?;
     Ok(())
+}
+
+/// The environment variable through which the PostgreSQL URL (with its password) reaches the
+/// `status --json` child, rather than its command line.
+/// The SQLite file the benchmark's config names (`database = "monitor.db"`, next to it).
+fn db_file(cfg_path: &std::path::Path) -> std::path::PathBuf {
+    cfg_path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("monitor.db")
+}
+
+const PG_URL_ENV: &str = "BENCH_POSTGRES_URL";
+
+/// Child process: what `status --json` does on the PostgreSQL store named by `PG_URL_ENV`.
+async fn status_json_pg_child(cfg: &str) -> anyhow::Result<()> {
+    let cfg = Config::load(std::path::Path::new(cfg)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let url = std::env::var(PG_URL_ENV)?;
+    let store = open_pg(&url).await?;
+    let entries = store.status_with(true, cfg.daemon.stale_after).await?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &entries)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The store on the PostgreSQL database `url` (its password, if any, passed apart).
+async fn open_pg(url: &str) -> anyhow::Result<Store> {
+    let (bare, password) = pg_testing::split_password(url);
+    let password = password.map(secrecy::SecretString::from);
+    Ok(Store::open_postgres(&bare, password.as_ref()).await?)
+}
+
+/// CPU time (user + system, seconds) of the server's backends now connected to the store's
+/// database: the PostgreSQL side of the work, which this process's CPU time does not include.
+/// Read from `/proc`, so 0 for a server on another machine; a backend that exited is missed.
+async fn pg_backend_cpu(store: &Store) -> f64 {
+    let Pool::Pg(pool) = store.pool() else {
+        return 0.0;
+    };
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    pids.into_iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            (ticks(11) + ticks(12)) / 100.0
+        })
+        .sum()
+}
+
+/// The database's size, in words: the file and its WAL (SQLite), or `pg_database_size` and the
+/// part of it that is the store's tables and indexes (PostgreSQL).
+async fn db_size(store: &Store, path: &std::path::Path) -> anyhow::Result<String> {
+    Ok(match store.pool() {
+        Pool::Lite(_) => format!("{:.1} MB (file + WAL)", db_mb(path)),
+        Pool::Pg(pool) => {
+            let database: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                .fetch_one(pool)
+                .await?;
+            let tables: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(pg_total_relation_size(c.oid)), 0) AS BIGINT) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'",
+            )
+            .fetch_one(pool)
+            .await?;
+            format!(
+                "{:.1} MB (pg_database_size; the store's tables with their indexes and TOAST: {:.1} MB)",
+                database as f64 / 1e6,
+                tables as f64 / 1e6
+            )
+        }
+    })
 }
 
 struct Scraper {
@@ -343,7 +445,31 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
         ),
     )?;
     let cfg = Config::load(&cfg_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::open(&cfg.daemon.database).await?;
+    let pg_url = match &o.postgres {
+        None => None,
+        Some(Some(url)) => Some(url.clone()),
+        // Starts this process's private server (stopped when it exits) on first use.
+        Some(None) => Some(tokio::task::block_in_place(|| {
+            pg_testing::fresh_database("bench")
+        })),
+    };
+    let store = match &pg_url {
+        None => Store::open(&db_file(&cfg_path)).await?,
+        Some(url) => open_pg(url).await?,
+    };
+    let backend = match (store.pool(), &pg_url) {
+        (Pool::Pg(pool), Some(url)) => {
+            let version: String = sqlx::query_scalar("SHOW server_version")
+                .fetch_one(pool)
+                .await?;
+            format!(
+                "PostgreSQL {version} at {}",
+                pg_testing::split_password(url).0
+            )
+        }
+        _ => format!("SQLite, {}", db_file(&cfg_path).display()),
+    };
+    let pg = pg_url.is_some();
     let poller = std::sync::Arc::new(Poller::from_config(
         &cfg,
         store.clone(),
@@ -351,6 +477,7 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
     )?);
     let metrics = poller.metrics();
 
+    println!("store: {backend}");
     println!("rss before polling: {:.1} MB", rss_mb());
     println!(
         "fleet: {} WABAs x {} numbers = {numbers} numbers, {} ms latency per request, targets from {} ({} portfolio(s)), metrics_detail = {}",
@@ -365,14 +492,17 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
     let mut first_wall = 0.0;
     let mut unchanged_wall = Vec::new();
     let mut unchanged_cpu = Vec::new();
+    let mut unchanged_server = Vec::new();
     for (label, n) in [("first", 1), ("unchanged", 3)] {
         for _ in 0..n {
             let rows_before = store.history_count().await?;
+            let server0 = pg_backend_cpu(&store).await;
             let cpu0 = cpu_seconds();
             let t0 = Instant::now();
             let report = poller.poll_once().await;
             let wall = t0.elapsed().as_secs_f64();
             let cpu = cpu_seconds() - cpu0;
+            let server = pg_backend_cpu(&store).await - server0;
             let rows = store.history_count().await? - rows_before;
             let write = metrics.cycle_write_seconds.get();
             longest_write = longest_write.max(write);
@@ -382,9 +512,15 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
             } else {
                 unchanged_wall.push(wall);
                 unchanged_cpu.push(cpu);
+                unchanged_server.push(server);
             }
+            let server = if pg {
+                format!(" (server {server:.2} s)")
+            } else {
+                String::new()
+            };
             println!(
-                "cycle {label:<9} requests {:>5} ({:.2} per 100 WABAs)  wall {:>7.3} s  cpu {:>6.2} s  write txn {:>6.3} s  history rows {:>7}  outcome {}  targets {}  rss {:.1} MB (peak {:.1})",
+                "cycle {label:<9} requests {:>5} ({:.2} per 100 WABAs)  wall {:>7.3} s  cpu {:>6.2} s{server}  write txn {:>6.3} s  history rows {:>7}  outcome {}  targets {}  rss {:.1} MB (peak {:.1})",
                 s.requests,
                 s.requests as f64 * 100.0 / o.wabas.max(1) as f64,
                 wall,
@@ -403,6 +539,16 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
         first_wall * 1e6 / numbers.max(1) as f64,
         median(&mut unchanged_wall),
         median(&mut unchanged_cpu)
+    );
+    if pg {
+        println!(
+            "PostgreSQL backends' cpu: unchanged cycle median {:.2} s",
+            median(&mut unchanged_server)
+        );
+    }
+    println!(
+        "database after the cycles: {}",
+        db_size(&store, &db_file(&cfg_path)).await?
     );
 
     let t0 = Instant::now();
@@ -524,20 +670,28 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
     // database's newest migration.
     let exe = std::env::current_exe()?;
     let built = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    // On PostgreSQL the config names no database the binary could read: the store call.
     let cli = exe
         .parent()
         .and_then(|p| p.parent())
         .map(|p| p.join("waba-monitor"))
-        .filter(|p| built(p).is_some_and(|t| Some(t) >= built(&exe)));
+        .filter(|p| built(p).is_some_and(|t| Some(t) >= built(&exe)))
+        .filter(|_| !pg);
     let t = Instant::now();
-    let mut status = match &cli {
-        Some(bin) => Command::new(bin)
+    let mut status = match (&cli, &pg_url) {
+        (_, Some(url)) => Command::new(std::env::current_exe()?)
+            .arg("--status-json-pg")
+            .arg(&cfg_path)
+            .env(PG_URL_ENV, url)
+            .stdout(Stdio::piped())
+            .spawn()?,
+        (Some(bin), None) => Command::new(bin)
             .arg("--config")
             .arg(&cfg_path)
             .args(["status", "--json"])
             .stdout(Stdio::piped())
             .spawn()?,
-        None => Command::new(std::env::current_exe()?)
+        (None, None) => Command::new(std::env::current_exe()?)
             .arg("--status-json")
             .arg(&cfg_path)
             .stdout(Stdio::piped())
@@ -553,6 +707,8 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
         "status --json ({}): {:.1} MB of JSON in {:.2} s, {code}",
         if cli.is_some() {
             "the waba-monitor binary"
+        } else if pg {
+            "the store call on PostgreSQL in a child process"
         } else {
             "the store call in a child process; `cargo build --release` to time the binary"
         },
@@ -571,14 +727,16 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
             poller.poll_once().await;
             longest_write = longest_write.max(metrics.cycle_write_seconds.get());
         }
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(store.pool().sqlite().expect("a SQLite store"))
-            .await?;
+        if let Some(lite) = store.pool().sqlite() {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(lite)
+                .await?;
+        }
         println!(
-            "{} simulated days at 1 % daily churn: {} history rows, database {:.1} MB ({:.1} s)",
+            "{} simulated days at 1 % daily churn: {} history rows, database {} ({:.1} s)",
             o.days,
             store.history_count().await? - rows0,
-            db_mb(&cfg.daemon.database),
+            db_size(&store, &db_file(&cfg_path)).await?,
             t.elapsed().as_secs_f64()
         );
     }

@@ -8,6 +8,7 @@ mod cli;
 mod config_check;
 mod daemon;
 mod email_format;
+mod failover;
 mod faults;
 mod fleet_api;
 mod heartbeat;

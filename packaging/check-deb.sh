@@ -152,6 +152,8 @@ expected="$(
 -rw-r--r-- root/root ./usr/share/doc/waba-monitor/changelog.Debian.gz
 -rw-r--r-- root/root ./usr/share/doc/waba-monitor/examples/monitor.toml
 -rw-r--r-- root/root ./usr/share/doc/waba-monitor/examples/nginx-webhooks.conf
+-rw-r--r-- root/root ./usr/share/doc/waba-monitor/HA.md
+-rw-r--r-- root/root ./usr/share/doc/waba-monitor/examples/waba-monitor.service.d/postgres.conf
 -rw-r--r-- root/root ./usr/share/lintian/overrides/waba-monitor
 EOF
 )"

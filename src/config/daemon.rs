@@ -491,7 +491,10 @@ mod tests {
         assert_eq!(c.daemon.leader_lease, std::time::Duration::from_secs(9));
         // A file path stays SQLite, with the default lease unused.
         let c = Config::from_toml(Path::new("/etc/x/m.toml"), GOOD).expect("valid");
-        assert_eq!(c.daemon.database.sqlite_path(), Some(Path::new("/etc/x/monitor.db")));
+        assert_eq!(
+            c.daemon.database.sqlite_path(),
+            Some(Path::new("/etc/x/monitor.db"))
+        );
         assert_eq!(c.daemon.leader_lease, crate::config::DEFAULT_LEADER_LEASE);
     }
 
@@ -503,8 +506,16 @@ mod tests {
                 "daemon.database",
                 "password in the URL",
             ),
-            ("database = \"postgres://waba@/x\"", "daemon.database", "no host"),
-            ("database = \"postgresql://waba@db\"", "daemon.database", "no database"),
+            (
+                "database = \"postgres://waba@/x\"",
+                "daemon.database",
+                "no host",
+            ),
+            (
+                "database = \"postgresql://waba@db\"",
+                "daemon.database",
+                "no database",
+            ),
             (
                 "database = \"monitor.db\"\ndatabase_password_env = \"PATH\"",
                 "daemon.database_password_env",

@@ -59,6 +59,9 @@ pub async fn serve(
     serve_router(listener, router(state), limits, shutdown).await
 }
 
+/// How long a scrape waits for the database's outbox figures.
+const SCRAPE_DB_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn metrics(State(s): State<AppState>) -> Response {
     // Values that live elsewhere are copied in at scrape time: cheap, and always current.
     s.metrics
@@ -68,7 +71,16 @@ async fn metrics(State(s): State<AppState>) -> Response {
     if last > 0 {
         s.metrics.last_cycle_finished.set(last as f64);
     }
-    match s.store.outbox_pending().await {
+    // Bounded: a database that does not answer (a pair's instance cut off from it) must not
+    // hold up the scrape, which says among other things that this instance stepped down. The
+    // outbox figures keep their last value then.
+    match tokio::time::timeout(SCRAPE_DB_WAIT, s.store.outbox_pending())
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Access(format!(
+                "no answer within {SCRAPE_DB_WAIT:?}"
+            )))
+        }) {
         Ok((n, oldest)) => {
             s.metrics.outbox_pending.set(n);
             let age = oldest.as_deref().and_then(parse_rfc3339).map_or(0.0, |t| {

@@ -424,7 +424,7 @@ impl Store {
     pub async fn managed_accounts_read(&self) -> Result<Vec<ManagedAccount>, StoreError> {
         Ok(
             db!(self.read_pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, kind, target_id, waba_id, name, source, \
-             CASE WHEN token IS NULL THEN NULL ELSE X'00' END AS token, token_hint, created_at, \
+             CASE WHEN token IS NULL THEN NULL ELSE substr(token, 1, 1) END AS token, token_hint, created_at, \
              created_by, updated_at, removed_at, removed_by FROM managed_accounts ORDER BY id",))
         .fetch_all(ex).await)?,
         )
@@ -435,7 +435,7 @@ impl Store {
     pub async fn managed_unpolled(&self) -> Result<Vec<ManagedAccount>, StoreError> {
         Ok(
             db!(self.read_pool(), (ex, d) => sqlx::query_as(d.sql("SELECT id, kind, target_id, waba_id, name, source, \
-             CASE WHEN token IS NULL THEN NULL ELSE X'00' END AS token, token_hint, created_at, \
+             CASE WHEN token IS NULL THEN NULL ELSE substr(token, 1, 1) END AS token, token_hint, created_at, \
              created_by, updated_at, removed_at, removed_by FROM managed_accounts m \
              WHERE removed_at IS NULL AND kind = 'phone_number' \
              AND NOT EXISTS (SELECT 1 FROM phone_numbers p WHERE p.id = m.target_id) ORDER BY id",))

@@ -146,8 +146,20 @@ fn to_postgres(sql: &'static str) -> &'static str {
 }
 
 fn translate(sql: &str) -> String {
+    // A list to match against: an array the planner can use an index with, whatever the
+    // table's statistics (`IN (SELECT …)` over a JSON set was planned as a scan).
+    let sql = rewrite_lists(
+        sql,
+        " NOT IN (SELECT value FROM json_each(",
+        " <> ALL(ARRAY(SELECT json_array_elements_text(",
+    );
+    let sql = rewrite_lists(
+        &sql,
+        " IN (SELECT value FROM json_each(",
+        " = ANY(ARRAY(SELECT json_array_elements_text(",
+    );
     let mut out = String::with_capacity(sql.len() + 32);
-    let mut rest = sql;
+    let mut rest = sql.as_str();
     while let Some(at) = rest.find("json_each($") {
         out.push_str(&rest[..at]);
         let after = &rest[at + "json_each(".len()..];
@@ -183,6 +195,28 @@ fn translate(sql: &str) -> String {
         .replace("group_concat(", "string_agg(")
         .replace("char(30)", "chr(30)")
         .replace("char(31)", "chr(31)")
+}
+
+/// `x IN (SELECT value FROM json_each($n))` as `x = ANY(ARRAY(SELECT json_array_elements_text($n::json)))`
+/// (and `NOT IN` as `<> ALL`).
+fn rewrite_lists(sql: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 32);
+    let mut rest = sql;
+    while let Some(at) = rest.find(from) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + from.len()..];
+        // `$n))`: the placeholder, json_each's `)` and the subquery's `)`.
+        let Some(end) = after.find("))") else {
+            out.push_str(&rest[at..]);
+            return out;
+        };
+        out.push_str(to);
+        out.push_str(&after[..end]);
+        out.push_str("::json)))");
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Every call `name…)` in `sql` rewritten as `open…close` (its arguments kept).
@@ -270,8 +304,12 @@ mod tests {
         assert_eq!(
             pg,
             "SELECT string_agg(id || chr(31) || h, chr(30)) FROM t \
-             WHERE id IN (SELECT value FROM json_array_elements_text($1::json)) AND strpos(a, b) > 0 \
-             AND k IN (SELECT value FROM json_array_elements_text($12::json))"
+             WHERE id = ANY(ARRAY(SELECT json_array_elements_text($1::json))) AND strpos(a, b) > 0 \
+             AND k = ANY(ARRAY(SELECT json_array_elements_text($12::json)))"
+        );
+        assert_eq!(
+            Dialect::Postgres.sql("SELECT 1 FROM t WHERE a NOT IN (SELECT value FROM json_each($2)) AND (SELECT value FROM json_each($3)) IS NULL"),
+            "SELECT 1 FROM t WHERE a <> ALL(ARRAY(SELECT json_array_elements_text($2::json))) AND (SELECT value FROM json_array_elements_text($3::json)) IS NULL"
         );
         assert!(std::ptr::eq(pg, Dialect::Postgres.sql(sql)));
         assert!(std::ptr::eq(sql, Dialect::Sqlite.sql(sql)));

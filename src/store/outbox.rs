@@ -161,7 +161,7 @@ pub async fn opened_severity_in(
 
 /// Marks these alerts as silenced: recorded, never sent (they are digested too).
 pub async fn mark_silenced(tx: &mut Tx<'_>, alert_ids: &[i64]) -> Result<(), StoreError> {
-    tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE alerts SET digested = 1, silenced = 1 WHERE id IN (SELECT value FROM json_each($1))",))
+    tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE alerts SET digested = 1, silenced = 1 WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))",))
     .bind(serde_json::to_string(alert_ids).unwrap_or_else(|_| "[]".into()))
     .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())
@@ -169,7 +169,7 @@ pub async fn mark_silenced(tx: &mut Tx<'_>, alert_ids: &[i64]) -> Result<(), Sto
 
 /// Marks these alerts as put into a digest.
 pub async fn mark_digested(tx: &mut Tx<'_>, alert_ids: &[i64]) -> Result<(), StoreError> {
-    tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE alerts SET digested = 1 WHERE id IN (SELECT value FROM json_each($1))"))
+    tx!(tx, (ex, d) => sqlx::query(d.sql("UPDATE alerts SET digested = 1 WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))"))
         .bind(serde_json::to_string(alert_ids).unwrap_or_else(|_| "[]".into()))
         .execute(ex).await.map(|r| r.rows_affected()))?;
     Ok(())

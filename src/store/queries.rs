@@ -238,7 +238,7 @@ impl Store {
              ORDER BY seq DESC LIMIT $3",))
         .bind(&f.id)
         .bind(f.since.map(rfc3339))
-        .bind(f.limit.map_or(-1, i64::from))
+        .bind(f.limit.map_or(i64::MAX, i64::from))
         .fetch_all(ex).await)?;
         Ok(rows)
     }
@@ -825,7 +825,7 @@ impl Store {
     /// Whether `id` is a WABA the database knows (read, listed by a number, or added through
     /// the fleet API).
     pub async fn waba_known(&self, id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = db!(self.pool(), (ex, d) => sqlx::query_scalar(d.sql("SELECT 1 FROM wabas WHERE id = $1 UNION ALL \
+        let found: Option<i64> = db!(self.pool(), (ex, d) => sqlx::query_scalar(d.sql("SELECT CAST(1 AS BIGINT) FROM wabas WHERE id = $1 UNION ALL \
              SELECT 1 FROM phone_numbers WHERE waba_id = $1 UNION ALL \
              SELECT 1 FROM managed_accounts WHERE target_id = $1 LIMIT 1",))
         .bind(id.trim())
@@ -865,7 +865,7 @@ impl Store {
         .bind(&q.waba)
         .bind(&q.field)
         .bind(q.since.map(rfc3339))
-        .bind(q.limit.map_or(-1, i64::from))
+        .bind(q.limit.map_or(i64::MAX, i64::from))
         .fetch_all(ex).await)?,
         )
     }

@@ -369,7 +369,7 @@ impl super::Store {
     ) -> Result<Vec<TemplateRow>, StoreError> {
         Ok(
             db!(self.read_pool(), (ex, d) => sqlx::query_as(d.sql(concat!(
-            "SELECT * FROM templates WHERE ($1 IS NULL OR waba_id = $1) AND ($2 = 0 OR (",
+            "SELECT * FROM templates WHERE ($1 IS NULL OR waba_id = $1) AND (NOT $2 OR (",
             unhealthy!(),
             ")) ORDER BY present DESC, waba_id, name, language, id"
         )))

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::helpers::on_store;
 use crate::helpers::{TestApp, one_waba};
 use crate::smtp::SmtpSink;
 use waba_monitor::notify::delivery::{Deliverer, DeliveryReport};
@@ -67,11 +68,12 @@ impl Mail {
 
     async fn outbox(&self) -> Vec<(String, String, i64)> {
         let store = self.app.store().await;
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT recipient, state, attempts FROM outbox ORDER BY id")
-                .fetch_all(store.pool().sqlite().expect("a SQLite store"))
-                .await
-                .expect("outbox");
+        let rows: Vec<(String, String, i64)> = on_store!(store, |p| sqlx::query_as(
+            "SELECT recipient, state, attempts FROM outbox ORDER BY id"
+        )
+        .fetch_all(p)
+        .await)
+        .expect("outbox");
         store.close().await;
         rows
     }
@@ -245,10 +247,13 @@ async fn a_crash_between_acceptance_and_marking_sent_resends_with_the_same_messa
     // The process died after the server's 250 and before the row was marked: on restart the
     // row is still pending.
     let store = m.app.store().await;
-    sqlx::query("UPDATE outbox SET state = 'pending', sent_at = NULL")
-        .execute(store.pool().sqlite().expect("a SQLite store"))
-        .await
-        .expect("simulate the crash");
+    on_store!(store, |p| sqlx::query(
+        "UPDATE outbox SET state = 'pending', sent_at = NULL"
+    )
+    .execute(p)
+    .await
+    .map(|_| ()))
+    .expect("simulate the crash");
     store.close().await;
     assert_eq!(m.deliver().await.sent, 1);
     let mails = m.smtp.messages();

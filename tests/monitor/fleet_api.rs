@@ -420,6 +420,11 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_number_with_its_own_token_is_read_with_it_and_the_token_is_never_shown_logged_or_stored_in_clear()
  {
+    if crate::helpers::on_postgres() {
+        // Its last check reads the SQLite file (and its WAL) for the token's bytes; the
+        // sealing itself is the store's, tested on both backends by the library's tests.
+        return;
+    }
     let mut state = fleet();
     state
         .phone_tokens

@@ -64,8 +64,9 @@ impl TestApp {
                 .expect("chmod");
         }
         let config_path = dir.path().join("monitor.toml");
+        let database = test_database(dir.path());
         let text = format!(
-            "[daemon]\ndatabase = \"monitor.db\"\nlisten = \"127.0.0.1:0\"\npoll_schedule = \"{schedule}\"\n\n[[meta]]\nname = \"main\"\ngraph_url = \"{}\"\napi_version = \"{api_version}\"\naccess_token_file = \"meta-token\"\nrequest_timeout = \"2s\"\nquota_per_waba_hour = 5000\nquota_share = 1.0\n{targets}\n\n{extra}\n",
+            "[daemon]\n{database}\nlisten = \"127.0.0.1:0\"\npoll_schedule = \"{schedule}\"\n\n[[meta]]\nname = \"main\"\ngraph_url = \"{}\"\napi_version = \"{api_version}\"\naccess_token_file = \"meta-token\"\nrequest_timeout = \"2s\"\nquota_per_waba_hour = 5000\nquota_share = 1.0\n{targets}\n\n{extra}\n",
             sim.url()
         );
         std::fs::write(&config_path, text).expect("config");
@@ -135,6 +136,31 @@ impl TestApp {
 }
 
 /// A fleet with one business owning one WABA of `n` numbers, plus nothing else.
+/// Whether the suite runs on PostgreSQL (`WABA_MONITOR_TEST_BACKEND=postgres`): every app's
+/// database is then a fresh PostgreSQL database instead of a SQLite file.
+pub fn on_postgres() -> bool {
+    std::env::var("WABA_MONITOR_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// The `database` line(s) of a test config: a SQLite file in `dir`, or on PostgreSQL a fresh
+/// database (its password in a private file beside the config, never in the URL).
+pub fn test_database(dir: &std::path::Path) -> String {
+    if !on_postgres() {
+        return "database = \"monitor.db\"".to_owned();
+    }
+    let url = waba_monitor::store::pg_testing::fresh_database("it");
+    let (url, password) = waba_monitor::store::pg_testing::split_password(&url);
+    let mut lines = format!("database = \"{url}\"");
+    if let Some(p) = password {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("db-password");
+        std::fs::write(&path, p).expect("db password");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        lines.push_str("\ndatabase_password_file = \"db-password\"");
+    }
+    lines
+}
+
 pub fn one_waba(n: usize) -> SimState {
     SimState::fleet(1, n)
 }
@@ -203,3 +229,15 @@ impl Daemon {
             .expect("clean exit");
     }
 }
+
+/// Runs a query written for both backends (`$1` placeholders) on a store's pool, whichever it
+/// is: the tests that look into the database directly run on SQLite and on PostgreSQL.
+macro_rules! on_store {
+    ($store:expr, |$p:ident| $body:expr) => {
+        match $store.pool() {
+            waba_monitor::store::Pool::Lite($p) => $body,
+            waba_monitor::store::Pool::Pg($p) => $body,
+        }
+    };
+}
+pub(crate) use on_store;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::helpers::on_store;
 use crate::helpers::{TestApp, one_waba};
 use crate::smtp::{ReceivedMail, SmtpSink};
 use waba_monitor::metrics::Metrics;
@@ -74,11 +75,12 @@ impl Mail {
 
     async fn outbox(&self) -> Vec<OutboxRow> {
         let store = self.app.store().await;
-        let rows: Vec<OutboxRow> =
-            sqlx::query_as("SELECT state, attempts, last_error FROM outbox ORDER BY id")
-                .fetch_all(store.pool().sqlite().expect("a SQLite store"))
-                .await
-                .expect("outbox");
+        let rows: Vec<OutboxRow> = on_store!(store, |p| sqlx::query_as(
+            "SELECT state, attempts, last_error FROM outbox ORDER BY id"
+        )
+        .fetch_all(p)
+        .await)
+        .expect("outbox");
         store.close().await;
         rows
     }

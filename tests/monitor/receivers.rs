@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::helpers::on_store;
 use crate::helpers::{TestApp, one_waba};
 use crate::smtp::SmtpSink;
 use waba_monitor::daemon::{self, RunOptions};
@@ -295,11 +296,11 @@ async fn webhook_worker(app: &TestApp) -> Deliverer {
 /// Every outbox row: (channel, recipient, state, attempts, last_error).
 async fn outbox(app: &TestApp) -> Vec<(String, String, String, i64, Option<String>)> {
     let store = app.store().await;
-    let rows = sqlx::query_as(
+    let rows = on_store!(store, |p| sqlx::query_as(
         "SELECT channel, recipient, state, attempts, last_error FROM outbox ORDER BY id",
     )
-    .fetch_all(store.pool().sqlite().expect("a SQLite store"))
-    .await
+    .fetch_all(p)
+    .await)
     .expect("outbox");
     store.close().await;
     rows

@@ -5,6 +5,7 @@
 use chrono::Utc;
 
 use crate::helpers::TestApp;
+use crate::helpers::on_store;
 use crate::smtp::{ReceivedMail, SmtpSink};
 use waba_monitor::notify::Routing;
 use waba_monitor::notify::delivery::Deliverer;
@@ -168,12 +169,13 @@ async fn a_silence_stops_mail_for_its_waba_only_survives_a_restart_and_its_end_s
     let body = mails[0].body();
     assert!(body.contains(P2) && !body.contains(P1), "{body}");
     let store = r.app.store().await;
-    let (silenced,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM alerts WHERE silenced = 1 AND target_id = ?1")
-            .bind(P1)
-            .fetch_one(store.pool().sqlite().expect("a SQLite store"))
-            .await
-            .expect("count");
+    let (silenced,): (i64,) = on_store!(store, |p| sqlx::query_as(
+        "SELECT COUNT(*) FROM alerts WHERE silenced = 1 AND target_id = $1"
+    )
+    .bind(P1)
+    .fetch_one(p)
+    .await)
+    .expect("count");
     store.close().await;
     assert_eq!(silenced, 1, "recorded as silenced");
 
@@ -356,11 +358,12 @@ async fn two_routes_posting_one_url_in_two_formats_queue_two_deliveries() {
     r.red(&[P1]);
     r.app.poll().await;
     let store = r.app.store().await;
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT message_id, body FROM outbox WHERE channel = 'webhook' ORDER BY id")
-            .fetch_all(store.pool().sqlite().expect("a SQLite store"))
-            .await
-            .expect("outbox");
+    let rows: Vec<(String, String)> = on_store!(store, |p| sqlx::query_as(
+        "SELECT message_id, body FROM outbox WHERE channel = 'webhook' ORDER BY id"
+    )
+    .fetch_all(p)
+    .await)
+    .expect("outbox");
     store.close().await;
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_ne!(rows[0].0, rows[1].0, "two idempotency keys");

@@ -216,9 +216,10 @@ pub async fn run_with_listeners(
             shutdown.clone(),
         ))
     });
-    let mut delivery = leadership
-        .is_leader()
-        .then(|| Delivery::start(&first, &ground, &opts, &shutdown));
+    // Subscribed before the first look, so that a lease taken in between is heard of.
+    let mut leading = leadership.subscribe();
+    let mut delivery =
+        (*leading.borrow_and_update()).then(|| Delivery::start(&first, &ground, &opts, &shutdown));
     let watchdog = {
         let runtime = runtime.clone();
         let leadership = leadership.clone();
@@ -259,7 +260,6 @@ pub async fn run_with_listeners(
         let ground = ground.clone();
         let opts = opts.clone();
         let shutdown = shutdown.clone();
-        let mut leading = leadership.subscribe();
         let metrics = metrics.clone();
         tokio::spawn(async move {
             loop {

@@ -121,7 +121,7 @@ pub(super) fn validate_daemon(
             base_dir,
             p,
         ),
-        Some(d) => {
+        other => {
             sqlite_only(
                 &raw.database_password_env,
                 "daemon.database_password_env",
@@ -132,20 +132,10 @@ pub(super) fn validate_daemon(
                 "daemon.database_password_file",
                 p,
             );
-            Database::Sqlite(base_dir.join(d.get_ref()))
-        }
-        None => {
-            sqlite_only(
-                &raw.database_password_env,
-                "daemon.database_password_env",
-                p,
-            );
-            sqlite_only(
-                &raw.database_password_file,
-                "daemon.database_password_file",
-                p,
-            );
-            Database::Sqlite(PathBuf::from(DEFAULT_DATABASE))
+            Database::Sqlite(other.map_or_else(
+                || PathBuf::from(DEFAULT_DATABASE),
+                |d| base_dir.join(d.get_ref()),
+            ))
         }
     };
     let lease_span = raw.leader_lease_seconds.as_ref().map(|v| v.span());

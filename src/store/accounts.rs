@@ -459,37 +459,11 @@ impl Store {
 pub fn key_check_blocking(
     database: &crate::config::Database,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    match database {
-        crate::config::Database::Sqlite(path) => key_check_sqlite(path),
-        crate::config::Database::Postgres { .. } => std::thread::scope(|s| {
-            s.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| StoreError::Access(format!("could not start a runtime: {e}")))?;
-                rt.block_on(async move {
-                    let store = Store::connect(database).await?;
-                    let sealed: Option<Vec<u8>> = db!(store.pool(), (ex, d) => sqlx::query_scalar(
-                        "SELECT sealed FROM secret_key_check WHERE id = 1"
-                    )
-                    .fetch_optional(ex)
-                    .await)?;
-                    store.close().await;
-                    Ok(sealed)
-                })
-            })
-            .join()
-            .unwrap_or_else(|_| Err(StoreError::Access("the key check panicked".into())))
-        }),
-    }
-}
-
-fn key_check_sqlite(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-    use sqlx::ConnectOptions;
-    if !path.exists() {
+    if let crate::config::Database::Sqlite(path) = database
+        && !path.exists()
+    {
         return Ok(None);
     }
-    let path = path.to_owned();
     std::thread::scope(|s| {
         s.spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -497,33 +471,51 @@ fn key_check_sqlite(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
                 .build()
                 .map_err(|e| StoreError::Access(format!("could not start a runtime: {e}")))?;
             rt.block_on(async move {
-                let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(&path)
-                    .read_only(true)
-                    .busy_timeout(Store::BUSY_TIMEOUT)
-                    .connect()
-                    .await
-                    .map_err(|source| StoreError::Open {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                let has_table: Option<String> = sqlx::query_scalar(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'secret_key_check'",
-                )
-                .fetch_optional(&mut conn)
-                .await?;
-                let sealed: Option<Vec<u8>> = if has_table.is_some() {
-                    sqlx::query_scalar("SELECT sealed FROM secret_key_check WHERE id = 1")
-                        .fetch_optional(&mut conn)
-                        .await?
-                } else {
-                    None
-                };
-                let _ = sqlx::Connection::close(conn).await;
-                Ok(sealed)
+                match database {
+                    crate::config::Database::Sqlite(path) => key_check_sqlite(path).await,
+                    crate::config::Database::Postgres { .. } => {
+                        let store = Store::connect(database).await?;
+                        let sealed: Option<Vec<u8>> = db!(store.pool(), (ex, d) => sqlx::query_scalar(
+                            "SELECT sealed FROM secret_key_check WHERE id = 1"
+                        )
+                        .fetch_optional(ex)
+                        .await)?;
+                        store.close().await;
+                        Ok(sealed)
+                    }
+                }
             })
         })
         .join()
         .unwrap_or_else(|_| Err(StoreError::Access("the key check panicked".into())))
     })
+}
+
+/// The key-check value of a SQLite file, read-only (a file from before the table reads `None`).
+async fn key_check_sqlite(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(Store::BUSY_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let has_table: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'secret_key_check'",
+    )
+    .fetch_optional(&mut conn)
+    .await?;
+    let sealed: Option<Vec<u8>> = if has_table.is_some() {
+        sqlx::query_scalar("SELECT sealed FROM secret_key_check WHERE id = 1")
+            .fetch_optional(&mut conn)
+            .await?
+    } else {
+        None
+    };
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(sealed)
 }

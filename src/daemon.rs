@@ -148,6 +148,8 @@ pub async fn run_with_listeners(
     if !pair {
         metrics.leader.set(1);
     }
+    // A standby exports no fleet series: only the leader's count.
+    metrics.export_fleet(!pair);
     let runtime = SharedRuntime::new(Runtime::build(cfg, &ground)?);
     let first = runtime.current();
     let poll_now = Arc::new(tokio::sync::Notify::new());
@@ -260,7 +262,6 @@ pub async fn run_with_listeners(
         let ground = ground.clone();
         let opts = opts.clone();
         let shutdown = shutdown.clone();
-        let metrics = metrics.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -287,12 +288,7 @@ pub async fn run_with_listeners(
                             (true, None) => {
                                 delivery = Some(Delivery::start(&runtime.current(), &ground, &opts, &shutdown));
                             }
-                            (false, Some(mut d)) => {
-                                d.stop().await;
-                                // What a standby exports of the fleet would be stale: only the
-                                // leader's series count.
-                                metrics.clear_targets();
-                            }
+                            (false, Some(mut d)) => d.stop().await,
                             (_, d) => delivery = d,
                         }
                     }
@@ -748,6 +744,7 @@ async fn lease_loop(mut l: LeaseLoop) {
                     Some(term) => {
                         deadline = Some(started + l.ttl - every);
                         if l.leadership.set(true) {
+                            l.metrics.export_fleet(true);
                             l.metrics.leader.set(1);
                             l.metrics.leader_transitions.inc();
                             tracing::info!(holder = %l.holder, term, "took the leader lease: this instance polls, alerts and sends");
@@ -793,6 +790,7 @@ async fn lease_loop(mut l: LeaseLoop) {
 
 fn step_down(l: &LeaseLoop, why: &str) {
     if l.leadership.set(false) {
+        l.metrics.export_fleet(false);
         l.metrics.leader.set(0);
         l.metrics.leader_transitions.inc();
         tracing::warn!(holder = %l.holder, "{why}");

@@ -210,6 +210,9 @@ pub struct Metrics {
     pub template_unhealthy: Family<TemplateLabels, Gauge>,
     template_series: std::sync::Mutex<TemplateSeries>,
     targets: RwLock<TargetSeries>,
+    /// Whether this instance exports the fleet's series (numbers, WABAs, templates): always,
+    /// but on a standby of a pair (only the leader's count).
+    fleet_exported: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -273,6 +276,7 @@ impl Metrics {
             template_unhealthy: Family::default(),
             template_series: std::sync::Mutex::new(TemplateSeries::default()),
             targets: RwLock::new(TargetSeries::default()),
+            fleet_exported: std::sync::atomic::AtomicBool::new(true),
             registry: Registry::default(),
         };
         registry.register(
@@ -532,15 +536,31 @@ impl Metrics {
     /// Replaces the per-target series with a table built from the current state (targets that
     /// are gone are not in it).
     pub fn set_targets(&self, table: TargetTable) {
+        if !self.exports_fleet() {
+            return;
+        }
         if let Ok(mut t) = self.targets.write() {
             t.replace(table);
         }
     }
 
-    /// Drops every per-target series (a standby of a pair exports none: only the leader's
-    /// count).
-    pub fn clear_targets(&self) {
-        self.set_targets(TargetTable::default());
+    /// Whether the fleet's series (numbers, WABAs, templates) are exported: off on a standby
+    /// of a pair, where they are dropped at once and not rebuilt (a cycle of the former leader
+    /// still finishing does not bring them back), on again when it leads.
+    pub fn export_fleet(&self, on: bool) {
+        self.fleet_exported
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+        if !on {
+            if let Ok(mut t) = self.targets.write() {
+                t.replace(TargetTable::default());
+            }
+            self.replace_templates(&crate::store::templates::TemplateMetrics::default());
+        }
+    }
+
+    fn exports_fleet(&self) -> bool {
+        self.fleet_exported
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Bytes the per-target table holds (for the benchmark).
@@ -551,6 +571,12 @@ impl Metrics {
     /// Sets the template series from the store's figures, removing the ones that no longer
     /// apply (a template recovered, a WABA without templates of a status any more).
     pub fn sync_templates(&self, t: &crate::store::templates::TemplateMetrics) {
+        if self.exports_fleet() {
+            self.replace_templates(t);
+        }
+    }
+
+    fn replace_templates(&self, t: &crate::store::templates::TemplateMetrics) {
         let Ok(mut last) = self.template_series.lock() else {
             return;
         };

@@ -190,18 +190,21 @@ impl Instance {
         }
     }
 
-    /// `waba_monitor_leader` as its /metrics says now; None when it does not answer (in time).
-    async fn leader(&self) -> Option<f64> {
-        let text = self
-            .http
+    /// Its /metrics text now; None when it does not answer (in time).
+    async fn metrics(&self) -> Option<String> {
+        self.http
             .get(format!("http://127.0.0.1:{}/metrics", self.port))
             .send()
             .await
             .ok()?
             .text()
             .await
-            .ok()?;
-        sample(&text, "waba_monitor_leader")
+            .ok()
+    }
+
+    /// `waba_monitor_leader` as its /metrics says now; None when it does not answer (in time).
+    async fn leader(&self) -> Option<f64> {
+        sample(&self.metrics().await?, "waba_monitor_leader")
     }
 
     /// Polls /metrics until `waba_monitor_leader` is `want`; how long that took.
@@ -384,6 +387,11 @@ async fn a_standby_takes_over_within_two_poll_intervals_when_the_leader_is_kille
     start_pair(&mut p, &store, true).await;
     let history_before = store.history_count().await.expect("count");
     assert!(history_before > 0, "A's first cycle recorded the fleet");
+    // The fleet's series come from the leader only: alert rules on them fire once per pair.
+    let a_text = p.a.metrics().await.expect("A's /metrics");
+    let b_text = p.b.metrics().await.expect("B's /metrics");
+    assert!(a_text.contains("waba_monitor_phone_info{"), "{a_text}");
+    assert!(!b_text.contains("waba_monitor_phone_info{"), "{b_text}");
 
     // The next cycle sees a change, and its Graph request never answers: A is in the middle
     // of a cycle (its run recorded as running, nothing of the change written) when killed.
@@ -704,6 +712,21 @@ async fn a_leader_cut_off_from_the_database_steps_down_before_the_standby_takes_
         proxy.forwarded.load(Ordering::Relaxed) > 0,
         "A does not talk to the database through the proxy"
     );
+    // A's first cycle is recorded and its fleet exported before the cut.
+    let t0 = Instant::now();
+    while !p
+        .a
+        .metrics()
+        .await
+        .is_some_and(|t| t.contains("waba_monitor_phone_info{"))
+    {
+        assert!(
+            t0.elapsed() < POLL_INTERVAL + Duration::from_secs(5),
+            "A exported no fleet; its log:\n{}",
+            p.a.log()
+        );
+        tokio::time::sleep(TICK).await;
+    }
 
     proxy.partition(true);
     let cut = Instant::now();
@@ -786,6 +809,9 @@ async fn a_leader_cut_off_from_the_database_steps_down_before_the_standby_takes_
         proxy.forwarded.load(Ordering::Relaxed) > before,
         "A did not reach the database again after the heal"
     );
+    // Having stepped down, A no longer exports the fleet's series (B's count).
+    let a_text = p.a.metrics().await.expect("A's /metrics");
+    assert!(!a_text.contains("waba_monitor_phone_info{"), "{a_text}");
     let holder = store
         .lease_holder(waba_monitor::store::lease::LEADER)
         .await

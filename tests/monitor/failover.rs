@@ -851,5 +851,19 @@ async fn a_clean_stop_of_the_leader_hands_over_within_a_renewal_period() {
         took < RENEWAL + Duration::from_secs(2),
         "B led {took:?} after A's clean stop: the lease was not handed over"
     );
+    // The database password is in neither daemon's log nor in the leader's /metrics.
+    if let Some(password) = &db.password {
+        let metrics = p.b.metrics().await.expect("B's /metrics");
+        for (what, text) in [
+            ("A's log", p.a.log()),
+            ("B's log", p.b.log()),
+            ("B's /metrics", metrics),
+        ] {
+            assert!(
+                !text.contains(password.as_str()),
+                "the database password is in {what}"
+            );
+        }
+    }
     store.close().await;
 }

@@ -18,6 +18,7 @@ use crate::retry::RetryPolicy;
 use crate::runtime::{Ground, Runtime, SharedRuntime};
 use crate::scheduler;
 use crate::service;
+use crate::service::unix_now;
 use crate::sources::SourceMemory;
 use crate::store::Store;
 use crate::store::lease::LEADER;
@@ -693,12 +694,6 @@ pub async fn termination_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// This process among the daemons of one database: host, pid and start time, as

@@ -48,8 +48,36 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// A URL as it may be shown: its password (`scheme://user:PASSWORD@host…`) replaced by `***`;
+/// a URL without one is returned as it is.
+pub fn url_without_password(url: &str) -> String {
+    let Some((_, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => url.replacen(authority, &format!("{user}:***@{host}"), 1),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_url_is_shown_without_its_password_and_unchanged_without_one() {
+        use super::url_without_password as shown;
+        assert_eq!(
+            shown("postgres://waba:hunter2@db:5432/x?sslmode=require"),
+            "postgres://waba:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(shown("postgres://waba@db/x"), "postgres://waba@db/x");
+        assert_eq!(shown("postgres://db/x"), "postgres://db/x");
+        assert_eq!(shown("monitor.db"), "monitor.db");
+    }
+
     use super::*;
 
     #[test]

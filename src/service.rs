@@ -47,7 +47,8 @@ pub fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
-fn unix_now() -> u64 {
+/// Whole seconds since the epoch.
+pub(crate) fn unix_now() -> u64 {
     crate::timefmt::unix_now() as u64
 }
 

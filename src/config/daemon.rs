@@ -376,10 +376,7 @@ fn postgres_database(
     let rest = url.split_once("://").map_or("", |(_, r)| r);
     let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
     let (userinfo, host) = authority.rsplit_once('@').unwrap_or(("", authority));
-    let shown = match userinfo.split_once(':') {
-        Some((user, _)) => url.replacen(authority, &format!("{user}:***@{host}"), 1),
-        None => url.clone(),
-    };
+    let shown = crate::redact::url_without_password(&url);
     if userinfo.contains(':') {
         p.add(
             Some(d.span()),

@@ -189,7 +189,7 @@ impl Store {
         lock_timeout: Duration,
     ) -> Result<Store, StoreError> {
         use secrecy::ExposeSecret;
-        let shown = redact_url(url);
+        let shown = crate::redact::url_without_password(url);
         let open_err = |source: sqlx::Error| StoreError::Open {
             path: shown.clone(),
             source,
@@ -796,21 +796,6 @@ fn check_access(path: &Path) -> Result<(), StoreError> {
         ))),
         // Anything else (it exists already, ...) is SQLite's to report.
         Err(_) => Ok(()),
-    }
-}
-
-/// A database URL as it may be shown: without a password, should one be there.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_owned(),
     }
 }
 

@@ -161,7 +161,6 @@ pub async fn run_with_listeners(
             ttl: lease_ttl,
             leadership: leadership.clone(),
             metrics: metrics.clone(),
-            poll_now: poll_now.clone(),
             alive: lease_alive.clone(),
             shutdown: shutdown.clone(),
         }))
@@ -714,7 +713,6 @@ struct LeaseLoop {
     ttl: Duration,
     leadership: Leadership,
     metrics: Arc<Metrics>,
-    poll_now: Arc<tokio::sync::Notify>,
     /// When the database last answered a lease request (unix seconds).
     alive: Arc<std::sync::atomic::AtomicU64>,
     shutdown: ShutdownSignal,
@@ -742,8 +740,8 @@ async fn lease_loop(mut l: LeaseLoop) {
                             l.metrics.export_fleet(true);
                             l.metrics.leader.set(1);
                             l.metrics.leader_transitions.inc();
+                            // The scheduler hears of it and runs a cycle at once.
                             tracing::info!(holder = %l.holder, term, "took the leader lease: this instance polls, alerts and sends");
-                            l.poll_now.notify_one();
                         }
                     }
                     None => {

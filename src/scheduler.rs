@@ -6,6 +6,10 @@
 //! and a tick that arrives while one is running and one is already queued is skipped and
 //! counted. Every cycle is bounded by `cycle_timeout`; at shutdown the in-flight cycle gets
 //! `shutdown_grace` to finish and is then abandoned (its transactions roll back).
+//!
+//! Besides the schedule, a cycle runs at start and whenever this instance takes the leader
+//! lease of a pair (the scheduler watches the leadership itself: a lease taken during the start
+//! asks for one cycle, not two); a standby drops its ticks.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,14 +44,26 @@ pub async fn run(
         .start()
         .await
         .context("could not start the scheduler")?;
-    // Poll once at start: nobody wants to wait up to a whole interval for the first reading.
-    offer_tick(&tick_tx, &stats);
+    // Poll once at start (nobody wants to wait up to a whole interval for the first reading),
+    // and once whenever this instance takes the leader lease, whichever comes first: one look
+    // at the leadership marks it seen, so a lease taken before this line asks for one cycle,
+    // not one here and one on its change.
+    let mut leading = leadership.subscribe();
+    if *leading.borrow_and_update() {
+        offer_tick(&tick_tx, &stats);
+    }
 
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
             // A cycle now (a webhook event to confirm); coalesced like a cron tick.
             _ = poll_now.notified() => offer_tick(&tick_tx, &stats),
+            // This instance took the lease: the fleet was unwatched while nobody led.
+            Ok(()) = leading.changed() => {
+                if *leading.borrow_and_update() {
+                    offer_tick(&tick_tx, &stats);
+                }
+            }
             Some(()) = reloaded.recv() => {
                 let new = runtime.current().config.daemon.poll_schedule.expr.clone();
                 if new != expr {
@@ -62,7 +78,7 @@ pub async fn run(
             tick = tick_rx.recv() => {
                 if tick.is_none() { break; }
                 if !leadership.is_leader() {
-                    // A standby of a pair: the leader polls; taking the lease asks for a cycle.
+                    // A standby of a pair: the leader polls; taking the lease offers a tick.
                     continue;
                 }
                 let first = stats.cycles_started.fetch_add(1, Ordering::Relaxed) == 0;

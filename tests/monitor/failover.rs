@@ -867,3 +867,67 @@ async fn a_clean_stop_of_the_leader_hands_over_within_a_renewal_period() {
     }
     store.close().await;
 }
+
+/// Taking the lease asks for a cycle, and so does the start: a daemon that took the lease
+/// before its scheduler looked at the start's tick ran two cycles back to back (a second
+/// Graph call charged to the quota for nothing). Started four times on a schedule that does
+/// not fire meanwhile, it polls exactly once per start, and a standby that takes the lease
+/// once it lapses polls once on taking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_polls_once_when_it_takes_the_lease_whether_at_its_start_or_later() {
+    let db = Pg::fresh();
+    // Once a year (1 January, midnight): only the start and the lease ask for cycles here.
+    let app = TestApp::spawn_full(
+        one_waba(2),
+        &format!("wabas = [\"{WABA1}\"]"),
+        "v24.0",
+        "0 0 0 1 1 *",
+        "",
+    )
+    .await;
+    let mut p = pair(&app, &db, None);
+    let store = db.store().await;
+    let settle = Duration::from_secs(2);
+    for start in 1..=4 {
+        p.a.start();
+        p.a.wait_leader(1.0, START, "the daemon takes the lease")
+            .await;
+        wait_runs(&store, "the start's cycle finished", |runs| {
+            runs.len() >= start && runs.iter().all(|r| r.finished_at.is_some())
+        })
+        .await;
+        // A second cycle would start at once after the first.
+        tokio::time::sleep(settle).await;
+        let runs = store.recent_runs(50).await.expect("poll runs");
+        assert_eq!(
+            runs.len(),
+            start,
+            "start {start}: one cycle per start; runs: {runs:#?}\nits log:\n{}",
+            p.a.log()
+        );
+        assert_eq!(app.sim.calls_for_waba(WABA1), start as u64);
+        p.a.terminate();
+        let status = p.a.wait_exit(Duration::from_secs(20)).await;
+        assert!(status.success(), "exited with {status}: {}", p.a.log());
+    }
+    // A standby takes the lease later (A killed: it lapses) and polls once on taking it.
+    p.a.start();
+    p.a.wait_leader(1.0, START, "A leads").await;
+    wait_runs(&store, "A's cycle finished", |runs| {
+        runs.len() >= 5 && runs.iter().all(|r| r.finished_at.is_some())
+    })
+    .await;
+    p.b.start();
+    p.b.wait_leader(0.0, START, "B stands by").await;
+    p.a.kill();
+    p.b.wait_leader(1.0, START, "B takes over").await;
+    wait_runs(&store, "B's cycle finished", |runs| {
+        runs.len() >= 6 && runs.iter().all(|r| r.finished_at.is_some())
+    })
+    .await;
+    tokio::time::sleep(settle).await;
+    let runs = store.recent_runs(50).await.expect("poll runs");
+    assert_eq!(runs.len(), 6, "one cycle on taking over: {runs:#?}");
+    assert_eq!(app.sim.calls_for_waba(WABA1), 6);
+    store.close().await;
+}

@@ -586,6 +586,7 @@ async fn bench(o: &Opts) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             stats: Default::default(),
             runtime,
+            leadership: waba_monitor::lifecycle::Leadership::new(true),
         },
         Default::default(),
         shutdown,

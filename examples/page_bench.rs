@@ -207,6 +207,7 @@ async fn bench(renders: usize) -> anyhow::Result<()> {
             metrics: poller.metrics(),
             stats: Default::default(),
             runtime,
+            leadership: waba_monitor::lifecycle::Leadership::new(true),
         },
         Default::default(),
         shutdown,

@@ -185,6 +185,7 @@ pub async fn run_with_listeners(
             metrics: metrics.clone(),
             stats: stats.clone(),
             runtime: runtime.clone(),
+            leadership: leadership.clone(),
         },
         opts.http,
         shutdown.clone(),

@@ -36,6 +36,9 @@ pub struct AppState {
     /// The runtime in force: its poller, API token, readiness window and `stale_after` are
     /// read per request, so a reload applies to the next request.
     pub runtime: SharedRuntime,
+    /// Whether this instance leads (always on SQLite): a standby of a pair is ready while its
+    /// database answers, since it serves reads and does not poll.
+    pub leadership: crate::lifecycle::Leadership,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -110,6 +113,13 @@ async fn readyz(State(s): State<AppState>) -> Response {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: database unreachable: {e}\n"),
+        )
+            .into_response();
+    }
+    if !s.leadership.is_leader() {
+        return (
+            StatusCode::OK,
+            "ready: a standby of a pair (the leader polls; this instance serves reads)\n",
         )
             .into_response();
     }

@@ -202,6 +202,17 @@ impl Instance {
             .ok()
     }
 
+    /// Its /readyz: status and body.
+    async fn readyz(&self) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("http://127.0.0.1:{}/readyz", self.port))
+            .send()
+            .await
+            .expect("/readyz answers");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    }
+
     /// `waba_monitor_leader` as its /metrics says now; None when it does not answer (in time).
     async fn leader(&self) -> Option<f64> {
         sample(&self.metrics().await?, "waba_monitor_leader")
@@ -392,6 +403,13 @@ async fn a_standby_takes_over_within_two_poll_intervals_when_the_leader_is_kille
     let b_text = p.b.metrics().await.expect("B's /metrics");
     assert!(a_text.contains("waba_monitor_phone_info{"), "{a_text}");
     assert!(!b_text.contains("waba_monitor_phone_info{"), "{b_text}");
+    // Both are ready: the leader has recorded a cycle, the standby serves reads (a load
+    // balancer in front of the pair sends the page and the API to either).
+    let (code, body) = p.a.readyz().await;
+    assert_eq!(code, 200, "the leader's /readyz: {body}");
+    let (code, body) = p.b.readyz().await;
+    assert_eq!(code, 200, "the standby's /readyz: {body}");
+    assert!(body.contains("standby"), "{body}");
 
     // The next cycle sees a change, and its Graph request never answers: A is in the middle
     // of a cycle (its run recorded as running, nothing of the change written) when killed.

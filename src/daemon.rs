@@ -128,9 +128,13 @@ pub async fn run_with_listeners(
 ) -> anyhow::Result<()> {
     let shutdown = ShutdownSignal::from_future(shutdown);
     warn_if_empty_database(&cfg.daemon.database);
+    let holder = lease_holder_id();
+    // On PostgreSQL, what only the leader writes is written only while this instance holds
+    // the lease: a cycle or send still in flight when it passed to another writes nothing.
     let store = Store::connect_with(&cfg.daemon.database, opts.busy_timeout)
         .await
-        .context("could not open the database")?;
+        .context("could not open the database")?
+        .fenced(LEADER, &holder);
     // What outlives every configuration; the runtime is what one configuration makes of it.
     let ground = Ground {
         store: store.clone(),
@@ -144,7 +148,6 @@ pub async fn run_with_listeners(
     let pair = store.dialect().is_postgres();
     let leadership = Leadership::new(!pair);
     let lease_alive = Arc::new(std::sync::atomic::AtomicU64::new(unix_now()));
-    let holder = lease_holder_id();
     let lease_ttl = cfg.daemon.leader_lease;
     if !pair {
         metrics.leader.set(1);
@@ -314,6 +317,12 @@ pub async fn run_with_listeners(
         stats,
         shutdown,
         |report| {
+            if report.superseded {
+                // The lease passed to another instance during the cycle: its heartbeat is
+                // the new leader's.
+                on_cycle(report);
+                return;
+            }
             service::status(&status_line(report));
             if let Some(hb) = &runtime.current().config.heartbeat {
                 heartbeat.beat(hb, Beat::after(read_anything(report)));
@@ -655,6 +664,10 @@ async fn prune_loop(
             match store.prune_batch(before, 1_000).await {
                 Ok(0) => break,
                 Ok(n) => total += n,
+                Err(e) if e.is_not_leader() => {
+                    tracing::info!("pruning left to the instance that leads now");
+                    break;
+                }
                 Err(e) => {
                     metrics.store_error("prune");
                     tracing::error!(error = %e, "pruning old history failed; will try again");

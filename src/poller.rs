@@ -63,6 +63,10 @@ pub struct CycleReport {
     pub sources: Vec<SourceReport>,
     /// Alerts put into the outbox (or logged, without `[email]`) by this cycle.
     pub alerts: usize,
+    /// The leader lease passed to another instance of the pair while this cycle ran: nothing
+    /// of it was recorded, and it is neither a success nor a failure of this instance (no
+    /// heartbeat, no "could not record" readiness failure).
+    pub superseded: bool,
 }
 
 impl CycleReport {
@@ -472,6 +476,10 @@ impl Poller {
                 }
                 done
             }
+            Err(e) if e.is_not_leader() => {
+                tracing::warn!(error = %e, "stored webhook deliveries not processed here: another instance leads now and processes them");
+                crate::webhooks::Processed::default()
+            }
             Err(e) => {
                 self.metrics.store_error("webhook_process");
                 tracing::error!(error = %e, "could not process stored webhook deliveries; they stay stored and are taken again later");
@@ -546,14 +554,20 @@ impl Poller {
             .store(true, std::sync::atomic::Ordering::Relaxed);
 
         let now = Utc::now();
+        let mut superseded = false;
         let (mut sources, alerts) = match self.record(&polled, now).await {
             Ok((reports, taken)) => {
                 self.metrics.count_alerts(&taken);
                 (reports, taken.iter().filter(|a| !a.silenced).count())
             }
             Err(e) => {
-                self.metrics.store_error("record_cycle");
-                tracing::error!(error = %e, "could not record the cycle in the database: no change, history or alert of it was written (the next cycle that can write sees the same changes); the cycle counts as failed");
+                if e.is_not_leader() {
+                    superseded = true;
+                    tracing::warn!(error = %e, "the leader lease passed to another instance while this cycle ran: nothing of it was recorded (its reading may be older than the new leader's)");
+                } else {
+                    self.metrics.store_error("record_cycle");
+                    tracing::error!(error = %e, "could not record the cycle in the database: no change, history or alert of it was written (the next cycle that can write sees the same changes); the cycle counts as failed");
+                }
                 let msg = format!("could not record the cycle in the database: {e}");
                 let reports = polled
                     .iter()
@@ -567,7 +581,9 @@ impl Poller {
             }
         };
         for (p, report) in polled.iter().zip(sources.iter_mut()) {
-            self.record_outcome_metrics(report);
+            if !superseded {
+                self.record_outcome_metrics(report);
+            }
             self.finish(p, report).await;
         }
         // After the runs are closed, so staleness counts this cycle's polls.
@@ -580,6 +596,7 @@ impl Poller {
             finished_at: Utc::now(),
             sources,
             alerts,
+            superseded,
         }
     }
 
@@ -699,7 +716,7 @@ impl Poller {
     pub async fn record_abandoned_cycle(&self, why: &str) {
         let now = Utc::now();
         let recorded = async {
-            let mut tx = self.store.begin_write().await?;
+            let mut tx = self.store.begin_leader_write().await?;
             for s in &self.sources {
                 let failed = SourceHealth::Failed {
                     reason: why.to_owned(),
@@ -716,6 +733,9 @@ impl Poller {
                 if alerts > 0 {
                     self.mail_wake.notify_one();
                 }
+            }
+            Err(e) if e.is_not_leader() => {
+                tracing::warn!(error = %e, "the abandoned cycle is not recorded: another instance leads now");
             }
             Err(e) => {
                 self.metrics.store_error("record_cycle");
@@ -758,7 +778,7 @@ impl Poller {
         now: DateTime<Utc>,
     ) -> Result<(Vec<SourceReport>, Vec<crate::notify::Digested>), crate::store::StoreError> {
         let began = std::time::Instant::now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.store.begin_leader_write().await?;
         let mut reports = Vec::with_capacity(polled.len());
         // Higher-priority sources (Meta) first, so that in this very cycle a BSP's view of a
         // number Meta also reports finds Meta's ownership and defers to it.

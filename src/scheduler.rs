@@ -213,6 +213,10 @@ fn offer_tick(tx: &mpsc::Sender<()>, stats: &CycleStats) {
 
 fn record_finished(stats: &CycleStats, report: &CycleReport) {
     stats.cycles_finished.fetch_add(1, Ordering::Relaxed);
+    if report.superseded {
+        // Another instance leads now; this one's readiness is a standby's.
+        return;
+    }
     let now = crate::timefmt::unix_now() as u64;
     stats.last_finished_unix.store(now, Ordering::Relaxed);
     match report.store_error() {

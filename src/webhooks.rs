@@ -471,7 +471,7 @@ pub async fn process(
                 parse_rfc3339(&row.received_at).map_or(now.timestamp(), |t| t.timestamp());
             let parsed = parse(&row.body, received);
             let stamp = rfc3339(now);
-            let mut tx = store.begin_write().await?;
+            let mut tx = store.begin_leader_write().await?;
             // Marked first: a row another pass already took is left alone.
             if !facts::mark_processed_in(&mut tx, row.id, &stamp, "processing").await? {
                 continue;
@@ -525,7 +525,7 @@ pub async fn process(
     }
     if facts::any_expired_restriction(store.pool(), now.timestamp()).await? {
         let stamp = rfc3339(now);
-        let mut tx = store.begin_write().await?;
+        let mut tx = store.begin_leader_write().await?;
         let mut recorded = Vec::new();
         for old in facts::expired_restrictions_in(&mut tx, now.timestamp()).await? {
             let expired_at = old.expires_at.unwrap_or(old.event_time);

@@ -507,7 +507,7 @@ impl Deliverer {
 
     /// Queues a snapshot of the open alerts for every Alertmanager (the periodic re-post).
     async fn queue_alertmanager_snapshot(&self, am: &Alertmanager) -> Result<(), StoreError> {
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.store.begin_leader_write().await?;
         super::alertmanager::queue_in(&mut tx, &am.routing, Utc::now()).await?;
         tx.commit().await?;
         Ok(())
@@ -528,18 +528,31 @@ impl Deliverer {
                 let refresh = am.routing.refresh;
                 if last_snapshot.is_none_or(|t| t.elapsed() >= refresh) {
                     last_snapshot = Some(std::time::Instant::now());
-                    if let Err(e) = self.queue_alertmanager_snapshot(am).await {
-                        self.metrics.store_error("outbox");
-                        tracing::error!(error = %e, "could not queue the open alerts for Alertmanager");
+                    match self.queue_alertmanager_snapshot(am).await {
+                        Err(e) if e.is_not_leader() => {
+                            tracing::warn!(error = %e, "open alerts not queued for Alertmanager: another instance leads now");
+                        }
+                        Err(e) => {
+                            self.metrics.store_error("outbox");
+                            tracing::error!(error = %e, "could not queue the open alerts for Alertmanager");
+                        }
+                        Ok(()) => {}
                     }
                 }
                 // Not woken by cycles (the other worker is): the snapshots a cycle queues are
                 // looked for every second.
                 tick = tick.min(refresh).min(Duration::from_secs(1));
             }
-            if let Err(e) = self.deliver_due(Utc::now()).await {
-                self.metrics.store_error("outbox");
-                tracing::error!(error = %e, "could not read or update the outbox");
+            match self.deliver_due(Utc::now()).await {
+                // Stopped by the lease loop in a moment; nothing was taken.
+                Err(e) if e.is_not_leader() => {
+                    tracing::warn!(error = %e, "nothing sent: another instance leads now and sends");
+                }
+                Err(e) => {
+                    self.metrics.store_error("outbox");
+                    tracing::error!(error = %e, "could not read or update the outbox");
+                }
+                Ok(_) => {}
             }
             tokio::select! {
                 _ = shutdown.wait() => break,

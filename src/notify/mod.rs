@@ -107,7 +107,7 @@ pub async fn digest(
     routing: &Routing,
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
-    let mut tx = store.begin_write().await?;
+    let mut tx = store.begin_leader_write().await?;
     let taken = digest_in(&mut tx, routing, now).await?;
     tx.commit().await?;
     Ok(taken.len())

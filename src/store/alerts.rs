@@ -136,7 +136,7 @@ pub async fn queue_reminders(
     repeat: std::time::Duration,
     now: DateTime<Utc>,
 ) -> Result<usize, super::StoreError> {
-    let mut tx = store.begin_write().await?;
+    let mut tx = store.begin_leader_write().await?;
     let n = queue_reminders_in(&mut tx, repeat, now).await?;
     tx.commit().await?;
     Ok(n)

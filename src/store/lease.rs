@@ -135,4 +135,92 @@ mod tests {
         );
         store.close().await;
     }
+
+    /// The error of a write that must have been refused.
+    fn refusal<T>(r: Result<T, StoreError>) -> StoreError {
+        match r {
+            Ok(_) => panic!("not refused"),
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fenced_store_writes_for_the_leader_only_while_its_holder_holds_the_lease() {
+        let dir = tempfile::tempdir().expect("dir");
+        let plain = Store::open(&dir.path().join("m.db")).await.expect("open");
+        let store = plain.clone().fenced(LEADER, "a");
+        let ttl = Duration::from_millis(600);
+        if !store.dialect().is_postgres() {
+            // One SQLite daemon always leads: fencing changes nothing.
+            assert!(store.fence().is_none());
+            store
+                .begin_leader_write()
+                .await
+                .expect("tx")
+                .commit()
+                .await
+                .expect("commit");
+            return;
+        }
+        // Nobody holds it yet: refused, and nothing is left locked.
+        let refused = refusal(store.begin_leader_write().await);
+        assert!(refused.is_not_leader(), "{refused}");
+        assert!(
+            store
+                .begin_attempt(1, chrono::Utc::now())
+                .await
+                .expect_err("refused")
+                .is_not_leader()
+        );
+        // An unfenced store (the CLI's, a standby's own writes) is not concerned.
+        plain
+            .begin_leader_write()
+            .await
+            .expect("unfenced")
+            .rollback()
+            .await
+            .expect("rollback");
+        assert_eq!(store.try_lease(LEADER, "a", ttl).await.expect("a"), Some(1));
+        store
+            .begin_leader_write()
+            .await
+            .expect("a leads")
+            .commit()
+            .await
+            .expect("commit");
+        // No such row: not taken, but allowed.
+        assert!(
+            !store
+                .begin_attempt(1, chrono::Utc::now())
+                .await
+                .expect("a leads")
+        );
+        // Lapsed and taken by b: a's leader-only writes are refused again.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(store.try_lease(LEADER, "b", ttl).await.expect("b"), Some(2));
+        let refused = refusal(store.begin_leader_write().await);
+        assert!(refused.is_not_leader(), "{refused}");
+        assert!(
+            refused
+                .to_string()
+                .contains("no longer holds the leader lease"),
+            "{refused}"
+        );
+        assert!(
+            store
+                .begin_attempt(1, chrono::Utc::now())
+                .await
+                .expect_err("refused")
+                .is_not_leader()
+        );
+        // The refusal rolled back: the write lock is free for the leader.
+        let b = plain.fenced(LEADER, "b");
+        b.begin_leader_write()
+            .await
+            .expect("b leads")
+            .commit()
+            .await
+            .expect("commit");
+        store.close().await;
+    }
 }

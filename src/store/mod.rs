@@ -31,6 +31,7 @@ pub mod webhooks;
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -74,12 +75,22 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    /// A leader-only write of a pair's instance that no longer holds the leader lease.
+    #[error(
+        "this instance no longer holds the leader lease (another instance leads): nothing was written"
+    )]
+    NotLeader,
 }
 
 impl StoreError {
     /// Every connection of the pool stayed busy for the whole wait: try again later.
     pub fn is_busy(&self) -> bool {
         matches!(self, StoreError::Sql(sqlx::Error::PoolTimedOut))
+    }
+
+    /// A leader-only write refused because the lease passed to another instance.
+    pub fn is_not_leader(&self) -> bool {
+        matches!(self, StoreError::NotLeader)
     }
 }
 
@@ -122,6 +133,15 @@ pub struct Store {
     pool: Pool,
     reads: Pool,
     probes: Pool,
+    /// The lease a pair's instance must hold for its leader-only writes: see [`Store::fenced`].
+    fence: Option<Arc<Fence>>,
+}
+
+/// Which lease, held by whom, a leader-only write requires.
+#[derive(Debug)]
+struct Fence {
+    name: String,
+    holder: String,
 }
 
 impl Store {
@@ -199,9 +219,14 @@ impl Store {
             opts = opts.password(p.expose_secret());
         }
         let lock_ms = lock_timeout.as_millis().to_string();
-        opts = opts
-            .application_name("waba-monitor")
-            .options([("lock_timeout", lock_ms.as_str())]);
+        // A transaction waits at most `lock_timeout` for the write lock, and none holds it
+        // idle longer: the server ends the session of a process that froze (or lost its
+        // network) inside a transaction, so its lock does not stop every other writer (a
+        // pair's new leader) until TCP gives up on it hours later.
+        opts = opts.application_name("waba-monitor").options([
+            ("lock_timeout", lock_ms.as_str()),
+            ("idle_in_transaction_session_timeout", lock_ms.as_str()),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(Self::PG_WRITE_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
@@ -223,6 +248,7 @@ impl Store {
             pool: Pool::Pg(pool),
             reads: Pool::Pg(reads),
             probes: Pool::Pg(probes),
+            fence: None,
         })
     }
 
@@ -292,6 +318,7 @@ impl Store {
             pool: Pool::Lite(pool),
             reads: Pool::Lite(reads),
             probes: Pool::Lite(probes),
+            fence: None,
         })
     }
 
@@ -380,6 +407,53 @@ impl Store {
         .bind(error)
         .execute(ex).await.map(|r| r.rows_affected()))?;
         Ok(())
+    }
+
+    /// A write transaction of what only the leader of a pair writes (a cycle, webhook
+    /// processing, pruning, alert snapshots): [`Store::begin_write`], and on a fenced store
+    /// ([`Store::fenced`]) the lease checked once the write lock is held, else
+    /// [`StoreError::NotLeader`] and nothing written.
+    pub async fn begin_leader_write(&self) -> Result<Tx<'static>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if let (Some(f), Tx::Pg(t)) = (&self.fence, &mut tx) {
+            // The server's clock now, not the transaction's start (which may be long before
+            // the write lock was granted).
+            let held: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM leader_lease WHERE name = $1 AND holder = $2 \
+                 AND expires_at > clock_timestamp()",
+            )
+            .bind(&f.name)
+            .bind(&f.holder)
+            .fetch_optional(&mut **t)
+            .await?;
+            if held.is_none() {
+                tx.rollback().await?;
+                return Err(StoreError::NotLeader);
+            }
+        }
+        Ok(tx)
+    }
+
+    /// This store's leader-only writes ([`Store::begin_leader_write`], taking an outbox row
+    /// to send) require that `holder` holds the lease `name` when they take the write lock:
+    /// an instance of a pair whose cycle (or send) was still in flight when the lease passed
+    /// to another writes nothing of it. Writers follow each other through the write lock, so
+    /// whatever it wrote before came before the new leader's first write. No effect on SQLite.
+    pub fn fenced(mut self, name: &str, holder: &str) -> Store {
+        if self.dialect().is_postgres() {
+            self.fence = Some(Arc::new(Fence {
+                name: name.to_owned(),
+                holder: holder.to_owned(),
+            }));
+        }
+        self
+    }
+
+    /// The lease and holder this store's leader-only writes require (PostgreSQL, fenced).
+    pub(crate) fn fence(&self) -> Option<(&str, &str)> {
+        self.fence
+            .as_deref()
+            .map(|f| (f.name.as_str(), f.holder.as_str()))
     }
 
     /// Starts a write transaction. SQLite: `BEGIN IMMEDIATE` (it takes the write lock at once,

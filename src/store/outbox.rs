@@ -7,7 +7,7 @@
 //! in its own commit before the SMTP conversation starts, and its outcome clears `in_flight`
 //! (migration 0005): a pending row still in flight was cut off by a crash.
 
-use super::db::{db, tx};
+use super::db::{Pool, db, tx};
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
@@ -259,7 +259,30 @@ impl Store {
     /// Counts one more attempt of a row, started `at`, and marks it in flight, in its own
     /// commit. `false` if the row is no longer pending or is already in flight (settled or
     /// taken since it was read): nothing was changed and it must not be sent.
+    ///
+    /// On a fenced store ([`Store::fenced`]) the row is taken only while this instance holds
+    /// the leader lease: [`StoreError::NotLeader`] otherwise.
     pub async fn begin_attempt(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        if let (Some((name, holder)), Pool::Pg(p)) = (self.fence(), self.pool()) {
+            let (started, leads): (i64, bool) = sqlx::query_as(
+                "WITH lease AS (SELECT 1 FROM leader_lease WHERE name = $3 AND holder = $4 \
+                   AND expires_at > clock_timestamp()), \
+                 taken AS (UPDATE outbox SET attempts = attempts + 1, last_attempt_at = $2, \
+                   in_flight = 1 WHERE id = $1 AND state = 'pending' AND in_flight = 0 \
+                   AND EXISTS (SELECT 1 FROM lease) RETURNING 1) \
+                 SELECT (SELECT count(*) FROM taken), EXISTS (SELECT 1 FROM lease)",
+            )
+            .bind(id)
+            .bind(rfc3339(at))
+            .bind(name)
+            .bind(holder)
+            .fetch_one(p)
+            .await?;
+            if !leads {
+                return Err(StoreError::NotLeader);
+            }
+            return Ok(started > 0);
+        }
         let started = db!(self.pool(), (ex, d) => sqlx::query(d.sql("UPDATE outbox SET attempts = attempts + 1, last_attempt_at = $2, in_flight = 1 \
              WHERE id = $1 AND state = 'pending' AND in_flight = 0",))
         .bind(id)

@@ -373,7 +373,7 @@ impl Store {
         let mut deleted = 0;
         {
             let webhook_cutoff = rfc3339(before.min(Utc::now() - WEBHOOK_DEDUPE_WINDOW));
-            let mut tx = self.begin_write().await?;
+            let mut tx = self.begin_leader_write().await?;
             let r = tx!(tx, (ex, d) => sqlx::query(d.sql("DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events \
                  WHERE processed_at IS NOT NULL AND last_received_at < $1 ORDER BY id LIMIT $2)",))
             .bind(&webhook_cutoff)
@@ -393,7 +393,7 @@ impl Store {
              AND outcome != 'running' AND NOT EXISTS (SELECT 1 FROM history h WHERE h.poll_run_id = poll_runs.id) \
              ORDER BY id LIMIT $2)",
         ] {
-            let mut tx = self.begin_write().await?;
+            let mut tx = self.begin_leader_write().await?;
             let r = tx!(tx, (ex, d) => sqlx::query(d.sql(sql))
                 .bind(&cutoff)
                 .bind(i64::from(batch))

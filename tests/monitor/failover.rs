@@ -949,3 +949,147 @@ async fn a_daemon_polls_once_when_it_takes_the_lease_whether_at_its_start_or_lat
     assert_eq!(app.sim.calls_for_waba(WABA1), 6);
     store.close().await;
 }
+
+/// A leader whose cycle is still in flight when the lease passes to another instance (it lapsed
+/// while the leader stalled, and a standby took it) must not record that cycle: its reading is
+/// older than what the new leader records, and writing it after would record a change that
+/// is not there (then its undoing), with the alert and its resolution. Here the cycle waits on
+/// a slow Graph answer that says YELLOW while the number is GREEN again, and the lease is taken
+/// from under it meanwhile (by the test, as a standby would once it lapsed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_in_flight_when_the_lease_passes_to_another_records_nothing() {
+    let db = Pg::fresh();
+    let app = TestApp::spawn_full(
+        one_waba(2),
+        &format!("wabas = [\"{WABA1}\"]"),
+        "v24.0",
+        "0 0 0 1 1 *",
+        "",
+    )
+    .await;
+    // Graph answers may take 30 s: the slow answer below is waited for, not retried.
+    let text = std::fs::read_to_string(&app.config_path).expect("config");
+    std::fs::write(
+        &app.config_path,
+        text.replace("request_timeout = \"2s\"", "request_timeout = \"30s\""),
+    )
+    .expect("config");
+    let mut p = pair(&app, &db, None);
+    let store = db.store().await;
+    // The first start records the fleet, GREEN; a clean stop hands the lease back.
+    p.a.start();
+    p.a.wait_leader(1.0, START, "A leads").await;
+    wait_runs(&store, "the first cycle finished", |runs| {
+        runs.len() == 1 && runs[0].finished_at.is_some()
+    })
+    .await;
+    p.a.terminate();
+    p.a.wait_exit(Duration::from_secs(20)).await;
+
+    // Started again, its cycle reads YELLOW and the answer takes 8 s to arrive.
+    let requests = app.sim.http_requests();
+    app.sim.with_state(|s| {
+        s.phone_mut(P1).quality_rating = Some("YELLOW".into());
+        s.add_fault(Fault::always(
+            FaultTarget::Any,
+            FaultKind::Hang(Duration::from_secs(8)),
+        ));
+    });
+    p.a.start();
+    p.a.wait_leader(1.0, START, "A leads again").await;
+    let deadline = Instant::now() + START;
+    while app.sim.http_requests() == requests {
+        assert!(
+            Instant::now() < deadline,
+            "A asked Graph nothing: {}",
+            p.a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Meanwhile the number is GREEN again, and another instance holds the lease.
+    app.sim.with_state(|s| {
+        s.phone_mut(P1).quality_rating = Some("GREEN".into());
+        s.faults.clear();
+    });
+    let pool = db.pool().await;
+    let stolen = sqlx::query(
+        "UPDATE leader_lease SET holder = 'another-instance', term = term + 1, \
+         renewed_at = now(), expires_at = now() + interval '1 hour' WHERE name = 'leader'",
+    )
+    .execute(&pool)
+    .await
+    .expect("the lease passes to another instance");
+    assert_eq!(stolen.rows_affected(), 1);
+    p.a.wait_leader(
+        0.0,
+        START,
+        "A hears at its next renewal that it no longer leads",
+    )
+    .await;
+    // The slow answer arrives and the cycle ends, not recorded.
+    wait_runs(&store, "the cycle in flight ended", |runs| {
+        runs.len() == 2 && runs.iter().all(|r| r.finished_at.is_some())
+    })
+    .await;
+    let history = store
+        .history(&HistoryFilter {
+            id: Some(P1.to_owned()),
+            since: None,
+            limit: None,
+        })
+        .await
+        .expect("history");
+    assert!(
+        !history.iter().any(|h| h.new.as_deref() == Some("YELLOW")),
+        "a reading older than the lease's new holder's was recorded: {history:#?}\nA's log:\n{}",
+        p.a.log()
+    );
+    let log = p.a.log();
+    assert!(log.contains("no longer holds the leader lease"), "{log}");
+    p.a.terminate();
+    let status = p.a.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "A exited with {status}: {log}");
+    store.close().await;
+}
+
+/// A process that froze (or lost its network) inside a write transaction holds the write
+/// lock; the server ends such a session once it has been idle for the lock timeout, so the
+/// other instance (the next leader) can write again, instead of waiting until TCP gives up on
+/// the connection hours later. The frozen transaction's commit then fails: nothing of it lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_left_idle_by_a_frozen_instance_frees_the_write_lock() {
+    let db = Pg::fresh();
+    let password = db
+        .password
+        .as_ref()
+        .map(|p| secrecy::SecretString::from(p.clone()));
+    let wait = Duration::from_millis(500);
+    let frozen = Store::open_postgres_with(&db.url, password.as_ref(), wait)
+        .await
+        .expect("open");
+    let other = Store::open_postgres_with(&db.url, password.as_ref(), wait)
+        .await
+        .expect("open");
+    let tx = frozen.begin_write().await.expect("the write lock");
+    // Held, then nothing more sent: the server ends the session after `wait`.
+    tokio::time::sleep(wait * 2).await;
+    let t0 = Instant::now();
+    other
+        .begin_write()
+        .await
+        .expect("the write lock is free again")
+        .commit()
+        .await
+        .expect("commit");
+    assert!(
+        t0.elapsed() < wait,
+        "waited {:?} for the lock",
+        t0.elapsed()
+    );
+    assert!(
+        tx.commit().await.is_err(),
+        "the frozen transaction committed"
+    );
+    frozen.close().await;
+    other.close().await;
+}

@@ -329,6 +329,19 @@ async fn spawn_app(state: SimState, extra: &str) -> TestApp {
     .await
 }
 
+/// An app whose schedule does not fire during a test (once a year, 1 January at midnight): only
+/// a start and taking the lease ask for cycles.
+async fn spawn_quiet_app() -> TestApp {
+    TestApp::spawn_full(
+        one_waba(2),
+        &format!("wabas = [\"{WABA1}\"]"),
+        "v24.0",
+        "0 0 0 1 1 *",
+        "",
+    )
+    .await
+}
+
 /// Starts A, waits until it leads (and, with `first_cycle`, until its first cycle is
 /// recorded), then starts B and waits until it stands by (A still leading).
 async fn start_pair(p: &mut Pair, store: &Store, first_cycle: bool) {
@@ -894,15 +907,7 @@ async fn a_clean_stop_of_the_leader_hands_over_within_a_renewal_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_polls_once_when_it_takes_the_lease_whether_at_its_start_or_later() {
     let db = Pg::fresh();
-    // Once a year (1 January, midnight): only the start and the lease ask for cycles here.
-    let app = TestApp::spawn_full(
-        one_waba(2),
-        &format!("wabas = [\"{WABA1}\"]"),
-        "v24.0",
-        "0 0 0 1 1 *",
-        "",
-    )
-    .await;
+    let app = spawn_quiet_app().await;
     let mut p = pair(&app, &db, None);
     let store = db.store().await;
     let settle = Duration::from_secs(2);
@@ -959,14 +964,7 @@ async fn a_daemon_polls_once_when_it_takes_the_lease_whether_at_its_start_or_lat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_in_flight_when_the_lease_passes_to_another_records_nothing() {
     let db = Pg::fresh();
-    let app = TestApp::spawn_full(
-        one_waba(2),
-        &format!("wabas = [\"{WABA1}\"]"),
-        "v24.0",
-        "0 0 0 1 1 *",
-        "",
-    )
-    .await;
+    let app = spawn_quiet_app().await;
     // Graph answers may take 30 s: the slow answer below is waited for, not retried.
     let text = std::fs::read_to_string(&app.config_path).expect("config");
     std::fs::write(

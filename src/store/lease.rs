@@ -10,6 +10,17 @@ use super::{Store, StoreError};
 /// The lease every daemon of one database competes for.
 pub const LEADER: &str = "leader";
 
+/// A row when the lease `$1` is held by `$2` now, by the server's clock (`clock_timestamp()`,
+/// not the transaction's start, which may be long before the write lock was granted): what a
+/// fenced store's leader-only writes require ([`Store::fenced`]). A macro, for `concat!`.
+macro_rules! lease_held {
+    () => {
+        "SELECT 1 FROM leader_lease WHERE name = $1 AND holder = $2 \
+         AND expires_at > clock_timestamp()"
+    };
+}
+pub(super) use lease_held;
+
 /// Who holds a lease, as the database sees it now.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LeaseHolder {

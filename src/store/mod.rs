@@ -416,16 +416,11 @@ impl Store {
     pub async fn begin_leader_write(&self) -> Result<Tx<'static>, StoreError> {
         let mut tx = self.begin_write().await?;
         if let (Some(f), Tx::Pg(t)) = (&self.fence, &mut tx) {
-            // The server's clock now, not the transaction's start (which may be long before
-            // the write lock was granted).
-            let held: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM leader_lease WHERE name = $1 AND holder = $2 \
-                 AND expires_at > clock_timestamp()",
-            )
-            .bind(&f.name)
-            .bind(&f.holder)
-            .fetch_optional(&mut **t)
-            .await?;
+            let held: Option<i32> = sqlx::query_scalar(lease::lease_held!())
+                .bind(&f.name)
+                .bind(&f.holder)
+                .fetch_optional(&mut **t)
+                .await?;
             if held.is_none() {
                 tx.rollback().await?;
                 return Err(StoreError::NotLeader);

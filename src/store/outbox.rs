@@ -264,18 +264,18 @@ impl Store {
     /// the leader lease: [`StoreError::NotLeader`] otherwise.
     pub async fn begin_attempt(&self, id: i64, at: DateTime<Utc>) -> Result<bool, StoreError> {
         if let (Some((name, holder)), Pool::Pg(p)) = (self.fence(), self.pool()) {
-            let (started, leads): (i64, bool) = sqlx::query_as(
-                "WITH lease AS (SELECT 1 FROM leader_lease WHERE name = $3 AND holder = $4 \
-                   AND expires_at > clock_timestamp()), \
-                 taken AS (UPDATE outbox SET attempts = attempts + 1, last_attempt_at = $2, \
-                   in_flight = 1 WHERE id = $1 AND state = 'pending' AND in_flight = 0 \
+            let (started, leads): (i64, bool) = sqlx::query_as(concat!(
+                "WITH lease AS (",
+                super::lease::lease_held!(),
+                "), taken AS (UPDATE outbox SET attempts = attempts + 1, last_attempt_at = $4, \
+                   in_flight = 1 WHERE id = $3 AND state = 'pending' AND in_flight = 0 \
                    AND EXISTS (SELECT 1 FROM lease) RETURNING 1) \
                  SELECT (SELECT count(*) FROM taken), EXISTS (SELECT 1 FROM lease)",
-            )
-            .bind(id)
-            .bind(rfc3339(at))
+            ))
             .bind(name)
             .bind(holder)
+            .bind(id)
+            .bind(rfc3339(at))
             .fetch_one(p)
             .await?;
             if !leads {
